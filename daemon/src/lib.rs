@@ -1,1 +1,185 @@
+//! tokend: a per-user daemon that owns OAuth 2.0 access tokens.
+//!
+//! It fetches tokens, refreshes them *before* they expire, and serves the current one to any
+//! number of local programs over a Unix socket, the way ssh-agent serves keys. The pieces,
+//! one concern per module:
+//!
+//! | module | concern |
+//! |---|---|
+//! | [`config`] | the TOML file: parsing, checking, resolving client secrets |
+//! | [`oauth`] | requests to OAuth servers: token, revocation, info endpoints |
+//! | [`profile`] | one profile's token state machine, its actor, and the handle that serves it |
+//! | [`persist`] | tokens on disk, written atomically |
+//! | [`login`] | the authorization code flow with PKCE and its loopback listener |
+//! | [`server`] | the socket: binding, framing, the handshake, answering requests |
+//! | [`daemon`] | the set of running profiles and reload |
+//! | [`clock`] | re-arming timers when the wall clock jumps |
+//! | [`signals`], [`sdnotify`], [`logging`], [`harden`], [`fsperm`], [`notify`] | the process |
+//!
+//! The flow: [`run`] hardens the process, loads the config, opens the state directory, binds
+//! the socket and starts one actor per profile. Each actor fetches or restores its token and
+//! schedules the next refresh; connections read tokens from the actors' published snapshots.
+//! On SIGTERM the server stops accepting, answers what it was answering, the actors finish any
+//! request in flight and persist it, and the socket is removed.
 
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod fsperm;
+pub mod harden;
+pub mod logging;
+pub mod login;
+pub mod notify;
+pub mod oauth;
+pub mod persist;
+pub mod profile;
+pub mod sdnotify;
+pub mod server;
+pub mod signals;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use tokend_proto::Endpoint;
+
+use crate::cli::Cli;
+use crate::config::Config;
+use crate::daemon::Daemon;
+use crate::oauth::Http;
+use crate::persist::Store;
+
+/// Exit status for an invalid config (sysexits' `EX_CONFIG`). The systemd unit does not
+/// restart on it: restarting cannot fix a config.
+pub const EXIT_CONFIG: u8 = 78;
+
+/// Runs the daemon (or the config check) and returns its exit status.
+pub fn run(cli: Cli) -> ExitCode {
+    let hardening = harden::apply();
+
+    if let Some(path) = &cli.check_config {
+        let path = if path.as_os_str().is_empty() { cli.config.clone() } else { Some(path.clone()) };
+        return check_config(path);
+    }
+
+    let Some(config_path) = cli.config.clone().or_else(Config::default_path) else {
+        eprintln!("tokend: cannot tell where the config file is (no home directory); pass --config PATH");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let config = match Config::load(&config_path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("tokend: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+
+    logging::init(cli.log_level.as_deref(), config.daemon.log_level.as_deref());
+    for warning in &hardening.warnings {
+        tracing::warn!("{warning}");
+    }
+
+    let endpoint = Endpoint::resolve(cli.socket.as_deref(), config.daemon.socket.as_deref());
+    let Some(state_dir) = cli.state_dir.clone().or_else(|| config.daemon.state_dir.clone()).or_else(default_state_dir) else {
+        tracing::error!("cannot tell where to keep state (no home directory); pass --state-dir DIR");
+        return ExitCode::FAILURE;
+    };
+    let store = match Store::open(&state_dir) {
+        Ok(store) => store,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let http = match Http::new(config.daemon.http_timeout) {
+        Ok(http) => http,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4))
+        .max_blocking_threads(16)
+        .thread_name("tokend")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(config, endpoint, store, http, hardening.max_files))
+}
+
+async fn serve(config: Config, endpoint: Endpoint, store: Store, http: Http, max_files: Option<u64>) -> ExitCode {
+    let bound = match server::listener::bind(&endpoint) {
+        Ok(bound) => bound,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("tokend: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut max_connections = config.daemon.max_connections;
+    if let Some(files) = max_files {
+        // Leave room for the state files, the HTTP client and the login listeners.
+        max_connections = max_connections.min(files.saturating_sub(64).max(16) as usize);
+    }
+    let profiles = config.profiles.len();
+    let config_path = config.path.clone();
+    let daemon = Daemon::start(config, store, http);
+    if let Err(e) = signals::spawn(daemon.clone()) {
+        tracing::error!("cannot handle signals: {e}");
+        return ExitCode::FAILURE;
+    }
+    tracing::info!(
+        socket = %endpoint,
+        config = %config_path.display(),
+        profiles,
+        "tokend {} ready{}",
+        env!("CARGO_PKG_VERSION"),
+        if bound.activated { " (socket activated)" } else { "" }
+    );
+    sdnotify::ready(&format!("serving {profiles} profile{}", if profiles == 1 { "" } else { "s" }));
+    server::serve(daemon.clone(), bound.listener, max_connections).await;
+    sdnotify::stopping();
+    daemon.stop_profiles().await;
+    tracing::info!("tokend stopped");
+    ExitCode::SUCCESS
+}
+
+fn check_config(path: Option<PathBuf>) -> ExitCode {
+    let Some(path) = path.or_else(Config::default_path) else {
+        eprintln!("tokend: cannot tell where the config file is; pass a path");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    match Config::load(&path) {
+        Ok(config) => {
+            let names: Vec<&str> = config.profiles.keys().map(String::as_str).collect();
+            println!(
+                "{}: valid, {} profile{}{}{}",
+                path.display(),
+                names.len(),
+                if names.len() == 1 { "" } else { "s" },
+                if names.is_empty() { "" } else { ": " },
+                names.join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tokend: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+/// `$XDG_STATE_HOME/tokend`, or the platform's local data directory where there is no state
+/// directory.
+fn default_state_dir() -> Option<PathBuf> {
+    let dirs = directories::BaseDirs::new()?;
+    Some(dirs.state_dir().unwrap_or_else(|| dirs.data_local_dir()).join("tokend"))
+}

@@ -1,0 +1,507 @@
+//! The configuration file: one `[daemon]` table and one `[profiles.NAME]` table per token
+//! source.
+//!
+//! Loading is all-or-nothing. The file is parsed, every key is checked (unknown keys are
+//! errors, URLs must be https unless they point at this machine, the redirect URI must be
+//! loopback, …) and every client secret is resolved from its source. Only a configuration
+//! that passed all of that reaches the rest of the daemon, which is what lets a reload keep
+//! the old configuration running when the new one is broken. Every error names the file, the
+//! line and the key.
+
+mod source;
+mod value;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokend_proto::{Grant, Secret};
+use toml::Spanned;
+use url::Url;
+
+pub use source::SecretSource;
+use value::{HumanDuration, LogLevel, RawGrant};
+
+/// How long before expiry a token is refreshed, unless the profile says otherwise.
+pub const DEFAULT_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
+/// The lifetime assumed for a token whose response has no `expires_in`.
+pub const DEFAULT_EXPIRES_IN: Duration = Duration::from_secs(60 * 60);
+/// The least a served token has left by default (capped at a quarter of its lifetime).
+pub const DEFAULT_MIN_VALID: Duration = Duration::from_secs(30);
+/// The first retry delay after a transient failure.
+pub const DEFAULT_RETRY_MIN: Duration = Duration::from_secs(1);
+/// The longest retry delay after repeated transient failures.
+pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(5 * 60);
+/// How long a request to an OAuth server may take in all.
+pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `tokenctl login` waits for the browser.
+pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// How many client connections are served at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+
+/// A configuration that passed every check.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// The `[daemon]` table.
+    pub daemon: DaemonSettings,
+    /// The profiles, by name.
+    pub profiles: BTreeMap<String, Arc<Profile>>,
+}
+
+/// The `[daemon]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonSettings {
+    /// Socket path override.
+    pub socket: Option<PathBuf>,
+    /// State directory override.
+    pub state_dir: Option<PathBuf>,
+    /// Log filter (for example `info` or `tokend=debug`).
+    pub log_level: Option<String>,
+    /// Command run when a profile needs a login, unless the profile has its own.
+    pub notify_command: Option<String>,
+    /// Connection limit.
+    pub max_connections: usize,
+    /// Per-request timeout for OAuth servers.
+    pub http_timeout: Duration,
+}
+
+/// How the client authenticates at the token endpoint (RFC 6749 §2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// HTTP Basic with the form-urlencoded id and secret.
+    Basic,
+    /// `client_id` and `client_secret` in the form body.
+    Post,
+}
+
+/// One `[profiles.NAME]` table, checked and with its secret resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    /// The table's name.
+    pub name: String,
+    /// The grant.
+    pub grant: Grant,
+    /// The token endpoint.
+    pub token_url: Url,
+    /// The authorization endpoint (authorization_code only).
+    pub authorize_url: Option<Url>,
+    /// The loopback redirect URI (authorization_code only).
+    pub redirect_uri: Option<Url>,
+    /// The authorization server's issuer identifier, checked against `iss` in redirects
+    /// (RFC 9207). Without it, `iss` must have the authorize URL's origin.
+    pub issuer: Option<String>,
+    /// The RFC 7009 revocation endpoint.
+    pub revoke_url: Option<Url>,
+    /// An endpoint that describes the token or its owner.
+    pub info_url: Option<Url>,
+    /// The client identifier.
+    pub client_id: String,
+    /// Where the client secret comes from.
+    pub client_secret_source: SecretSource,
+    /// The resolved client secret; `None` for a public client.
+    pub client_secret: Option<Secret>,
+    /// How the client authenticates.
+    pub client_auth: ClientAuth,
+    /// Scopes to ask for.
+    pub scopes: Vec<String>,
+    /// Extra form parameters for token requests.
+    pub token_params: BTreeMap<String, String>,
+    /// Extra query parameters for the authorization URL.
+    pub authorize_params: BTreeMap<String, String>,
+    /// How long before expiry to refresh.
+    pub refresh_margin: Duration,
+    /// Lifetime assumed when the server sends no `expires_in`.
+    pub default_expires_in: Duration,
+    /// The least a served token has left by default.
+    pub min_valid: Duration,
+    /// The first retry delay after a transient failure.
+    pub retry_min: Duration,
+    /// The longest retry delay.
+    pub retry_max: Duration,
+    /// How long a login waits for the browser.
+    pub login_timeout: Duration,
+    /// Command run when this profile needs a login.
+    pub notify_command: Option<String>,
+}
+
+impl Profile {
+    /// A digest of the settings that decide *whose* tokens these are. Stored tokens are only
+    /// reused by a profile with the same fingerprint, so that changing the server, the client
+    /// or the scopes never serves tokens obtained under the old ones.
+    pub fn security_fingerprint(&self) -> String {
+        let mut hasher = Sha256::new();
+        let mut field = |name: &str, value: &str| {
+            hasher.update((name.len() as u64).to_be_bytes());
+            hasher.update(name.as_bytes());
+            hasher.update((value.len() as u64).to_be_bytes());
+            hasher.update(value.as_bytes());
+        };
+        field("grant", self.grant.as_str());
+        field("token_url", self.token_url.as_str());
+        field("client_id", &self.client_id);
+        field("client_secret_source", &self.client_secret_source.identity());
+        let mut scopes = self.scopes.clone();
+        scopes.sort();
+        field("scopes", &scopes.join(" "));
+        field("authorize_url", self.authorize_url.as_ref().map_or("", Url::as_str));
+        field("redirect_uri", self.redirect_uri.as_ref().map_or("", Url::as_str));
+        let digest = hasher.finalize();
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The scopes as the space-separated `scope` parameter, if any were configured.
+    pub fn scope_param(&self) -> Option<String> {
+        (!self.scopes.is_empty()).then(|| self.scopes.join(" "))
+    }
+}
+
+/// A configuration that could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub path: PathBuf,
+    /// The 1-based line, when the problem has one.
+    pub line: Option<usize>,
+    /// The dotted key, when the problem has one.
+    pub key: Option<String>,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// The default config file location.
+    pub fn default_path() -> Option<PathBuf> {
+        tokend_proto::endpoint::default_config_path()
+    }
+
+    /// Reads, checks and resolves the configuration at `path`.
+    ///
+    /// This may run `client_secret_command`s, so call it off the async runtime.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_owned(),
+            line: None,
+            key: None,
+            message: match e.kind() {
+                std::io::ErrorKind::NotFound => format!(
+                    "no such file; create it (see `examples/` and the README's config reference) or pass --config PATH"
+                ),
+                _ => format!("cannot read: {e}"),
+            },
+        })?;
+        let config = Config::parse(path, &text)?;
+        let inline = config.profiles.values().any(|p| matches!(p.client_secret_source, SecretSource::Inline(_)));
+        if inline {
+            crate::fsperm::refuse_inline_secret_in_shared_file(path)
+                .map_err(|message| ConfigError { path: path.to_owned(), line: None, key: None, message })?;
+        }
+        Ok(config)
+    }
+
+    /// Checks and resolves a configuration given as text; `path` is used for error messages and
+    /// to resolve relative `client_secret_file` paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let located = Locator { path, text };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| located.toml_error(&e))?;
+        let daemon = raw.daemon.map(|d| d.into_settings()).unwrap_or_default();
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut profiles = BTreeMap::new();
+        for (name, table) in raw.profiles {
+            let line = located.line_of(table.span().start);
+            let profile = table.into_inner().check(&name, base).map_err(|(key, message)| ConfigError {
+                path: path.to_owned(),
+                line: key.line.map(|span_start| located.line_of(span_start)).or(Some(line)),
+                key: Some(format!("profiles.{name}{}", key.name.map(|k| format!(".{k}")).unwrap_or_default())),
+                message,
+            })?;
+            profiles.insert(name, Arc::new(profile));
+        }
+        Ok(Config { path: path.to_owned(), daemon, profiles })
+    }
+}
+
+impl Default for DaemonSettings {
+    fn default() -> Self {
+        DaemonSettings {
+            socket: None,
+            state_dir: None,
+            log_level: None,
+            notify_command: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            http_timeout: DEFAULT_HTTP_TIMEOUT,
+        }
+    }
+}
+
+/// Turns byte offsets into line numbers of the file being loaded.
+struct Locator<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+    }
+
+    fn toml_error(&self, error: &toml::de::Error) -> ConfigError {
+        ConfigError {
+            path: self.path.to_owned(),
+            line: error.span().map(|span| self.line_of(span.start)),
+            key: None,
+            message: error.message().trim_end().to_owned(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    daemon: Option<RawDaemon>,
+    #[serde(default)]
+    profiles: BTreeMap<String, Spanned<RawProfile>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    socket: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    log_level: Option<LogLevel>,
+    notify_command: Option<String>,
+    max_connections: Option<value::Positive>,
+    http_timeout: Option<HumanDuration>,
+}
+
+impl RawDaemon {
+    fn into_settings(self) -> DaemonSettings {
+        let defaults = DaemonSettings::default();
+        DaemonSettings {
+            socket: self.socket,
+            state_dir: self.state_dir,
+            log_level: self.log_level.map(|l| l.0),
+            notify_command: self.notify_command.filter(|c| !c.trim().is_empty()),
+            max_connections: self.max_connections.map_or(defaults.max_connections, |n| n.0),
+            http_timeout: self.http_timeout.map_or(defaults.http_timeout, |d| d.0),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    grant: RawGrant,
+    token_url: value::EndpointUrl,
+    authorize_url: Option<value::EndpointUrl>,
+    redirect_uri: Option<Spanned<value::LoopbackUrl>>,
+    issuer: Option<value::NonEmpty>,
+    revoke_url: Option<value::EndpointUrl>,
+    info_url: Option<value::EndpointUrl>,
+    client_id: value::NonEmpty,
+    client_secret: Option<Spanned<String>>,
+    client_secret_file: Option<Spanned<PathBuf>>,
+    client_secret_env: Option<Spanned<String>>,
+    client_secret_command: Option<Spanned<String>>,
+    client_auth: Option<ClientAuth>,
+    #[serde(default)]
+    scopes: Vec<value::Scope>,
+    #[serde(default)]
+    token_params: BTreeMap<String, String>,
+    #[serde(default)]
+    authorize_params: BTreeMap<String, String>,
+    refresh_margin: Option<HumanDuration>,
+    default_expires_in: Option<value::PositiveDuration>,
+    min_valid: Option<HumanDuration>,
+    retry_min: Option<value::PositiveDuration>,
+    retry_max: Option<value::PositiveDuration>,
+    login_timeout: Option<value::PositiveDuration>,
+    notify_command: Option<String>,
+}
+
+/// Where a profile-level error points: a key, and the offset of its value when known.
+struct KeyRef {
+    name: Option<&'static str>,
+    line: Option<usize>,
+}
+
+impl KeyRef {
+    fn key(name: &'static str) -> Self {
+        KeyRef { name: Some(name), line: None }
+    }
+
+    fn at<T>(name: &'static str, spanned: &Spanned<T>) -> Self {
+        KeyRef { name: Some(name), line: Some(spanned.span().start) }
+    }
+}
+
+/// Form parameters that tokend sets itself; letting `token_params` override them would break
+/// the grant or leak the secret into the wrong place.
+const RESERVED_TOKEN_PARAMS: &[&str] = &[
+    "grant_type",
+    "client_id",
+    "client_secret",
+    "code",
+    "code_verifier",
+    "redirect_uri",
+    "refresh_token",
+    "scope",
+];
+
+/// Query parameters of the authorization URL that tokend sets itself.
+const RESERVED_AUTHORIZE_PARAMS: &[&str] = &[
+    "client_id",
+    "redirect_uri",
+    "response_type",
+    "scope",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+];
+
+impl RawProfile {
+    fn check(self, name: &str, base: &Path) -> Result<Profile, (KeyRef, String)> {
+        value::check_profile_name(name).map_err(|m| (KeyRef { name: None, line: None }, m))?;
+        let grant = self.grant.0;
+
+        let sources = [
+            self.client_secret.as_ref().map(|s| KeyRef::at("client_secret", s)),
+            self.client_secret_file.as_ref().map(|s| KeyRef::at("client_secret_file", s)),
+            self.client_secret_env.as_ref().map(|s| KeyRef::at("client_secret_env", s)),
+            self.client_secret_command.as_ref().map(|s| KeyRef::at("client_secret_command", s)),
+        ];
+        let mut given = sources.into_iter().flatten();
+        if let (Some(_), Some(second)) = (given.next(), given.next()) {
+            return Err((
+                second,
+                "give at most one of client_secret, client_secret_file, client_secret_env and client_secret_command".into(),
+            ));
+        }
+
+        let source = if let Some(s) = self.client_secret {
+            SecretSource::Inline(Secret::new(s.into_inner()))
+        } else if let Some(p) = self.client_secret_file {
+            let key = KeyRef::at("client_secret_file", &p);
+            let path = source::expand_path(p.get_ref(), base).map_err(|m| (key, m))?;
+            SecretSource::File(path)
+        } else if let Some(v) = self.client_secret_env {
+            SecretSource::Env(v.into_inner())
+        } else if let Some(c) = self.client_secret_command {
+            SecretSource::Command(c.into_inner())
+        } else {
+            SecretSource::None
+        };
+        let secret_key = match &source {
+            SecretSource::None | SecretSource::Inline(_) => KeyRef::key("client_secret"),
+            SecretSource::File(_) => KeyRef::key("client_secret_file"),
+            SecretSource::Env(_) => KeyRef::key("client_secret_env"),
+            SecretSource::Command(_) => KeyRef::key("client_secret_command"),
+        };
+        let client_secret = source.resolve().map_err(|m| (secret_key, m))?;
+
+        if grant == Grant::ClientCredentials && client_secret.is_none() {
+            return Err((
+                KeyRef::key("client_secret"),
+                "grant = \"client_credentials\" needs a client secret: set one of client_secret, client_secret_file, client_secret_env or client_secret_command".into(),
+            ));
+        }
+        let (authorize_url, redirect_uri) = match grant {
+            Grant::AuthorizationCode => {
+                let authorize = self.authorize_url.ok_or_else(|| {
+                    (KeyRef::key("authorize_url"), "required for grant = \"authorization_code\"".to_owned())
+                })?;
+                let redirect = self.redirect_uri.ok_or_else(|| {
+                    (
+                        KeyRef::key("redirect_uri"),
+                        "required for grant = \"authorization_code\"; use a loopback URI such as \"http://127.0.0.1:8976/callback\" and register it with the server".to_owned(),
+                    )
+                })?;
+                (Some(authorize.0), Some(redirect.into_inner().0))
+            }
+            Grant::ClientCredentials => {
+                if let Some(redirect) = &self.redirect_uri {
+                    return Err((
+                        KeyRef::at("redirect_uri", redirect),
+                        "only used with grant = \"authorization_code\"; remove it".into(),
+                    ));
+                }
+                if self.authorize_url.is_some() {
+                    return Err((
+                        KeyRef::key("authorize_url"),
+                        "only used with grant = \"authorization_code\"; remove it".into(),
+                    ));
+                }
+                (None, None)
+            }
+        };
+
+        for key in self.token_params.keys() {
+            if RESERVED_TOKEN_PARAMS.contains(&key.as_str()) {
+                return Err((KeyRef::key("token_params"), format!("`{key}` is set by tokend itself and cannot be overridden")));
+            }
+        }
+        for key in self.authorize_params.keys() {
+            if RESERVED_AUTHORIZE_PARAMS.contains(&key.as_str()) {
+                return Err((
+                    KeyRef::key("authorize_params"),
+                    format!("`{key}` is set by tokend itself and cannot be overridden"),
+                ));
+            }
+        }
+
+        let retry_min = self.retry_min.map_or(DEFAULT_RETRY_MIN, |d| d.0);
+        let retry_max = self.retry_max.map_or(DEFAULT_RETRY_MAX, |d| d.0);
+        if retry_min > retry_max {
+            return Err((KeyRef::key("retry_min"), "must not be longer than retry_max".into()));
+        }
+
+        Ok(Profile {
+            name: name.to_owned(),
+            grant,
+            token_url: self.token_url.0,
+            authorize_url,
+            redirect_uri,
+            issuer: self.issuer.map(|i| i.0),
+            revoke_url: self.revoke_url.map(|u| u.0),
+            info_url: self.info_url.map(|u| u.0),
+            client_id: self.client_id.0,
+            client_secret_source: source,
+            client_secret,
+            client_auth: self.client_auth.unwrap_or(ClientAuth::Basic),
+            scopes: self.scopes.into_iter().map(|s| s.0).collect(),
+            token_params: self.token_params,
+            authorize_params: self.authorize_params,
+            refresh_margin: self.refresh_margin.map_or(DEFAULT_REFRESH_MARGIN, |d| d.0),
+            default_expires_in: self.default_expires_in.map_or(DEFAULT_EXPIRES_IN, |d| d.0),
+            min_valid: self.min_valid.map_or(DEFAULT_MIN_VALID, |d| d.0),
+            retry_min,
+            retry_max,
+            login_timeout: self.login_timeout.map_or(DEFAULT_LOGIN_TIMEOUT, |d| d.0),
+            notify_command: self.notify_command.filter(|c| !c.trim().is_empty()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

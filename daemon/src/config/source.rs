@@ -1,0 +1,141 @@
+//! Where a client secret comes from: inline, a file, an environment variable or a command.
+//!
+//! Secrets are resolved when the configuration is loaded (at start and on every reload), so a
+//! missing file or a failing command is reported as a config error instead of surfacing later
+//! as a failed refresh.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokend_proto::Secret;
+
+/// How long a `client_secret_command` may run.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The configured source of a client secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A public client: no secret.
+    None,
+    /// `client_secret`: the secret itself, in the config file.
+    Inline(Secret),
+    /// `client_secret_file`: a file holding the secret.
+    File(PathBuf),
+    /// `client_secret_env`: an environment variable of the daemon holding the secret.
+    Env(String),
+    /// `client_secret_command`: a shell command that prints the secret.
+    Command(String),
+}
+
+impl SecretSource {
+    /// A stable description of the source (not of the secret it yields) for fingerprints. An
+    /// inline secret is its own source, so it is represented by its digest.
+    pub fn identity(&self) -> String {
+        match self {
+            SecretSource::None => "none".to_owned(),
+            SecretSource::Inline(secret) => {
+                let digest = Sha256::digest(secret.expose().as_bytes());
+                format!("inline:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
+            }
+            SecretSource::File(path) => format!("file:{}", path.display()),
+            SecretSource::Env(var) => format!("env:{var}"),
+            SecretSource::Command(command) => format!("command:{command}"),
+        }
+    }
+
+    /// Reads the secret. Errors say what failed and how to fix it, never what the secret is.
+    pub fn resolve(&self) -> Result<Option<Secret>, String> {
+        let value = match self {
+            SecretSource::None => return Ok(None),
+            SecretSource::Inline(secret) => secret.clone(),
+            SecretSource::File(path) => read_secret_file(path)?,
+            SecretSource::Env(var) => match std::env::var(var) {
+                Ok(value) => Secret::new(value),
+                Err(std::env::VarError::NotPresent) => {
+                    return Err(format!(
+                        "environment variable {var} is not set in tokend's environment (under systemd, set it with Environment= or EnvironmentFile=)"
+                    ));
+                }
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    return Err(format!("environment variable {var} is not valid UTF-8"));
+                }
+            },
+            SecretSource::Command(command) => run_secret_command(command)?,
+        };
+        let trimmed = value.expose().trim_end_matches(['\n', '\r']);
+        if trimmed.is_empty() {
+            return Err("the client secret is empty".to_owned());
+        }
+        Ok(Some(if trimmed.len() == value.expose().len() { value } else { Secret::from(trimmed) }))
+    }
+}
+
+/// Resolves `~/` and paths relative to the config file's directory.
+pub fn expand_path(path: &Path, base: &Path) -> Result<PathBuf, String> {
+    if let Ok(rest) = path.strip_prefix("~") {
+        let home = directories::BaseDirs::new()
+            .ok_or_else(|| "cannot expand `~`: no home directory".to_owned())?;
+        return Ok(home.home_dir().join(rest));
+    }
+    Ok(if path.is_absolute() { path.to_owned() } else { base.join(path) })
+}
+
+fn read_secret_file(path: &Path) -> Result<Secret, String> {
+    let mut file = std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    crate::fsperm::refuse_if_readable_by_others(&file, path, "client secret file")?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(Secret::new(text))
+}
+
+fn run_secret_command(command: &str) -> Result<Secret, String> {
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run the command: {e}"))?;
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let out = std::thread::spawn(move || {
+        let mut buf = String::new();
+        stdout.read_to_string(&mut buf).map(|_| Secret::new(buf))
+    });
+    let err = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.by_ref().take(4096).read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    });
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("the command did not finish within {}s", COMMAND_TIMEOUT.as_secs()));
+            }
+            Err(e) => return Err(format!("cannot wait for the command: {e}")),
+        }
+    };
+    let stdout = out.join().map_err(|_| "the command's output could not be read".to_owned())?;
+    let stderr = err.join().unwrap_or_default();
+    if !status.success() {
+        let stderr = stderr.trim();
+        let detail = if stderr.is_empty() { String::new() } else { format!(": {}", first_line(stderr)) };
+        return Err(format!("the command failed ({status}){detail}"));
+    }
+    stdout.map_err(|e| format!("the command printed something that is not UTF-8 text: {e}"))
+}
+
+fn first_line(text: &str) -> &str {
+    let line = text.lines().next().unwrap_or_default();
+    line.char_indices().nth(200).map_or(line, |(end, _)| &line[..end])
+}

@@ -1,0 +1,261 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(Path::new("/etc/tokend/config.toml"), text)
+}
+
+const MINUT: &str = r#"
+[profiles.minut]
+grant = "client_credentials"
+token_url = "https://api.minut.com/v8/oauth/token"
+client_id = "my-client"
+client_secret = "s3cret"
+token_params = { response_type = "token" }
+"#;
+
+#[test]
+fn a_minimal_client_credentials_profile_gets_sensible_defaults() {
+    let config = parse(MINUT).unwrap();
+    let p = &config.profiles["minut"];
+    assert_eq!(p.grant, Grant::ClientCredentials);
+    assert_eq!(p.client_auth, ClientAuth::Basic);
+    assert_eq!(p.client_secret.as_ref().unwrap().expose(), "s3cret");
+    assert_eq!(p.refresh_margin, DEFAULT_REFRESH_MARGIN);
+    assert_eq!(p.default_expires_in, DEFAULT_EXPIRES_IN);
+    assert_eq!(p.token_params["response_type"], "token");
+    assert_eq!(config.daemon, DaemonSettings::default());
+}
+
+#[test]
+fn debug_output_of_a_profile_hides_the_secret() {
+    let config = parse(MINUT).unwrap();
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_line() {
+    let text = MINUT.replace("client_id = \"my-client\"", "client_id = \"my-client\"\nclinet_secret = \"x\"");
+    let err = parse(&text).unwrap_err();
+    assert_eq!(err.line, Some(6), "{err}");
+    assert!(err.message.contains("clinet_secret"), "{err}");
+    assert!(err.to_string().starts_with("/etc/tokend/config.toml:6"), "{err}");
+}
+
+#[test]
+fn unknown_top_level_tables_are_rejected() {
+    let err = parse("[profile.x]\ngrant = \"client_credentials\"\n").unwrap_err();
+    assert!(err.message.contains("profile"), "{err}");
+    assert_eq!(err.line, Some(1));
+}
+
+#[test]
+fn a_syntax_error_names_its_line() {
+    let err = parse("[daemon]\nlog_level = \"info\"\nsocket = \n").unwrap_err();
+    assert_eq!(err.line, Some(3), "{err}");
+}
+
+#[test]
+fn an_unknown_grant_lists_the_valid_ones() {
+    let err = parse(&MINUT.replace("client_credentials", "password")).unwrap_err();
+    assert!(err.message.contains("\"authorization_code\""), "{err}");
+    assert_eq!(err.line, Some(3));
+}
+
+#[test]
+fn plain_http_is_refused_except_for_loopback() {
+    let err = parse(&MINUT.replace("https://api.minut.com", "http://api.minut.com")).unwrap_err();
+    assert!(err.message.contains("https"), "{err}");
+    assert_eq!(err.line, Some(4));
+    for host in ["127.0.0.1:8080", "[::1]:8080", "localhost:9", "127.3.4.5"] {
+        let text = MINUT.replace("https://api.minut.com", &format!("http://{host}"));
+        assert!(parse(&text).is_ok(), "{host}");
+    }
+}
+
+#[test]
+fn at_most_one_secret_source_is_allowed() {
+    let text = MINUT.replace("client_secret = \"s3cret\"", "client_secret = \"s3cret\"\nclient_secret_env = \"X\"");
+    let err = parse(&text).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("profiles.minut.client_secret_env"));
+    assert_eq!(err.line, Some(7), "{err}");
+}
+
+#[test]
+fn client_credentials_needs_a_secret() {
+    let err = parse(&MINUT.replace("client_secret = \"s3cret\"\n", "")).unwrap_err();
+    assert!(err.message.contains("needs a client secret"), "{err}");
+    assert_eq!(err.line, Some(2), "points at the profile's table: {err}");
+}
+
+#[test]
+fn a_missing_environment_variable_is_a_config_error() {
+    let text = MINUT.replace("client_secret = \"s3cret\"", "client_secret_env = \"TOKEND_TEST_SURELY_UNSET\"");
+    let err = parse(&text).unwrap_err();
+    assert!(err.message.contains("TOKEND_TEST_SURELY_UNSET is not set"), "{err}");
+    assert_eq!(err.key.as_deref(), Some("profiles.minut.client_secret_env"));
+}
+
+#[test]
+fn a_secret_command_runs_and_its_trailing_newline_is_dropped() {
+    let text = MINUT.replace("client_secret = \"s3cret\"", "client_secret_command = \"printf 'from-cmd\\\\n'\"");
+    let config = parse(&text).unwrap();
+    assert_eq!(config.profiles["minut"].client_secret.as_ref().unwrap().expose(), "from-cmd");
+}
+
+#[test]
+fn a_failing_secret_command_is_a_config_error_with_its_stderr() {
+    let text = MINUT.replace("client_secret = \"s3cret\"", "client_secret_command = \"echo vault sealed >&2; exit 3\"");
+    let err = parse(&text).unwrap_err();
+    assert!(err.message.contains("vault sealed"), "{err}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_secret_file_readable_by_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secret");
+    std::fs::write(&file, "from-file\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = MINUT.replace("client_secret = \"s3cret\"", &format!("client_secret_file = {:?}", file));
+    let err = parse(&text).unwrap_err();
+    assert!(err.message.contains("chmod 600"), "{err}");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = parse(&text).unwrap();
+    assert_eq!(config.profiles["minut"].client_secret.as_ref().unwrap().expose(), "from-file");
+}
+
+#[test]
+fn a_relative_secret_file_is_found_next_to_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("minut.secret");
+    std::fs::write(&file, "rel").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let text = MINUT.replace("client_secret = \"s3cret\"", "client_secret_file = \"minut.secret\"");
+    let config = Config::parse(&dir.path().join("config.toml"), &text).unwrap();
+    assert_eq!(config.profiles["minut"].client_secret.as_ref().unwrap().expose(), "rel");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_config_with_an_inline_secret_must_not_be_readable_by_others() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, MINUT).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let err = Config::load(&path).unwrap_err();
+    assert!(err.message.contains("chmod 600"), "{err}");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    Config::load(&path).unwrap();
+}
+
+const MOVEMINT: &str = r#"
+[profiles.movemint]
+grant = "authorization_code"
+token_url = "https://movemint.example/oauth/token"
+authorize_url = "https://movemint.example/oauth/authorize"
+redirect_uri = "http://127.0.0.1:8976/callback"
+revoke_url = "https://movemint.example/oauth/revoke"
+info_url = "https://movemint.example/oauth/token/info"
+client_id = "abc"
+client_secret = "def"
+client_auth = "post"
+scopes = ["public", "write"]
+refresh_margin = "10m"
+"#;
+
+#[test]
+fn an_authorization_code_profile_parses() {
+    let config = parse(MOVEMINT).unwrap();
+    let p = &config.profiles["movemint"];
+    assert_eq!(p.grant, Grant::AuthorizationCode);
+    assert_eq!(p.client_auth, ClientAuth::Post);
+    assert_eq!(p.scope_param().as_deref(), Some("public write"));
+    assert_eq!(p.refresh_margin, Duration::from_secs(600));
+    assert_eq!(p.redirect_uri.as_ref().unwrap().port(), Some(8976));
+}
+
+#[test]
+fn the_redirect_uri_must_be_loopback_with_a_port() {
+    for (bad, why) in [
+        ("https://movemint.example/cb", "loopback"),
+        ("http://192.168.1.2:8976/cb", "loopback"),
+        ("http://127.0.0.1/cb", "no port"),
+    ] {
+        let err = parse(&MOVEMINT.replace("http://127.0.0.1:8976/callback", bad)).unwrap_err();
+        assert!(err.message.contains(why), "{bad}: {err}");
+        assert_eq!(err.line, Some(6), "{err}");
+    }
+}
+
+#[test]
+fn authorization_code_needs_its_urls() {
+    let err = parse(&MOVEMINT.replace("authorize_url = \"https://movemint.example/oauth/authorize\"\n", "")).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("profiles.movemint.authorize_url"), "{err}");
+}
+
+#[test]
+fn a_public_authorization_code_client_needs_no_secret() {
+    let config = parse(&MOVEMINT.replace("client_secret = \"def\"\n", "")).unwrap();
+    assert!(config.profiles["movemint"].client_secret.is_none());
+}
+
+#[test]
+fn reserved_parameters_cannot_be_overridden() {
+    let err = parse(&MINUT.replace("response_type = \"token\"", "grant_type = \"password\"")).unwrap_err();
+    assert!(err.message.contains("grant_type"), "{err}");
+}
+
+#[test]
+fn durations_are_checked() {
+    let err = parse(&MOVEMINT.replace("\"10m\"", "\"ten minutes\"")).unwrap_err();
+    assert!(err.message.contains("invalid duration"), "{err}");
+    assert_eq!(err.line, Some(13));
+    let config = parse(&MOVEMINT.replace("\"10m\"", "90")).unwrap();
+    assert_eq!(config.profiles["movemint"].refresh_margin, Duration::from_secs(90));
+}
+
+#[test]
+fn scopes_with_spaces_are_refused() {
+    let err = parse(&MOVEMINT.replace("[\"public\", \"write\"]", "[\"public write\"]")).unwrap_err();
+    assert!(err.message.contains("own string"), "{err}");
+}
+
+#[test]
+fn profile_names_are_kept_plain() {
+    let err = parse(&MINUT.replace("[profiles.minut]", "[profiles.\"../etc\"]")).unwrap_err();
+    assert!(err.message.contains("invalid profile name"), "{err}");
+}
+
+#[test]
+fn the_daemon_table_is_read() {
+    let config = parse("[daemon]\nsocket = \"/run/t.sock\"\nlog_level = \"debug\"\nmax_connections = 10\nhttp_timeout = \"5s\"\n").unwrap();
+    assert_eq!(config.daemon.socket.as_deref(), Some(Path::new("/run/t.sock")));
+    assert_eq!(config.daemon.log_level.as_deref(), Some("debug"));
+    assert_eq!(config.daemon.max_connections, 10);
+    assert_eq!(config.daemon.http_timeout, Duration::from_secs(5));
+    assert!(config.profiles.is_empty());
+}
+
+#[test]
+fn the_security_fingerprint_follows_whose_tokens_these_are() {
+    let base = parse(MOVEMINT).unwrap().profiles["movemint"].security_fingerprint();
+    let margin = parse(&MOVEMINT.replace("\"10m\"", "\"20m\"")).unwrap().profiles["movemint"].security_fingerprint();
+    assert_eq!(base, margin, "the refresh margin does not decide whose tokens these are");
+    for (from, to) in [
+        ("client_id = \"abc\"", "client_id = \"abd\""),
+        ("[\"public\", \"write\"]", "[\"public\"]"),
+        ("client_secret = \"def\"", "client_secret = \"deg\""),
+        ("https://movemint.example/oauth/token\"", "https://other.example/oauth/token\""),
+        ("8976", "8977"),
+    ] {
+        let changed = parse(&MOVEMINT.replace(from, to)).unwrap().profiles["movemint"].security_fingerprint();
+        assert_ne!(base, changed, "{from} -> {to}");
+    }
+}

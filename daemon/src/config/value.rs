@@ -1,0 +1,210 @@
+//! Config values that check themselves while being deserialized, so that the TOML parser
+//! reports a bad value with its line, like any other syntax error.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use tokend_proto::Grant;
+use url::{Host, Url};
+
+/// A duration written the humantime way (`"90s"`, `"5m"`, `"1h 30m"`) or as whole seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = HumanDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as \"90s\", \"5m\" or \"1h 30m\", or a number of seconds")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<HumanDuration, E> {
+                humantime::parse_duration(v.trim()).map(HumanDuration).map_err(|e| {
+                    E::custom(format!("invalid duration {v:?} ({e}); write it like \"90s\", \"5m\" or \"1h 30m\""))
+                })
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<HumanDuration, E> {
+                u64::try_from(v)
+                    .map(|s| HumanDuration(Duration::from_secs(s)))
+                    .map_err(|_| E::custom("a duration cannot be negative"))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<HumanDuration, E> {
+                Ok(HumanDuration(Duration::from_secs(v)))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// A [`HumanDuration`] that must be longer than zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PositiveDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for PositiveDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let HumanDuration(d) = HumanDuration::deserialize(deserializer)?;
+        if d.is_zero() {
+            return Err(de::Error::custom("must be longer than zero"));
+        }
+        Ok(PositiveDuration(d))
+    }
+}
+
+/// A positive whole number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Positive(pub usize);
+
+impl<'de> Deserialize<'de> for Positive {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(deserializer)?;
+        match usize::try_from(n) {
+            Ok(n) if n > 0 => Ok(Positive(n)),
+            _ => Err(de::Error::custom("must be a positive whole number")),
+        }
+    }
+}
+
+/// The `grant` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawGrant(pub Grant);
+
+impl<'de> Deserialize<'de> for RawGrant {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match text.as_str() {
+            "client_credentials" => Ok(RawGrant(Grant::ClientCredentials)),
+            "authorization_code" => Ok(RawGrant(Grant::AuthorizationCode)),
+            other => Err(de::Error::custom(format!(
+                "unknown grant {other:?}; use \"client_credentials\" or \"authorization_code\""
+            ))),
+        }
+    }
+}
+
+/// A non-empty string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NonEmpty(pub String);
+
+impl<'de> Deserialize<'de> for NonEmpty {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.trim().is_empty() {
+            return Err(de::Error::custom("must not be empty"));
+        }
+        Ok(NonEmpty(text))
+    }
+}
+
+/// One OAuth scope: no spaces, since scopes travel space-separated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope(pub String);
+
+impl<'de> Deserialize<'de> for Scope {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.is_empty() || text.chars().any(|c| c.is_whitespace() || c == '"' || c == '\\') {
+            return Err(de::Error::custom(format!(
+                "invalid scope {text:?}: write each scope as its own string, e.g. scopes = [\"read\", \"write\"]"
+            )));
+        }
+        Ok(Scope(text))
+    }
+}
+
+/// A log filter understood by tracing-subscriber (`info`, `debug`, `tokend=trace`, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLevel(pub String);
+
+impl<'de> Deserialize<'de> for LogLevel {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        tracing_subscriber::EnvFilter::try_new(&text)
+            .map_err(|e| de::Error::custom(format!("invalid log level {text:?}: {e}; use error, warn, info, debug or trace")))?;
+        Ok(LogLevel(text))
+    }
+}
+
+/// Whether `host` is this machine: 127.0.0.0/8, ::1 or `localhost`.
+pub fn is_loopback(host: Option<Host<&str>>) -> bool {
+    match host {
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(Host::Domain(name)) => {
+            name.eq_ignore_ascii_case("localhost")
+                || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
+        None => false,
+    }
+}
+
+/// An OAuth server endpoint: https, or http to this machine only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointUrl(pub Url);
+
+impl<'de> Deserialize<'de> for EndpointUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let url = Url::parse(text.trim()).map_err(|e| de::Error::custom(format!("invalid URL {text:?}: {e}")))?;
+        if url.fragment().is_some() {
+            return Err(de::Error::custom(format!("{text:?} has a #fragment, which an endpoint URL must not have")));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(de::Error::custom(
+                "credentials in the URL are not allowed; use client_id and a client_secret source",
+            ));
+        }
+        match url.scheme() {
+            "https" if url.host().is_some() => Ok(EndpointUrl(url)),
+            "http" if is_loopback(url.host()) => Ok(EndpointUrl(url)),
+            "http" => Err(de::Error::custom(format!(
+                "{text:?} uses plain http; tokens may only travel over https (http is allowed only for 127.0.0.1, ::1 and localhost)"
+            ))),
+            _ => Err(de::Error::custom(format!("{text:?} is not an https URL"))),
+        }
+    }
+}
+
+/// A redirect URI for the authorization code grant: http on a loopback address with an
+/// explicit port (RFC 8252 §7.3), which tokend listens on during a login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoopbackUrl(pub Url);
+
+impl<'de> Deserialize<'de> for LoopbackUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let url = Url::parse(text.trim()).map_err(|e| de::Error::custom(format!("invalid URL {text:?}: {e}")))?;
+        if url.scheme() != "http" || !is_loopback(url.host()) {
+            return Err(de::Error::custom(format!(
+                "{text:?} is not a loopback redirect URI; tokend receives the login on this machine, so use one like \"http://127.0.0.1:8976/callback\" and register it with the server"
+            )));
+        }
+        if url.port().is_none() {
+            return Err(de::Error::custom(format!(
+                "{text:?} has no port; give the port registered with the server, e.g. \"http://127.0.0.1:8976/callback\""
+            )));
+        }
+        if url.fragment().is_some() || url.query().is_some() {
+            return Err(de::Error::custom(format!("{text:?} must not have a query or #fragment")));
+        }
+        Ok(LoopbackUrl(url))
+    }
+}
+
+/// Profile names become file names and command-line arguments, so they are kept plain.
+pub fn check_profile_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid profile name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit"
+        ))
+    }
+}

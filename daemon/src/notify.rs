@@ -1,0 +1,91 @@
+//! Telling the user that a profile needs a login, by running their notify command (like
+//! pizauth's `auth_notify_cmd`): a desktop notification, a mail, a chat message.
+//!
+//! The command runs under `/bin/sh -c` with the details in its environment, never on its
+//! command line:
+//!
+//! | variable | value |
+//! |---|---|
+//! | `TOKEND_EVENT` | `login-needed` |
+//! | `TOKEND_PROFILE` | the profile's name |
+//! | `TOKEND_REASON` | why, in words |
+//! | `TOKEND_LOGIN_COMMAND` | `tokenctl login NAME` |
+//! | `TOKEND_URL` | the authorization URL of a login tokend started for the user, when it could |
+//!
+//! The command runs in the background and is killed if it takes longer than a minute.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::config::Profile;
+
+/// How long a notify command may run.
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs notify commands. Cheap to clone; the global command can be replaced by a reload.
+#[derive(Clone, Debug, Default)]
+pub struct Notifier {
+    global: Arc<RwLock<Option<String>>>,
+}
+
+impl Notifier {
+    /// A notifier whose default command is `global`.
+    pub fn new(global: Option<String>) -> Notifier {
+        Notifier { global: Arc::new(RwLock::new(global)) }
+    }
+
+    /// Replaces the default command (after a reload).
+    pub fn set_global(&self, global: Option<String>) {
+        *self.global.write().unwrap_or_else(|e| e.into_inner()) = global;
+    }
+
+    /// Runs the profile's notify command (or the default one) for a login that became
+    /// necessary. Returns at once.
+    pub fn login_needed(&self, profile: &Profile, reason: &str) {
+        self.run(profile, reason, None);
+    }
+
+    /// Like [`Notifier::login_needed`], with the URL of a login started for the user.
+    pub fn login_needed_with_url(&self, profile: &Profile, reason: &str, url: &str) {
+        self.run(profile, reason, Some(url));
+    }
+
+    /// Whether any notify command applies to `profile`.
+    pub fn configured_for(&self, profile: &Profile) -> bool {
+        profile.notify_command.is_some() || self.global.read().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    fn run(&self, profile: &Profile, reason: &str, url: Option<&str>) {
+        let command = profile
+            .notify_command
+            .clone()
+            .or_else(|| self.global.read().unwrap_or_else(|e| e.into_inner()).clone());
+        let Some(command) = command else { return };
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(&command)
+            .env("TOKEND_EVENT", "login-needed")
+            .env("TOKEND_PROFILE", &profile.name)
+            .env("TOKEND_REASON", reason)
+            .env("TOKEND_LOGIN_COMMAND", format!("tokenctl login {}", profile.name))
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        if let Some(url) = url {
+            cmd.env("TOKEND_URL", url);
+        }
+        let name = profile.name.clone();
+        match cmd.spawn() {
+            Ok(mut child) => {
+                tokio::spawn(async move {
+                    match tokio::time::timeout(NOTIFY_TIMEOUT, child.wait()).await {
+                        Ok(Ok(status)) if status.success() => {}
+                        Ok(Ok(status)) => tracing::warn!(profile = %name, "the notify command failed ({status})"),
+                        Ok(Err(e)) => tracing::warn!(profile = %name, "cannot wait for the notify command: {e}"),
+                        Err(_) => tracing::warn!(profile = %name, "the notify command took over a minute and was killed"),
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(profile = %name, "cannot run the notify command: {e}"),
+        }
+    }
+}

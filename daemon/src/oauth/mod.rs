@@ -1,0 +1,370 @@
+//! Talking to OAuth servers: the token endpoint (every grant), and in later modules the
+//! revocation and info endpoints.
+//!
+//! One [`Http`] client is shared by every profile. It never follows redirects (a token request
+//! that is redirected would carry the client secret to wherever the redirect points), verifies
+//! certificates always, and bounds every request in time and every response in size.
+//!
+//! Failures become an [`UpstreamError`] that says whether retrying can help
+//! ([`Retry::Transient`]: connection failures, timeouts, 408, 429, 5xx, a 2xx that is not a
+//! token response) or not ([`Retry::Permanent`]: `invalid_grant`, `invalid_client`, other 4xx),
+//! following RFC 6749 §5.2.
+
+pub mod info;
+pub mod revoke;
+pub mod token;
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use tokend_proto::Failure;
+use zeroize::Zeroizing;
+
+/// The largest response body read from an OAuth server.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// The HTTP client shared by all profiles.
+#[derive(Clone, Debug)]
+pub struct Http {
+    client: reqwest::Client,
+}
+
+impl Http {
+    /// A client whose requests give up after `timeout`.
+    pub fn new(timeout: Duration) -> Result<Http, String> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("tokend/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(2)
+            .build()
+            .map_err(|e| format!("cannot set up the HTTP client: {}", root_cause(&e)))?;
+        Ok(Http { client })
+    }
+
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+}
+
+/// Whether retrying a failed request can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// The server or the network may recover: retry with backoff.
+    Transient,
+    /// The server refused for good: retrying would only repeat the refusal.
+    Permanent,
+}
+
+/// A request to an OAuth server that failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamError {
+    /// Whether to retry.
+    pub retry: Retry,
+    /// The HTTP status, when the server answered.
+    pub status: Option<u16>,
+    /// The OAuth `error` code.
+    pub error: Option<String>,
+    /// The OAuth `error_description`.
+    pub description: Option<String>,
+    /// What happened, for people. Never contains a secret.
+    pub message: String,
+    /// How long the server asked us to wait (`Retry-After`).
+    pub retry_after: Option<Duration>,
+}
+
+impl UpstreamError {
+    /// A failure before any response arrived.
+    pub fn transport(what: &str, error: &reqwest::Error) -> Self {
+        let cause = root_cause(error);
+        let message = if error.is_timeout() {
+            format!("{what} timed out ({cause})")
+        } else if error.is_connect() {
+            format!("cannot connect to {what}: {cause}")
+        } else {
+            format!("request to {what} failed: {cause}")
+        };
+        UpstreamError { retry: Retry::Transient, status: None, error: None, description: None, message, retry_after: None }
+    }
+
+    /// A response that is not what the endpoint should send, though the server did answer.
+    pub fn malformed(status: u16, message: String) -> Self {
+        UpstreamError {
+            retry: Retry::Transient,
+            status: Some(status),
+            error: None,
+            description: None,
+            message,
+            retry_after: None,
+        }
+    }
+
+    /// Whether this failure means the server will not accept the request as configured.
+    pub fn is_permanent(&self) -> bool {
+        self.retry == Retry::Permanent
+    }
+
+    /// Whether the server said the grant (refresh token or code) is no longer valid.
+    pub fn is_invalid_grant(&self) -> bool {
+        self.error.as_deref() == Some("invalid_grant")
+    }
+
+    /// The failure as recorded in status output and sent to clients.
+    pub fn to_failure(&self, at: SystemTime) -> Failure {
+        Failure {
+            at,
+            status: self.status,
+            error: self.error.clone(),
+            description: self.description.clone(),
+            message: self.message.clone(),
+            transient: self.retry == Retry::Transient,
+        }
+    }
+}
+
+impl fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.to_failure(SystemTime::UNIX_EPOCH).fmt(f)
+    }
+}
+
+/// A response that came back, its body read within [`MAX_BODY`].
+pub(crate) struct Answer {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub location: Option<String>,
+    pub retry_after: Option<Duration>,
+    /// Wiped on drop: token responses carry secrets.
+    pub body: Zeroizing<Vec<u8>>,
+}
+
+impl Answer {
+    /// Reads `response` to the end, refusing bodies over [`MAX_BODY`].
+    pub async fn read(what: &str, mut response: reqwest::Response) -> Result<Answer, UpstreamError> {
+        let status = response.status().as_u16();
+        let header = |name: reqwest::header::HeaderName| {
+            response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+        };
+        let content_type = header(reqwest::header::CONTENT_TYPE);
+        let location = header(reqwest::header::LOCATION);
+        let retry_after = header(reqwest::header::RETRY_AFTER).and_then(|v| parse_retry_after(&v, SystemTime::now()));
+        let mut body = Zeroizing::new(Vec::new());
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) if body.len() + chunk.len() > MAX_BODY => {
+                    return Err(UpstreamError::malformed(
+                        status,
+                        format!("{what} sent a response larger than {} KiB", MAX_BODY / 1024),
+                    ));
+                }
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(e) => return Err(UpstreamError::transport(what, &e)),
+            }
+        }
+        Ok(Answer { status, content_type, location, retry_after, body })
+    }
+
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The error for a non-2xx answer, with the server's `error` and `error_description` when
+    /// the body carries them.
+    pub fn to_error(&self, what: &str) -> UpstreamError {
+        let (error, description) = error_fields(&self.body);
+        let mut message = format!("{what} answered HTTP {}", self.status);
+        if (300..400).contains(&self.status) {
+            let target = self.location.as_deref().map(sanitize).unwrap_or_else(|| "elsewhere".into());
+            message.push_str(&format!(
+                ", a redirect to {target}; tokend does not follow redirects from OAuth endpoints, so configure the final URL"
+            ));
+        } else if error.is_none() && !self.body.is_empty() {
+            let kind = self.content_type.as_deref().map(sanitize).unwrap_or_else(|| "no content type".into());
+            message.push_str(&format!(" with a body that is not an OAuth error ({kind}, {} bytes)", self.body.len()));
+        }
+        let retry = classify(self.status, error.as_deref());
+        UpstreamError { retry, status: Some(self.status), error, description, message, retry_after: self.retry_after }
+    }
+}
+
+/// RFC 6749 §5.2 and HTTP semantics: which failures are worth retrying.
+fn classify(status: u16, error: Option<&str>) -> Retry {
+    match (status, error) {
+        (408 | 429 | 500..=599, _) => Retry::Transient,
+        // Some servers send the authorization endpoint's "try later" codes from the token
+        // endpoint too.
+        (_, Some("temporarily_unavailable" | "server_error" | "slow_down")) => Retry::Transient,
+        _ => Retry::Permanent,
+    }
+}
+
+/// The `error` and `error_description` of an error body, JSON or form-encoded.
+fn error_fields(body: &[u8]) -> (Option<String>, Option<String>) {
+    let mut fields = Fields::parse(body);
+    let error = fields.as_mut().and_then(|f| f.string("error")).map(|s| sanitize(&s));
+    let description = fields.as_mut().and_then(|f| f.string("error_description")).map(|s| sanitize(&s));
+    (error.filter(|e| !e.is_empty()), description.filter(|d| !d.is_empty()))
+}
+
+/// The fields of a JSON object or a form-encoded body: servers send either.
+pub(crate) enum Fields {
+    Json(serde_json::Map<String, serde_json::Value>),
+    Form(Vec<(String, String)>),
+}
+
+impl Fields {
+    pub fn parse(body: &[u8]) -> Option<Fields> {
+        match serde_json::from_slice::<serde_json::Value>(body) {
+            Ok(serde_json::Value::Object(map)) => Some(Fields::Json(map)),
+            Ok(_) => None,
+            Err(_) => {
+                let text = std::str::from_utf8(body).ok()?.trim();
+                let pairs: Vec<(String, String)> = url::form_urlencoded::parse(text.as_bytes()).into_owned().collect();
+                let plausible = !text.is_empty()
+                    && !text.contains(char::is_whitespace)
+                    && pairs.iter().any(|(k, v)| !v.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+                plausible.then_some(Fields::Form(pairs))
+            }
+        }
+    }
+
+    /// Takes a string field out, so that secrets are moved rather than copied.
+    pub fn string(&mut self, key: &str) -> Option<String> {
+        match self {
+            Fields::Json(map) => match map.remove(key)? {
+                serde_json::Value::String(s) => Some(s),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            },
+            Fields::Form(pairs) => {
+                let i = pairs.iter().position(|(k, _)| k == key)?;
+                Some(pairs.swap_remove(i).1)
+            }
+        }
+    }
+
+    /// A number of seconds, as a number or a numeric string; `Err` for anything else.
+    pub fn seconds(&mut self, key: &str) -> Result<Option<u64>, String> {
+        let text = match self {
+            Fields::Json(map) => match map.remove(key) {
+                None | Some(serde_json::Value::Null) => return Ok(None),
+                Some(serde_json::Value::Number(n)) => n.to_string(),
+                Some(serde_json::Value::String(s)) => s,
+                Some(other) => return Err(format!("{key} is a {}", json_kind(&other))),
+            },
+            Fields::Form(_) => match self.string(key) {
+                None => return Ok(None),
+                Some(s) => s,
+            },
+        };
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        if let Ok(n) = text.parse::<u64>() {
+            return Ok(Some(n));
+        }
+        match text.parse::<f64>() {
+            Ok(f) if f.is_finite() && f >= 0.0 => Ok(Some(f as u64)),
+            Ok(_) => Err(format!("{key} is negative")),
+            Err(_) => Err(format!("{key} is not a number")),
+        }
+    }
+
+    /// A space-separated list, sent as a string or (by some servers) as an array of strings.
+    pub fn scope(&mut self, key: &str) -> Option<String> {
+        if let Fields::Json(map) = self
+            && let Some(serde_json::Value::Array(items)) = map.get(key)
+        {
+            let words: Vec<&str> = items.iter().filter_map(|v| v.as_str()).collect();
+            return (!words.is_empty()).then(|| words.join(" "));
+        }
+        self.string(key).filter(|s| !s.trim().is_empty())
+    }
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "boolean",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "list",
+        serde_json::Value::Object(_) => "object",
+    }
+}
+
+/// Keeps text from a server fit for a log line or a terminal: no control characters, at most
+/// 300 characters.
+pub(crate) fn sanitize(text: &str) -> String {
+    let clean: String = text.chars().filter(|c| !c.is_control()).take(300).collect();
+    clean.trim().to_owned()
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date (RFC 9110 §10.2.3).
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or_default())
+}
+
+/// The innermost cause of an error, which is the part people can act on ("connection refused").
+pub(crate) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(source) = current.source() {
+        current = source;
+    }
+    sanitize(&current.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_statuses_are_transient() {
+        for status in [408, 429, 500, 502, 503, 504] {
+            assert_eq!(classify(status, None), Retry::Transient, "{status}");
+        }
+        assert_eq!(classify(400, Some("temporarily_unavailable")), Retry::Transient);
+    }
+
+    #[test]
+    fn refusals_are_permanent() {
+        for error in ["invalid_grant", "invalid_client", "unauthorized_client", "invalid_scope"] {
+            assert_eq!(classify(400, Some(error)), Retry::Permanent, "{error}");
+        }
+        assert_eq!(classify(401, None), Retry::Permanent);
+        assert_eq!(classify(404, None), Retry::Permanent);
+        assert_eq!(classify(302, None), Retry::Permanent);
+    }
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_a_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:30:00 GMT", now), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn error_fields_come_from_json_or_forms() {
+        let (e, d) = error_fields(br#"{"error":"invalid_grant","error_description":"expired"}"#);
+        assert_eq!((e.as_deref(), d.as_deref()), (Some("invalid_grant"), Some("expired")));
+        let (e, d) = error_fields(b"error=invalid_client&error_description=bad+secret");
+        assert_eq!((e.as_deref(), d.as_deref()), (Some("invalid_client"), Some("bad secret")));
+        assert_eq!(error_fields(b"<html>Bad Gateway</html>"), (None, None));
+    }
+
+    #[test]
+    fn server_text_is_sanitized() {
+        assert_eq!(sanitize("bad\u{1b}[31m\nthing"), "bad[31mthing");
+        assert_eq!(sanitize(&"x".repeat(1000)).len(), 300);
+    }
+}

@@ -1,0 +1,296 @@
+//! The token endpoint: one function for every grant tokend uses.
+//!
+//! Requests follow RFC 6749 (§4.1.3 authorization code with RFC 7636 PKCE, §4.4 client
+//! credentials, §6 refresh) with the profile's client authentication (§2.3.1): HTTP Basic with
+//! the id and secret *form-urlencoded before* Base64, or both in the form body.
+//!
+//! Responses are read the way real servers write them, not only the way the RFC does:
+//! `token_type` may be missing (LinkedIn, Slack, VK) or in any case; `expires_in` may be a
+//! number, a float or a numeric string, or missing (then `default_expires_in` applies); the
+//! body may be JSON under any content type or form-encoded (GitHub without an `Accept`
+//! header); `created_at` (Doorkeeper) and other extra fields are accepted. Expiry is counted
+//! from when the request was *sent*, so the token is never believed to live longer than it
+//! does, whatever the server's clock says.
+
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
+use tokend_proto::Secret;
+
+use super::{Answer, Fields, Http, UpstreamError};
+use crate::config::{ClientAuth, Profile};
+
+/// What the token endpoint is asked for.
+pub enum TokenGrant<'a> {
+    /// `grant_type=client_credentials`.
+    ClientCredentials,
+    /// `grant_type=authorization_code`, with the PKCE verifier.
+    AuthorizationCode {
+        /// The code from the redirect.
+        code: &'a Secret,
+        /// The PKCE code verifier.
+        verifier: &'a Secret,
+    },
+    /// `grant_type=refresh_token`.
+    RefreshToken(&'a Secret),
+}
+
+/// A successful token response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSet {
+    /// The access token.
+    pub access_token: Secret,
+    /// The token type, `Bearer` when the server did not say.
+    pub token_type: String,
+    /// When the request that obtained it was sent.
+    pub obtained_at: SystemTime,
+    /// When it expires: `obtained_at` plus `expires_in`.
+    pub expires_at: SystemTime,
+    /// A new refresh token, if the server issued one.
+    pub refresh_token: Option<Secret>,
+    /// The granted scope, if the server said.
+    pub scope: Option<String>,
+}
+
+impl TokenSet {
+    /// How long the token lives in all.
+    pub fn lifetime(&self) -> Duration {
+        self.expires_at.duration_since(self.obtained_at).unwrap_or_default()
+    }
+}
+
+/// Asks the profile's token endpoint for a token.
+pub async fn request(http: &Http, profile: &Profile, grant: TokenGrant<'_>) -> Result<TokenSet, UpstreamError> {
+    let mut form: Vec<(&str, &str)> = Vec::with_capacity(8);
+    let scope = profile.scope_param();
+    match &grant {
+        TokenGrant::ClientCredentials => {
+            form.push(("grant_type", "client_credentials"));
+            if let Some(scope) = &scope {
+                form.push(("scope", scope));
+            }
+        }
+        TokenGrant::AuthorizationCode { code, verifier } => {
+            form.push(("grant_type", "authorization_code"));
+            form.push(("code", code.expose()));
+            form.push(("code_verifier", verifier.expose()));
+            if let Some(redirect) = &profile.redirect_uri {
+                form.push(("redirect_uri", redirect.as_str()));
+            }
+        }
+        TokenGrant::RefreshToken(refresh_token) => {
+            form.push(("grant_type", "refresh_token"));
+            form.push(("refresh_token", refresh_token.expose()));
+        }
+    }
+    for (key, value) in &profile.token_params {
+        form.push((key, value));
+    }
+
+    let mut builder = http.client().post(profile.token_url.clone()).header(ACCEPT, "application/json");
+    builder = authenticate(builder, profile, &mut form);
+    let sent_at = SystemTime::now();
+    let response = builder.form(&form).send().await.map_err(|e| UpstreamError::transport("the token endpoint", &e))?;
+    let answer = Answer::read("the token endpoint", response).await?;
+    if !answer.is_success() {
+        return Err(answer.to_error("the token endpoint"));
+    }
+    parse(&answer, sent_at, profile.default_expires_in)
+}
+
+/// Adds the client's credentials to a request, per the profile's `client_auth`. Also used for
+/// revocation, which authenticates the same way (RFC 7009 §2.1).
+pub(crate) fn authenticate<'a>(
+    builder: reqwest::RequestBuilder,
+    profile: &'a Profile,
+    form: &mut Vec<(&'a str, &'a str)>,
+) -> reqwest::RequestBuilder {
+    match (&profile.client_secret, profile.client_auth) {
+        (Some(secret), ClientAuth::Basic) => builder.header(AUTHORIZATION, basic_auth(&profile.client_id, secret)),
+        (Some(secret), ClientAuth::Post) => {
+            form.push(("client_id", &profile.client_id));
+            form.push(("client_secret", secret.expose()));
+            builder
+        }
+        (None, _) => {
+            form.push(("client_id", &profile.client_id));
+            builder
+        }
+    }
+}
+
+/// RFC 6749 §2.3.1: the id and secret are form-urlencoded, joined by a colon, then Base64'd.
+fn basic_auth(client_id: &str, secret: &Secret) -> HeaderValue {
+    let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let credentials = zeroize::Zeroizing::new(format!("{}:{}", encode(client_id), encode(secret.expose())));
+    let encoded = zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(credentials.as_bytes()));
+    let mut value = HeaderValue::from_str(&format!("Basic {}", encoded.as_str())).expect("Base64 is a valid header value");
+    value.set_sensitive(true);
+    value
+}
+
+/// Reads a 2xx token response.
+fn parse(answer: &Answer, sent_at: SystemTime, default_expires_in: Duration) -> Result<TokenSet, UpstreamError> {
+    let malformed = |what: String| {
+        let kind = answer.content_type.as_deref().map(super::sanitize).unwrap_or_else(|| "no content type".into());
+        UpstreamError::malformed(answer.status, format!("the token endpoint answered HTTP {} {what} ({kind}, {} bytes)", answer.status, answer.body.len()))
+    };
+    let Some(mut fields) = Fields::parse(&answer.body) else {
+        return Err(malformed("with a body that is neither JSON nor form-encoded".into()));
+    };
+    // Some servers answer 200 with an error object.
+    if let Some(error) = fields.string("error") {
+        let description = fields.string("error_description").map(|d| super::sanitize(&d));
+        let error = super::sanitize(&error);
+        let retry = super::classify(400, Some(&error));
+        return Err(UpstreamError {
+            retry,
+            status: Some(answer.status),
+            message: format!("the token endpoint answered HTTP {} with an error", answer.status),
+            error: Some(error),
+            description,
+            retry_after: answer.retry_after,
+        });
+    }
+    let access_token = match fields.string("access_token") {
+        Some(token) if !token.trim().is_empty() => Secret::new(token),
+        _ => return Err(malformed("without an access_token".into())),
+    };
+    let token_type = match fields.string("token_type") {
+        Some(t) if t.eq_ignore_ascii_case("bearer") || t.trim().is_empty() => "Bearer".to_owned(),
+        Some(t) => super::sanitize(&t),
+        None => "Bearer".to_owned(),
+    };
+    let lifetime = match fields.seconds("expires_in") {
+        Ok(Some(secs)) if secs > 0 => Duration::from_secs(secs),
+        Ok(_) => default_expires_in,
+        Err(why) => {
+            tracing::warn!("ignoring the token response's expires_in ({why}); assuming {}", humantime::format_duration(default_expires_in));
+            default_expires_in
+        }
+    };
+    let refresh_token = fields.string("refresh_token").filter(|t| !t.trim().is_empty()).map(Secret::new);
+    let scope = fields.scope("scope").map(|s| super::sanitize(&s));
+    Ok(TokenSet { access_token, token_type, obtained_at: sent_at, expires_at: sent_at + lifetime, refresh_token, scope })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oauth::Retry;
+
+    fn answer(status: u16, content_type: &str, body: &str) -> Answer {
+        Answer {
+            status,
+            content_type: Some(content_type.into()),
+            location: None,
+            retry_after: None,
+            body: zeroize::Zeroizing::new(body.as_bytes().to_vec()),
+        }
+    }
+
+    const SENT: SystemTime = SystemTime::UNIX_EPOCH;
+    const DEFAULT: Duration = Duration::from_secs(7200);
+
+    #[test]
+    fn a_standard_response_is_read() {
+        let set = parse(
+            &answer(200, "application/json", r#"{"access_token":"at","token_type":"Bearer","expires_in":3600}"#),
+            SENT,
+            DEFAULT,
+        )
+        .unwrap();
+        assert_eq!(set.access_token.expose(), "at");
+        assert_eq!(set.token_type, "Bearer");
+        assert_eq!(set.expires_at, SENT + Duration::from_secs(3600));
+        assert_eq!(set.refresh_token, None);
+    }
+
+    #[test]
+    fn a_doorkeeper_response_with_created_at_and_refresh_token_is_read() {
+        let body = r#"{"access_token":"at","token_type":"bearer","expires_in":7200,"refresh_token":"rt","scope":"public","created_at":1700000000}"#;
+        let set = parse(&answer(200, "application/json; charset=utf-8", body), SENT, DEFAULT).unwrap();
+        assert_eq!(set.token_type, "Bearer");
+        assert_eq!(set.refresh_token.unwrap().expose(), "rt");
+        assert_eq!(set.scope.as_deref(), Some("public"));
+    }
+
+    #[test]
+    fn token_type_may_be_missing() {
+        let set = parse(&answer(200, "application/json", r#"{"access_token":"at","expires_in":60}"#), SENT, DEFAULT).unwrap();
+        assert_eq!(set.token_type, "Bearer");
+    }
+
+    #[test]
+    fn expires_in_may_be_a_string_or_a_float() {
+        for value in [r#""3600""#, "3600.0", r#"" 3600 ""#] {
+            let body = format!(r#"{{"access_token":"at","expires_in":{value}}}"#);
+            let set = parse(&answer(200, "application/json", &body), SENT, DEFAULT).unwrap();
+            assert_eq!(set.lifetime(), Duration::from_secs(3600), "{value}");
+        }
+    }
+
+    #[test]
+    fn a_missing_or_unusable_expires_in_falls_back_to_the_default() {
+        for body in [
+            r#"{"access_token":"at"}"#,
+            r#"{"access_token":"at","expires_in":null}"#,
+            r#"{"access_token":"at","expires_in":0}"#,
+            r#"{"access_token":"at","expires_in":"soon"}"#,
+        ] {
+            let set = parse(&answer(200, "application/json", body), SENT, DEFAULT).unwrap();
+            assert_eq!(set.lifetime(), DEFAULT, "{body}");
+        }
+    }
+
+    #[test]
+    fn json_under_an_odd_content_type_is_read() {
+        let set = parse(&answer(200, "text/plain", r#"{"access_token":"at","expires_in":5}"#), SENT, DEFAULT).unwrap();
+        assert_eq!(set.access_token.expose(), "at");
+    }
+
+    #[test]
+    fn a_form_encoded_response_is_read() {
+        let set = parse(
+            &answer(200, "application/x-www-form-urlencoded", "access_token=gho_abc&scope=repo%2Cgist&token_type=bearer"),
+            SENT,
+            DEFAULT,
+        )
+        .unwrap();
+        assert_eq!(set.access_token.expose(), "gho_abc");
+        assert_eq!(set.scope.as_deref(), Some("repo,gist"));
+    }
+
+    #[test]
+    fn scope_may_be_a_list() {
+        let set = parse(&answer(200, "application/json", r#"{"access_token":"at","scope":["a","b"]}"#), SENT, DEFAULT).unwrap();
+        assert_eq!(set.scope.as_deref(), Some("a b"));
+    }
+
+    #[test]
+    fn garbage_with_status_200_is_a_transient_error_that_reveals_nothing() {
+        let err = parse(&answer(200, "text/html", "<html>oops access_token</html>"), SENT, DEFAULT).unwrap_err();
+        assert_eq!(err.retry, Retry::Transient);
+        assert!(err.message.contains("neither JSON nor form-encoded"), "{err}");
+        assert!(!err.message.contains("oops"), "{err}");
+        let err = parse(&answer(200, "application/json", r#"{"token":"x"}"#), SENT, DEFAULT).unwrap_err();
+        assert!(err.message.contains("without an access_token"), "{err}");
+    }
+
+    #[test]
+    fn an_error_object_with_status_200_is_an_error() {
+        let err = parse(&answer(200, "application/json", r#"{"error":"invalid_grant"}"#), SENT, DEFAULT).unwrap_err();
+        assert!(err.is_invalid_grant());
+        assert!(err.is_permanent());
+    }
+
+    #[test]
+    fn basic_credentials_are_form_urlencoded_before_base64() {
+        let value = basic_auth("my client", &Secret::from("p@ss:wörd"));
+        let text = value.to_str().unwrap().strip_prefix("Basic ").unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD.decode(text).unwrap();
+        assert_eq!(String::from_utf8(decoded).unwrap(), "my+client:p%40ss%3Aw%C3%B6rd");
+        assert!(value.is_sensitive());
+    }
+}

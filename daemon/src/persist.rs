@@ -1,0 +1,348 @@
+//! Tokens on disk, so that a restart needs neither a login nor, while the access token lasts,
+//! a request to the server.
+//!
+//! One file per profile, `STATE_DIR/NAME.json`, mode 0600 in a 0700 directory, in a versioned
+//! format. Writes are atomic and durable: a temporary file is written, flushed to disk, renamed
+//! over the old one, and the directory is flushed too; a crash at any moment leaves either the
+//! old file or the new one, never a mix, so a refresh token once written is never lost.
+//!
+//! Each file records the profile's security fingerprint (see
+//! [`Profile::security_fingerprint`]); tokens stored under other settings (another server,
+//! client, secret source or scopes) are not reused.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokend_proto::Secret;
+use zeroize::Zeroizing;
+
+use crate::config::Profile;
+use crate::profile::state::Current;
+
+/// The version of the state file format this build writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+const FORMAT_NAME: &str = "tokend-state";
+
+/// The tokens restored for a profile.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// The access token, if one was saved (it may have expired since).
+    pub token: Option<Current>,
+    /// The refresh token, if one was saved.
+    pub refresh_token: Option<Secret>,
+}
+
+/// The state directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateFile {
+    format: String,
+    version: u32,
+    profile: String,
+    config_fingerprint: String,
+    saved_at_ms: u64,
+    refresh_token: Option<Secret>,
+    access_token: Option<SavedAccess>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SavedAccess {
+    token: Secret,
+    token_type: String,
+    obtained_at_ms: u64,
+    expires_at_ms: u64,
+    scope: Option<String>,
+}
+
+/// Only the version field, read first so that a newer format is reported as such.
+#[derive(Deserialize)]
+struct VersionProbe {
+    format: Option<String>,
+    version: Option<u32>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the state directory, refusing one that others can enter.
+    pub fn open(dir: &Path) -> Result<Store, String> {
+        crate::fsperm::ensure_private_dir(dir, "state directory")?;
+        let store = Store { dir: dir.to_owned() };
+        store.remove_leftover_temporaries();
+        Ok(store)
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file of profile `name`.
+    pub fn path_of(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.json"))
+    }
+
+    /// Loads the tokens saved for `profile`. A missing file, or one saved under other security
+    /// settings, yields `Ok(None)`; an unreadable one is an error and is left in place.
+    pub fn load(&self, profile: &Profile) -> Result<Option<Restored>, String> {
+        let path = self.path_of(&profile.name);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => Zeroizing::new(bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        let probe: VersionProbe = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{} is not a tokend state file: {e}", path.display()))?;
+        if probe.format.as_deref() != Some(FORMAT_NAME) {
+            return Err(format!("{} is not a tokend state file", path.display()));
+        }
+        match probe.version {
+            Some(FORMAT_VERSION) => {}
+            Some(v) => {
+                return Err(format!(
+                    "{} was written in state format {v} by a newer tokend; this one reads format {FORMAT_VERSION}",
+                    path.display()
+                ));
+            }
+            None => return Err(format!("{} has no format version", path.display())),
+        }
+        let file: StateFile =
+            serde_json::from_slice(&bytes).map_err(|e| format!("{} is damaged: {e}", path.display()))?;
+        if file.config_fingerprint != profile.security_fingerprint() {
+            tracing::info!(
+                profile = %profile.name,
+                "not reusing stored tokens: the profile's server, client, secret source or scopes changed"
+            );
+            return Ok(None);
+        }
+        let token = file.access_token.map(|a| Current {
+            fingerprint: a.token.fingerprint(),
+            access_token: a.token,
+            token_type: a.token_type,
+            obtained_at: from_ms(a.obtained_at_ms),
+            expires_at: from_ms(a.expires_at_ms),
+            scope: a.scope,
+            rejected: false,
+        });
+        Ok(Some(Restored { token, refresh_token: file.refresh_token }))
+    }
+
+    /// Saves `profile`'s tokens atomically and durably. With no tokens at all, the file is
+    /// removed instead.
+    pub fn save(&self, profile: &Profile, token: Option<&Current>, refresh_token: Option<&Secret>) -> io::Result<()> {
+        let token = token.filter(|t| !t.rejected);
+        if token.is_none() && refresh_token.is_none() {
+            return self.remove(&profile.name);
+        }
+        let file = StateFile {
+            format: FORMAT_NAME.to_owned(),
+            version: FORMAT_VERSION,
+            profile: profile.name.clone(),
+            config_fingerprint: profile.security_fingerprint(),
+            saved_at_ms: to_ms(SystemTime::now()),
+            refresh_token: refresh_token.cloned(),
+            access_token: token.map(|t| SavedAccess {
+                token: t.access_token.clone(),
+                token_type: t.token_type.clone(),
+                obtained_at_ms: to_ms(t.obtained_at),
+                expires_at_ms: to_ms(t.expires_at),
+                scope: t.scope.clone(),
+            }),
+        };
+        let bytes = Zeroizing::new(serde_json::to_vec_pretty(&file).map_err(io::Error::other)?);
+        write_atomically(&self.dir, &self.path_of(&profile.name), &bytes)
+    }
+
+    /// Forgets profile `name`'s tokens.
+    pub fn remove(&self, name: &str) -> io::Result<()> {
+        match fs::remove_file(self.path_of(name)) {
+            Ok(()) => sync_dir(&self.dir),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves profile `name`'s file aside as `NAME.json.damaged-UNIXTIME`, so that a file that
+    /// could not be read is kept for inspection and not overwritten by the next save.
+    pub fn quarantine(&self, name: &str) -> io::Result<PathBuf> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let aside = self.dir.join(format!("{name}.json.damaged-{now}"));
+        fs::rename(self.path_of(name), &aside)?;
+        sync_dir(&self.dir)?;
+        Ok(aside)
+    }
+
+    fn remove_leftover_temporaries(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with(".tmp-") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old content or the new one.
+pub fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!(".tmp-{}-{:016x}", std::process::id(), rand::random::<u64>()));
+    let result = (|| {
+        let mut file = private_file(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(unix)]
+fn private_file(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)
+}
+
+#[cfg(not(unix))]
+fn private_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new().write(true).create_new(true).open(path)
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+fn to_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+fn from_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn profile(client_id: &str) -> Profile {
+        let text = format!(
+            "[profiles.mm]\ngrant = \"authorization_code\"\ntoken_url = \"http://127.0.0.1:1/token\"\nauthorize_url = \"http://127.0.0.1:1/authorize\"\nredirect_uri = \"http://127.0.0.1:2/cb\"\nclient_id = \"{client_id}\"\n"
+        );
+        let config = Config::parse(Path::new("/x/config.toml"), &text).unwrap();
+        (*config.profiles["mm"]).clone()
+    }
+
+    fn token(value: &str) -> Current {
+        let now = UNIX_EPOCH + Duration::from_millis(1_900_000_000_123);
+        Current {
+            access_token: Secret::from(value),
+            token_type: "Bearer".into(),
+            obtained_at: now,
+            expires_at: now + Duration::from_secs(3600),
+            scope: Some("read".into()),
+            fingerprint: Fingerprint::of(value),
+            rejected: false,
+        }
+    }
+
+    use tokend_proto::Fingerprint;
+
+    #[test]
+    fn saved_tokens_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state")).unwrap();
+        let p = profile("abc");
+        store.save(&p, Some(&token("at")), Some(&Secret::from("rt"))).unwrap();
+        let restored = store.load(&p).unwrap().unwrap();
+        assert_eq!(restored.token.unwrap(), token("at"));
+        assert_eq!(restored.refresh_token.unwrap().expose(), "rt");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn state_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let store = Store::open(&state).unwrap();
+        store.save(&profile("abc"), None, Some(&Secret::from("rt"))).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&store.path_of("mm")), 0o600);
+    }
+
+    #[test]
+    fn tokens_saved_under_other_settings_are_not_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state")).unwrap();
+        store.save(&profile("abc"), Some(&token("at")), Some(&Secret::from("rt"))).unwrap();
+        assert!(store.load(&profile("other-client")).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_damaged_file_is_an_error_and_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state")).unwrap();
+        fs::write(store.path_of("mm"), b"{\"format\":\"tokend-state\",\"version\":1,").unwrap();
+        let err = store.load(&profile("abc")).unwrap_err();
+        assert!(err.contains("not a tokend state file") || err.contains("damaged"), "{err}");
+        assert!(store.path_of("mm").exists());
+    }
+
+    #[test]
+    fn a_newer_format_is_reported_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state")).unwrap();
+        fs::write(store.path_of("mm"), br#"{"format":"tokend-state","version":99}"#).unwrap();
+        assert!(store.load(&profile("abc")).unwrap_err().contains("newer tokend"));
+    }
+
+    #[test]
+    fn saving_nothing_removes_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state")).unwrap();
+        let p = profile("abc");
+        store.save(&p, Some(&token("at")), None).unwrap();
+        store.save(&p, None, None).unwrap();
+        assert!(!store.path_of("mm").exists());
+        assert!(store.load(&p).unwrap().is_none());
+    }
+
+    #[test]
+    fn leftover_temporary_files_are_cleaned_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        Store::open(&state).unwrap();
+        fs::write(state.join(".tmp-1-abc"), b"partial").unwrap();
+        Store::open(&state).unwrap();
+        assert!(!state.join(".tmp-1-abc").exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_state_directory_others_can_enter_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(err.contains("chmod 700"), "{err}");
+    }
+}

@@ -1,0 +1,343 @@
+//! The task that owns one profile's [`Machine`]: it feeds it events (timers, client demands,
+//! commands, request outcomes), carries out its effects, and publishes a [`Snapshot`] after
+//! each change.
+//!
+//! Order matters and is fixed here: a new token (and above all a rotated refresh token) is
+//! persisted *before* the snapshot that serves it is published, so that no client ever holds
+//! a token whose refresh token could be lost by a crash.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokend_proto::{Error, RevocationOutcome, RevocationReport, Secret};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::state::{Current, Effects, Event, Machine, Phase, RequestKind, Tuning};
+use super::{Command, Demand, ProfileHandle, Snapshot};
+use crate::clock::ClockChanges;
+use crate::config::Profile;
+use crate::oauth::revoke::{self, Hint};
+use crate::oauth::token::{self, TokenGrant, TokenSet};
+use crate::oauth::{Http, UpstreamError};
+use crate::persist::{Restored, Store};
+
+type InFlight = Pin<Box<dyn Future<Output = Result<TokenSet, UpstreamError>> + Send>>;
+
+/// What the actor needs from the daemon.
+#[derive(Clone)]
+pub struct Shared {
+    /// The HTTP client.
+    pub http: Http,
+    /// Where tokens are saved.
+    pub store: Store,
+    /// Wakes timers when the wall clock jumps.
+    pub clock: ClockChanges,
+    /// Where to report that a profile needs a login: `(profile, reason)`.
+    pub login_needed: mpsc::UnboundedSender<(String, String)>,
+}
+
+/// Starts the actor of `profile` with the tokens restored from disk and returns its handle.
+pub fn spawn(profile: Arc<Profile>, restored: Restored, shared: Shared) -> Arc<ProfileHandle> {
+    let tuning = Tuning {
+        refresh_margin: profile.refresh_margin,
+        retry_min: profile.retry_min,
+        retry_max: profile.retry_max,
+    };
+    let machine = Machine::new(&profile.name, profile.grant, tuning, restored.token, restored.refresh_token);
+    let (commands_tx, commands) = mpsc::channel(64);
+    let (stop_tx, stop) = watch::channel(false);
+    let demand = Arc::new(Demand::default());
+    let initial = snapshot(&profile, &machine, None);
+    let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(initial));
+    let actor = Actor {
+        profile: profile.clone(),
+        machine,
+        shared,
+        snapshot: snapshot_tx,
+        waiters: Vec::new(),
+        exchange: None,
+        queued_exchange: None,
+        login_pending_until: None,
+    };
+    let task = tokio::spawn(actor.run(commands, stop, demand.clone()));
+    Arc::new(ProfileHandle {
+        config: profile,
+        snapshot: snapshot_rx,
+        commands: commands_tx,
+        demand,
+        stop: stop_tx,
+        task: std::sync::Mutex::new(Some(task)),
+    })
+}
+
+struct Actor {
+    profile: Arc<Profile>,
+    machine: Machine,
+    shared: Shared,
+    snapshot: watch::Sender<Arc<Snapshot>>,
+    /// `tokenctl refresh` requests waiting for the request in flight.
+    waiters: Vec<oneshot::Sender<Result<(), Error>>>,
+    /// The code exchange in flight: its reply and its secrets.
+    exchange: Option<PendingExchange>,
+    /// A code exchange waiting for the request in flight to finish.
+    queued_exchange: Option<PendingExchange>,
+    login_pending_until: Option<SystemTime>,
+}
+
+struct PendingExchange {
+    code: Secret,
+    verifier: Secret,
+    reply: oneshot::Sender<Result<(), Error>>,
+}
+
+/// One thing that woke the actor.
+enum Input {
+    Command(Command),
+    Outcome(Result<TokenSet, UpstreamError>),
+    Demand,
+    Due,
+}
+
+impl Actor {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut stop: watch::Receiver<bool>, demand: Arc<Demand>) {
+        let mut clock = self.shared.clock.subscribe();
+        let mut in_flight: Option<InFlight> = None;
+        let mut next = self.step(Event::Start).await;
+        loop {
+            if let Some(kind) = next.take() {
+                in_flight = Some(self.request(kind));
+            }
+            let sleep = self.machine.deadline().map(|at| at.duration_since(SystemTime::now()).unwrap_or_default());
+            let input = tokio::select! {
+                biased;
+                _ = stop.changed() => {
+                    // Let the request in flight finish and persist its outcome: dropping it
+                    // could lose a refresh token the server has already rotated.
+                    if let Some(request) = in_flight.take() {
+                        match request.await {
+                            Ok(set) => self.step(Event::Obtained(set)).await,
+                            Err(error) => self.step(Event::Failed(error)).await,
+                        };
+                    }
+                    break;
+                }
+                command = commands.recv() => match command {
+                    Some(command) => Input::Command(command),
+                    None => break,
+                },
+                outcome = poll_in_flight(&mut in_flight) => {
+                    in_flight = None;
+                    Input::Outcome(outcome)
+                }
+                _ = demand.notify.notified() => Input::Demand,
+                _ = sleep_for(sleep) => Input::Due,
+                Ok(()) = clock.changed() => continue,
+            };
+            next = match input {
+                Input::Command(command) => self.command(command, in_flight.is_some()).await,
+                Input::Outcome(Ok(set)) => self.step(Event::Obtained(set)).await,
+                Input::Outcome(Err(error)) => {
+                    tracing::warn!(profile = %self.profile.name, error = %error, "token request failed");
+                    self.step(Event::Failed(error)).await
+                }
+                Input::Demand => match demand.take() {
+                    Some(until) => self.step(Event::Demand(until)).await,
+                    None => None,
+                },
+                Input::Due => self.step(Event::Due).await,
+            };
+            if next.is_none() && in_flight.is_none() && !matches!(self.machine.phase(), Phase::Refreshing(_)) {
+                if let Some(queued) = self.queued_exchange.take() {
+                    self.exchange = Some(queued);
+                    next = self.step(Event::Exchange).await;
+                }
+            }
+        }
+        tracing::debug!(profile = %self.profile.name, "profile actor stopped");
+    }
+
+    /// Feeds one event to the machine and carries out its effects. Returns the request to
+    /// start, if any.
+    async fn step(&mut self, event: Event) -> Option<RequestKind> {
+        let exchanging = matches!(self.machine.phase(), Phase::Refreshing(RequestKind::CodeExchange));
+        let fx: Effects = self.machine.handle(event, SystemTime::now(), rand::random::<f64>());
+        if fx.persist {
+            self.persist().await;
+        }
+        if let Some(kind) = fx.request {
+            tracing::debug!(profile = %self.profile.name, ?kind, "requesting a token");
+        }
+        if let Some(finished) = fx.finished {
+            if exchanging {
+                if let Some(exchange) = self.exchange.take() {
+                    let _ = exchange.reply.send(finished.clone());
+                }
+            }
+            for waiter in self.waiters.drain(..) {
+                let _ = waiter.send(finished.clone());
+            }
+            if finished.is_ok() {
+                if let Some(t) = self.machine.token() {
+                    tracing::info!(
+                        profile = %self.profile.name,
+                        token = %t.fingerprint,
+                        expires_in = %humantime::format_duration(round_secs(t.lifetime())),
+                        "new access token"
+                    );
+                }
+            }
+        }
+        if let Some(reason) = fx.login_needed {
+            tracing::warn!(profile = %self.profile.name, %reason, "login needed: run `tokenctl login {}`", self.profile.name);
+            let _ = self.shared.login_needed.send((self.profile.name.clone(), reason));
+        }
+        self.publish();
+        fx.request
+    }
+
+    async fn command(&mut self, command: Command, busy: bool) -> Option<RequestKind> {
+        match command {
+            Command::Invalidate(fingerprint) => {
+                tracing::info!(profile = %self.profile.name, token = %fingerprint, "a client reports the token was rejected");
+                self.step(Event::Invalidate(fingerprint)).await
+            }
+            Command::Refresh(reply) => {
+                // Answered when the request it starts (or joins) finishes, or at once by the
+                // machine when no request can be made.
+                self.waiters.push(reply);
+                self.step(Event::Force).await
+            }
+            Command::Exchange { code, verifier, reply } => {
+                let pending = PendingExchange { code, verifier, reply };
+                if busy || matches!(self.machine.phase(), Phase::Refreshing(_)) {
+                    if let Some(old) = self.queued_exchange.replace(pending) {
+                        let _ = old.reply.send(Err(superseded(&self.profile.name)));
+                    }
+                    None
+                } else {
+                    self.exchange = Some(pending);
+                    self.step(Event::Exchange).await
+                }
+            }
+            Command::Logout(reply) => {
+                let report = self.logout().await;
+                let _ = reply.send(report);
+                None
+            }
+            Command::LoginPending(until) => {
+                self.login_pending_until = until;
+                self.publish();
+                None
+            }
+        }
+    }
+
+    fn request(&mut self, kind: RequestKind) -> InFlight {
+        let http = self.shared.http.clone();
+        let profile = self.profile.clone();
+        match kind {
+            RequestKind::ClientCredentials => {
+                Box::pin(async move { token::request(&http, &profile, TokenGrant::ClientCredentials).await })
+            }
+            RequestKind::RefreshToken => {
+                let refresh_token = self.machine.refresh_token().cloned().expect("the machine only refreshes with a refresh token");
+                Box::pin(async move { token::request(&http, &profile, TokenGrant::RefreshToken(&refresh_token)).await })
+            }
+            RequestKind::CodeExchange => {
+                let exchange = self.exchange.as_ref().expect("an exchange is pending");
+                let (code, verifier) = (exchange.code.clone(), exchange.verifier.clone());
+                Box::pin(async move {
+                    token::request(&http, &profile, TokenGrant::AuthorizationCode { code: &code, verifier: &verifier }).await
+                })
+            }
+        }
+    }
+
+    async fn persist(&mut self) {
+        let store = self.shared.store.clone();
+        let profile = self.profile.clone();
+        let token: Option<Current> = self.machine.token().cloned();
+        let refresh_token = self.machine.refresh_token().cloned();
+        let saved = tokio::task::spawn_blocking(move || store.save(&profile, token.as_ref(), refresh_token.as_ref())).await;
+        match saved {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(
+                profile = %self.profile.name,
+                "cannot save tokens to {}: {e}; they are kept in memory and saved with the next change",
+                self.shared.store.dir().display()
+            ),
+            Err(e) => tracing::error!(profile = %self.profile.name, "saving tokens failed: {e}"),
+        }
+    }
+
+    async fn logout(&mut self) -> RevocationReport {
+        let refresh_token = self.machine.refresh_token().cloned();
+        let access_token = self.machine.token().map(|t| t.access_token.clone());
+        self.step(Event::LoggedOut).await;
+        let revoke_one = |token: Option<Secret>, hint: Hint| {
+            let http = self.shared.http.clone();
+            let profile = self.profile.clone();
+            async move {
+                let Some(token) = token else { return RevocationOutcome::NoToken };
+                let Some(url) = profile.revoke_url.clone() else { return RevocationOutcome::NotConfigured };
+                match revoke::revoke(&http, &profile, &url, &token, hint).await {
+                    Ok(()) => RevocationOutcome::Revoked,
+                    Err(e) => RevocationOutcome::Failed(e.to_string()),
+                }
+            }
+        };
+        let refresh_token = revoke_one(refresh_token, Hint::RefreshToken).await;
+        let access_token = revoke_one(access_token, Hint::AccessToken).await;
+        tracing::info!(profile = %self.profile.name, ?refresh_token, ?access_token, "logged out");
+        RevocationReport { profile: self.profile.name.clone(), refresh_token, access_token }
+    }
+
+    fn publish(&self) {
+        let next = snapshot(&self.profile, &self.machine, self.login_pending_until);
+        self.snapshot.send_if_modified(|current| {
+            let same = current.generation == next.generation
+                && current.refreshing == next.refreshing
+                && current.blocked == next.blocked
+                && current.status == next.status;
+            if !same {
+                *current = Arc::new(next);
+            }
+            !same
+        });
+    }
+}
+
+fn snapshot(profile: &Profile, machine: &Machine, login_pending_until: Option<SystemTime>) -> Snapshot {
+    Snapshot {
+        token: machine.servable(&profile.name),
+        lifetime: machine.token().map(Current::lifetime).unwrap_or_default(),
+        generation: machine.generation(),
+        refreshing: matches!(machine.phase(), Phase::Refreshing(_)),
+        blocked: machine.blocked_error(),
+        status: machine.status(SystemTime::now(), login_pending_until),
+    }
+}
+
+async fn poll_in_flight(in_flight: &mut Option<InFlight>) -> Result<TokenSet, UpstreamError> {
+    match in_flight.as_mut() {
+        Some(request) => request.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_for(duration: Option<Duration>) {
+    match duration {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn round_secs(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs())
+}
+
+fn superseded(profile: &str) -> Error {
+    Error::Login { profile: profile.to_owned(), message: "a newer login for this profile replaced this one".into() }
+}

@@ -1,0 +1,227 @@
+//! One profile: its token state machine, the actor task that drives it, and the handle the
+//! socket server uses to ask for tokens.
+//!
+//! The split keeps the hot path cheap. The actor is the only writer: it owns the
+//! [`state::Machine`], makes the upstream requests one at a time, persists, and publishes an
+//! immutable [`Snapshot`] after every change. Serving a token only reads the latest snapshot
+//! (a `watch` channel borrow) and checks the token's expiry against the wall clock *at that
+//! moment*; nothing is locked for longer than a pointer copy, and connections never wait for
+//! each other. Only when the cached token is not good enough does a request ask the actor for
+//! a fresher one and wait for the next snapshot — however many requests ask, the actor starts
+//! one upstream request.
+
+pub mod actor;
+pub mod schedule;
+pub mod state;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokend_proto::{Error, Fingerprint, ProfileStatus, RevocationReport, Secret, Token};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::config::Profile;
+
+/// What the actor publishes after every change: everything a request needs to be answered
+/// without asking the actor.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The token to serve, unless a server rejected it. It may have expired: the server checks
+    /// expiry when serving.
+    pub token: Option<Token>,
+    /// The lifetime of the newest token, which sets the default serving margin.
+    pub lifetime: Duration,
+    /// Bumped whenever a new token arrives.
+    pub generation: u64,
+    /// Whether a request is in flight, so waiting will bring news.
+    pub refreshing: bool,
+    /// Why waiting cannot help (login needed, permanent failure, backoff), if so.
+    pub blocked: Option<Error>,
+    /// The profile's status, for `tokenctl status` and `watch`.
+    pub status: ProfileStatus,
+}
+
+/// How requests ask the actor for a fresher token. Demands coalesce: however many requests
+/// ask before the actor looks, it sees one demand, for the latest deadline asked for.
+#[derive(Debug, Default)]
+pub(crate) struct Demand {
+    until_ms: AtomicU64,
+    notify: Notify,
+}
+
+impl Demand {
+    fn ask(&self, until: SystemTime) {
+        let ms = until.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        self.until_ms.fetch_max(ms.max(1), Ordering::AcqRel);
+        self.notify.notify_one();
+    }
+
+    fn take(&self) -> Option<SystemTime> {
+        match self.until_ms.swap(0, Ordering::AcqRel) {
+            0 => None,
+            ms => Some(UNIX_EPOCH + Duration::from_millis(ms)),
+        }
+    }
+}
+
+/// A message for the actor.
+pub(crate) enum Command {
+    /// A server rejected the token with this fingerprint.
+    Invalidate(Fingerprint),
+    /// Refresh now; reply when the request finishes.
+    Refresh(oneshot::Sender<Result<(), Error>>),
+    /// Exchange an authorization code for tokens, completing a login.
+    Exchange { code: Secret, verifier: Secret, reply: oneshot::Sender<Result<(), Error>> },
+    /// Revoke and forget the tokens.
+    Logout(oneshot::Sender<RevocationReport>),
+    /// A login is pending until this time (or no longer pending), for status output.
+    LoginPending(Option<SystemTime>),
+}
+
+/// Why a request to a profile ended without an answer of its own.
+#[derive(Debug)]
+pub enum Gone {
+    /// The profile's actor stopped: the profile was reloaded or removed, or the daemon is
+    /// shutting down. Look the profile up again.
+    Stopped,
+}
+
+/// The serving side of a profile, shared by all connections.
+#[derive(Debug)]
+pub struct ProfileHandle {
+    /// The profile's configuration.
+    pub config: Arc<Profile>,
+    snapshot: watch::Receiver<Arc<Snapshot>>,
+    commands: mpsc::Sender<Command>,
+    demand: Arc<Demand>,
+    stop: watch::Sender<bool>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl ProfileHandle {
+    /// The latest snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    /// A receiver of every new snapshot, for `watch`.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshot.clone()
+    }
+
+    /// The profile's status.
+    pub fn status(&self) -> ProfileStatus {
+        self.snapshot.borrow().status.clone()
+    }
+
+    /// A token with at least `min_valid` left (the profile's default margin when `None`),
+    /// waiting for a refresh if the cached one is not good enough, until `deadline`.
+    pub async fn token(&self, min_valid: Option<Duration>, deadline: Instant) -> Result<Result<Token, Error>, Gone> {
+        self.wait_for_token(min_valid, None, deadline).await
+    }
+
+    /// Reports that a server rejected the token with fingerprint `rejected` (the current one if
+    /// `None`) and returns a token other than that one.
+    pub async fn invalidate(&self, rejected: Option<Fingerprint>, deadline: Instant) -> Result<Result<Token, Error>, Gone> {
+        let current = self.snapshot.borrow().token.as_ref().map(|t| t.fingerprint);
+        let Some(rejected) = rejected.or(current) else {
+            return self.token(None, deadline).await;
+        };
+        if current == Some(rejected) {
+            self.commands.send(Command::Invalidate(rejected)).await.map_err(|_| Gone::Stopped)?;
+        }
+        self.wait_for_token(None, Some(rejected), deadline).await
+    }
+
+    /// Refreshes now (joining a refresh already in flight) and returns the new token.
+    pub async fn refresh(&self, deadline: Instant) -> Result<Result<Token, Error>, Gone> {
+        let (reply, done) = oneshot::channel();
+        self.commands.send(Command::Refresh(reply)).await.map_err(|_| Gone::Stopped)?;
+        match tokio::time::timeout_at(deadline, done).await {
+            Err(_) => Ok(Err(timeout(&self.config.name))),
+            Ok(Err(_)) => Err(Gone::Stopped),
+            Ok(Ok(Err(e))) => Ok(Err(e)),
+            Ok(Ok(Ok(()))) => self.token(Some(Duration::ZERO), deadline).await,
+        }
+    }
+
+    /// Exchanges a login's authorization code for tokens.
+    pub async fn exchange(&self, code: Secret, verifier: Secret) -> Result<Result<(), Error>, Gone> {
+        let (reply, done) = oneshot::channel();
+        self.commands.send(Command::Exchange { code, verifier, reply }).await.map_err(|_| Gone::Stopped)?;
+        done.await.map_err(|_| Gone::Stopped)
+    }
+
+    /// Revokes the tokens at the server (when a `revoke_url` is set) and forgets them.
+    pub async fn logout(&self) -> Result<RevocationReport, Gone> {
+        let (reply, done) = oneshot::channel();
+        self.commands.send(Command::Logout(reply)).await.map_err(|_| Gone::Stopped)?;
+        done.await.map_err(|_| Gone::Stopped)
+    }
+
+    /// Records whether a login is pending, for status output.
+    pub async fn set_login_pending(&self, until: Option<SystemTime>) {
+        let _ = self.commands.send(Command::LoginPending(until)).await;
+    }
+
+    /// Stops the actor and waits until it has finished any request in flight and persisted
+    /// its outcome. Requests waiting on it end with [`Gone::Stopped`].
+    pub async fn stop_and_wait(&self) {
+        let _ = self.stop.send(true);
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+
+    async fn wait_for_token(
+        &self,
+        min_valid: Option<Duration>,
+        exclude: Option<Fingerprint>,
+        deadline: Instant,
+    ) -> Result<Result<Token, Error>, Gone> {
+        let mut rx = self.snapshot.clone();
+        let mut asked_at_generation = None;
+        loop {
+            let snap = rx.borrow_and_update().clone();
+            let now = SystemTime::now();
+            let need = min_valid.unwrap_or_else(|| schedule::default_min_valid(self.config.min_valid, snap.lifetime));
+            if let Some(token) = snap.token.as_ref().filter(|t| Some(t.fingerprint) != exclude) {
+                // `need` may be zero, but a token at or past its expiry is never served.
+                if token.expires_at > now && token.expires_at.duration_since(now).unwrap_or_default() >= need {
+                    return Ok(Ok(token.clone()));
+                }
+            }
+            if let Some(error) = &snap.blocked {
+                return Ok(Err(error.clone()));
+            }
+            match asked_at_generation {
+                Some(asked) if snap.generation > asked && !snap.refreshing => {
+                    return Ok(Err(Error::MinValidUnsatisfiable {
+                        profile: self.config.name.clone(),
+                        requested: need,
+                        lifetime: snap.lifetime,
+                    }));
+                }
+                Some(_) => {}
+                None => {
+                    if exclude.is_none() || !snap.refreshing {
+                        self.demand.ask(now + need);
+                    }
+                    asked_at_generation = Some(snap.generation);
+                }
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Err(_) => return Ok(Err(timeout(&self.config.name))),
+                Ok(Err(_)) => return Err(Gone::Stopped),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+}
+
+fn timeout(profile: &str) -> Error {
+    Error::Timeout { message: format!("no token for profile `{profile}` arrived in time; see `tokenctl status {profile}`") }
+}

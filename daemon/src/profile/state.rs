@@ -1,0 +1,456 @@
+//! The per-profile token state machine.
+//!
+//! Every change to a profile's tokens goes through [`Machine::handle`], which is the only place
+//! transitions are written down. The machine does no I/O: it returns [`Effects`] (start an
+//! upstream request, persist, tell the user a login is needed) that the actor carries out.
+//!
+//! Invariants the machine keeps:
+//!
+//! - **One request in flight.** A request is started only from a resting phase, and the phase
+//!   is [`Phase::Refreshing`] until its outcome is handled; nothing starts a second one.
+//! - **A rejected token is never served again.** `invalidate` marks the current token rejected;
+//!   only a new token clears the mark.
+//! - **A refresh token is only replaced or dropped deliberately**: replaced by a rotated one,
+//!   dropped only when the server says it is dead (`invalid_grant`) or the user logs out.
+//!   Transient failures and failed logins leave it untouched.
+//! - **Backoff and permanent failures stop the clock**: nothing is retried before `retry_at`,
+//!   and a permanent failure is not retried until the user asks or the config changes.
+
+use std::time::{Duration, SystemTime};
+
+use tokend_proto::{Error, Failure, Fingerprint, Grant, ProfileState, ProfileStatus, Secret, Token, TokenSummary};
+
+use super::schedule;
+use crate::oauth::UpstreamError;
+use crate::oauth::token::TokenSet;
+
+/// What kind of request to the token endpoint to make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// A client credentials grant.
+    ClientCredentials,
+    /// A refresh token grant with the held refresh token.
+    RefreshToken,
+    /// The authorization code exchange that completes a login.
+    CodeExchange,
+}
+
+/// Where a profile is, besides which tokens it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Nothing to serve and nothing scheduled; a token is fetched when a client asks.
+    Empty,
+    /// A token is held; the next refresh is due at `refresh_at`.
+    Valid {
+        /// When the scheduled refresh is due.
+        refresh_at: SystemTime,
+    },
+    /// A request to the token endpoint is in flight.
+    Refreshing(RequestKind),
+    /// The last request failed transiently; the next attempt is due at `retry_at`.
+    Backoff {
+        /// When the next attempt is due.
+        retry_at: SystemTime,
+    },
+    /// The user must log in.
+    NeedsLogin {
+        /// Why, for people.
+        reason: String,
+    },
+    /// The server refused for good; see `last_error`.
+    Failed,
+}
+
+/// Something that happened to a profile.
+#[derive(Debug)]
+pub enum Event {
+    /// The daemon started (or the profile was added) with these tokens from disk.
+    Start,
+    /// The timer armed for [`Machine::deadline`] fired.
+    Due,
+    /// A client needs a token valid at least until this time.
+    Demand(SystemTime),
+    /// A client reports that a server rejected the token with this fingerprint.
+    Invalidate(Fingerprint),
+    /// The user asked for a refresh now (`tokenctl refresh`).
+    Force,
+    /// A login produced a code; exchange it.
+    Exchange,
+    /// The in-flight request succeeded.
+    Obtained(TokenSet),
+    /// The in-flight request failed.
+    Failed(UpstreamError),
+    /// The user logged out: forget everything.
+    LoggedOut,
+}
+
+/// What the actor must do after an event, in this order: persist, then start the request,
+/// then tell the user.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Effects {
+    /// Save the tokens before anyone is served the new state.
+    pub persist: bool,
+    /// Start this request.
+    pub request: Option<RequestKind>,
+    /// A login became necessary: run the notify command with this reason.
+    pub login_needed: Option<String>,
+    /// The in-flight request finished with this outcome (for `tokenctl refresh` and `login`
+    /// waiters).
+    pub finished: Option<Result<(), Error>>,
+}
+
+/// The access token being served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Current {
+    /// The token as obtained.
+    pub access_token: Secret,
+    /// Its type.
+    pub token_type: String,
+    /// When the request that obtained it was sent.
+    pub obtained_at: SystemTime,
+    /// When it expires.
+    pub expires_at: SystemTime,
+    /// The granted scope.
+    pub scope: Option<String>,
+    /// Its fingerprint.
+    pub fingerprint: Fingerprint,
+    /// A server rejected it: never serve it again.
+    pub rejected: bool,
+}
+
+impl Current {
+    fn from_set(set: &TokenSet) -> Current {
+        Current {
+            fingerprint: set.access_token.fingerprint(),
+            access_token: set.access_token.clone(),
+            token_type: set.token_type.clone(),
+            obtained_at: set.obtained_at,
+            expires_at: set.expires_at,
+            scope: set.scope.clone(),
+            rejected: false,
+        }
+    }
+
+    /// How long it lives in all.
+    pub fn lifetime(&self) -> Duration {
+        self.expires_at.duration_since(self.obtained_at).unwrap_or_default()
+    }
+}
+
+/// Settings the machine needs from the profile's config.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// How long before expiry to refresh.
+    pub refresh_margin: Duration,
+    /// The first retry delay.
+    pub retry_min: Duration,
+    /// The longest retry delay.
+    pub retry_max: Duration,
+}
+
+/// The state of one profile.
+#[derive(Debug)]
+pub struct Machine {
+    name: String,
+    grant: Grant,
+    tuning: Tuning,
+    token: Option<Current>,
+    refresh_token: Option<Secret>,
+    phase: Phase,
+    last_error: Option<Failure>,
+    failing_since: Option<SystemTime>,
+    attempts: u32,
+    generation: u64,
+    upstream_requests: u64,
+}
+
+impl Machine {
+    /// A machine holding the tokens restored from disk, if any. Feed it [`Event::Start`].
+    pub fn new(name: &str, grant: Grant, tuning: Tuning, token: Option<Current>, refresh_token: Option<Secret>) -> Machine {
+        Machine {
+            name: name.to_owned(),
+            grant,
+            tuning,
+            token,
+            refresh_token: if grant == Grant::AuthorizationCode { refresh_token } else { None },
+            phase: Phase::Empty,
+            last_error: None,
+            failing_since: None,
+            attempts: 0,
+            generation: 0,
+            upstream_requests: 0,
+        }
+    }
+
+    /// Applies `event` at wall-clock time `now`; `jitter` is a random number in `0.0..1.0`.
+    pub fn handle(&mut self, event: Event, now: SystemTime, jitter: f64) -> Effects {
+        let mut fx = Effects::default();
+        match event {
+            Event::Start => {
+                if self.usable_at(now) {
+                    self.rest(now, jitter);
+                    if matches!(self.phase, Phase::Valid { refresh_at } if refresh_at <= now) {
+                        self.start(&mut fx);
+                    }
+                } else {
+                    self.start(&mut fx);
+                }
+                // A profile that was never logged in is not news at start; status shows it.
+                fx.login_needed = None;
+            }
+            Event::Due => match self.phase {
+                Phase::Valid { refresh_at } | Phase::Backoff { retry_at: refresh_at } if now >= refresh_at => {
+                    self.start(&mut fx);
+                }
+                _ => {}
+            },
+            Event::Demand(until) => {
+                let satisfied = self.token.as_ref().is_some_and(|t| !t.rejected && t.expires_at >= until);
+                if !satisfied && matches!(self.phase, Phase::Empty | Phase::Valid { .. }) {
+                    self.start(&mut fx);
+                }
+            }
+            Event::Invalidate(fingerprint) => {
+                if let Some(token) = self.token.as_mut().filter(|t| t.fingerprint == fingerprint && !t.rejected) {
+                    token.rejected = true;
+                    if matches!(self.phase, Phase::Empty | Phase::Valid { .. }) {
+                        self.start(&mut fx);
+                    }
+                }
+            }
+            Event::Force => {
+                if !matches!(self.phase, Phase::Refreshing(_)) {
+                    self.start(&mut fx);
+                    if fx.request.is_none() {
+                        fx.finished = self.blocked_error().map(Err);
+                    }
+                }
+            }
+            Event::Exchange => {
+                debug_assert!(!matches!(self.phase, Phase::Refreshing(_)), "the actor queues exchanges behind requests");
+                self.phase = Phase::Refreshing(RequestKind::CodeExchange);
+                self.upstream_requests += 1;
+                fx.request = Some(RequestKind::CodeExchange);
+            }
+            Event::Obtained(set) => {
+                if let Some(rotated) = set.refresh_token.clone().filter(|_| self.grant == Grant::AuthorizationCode) {
+                    self.refresh_token = Some(rotated);
+                }
+                self.token = Some(Current::from_set(&set));
+                self.generation += 1;
+                self.attempts = 0;
+                self.last_error = None;
+                self.failing_since = None;
+                self.rest(now, jitter);
+                fx.persist = true;
+                fx.finished = Some(Ok(()));
+            }
+            Event::Failed(error) => {
+                let kind = match self.phase {
+                    Phase::Refreshing(kind) => kind,
+                    _ => RequestKind::RefreshToken,
+                };
+                let failure = error.to_failure(now);
+                fx.finished = Some(Err(Error::Upstream { profile: self.name.clone(), failure: failure.clone() }));
+                if kind == RequestKind::CodeExchange {
+                    // A failed login leaves the profile as it was; the login waiter is told.
+                    self.rest(now, jitter);
+                } else if !error.is_permanent() {
+                    self.attempts += 1;
+                    self.failing_since.get_or_insert(now);
+                    let delay = schedule::backoff(
+                        self.attempts,
+                        self.tuning.retry_min,
+                        self.tuning.retry_max,
+                        error.retry_after,
+                        jitter,
+                    );
+                    self.phase = Phase::Backoff { retry_at: now + delay };
+                    self.last_error = Some(failure);
+                } else if kind == RequestKind::RefreshToken && error.is_invalid_grant() {
+                    self.refresh_token = None;
+                    let reason = match &failure.description {
+                        Some(d) => format!("the server no longer accepts the refresh token: {d}"),
+                        None => "the server no longer accepts the refresh token (invalid_grant)".to_owned(),
+                    };
+                    self.phase = Phase::NeedsLogin { reason: reason.clone() };
+                    self.failing_since.get_or_insert(now);
+                    self.last_error = Some(failure);
+                    fx.persist = true;
+                    fx.finished = Some(Err(Error::LoginNeeded { profile: self.name.clone(), reason: reason.clone() }));
+                    fx.login_needed = Some(reason);
+                } else {
+                    self.phase = Phase::Failed;
+                    self.failing_since.get_or_insert(now);
+                    self.last_error = Some(failure);
+                }
+            }
+            Event::LoggedOut => {
+                self.token = None;
+                self.refresh_token = None;
+                self.generation += 1;
+                self.attempts = 0;
+                self.last_error = None;
+                self.failing_since = None;
+                self.phase = match self.grant {
+                    Grant::ClientCredentials => Phase::Empty,
+                    Grant::AuthorizationCode => Phase::NeedsLogin { reason: "logged out".into() },
+                };
+                fx.persist = true;
+            }
+        }
+        fx
+    }
+
+    /// Starts a request if one can be made; otherwise the profile needs a login.
+    fn start(&mut self, fx: &mut Effects) {
+        let kind = match (self.grant, &self.refresh_token) {
+            (Grant::ClientCredentials, _) => RequestKind::ClientCredentials,
+            (Grant::AuthorizationCode, Some(_)) => RequestKind::RefreshToken,
+            (Grant::AuthorizationCode, None) => {
+                let reason = if self.token.is_some() { "no refresh token is held" } else { "not logged in yet" };
+                if !matches!(self.phase, Phase::NeedsLogin { .. }) {
+                    fx.login_needed = Some(reason.to_owned());
+                }
+                self.phase = Phase::NeedsLogin { reason: reason.to_owned() };
+                return;
+            }
+        };
+        self.phase = Phase::Refreshing(kind);
+        self.upstream_requests += 1;
+        fx.request = Some(kind);
+    }
+
+    /// The phase to rest in when no request is in flight.
+    fn rest(&mut self, now: SystemTime, jitter: f64) {
+        self.phase = match &self.token {
+            Some(t) if !t.rejected && t.expires_at > now => Phase::Valid {
+                refresh_at: schedule::refresh_at(t.obtained_at, t.expires_at, self.tuning.refresh_margin, jitter),
+            },
+            _ if self.grant == Grant::AuthorizationCode && self.refresh_token.is_none() => {
+                Phase::NeedsLogin { reason: "not logged in yet".into() }
+            }
+            _ => Phase::Empty,
+        };
+    }
+
+    fn usable_at(&self, now: SystemTime) -> bool {
+        self.token.as_ref().is_some_and(|t| !t.rejected && t.expires_at > now)
+    }
+
+    /// When the actor should send [`Event::Due`] next.
+    pub fn deadline(&self) -> Option<SystemTime> {
+        match self.phase {
+            Phase::Valid { refresh_at } => Some(refresh_at),
+            Phase::Backoff { retry_at } => Some(retry_at),
+            _ => None,
+        }
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    /// The held refresh token.
+    pub fn refresh_token(&self) -> Option<&Secret> {
+        self.refresh_token.as_ref()
+    }
+
+    /// The current access token, rejected or not.
+    pub fn token(&self) -> Option<&Current> {
+        self.token.as_ref()
+    }
+
+    /// Bumped whenever a new token is obtained or the tokens are forgotten.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Why a client that cannot be served a token should not wait, if waiting cannot help.
+    pub fn blocked_error(&self) -> Option<Error> {
+        let profile = self.name.clone();
+        match &self.phase {
+            Phase::Backoff { retry_at } => Some(Error::UpstreamUnavailable {
+                profile,
+                since: self.failing_since.unwrap_or(*retry_at),
+                retry_at: Some(*retry_at),
+                last: self.last_error.clone().unwrap_or_else(|| unknown_failure(*retry_at)),
+            }),
+            Phase::NeedsLogin { reason } => Some(Error::LoginNeeded { profile, reason: reason.clone() }),
+            Phase::Failed => Some(Error::Upstream {
+                profile,
+                failure: self.last_error.clone().unwrap_or_else(|| unknown_failure(SystemTime::now())),
+            }),
+            Phase::Empty | Phase::Valid { .. } | Phase::Refreshing(_) => None,
+        }
+    }
+
+    /// The token to serve, if there is one that was not rejected (it may have expired).
+    pub fn servable(&self, profile: &str) -> Option<Token> {
+        let t = self.token.as_ref().filter(|t| !t.rejected)?;
+        Some(Token {
+            profile: profile.to_owned(),
+            access_token: t.access_token.clone(),
+            token_type: t.token_type.clone(),
+            expires_at: t.expires_at,
+            fingerprint: t.fingerprint,
+            scope: t.scope.clone(),
+        })
+    }
+
+    /// Everything `tokenctl status` shows.
+    pub fn status(&self, now: SystemTime, login_pending_until: Option<SystemTime>) -> ProfileStatus {
+        let state = match self.phase {
+            Phase::Empty => ProfileState::Empty,
+            Phase::Valid { .. } => ProfileState::Valid,
+            Phase::Refreshing(_) => ProfileState::Refreshing,
+            Phase::Backoff { .. } => ProfileState::Backoff,
+            Phase::NeedsLogin { .. } => ProfileState::NeedsLogin,
+            Phase::Failed => ProfileState::Failed,
+        };
+        let action = match &self.phase {
+            Phase::NeedsLogin { reason } => Some(format!("{reason}; run `tokenctl login {}`", self.name)),
+            Phase::Failed => Some(
+                self.last_error
+                    .as_ref()
+                    .and_then(Failure::advice)
+                    .map(|a| format!("{a}; or run `tokenctl refresh {}` to try again", self.name))
+                    .unwrap_or_else(|| {
+                        format!("fix the profile and run `tokenctl reload`, or run `tokenctl refresh {}` to try again", self.name)
+                    }),
+            ),
+            Phase::Backoff { .. } if !self.usable_at(now) => {
+                Some("no valid token: tokend keeps retrying; check the network and the server".into())
+            }
+            Phase::Backoff { .. } => Some("tokend keeps retrying while the current token lasts".into()),
+            _ => None,
+        };
+        ProfileStatus {
+            name: self.name.clone(),
+            grant: self.grant,
+            state,
+            token: self.token.as_ref().filter(|t| !t.rejected).map(|t| TokenSummary {
+                fingerprint: t.fingerprint,
+                token_type: t.token_type.clone(),
+                obtained_at: t.obtained_at,
+                expires_at: t.expires_at,
+                scope: t.scope.clone(),
+            }),
+            next_refresh: self.deadline(),
+            has_refresh_token: self.refresh_token.is_some(),
+            last_error: self.last_error.clone(),
+            failing_since: self.failing_since,
+            action,
+            upstream_requests: self.upstream_requests,
+            login_pending_until,
+        }
+    }
+}
+
+fn unknown_failure(at: SystemTime) -> Failure {
+    Failure { at, status: None, error: None, description: None, message: "unknown failure".into(), transient: true }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,107 @@
+//! One client connection as a sequence of frames: reads and writes whole messages, with the
+//! bounds that keep a misbehaving client from costing more than its own connection.
+//!
+//! - A frame's length prefix is checked before its payload is buffered (see
+//!   `tokend_proto::codec`), so a client can make the daemon buffer at most one maximal frame.
+//! - Once a frame has started, the rest must arrive within [`FRAME_TIMEOUT`]; a client that
+//!   stops mid-frame is dropped. Between frames a client may idle as long as it likes.
+//! - Every write must complete within [`WRITE_TIMEOUT`]; a client that stops reading is
+//!   dropped.
+//!
+//! Reads go into one buffer and each response is encoded into another, both reused for the
+//! connection's life, so a request costs one read and one write system call in the common case.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokend_proto::codec::{self, HEADER_LEN, MAX_FRAME_LEN};
+use tokend_proto::FrameError;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use zeroize::Zeroize;
+
+/// How long the rest of a frame may take once its first byte arrived.
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a response may take to write.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What ended a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// The socket failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The client sent something that is not a valid frame.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The client stopped in the middle of a frame, or stopped reading.
+    #[error("timed out {0}")]
+    Timeout(&'static str),
+}
+
+/// A framed connection.
+pub struct Connection<S> {
+    stream: S,
+    read_buf: Vec<u8>,
+    write_buf: Vec<u8>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// Wraps a stream.
+    pub fn new(stream: S) -> Self {
+        Connection { stream, read_buf: Vec::with_capacity(1024), write_buf: Vec::with_capacity(1024) }
+    }
+
+    /// Reads the next message. `Ok(None)` means the client closed the connection between
+    /// frames. Cancel-safe: bytes already read stay buffered.
+    pub async fn read<T: DeserializeOwned>(&mut self) -> Result<Option<T>, ConnError> {
+        loop {
+            if let Some(len) = codec::complete_frame(&self.read_buf)? {
+                let message = codec::decode(&self.read_buf[HEADER_LEN..len]);
+                self.read_buf[..len].zeroize();
+                self.read_buf.drain(..len);
+                return Ok(Some(message?));
+            }
+            let spare = self.read_buf.capacity() - self.read_buf.len();
+            if spare < 512 {
+                let limit = HEADER_LEN + MAX_FRAME_LEN;
+                let want = (self.read_buf.len() + 4096).min(limit).saturating_sub(self.read_buf.len());
+                self.read_buf.reserve(want.max(1));
+            }
+            let read = if self.read_buf.is_empty() {
+                self.stream.read_buf(&mut self.read_buf).await?
+            } else {
+                tokio::time::timeout(FRAME_TIMEOUT, self.stream.read_buf(&mut self.read_buf))
+                    .await
+                    .map_err(|_| ConnError::Timeout("waiting for the rest of a frame"))??
+            };
+            if read == 0 {
+                if self.read_buf.is_empty() {
+                    return Ok(None);
+                }
+                let expected = match self.read_buf.first_chunk::<HEADER_LEN>() {
+                    Some(header) => HEADER_LEN + codec::payload_len(*header)?,
+                    None => HEADER_LEN,
+                };
+                return Err(FrameError::Truncated { got: self.read_buf.len(), expected }.into());
+            }
+        }
+    }
+
+    /// Writes one message as one frame.
+    pub async fn write<T: Serialize>(&mut self, message: &T) -> Result<(), ConnError> {
+        self.write_buf.clear();
+        codec::encode(message, &mut self.write_buf)?;
+        let written = tokio::time::timeout(WRITE_TIMEOUT, self.stream.write_all(&self.write_buf)).await;
+        self.write_buf.zeroize();
+        written.map_err(|_| ConnError::Timeout("writing a response"))??;
+        Ok(())
+    }
+}
+
+impl<S> Drop for Connection<S> {
+    fn drop(&mut self) {
+        self.read_buf.zeroize();
+        self.write_buf.zeroize();
+    }
+}

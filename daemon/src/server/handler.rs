@@ -1,0 +1,341 @@
+//! What happens on one connection: the peer check, the handshake, then requests answered in
+//! order until the client leaves or the daemon shuts down.
+//!
+//! A request that is waiting (for a refresh, a login, or a watch stream) holds up only its own
+//! connection. A request whose profile was replaced by a reload while it waited looks the
+//! profile up again.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use interprocess::local_socket::tokio::Stream;
+use tokend_proto::{
+    Error, Event, Hello, HelloReply, MAGIC, PROTOCOL_VERSION, Pong, ProfileSummary, Request, Response, Token,
+    message::Refusal,
+};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::connection::{ConnError, Connection};
+use crate::daemon::Daemon;
+use crate::profile::{Gone, ProfileHandle, Snapshot};
+
+/// How long a new connection has to send its hello.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many times a request follows a profile that a reload replaced.
+const MAX_LOOKUPS: usize = 5;
+
+type Conn = Connection<Stream>;
+
+/// Serves one connection to the end.
+pub async fn serve(daemon: Arc<Daemon>, stream: Stream, admitted: Result<(), Refusal>) {
+    let peer_ok = super::listener::check_peer(&stream);
+    let mut conn = Connection::new(stream);
+    if let Err(message) = peer_ok {
+        tracing::warn!("refused a connection: {message}");
+        let _ = conn.write(&HelloReply::refuse(Refusal::PermissionDenied, message)).await;
+        return;
+    }
+    if let Err(refusal) = admitted {
+        let message = match refusal {
+            Refusal::TooManyConnections => "tokend is at its connection limit ([daemon] max_connections); try again later",
+            _ => "tokend is shutting down",
+        };
+        let _ = conn.write(&HelloReply::refuse(refusal, message)).await;
+        return;
+    }
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut conn)).await {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => return,
+        Ok(Err(e)) => {
+            tracing::debug!("handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("a client connected and said nothing; closed");
+            return;
+        }
+    }
+    let mut shutdown = daemon.shutdown_signal();
+    loop {
+        let request = tokio::select! {
+            request = conn.read::<Request>() => request,
+            _ = shutdown.wait_for(|down| *down) => break,
+        };
+        let outcome = match request {
+            Ok(Some(request)) => handle(&daemon, &mut conn, request).await,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!("bad frame from a client: {e}");
+                if let ConnError::Frame(e) = &e {
+                    let _ = conn.write(&Response::Error(Error::BadRequest { message: e.to_string() })).await;
+                }
+                break;
+            }
+        };
+        if let Err(e) = outcome {
+            tracing::debug!("connection ended: {e}");
+            break;
+        }
+    }
+}
+
+/// Reads the client's hello and answers it. `Ok(false)`: refused.
+async fn handshake(conn: &mut Conn) -> Result<bool, ConnError> {
+    let hello: Hello = match conn.read().await {
+        Ok(Some(hello)) => hello,
+        Ok(None) => return Ok(false),
+        Err(ConnError::Frame(e)) => {
+            let reply = HelloReply::refuse(Refusal::NotAClient, format!("this is tokend's socket, and that was not a tokend hello ({e})"));
+            conn.write(&reply).await?;
+            return Ok(false);
+        }
+        Err(e) => return Err(e),
+    };
+    if hello.magic != MAGIC {
+        conn.write(&HelloReply::refuse(Refusal::NotAClient, "this is tokend's socket, and that was not a tokend hello")).await?;
+        return Ok(false);
+    }
+    if hello.version != PROTOCOL_VERSION {
+        let message = format!(
+            "{} speaks protocol {}, but this tokend speaks protocol {PROTOCOL_VERSION}; use tokenctl and tokend from the same release (restart tokend after upgrading)",
+            hello.client, hello.version
+        );
+        conn.write(&HelloReply::refuse(Refusal::VersionMismatch, message)).await?;
+        return Ok(false);
+    }
+    conn.write(&HelloReply::accept()).await?;
+    Ok(true)
+}
+
+async fn handle(daemon: &Arc<Daemon>, conn: &mut Conn, request: Request) -> Result<(), ConnError> {
+    let deadline = Instant::now() + daemon.request_timeout;
+    let response = match request {
+        Request::Ping => Response::Pong(Pong {
+            daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+            started_at: daemon.started_at,
+            profiles: daemon.profiles().len() as u32,
+        }),
+        Request::Token { profile, min_valid } => {
+            token_response(with_profile(daemon, &profile, |h| async move { h.token(min_valid, deadline).await }).await)
+        }
+        Request::Invalidate { profile, rejected } => token_response(
+            with_profile(daemon, &profile, |h| async move { h.invalidate(rejected, deadline).await }).await,
+        ),
+        Request::Refresh { profile } => {
+            token_response(with_profile(daemon, &profile, |h| async move { h.refresh(deadline).await }).await)
+        }
+        Request::Status { profile: Some(name) } => match daemon.profile(&name) {
+            Ok(handle) => Response::Status(vec![handle.status()]),
+            Err(e) => Response::Error(e),
+        },
+        Request::Status { profile: None } => Response::Status(daemon.profiles().values().map(|h| h.status()).collect()),
+        Request::List => Response::List(
+            daemon
+                .profiles()
+                .values()
+                .map(|h| {
+                    let status = h.status();
+                    ProfileSummary { name: status.name, grant: status.grant, state: status.state }
+                })
+                .collect(),
+        ),
+        Request::Reload => match daemon.reload().await {
+            Ok(summary) => Response::Reloaded(summary),
+            Err(e) => Response::Error(e),
+        },
+        Request::Shutdown => {
+            tracing::info!("shutdown requested by a client");
+            conn.write(&Response::ShuttingDown).await?;
+            daemon.begin_shutdown();
+            return Ok(());
+        }
+        Request::Login { profile } => return login(daemon, conn, &profile).await,
+        Request::LoginRedirect { profile, url } => match daemon.logins.paste(&profile, url).await {
+            Ok(()) => Response::LoginDone { profile },
+            Err(e) => Response::Error(e),
+        },
+        Request::Logout { profile } => {
+            daemon.logins.cancel(&profile, "logged out").await;
+            match with_profile(daemon, &profile, |h| async move { h.logout().await.map(Ok) }).await {
+                Ok(report) => Response::LoggedOut(report),
+                Err(e) => Response::Error(e),
+            }
+        }
+        Request::Info { profile } => match info(daemon, &profile, deadline).await {
+            Ok(response) => response,
+            Err(e) => Response::Error(e),
+        },
+        Request::Watch { profile } => return watch(daemon, conn, profile).await,
+    };
+    conn.write(&response).await
+}
+
+/// Runs `f` on the named profile, following it across reloads.
+async fn with_profile<T, F, Fut>(daemon: &Daemon, name: &str, f: F) -> Result<T, Error>
+where
+    F: Fn(Arc<ProfileHandle>) -> Fut,
+    Fut: Future<Output = Result<Result<T, Error>, Gone>>,
+{
+    let mut versions = daemon.versions();
+    for _ in 0..MAX_LOOKUPS {
+        versions.borrow_and_update();
+        let handle = daemon.profile(name)?;
+        match f(handle).await {
+            Ok(result) => return result,
+            Err(Gone::Stopped) if daemon.is_shutting_down() => return Err(Error::ShuttingDown),
+            Err(Gone::Stopped) => {
+                // Wait for the reload that stopped it to put the new profile in place.
+                let _ = tokio::time::timeout(Duration::from_secs(5), versions.changed()).await;
+            }
+        }
+    }
+    Err(Error::Internal { message: format!("profile `{name}` kept being reloaded; try again") })
+}
+
+fn token_response(result: Result<Token, Error>) -> Response {
+    match result {
+        Ok(token) => Response::Token(token),
+        Err(e) => Response::Error(e),
+    }
+}
+
+/// `tokenctl login`: the URL first, then the outcome, on the same connection. If the client
+/// goes away, the login stays pending: the browser can still complete it.
+async fn login(daemon: &Arc<Daemon>, conn: &mut Conn, name: &str) -> Result<(), ConnError> {
+    let handle = match daemon.profile(name) {
+        Ok(handle) => handle,
+        Err(e) => return conn.write(&Response::Error(e)).await,
+    };
+    let started = match daemon.logins.start(handle).await {
+        Ok(started) => started,
+        Err(e) => return conn.write(&Response::Error(e)).await,
+    };
+    conn.write(&Response::LoginUrl { profile: name.to_owned(), url: started.url, expires_at: started.expires_at })
+        .await?;
+    let mut outcome = started.outcome;
+    let result = tokio::select! {
+        result = outcome.wait_for(Option::is_some) => result.map(|r| r.clone()),
+        closed = conn.read::<Request>() => {
+            // Anything from the client while it waits means it went away.
+            tracing::debug!("the client left while its login was pending: {closed:?}");
+            return Ok(());
+        }
+    };
+    let response = match result {
+        Ok(Some(Ok(()))) => Response::LoginDone { profile: name.to_owned() },
+        Ok(Some(Err(e))) => Response::Error(e),
+        Ok(None) | Err(_) => Response::Error(Error::Login { profile: name.to_owned(), message: "the login was abandoned".into() }),
+    };
+    conn.write(&response).await
+}
+
+/// `tokenctl info`: GET the info endpoint with the token; on 401, invalidate and retry once.
+async fn info(daemon: &Daemon, name: &str, deadline: Instant) -> Result<Response, Error> {
+    let handle = daemon.profile(name)?;
+    let Some(url) = handle.config.info_url.clone() else {
+        return Err(Error::NotSupported {
+            profile: name.to_owned(),
+            message: "no info_url is configured for this profile; add one (for example the server's user or token-info endpoint)".into(),
+        });
+    };
+    let http = daemon.http().clone();
+    let mut token = with_profile(daemon, name, |h| async move { h.token(None, deadline).await }).await?;
+    for attempt in 0..2 {
+        let answer = crate::oauth::info::fetch(&http, &url, &token.access_token)
+            .await
+            .map_err(|e| Error::Upstream { profile: name.to_owned(), failure: e.to_failure(SystemTime::now()) })?;
+        if answer.status == 401 && attempt == 0 {
+            tracing::info!(profile = %name, "the info endpoint rejected the token; getting a new one");
+            let rejected = token.fingerprint;
+            token = with_profile(daemon, name, |h| async move { h.invalidate(Some(rejected), deadline).await }).await?;
+            continue;
+        }
+        return Ok(Response::Info { profile: name.to_owned(), status: answer.status, body: answer.body });
+    }
+    unreachable!("the loop returns on its second pass")
+}
+
+/// `tokenctl watch`: the current state of each watched profile, then every change, until the
+/// client leaves.
+async fn watch(daemon: &Arc<Daemon>, conn: &mut Conn, only: Option<String>) -> Result<(), ConnError> {
+    if let Some(name) = &only
+        && let Err(e) = daemon.profile(name)
+    {
+        return conn.write(&Response::Error(e)).await;
+    }
+    let mut versions = daemon.versions();
+    let mut shutdown = daemon.shutdown_signal();
+    loop {
+        versions.borrow_and_update();
+        let profiles = daemon.profiles();
+        let watched: Vec<(String, watch::Receiver<Arc<Snapshot>>)> = profiles
+            .iter()
+            .filter(|(name, _)| only.as_deref().is_none_or(|o| o == name.as_str()))
+            .map(|(name, h)| (name.clone(), h.subscribe()))
+            .collect();
+        if watched.is_empty() && only.is_some() {
+            let profile = only.clone().unwrap_or_default();
+            conn.write(&Response::Event(Event::Removed { profile })).await?;
+            return Ok(());
+        }
+        let mut last_generation: Vec<Option<u64>> = vec![None; watched.len()];
+        let mut receivers: Vec<watch::Receiver<Arc<Snapshot>>> = Vec::with_capacity(watched.len());
+        for (i, (_, rx)) in watched.iter().enumerate() {
+            let mut rx = rx.clone();
+            let snap = rx.borrow_and_update().clone();
+            send_snapshot(conn, &snap, &mut last_generation[i]).await?;
+            receivers.push(rx);
+        }
+        loop {
+            enum Woke {
+                Changed(usize),
+                ProfileStopped,
+                Reloaded,
+                Leave,
+            }
+            let woke = tokio::select! {
+                (result, index, _) = futures_util::future::select_all(receivers.iter_mut().map(|rx| Box::pin(rx.changed()))) => {
+                    if result.is_ok() { Woke::Changed(index) } else { Woke::ProfileStopped }
+                }
+                _ = versions.changed() => Woke::Reloaded,
+                _ = conn.read::<Request>() => Woke::Leave,
+                _ = shutdown.wait_for(|down| *down) => Woke::Leave,
+            };
+            match woke {
+                Woke::Changed(index) => {
+                    let snap = receivers[index].borrow_and_update().clone();
+                    send_snapshot(conn, &snap, &mut last_generation[index]).await?;
+                }
+                Woke::ProfileStopped => {
+                    // The profile's actor stopped: a reload is replacing it.
+                    let _ = tokio::time::timeout(Duration::from_secs(5), versions.changed()).await;
+                    break;
+                }
+                Woke::Reloaded => break,
+                Woke::Leave => return Ok(()),
+            }
+        }
+        let now: Vec<String> = daemon.profiles().keys().cloned().collect();
+        for (name, _) in &watched {
+            if !now.contains(name) {
+                conn.write(&Response::Event(Event::Removed { profile: name.clone() })).await?;
+                if only.is_some() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+async fn send_snapshot(conn: &mut Conn, snap: &Snapshot, last_generation: &mut Option<u64>) -> Result<(), ConnError> {
+    conn.write(&Response::Event(Event::Status(snap.status.clone()))).await?;
+    if *last_generation != Some(snap.generation) {
+        *last_generation = Some(snap.generation);
+        if let Some(token) = snap.token.clone().filter(|t| t.expires_at > SystemTime::now()) {
+            conn.write(&Response::Event(Event::Token(token))).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! Getting a listening socket, and deciding who may use it. This is the daemon's one place
+//! where Unix and Windows differ.
+//!
+//! On Unix, in this order:
+//!
+//! 1. a socket passed by systemd (`LISTEN_FDS`, socket activation) is adopted as it is;
+//! 2. otherwise the socket's directory is created with mode 0700, and refused if another user
+//!    owns it or may enter it;
+//! 3. a file already at the socket path is probed: if a daemon answers there, this one exits
+//!    (a live daemon's socket is never taken); if nothing listens (a crashed daemon's leftover),
+//!    it is removed; anything that is not a socket is left alone and reported;
+//! 4. the socket is created with mode 0600, set before `bind` so there is no window in which
+//!    others could connect.
+//!
+//! Every accepted connection's peer credentials are then checked: only the daemon's own user
+//! is served.
+//!
+//! On Windows the endpoint is a named pipe, created by interprocess with its default security
+//! (the creating user), and steps 1–3 do not apply.
+
+use std::io;
+
+use interprocess::local_socket::tokio::{Listener, Stream};
+use interprocess::local_socket::ListenerOptions;
+use tokend_proto::Endpoint;
+
+/// A socket ready to accept connections.
+pub struct Bound {
+    /// The listener.
+    pub listener: Listener,
+    /// Whether systemd passed it in (then systemd owns the socket file).
+    pub activated: bool,
+}
+
+/// Why the socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// Another daemon answers at the endpoint.
+    #[error("another tokend is already running at {0}; stop it first (`tokenctl shutdown`), or give this one another --socket")]
+    AlreadyRunning(Endpoint),
+    /// Something else is wrong.
+    #[error("cannot listen at {endpoint}: {message}")]
+    Other {
+        /// The endpoint.
+        endpoint: Endpoint,
+        /// What went wrong and how to fix it.
+        message: String,
+    },
+}
+
+/// Sets up the listening socket at `endpoint`, or adopts the one systemd passed.
+pub fn bind(endpoint: &Endpoint) -> Result<Bound, BindError> {
+    if let Some(listener) = platform::activated().map_err(|e| other(endpoint, format!("cannot adopt the socket passed by systemd: {e}")))? {
+        tracing::info!("using the socket passed by systemd");
+        return Ok(Bound { listener, activated: true });
+    }
+    platform::prepare(endpoint)?;
+    let name = endpoint.name().map_err(|e| other(endpoint, format!("invalid socket name: {e}")))?;
+    let options = platform::options(ListenerOptions::new().name(name).reclaim_name(true).try_overwrite(false));
+    match options.create_tokio() {
+        Ok(listener) => Ok(Bound { listener, activated: false }),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(BindError::AlreadyRunning(endpoint.clone())),
+        Err(e) => Err(other(endpoint, e.to_string())),
+    }
+}
+
+/// Whether the peer of `stream` is the user running the daemon. `Err` carries a message for the
+/// peer.
+pub fn check_peer(stream: &Stream) -> Result<(), String> {
+    platform::check_peer(stream)
+}
+
+fn other(endpoint: &Endpoint, message: String) -> BindError {
+    BindError::Other { endpoint: endpoint.clone(), message }
+}
+
+#[cfg(unix)]
+mod platform {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::fs::FileTypeExt;
+
+    use interprocess::local_socket::traits::StreamCommon;
+    use interprocess::os::unix::local_socket::ListenerOptionsExt;
+    use interprocess::os::unix::uds_local_socket::tokio::Listener as UdsListener;
+
+    use super::*;
+
+    pub fn activated() -> io::Result<Option<Listener>> {
+        let mut fds = sd_notify::listen_fds()?;
+        let Some(fd) = fds.next() else { return Ok(None) };
+        if fds.len() > 0 {
+            tracing::warn!("systemd passed {} extra sockets; using the first", fds.len());
+        }
+        // SAFETY: systemd passes these descriptors to this process, which owns them from now
+        // on; `listen_fds` checked that they are meant for this PID.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut listener = UdsListener::try_from(fd)?;
+        // The socket file belongs to the socket unit.
+        interprocess::local_socket::traits::tokio::Listener::do_not_reclaim_name_on_drop(&mut listener);
+        Ok(Some(Listener::from(listener)))
+    }
+
+    pub fn prepare(endpoint: &Endpoint) -> Result<(), BindError> {
+        if let Some(dir) = endpoint.directory() {
+            crate::fsperm::ensure_private_dir(dir, "socket directory").map_err(|m| other(endpoint, m))?;
+        }
+        let path = endpoint.path();
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(other(endpoint, e.to_string())),
+        };
+        if !meta.file_type().is_socket() {
+            return Err(other(endpoint, "a file that is not a socket is in the way; remove it or choose another --socket".into()));
+        }
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => Err(BindError::AlreadyRunning(endpoint.clone())),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                tracing::info!("removing the stale socket {} left by a daemon that is gone", path.display());
+                std::fs::remove_file(path).map_err(|e| other(endpoint, format!("cannot remove the stale socket: {e}")))
+            }
+            Err(e) => Err(other(endpoint, format!("cannot probe the existing socket: {e}"))),
+        }
+    }
+
+    pub fn options(options: ListenerOptions<'_>) -> ListenerOptions<'_> {
+        options.mode(0o600)
+    }
+
+    pub fn check_peer(stream: &Stream) -> Result<(), String> {
+        let me = crate::fsperm::current_euid();
+        let creds = stream.peer_creds().map_err(|e| format!("cannot identify the connecting process: {e}"))?;
+        match creds.euid() {
+            Some(uid) if uid == me => Ok(()),
+            Some(uid) => Err(format!("permission denied: tokend serves only uid {me}, and this client runs as uid {uid}")),
+            None => Err("permission denied: the connecting user cannot be identified".into()),
+        }
+    }
+}
+
+#[cfg(windows)]
+mod platform {
+    use super::*;
+
+    pub fn activated() -> io::Result<Option<Listener>> {
+        Ok(None)
+    }
+
+    pub fn prepare(_endpoint: &Endpoint) -> Result<(), BindError> {
+        Ok(())
+    }
+
+    pub fn options(options: ListenerOptions<'_>) -> ListenerOptions<'_> {
+        options
+    }
+
+    pub fn check_peer(_stream: &Stream) -> Result<(), String> {
+        // The pipe's default security descriptor admits only its creator (and administrators).
+        Ok(())
+    }
+}
