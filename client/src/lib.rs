@@ -1,1 +1,192 @@
+//! A client for tokend, the per-user OAuth token daemon.
+//!
+//! tokend holds OAuth 2.0 tokens and refreshes them before they expire; this crate asks it
+//! for them over its local socket. It never decides when to refresh: it asks, and the daemon
+//! answers with a token that is valid for at least the daemon's default margin (or the
+//! `min_valid` you ask for).
+//!
+//! Two clients with the same methods:
+//!
+//! - [`Client`] for tokio programs (feature `async`, on by default);
+//! - [`blocking::Client`] for everything else, with no runtime at all.
+//!
+//! Each keeps one connection open and reconnects transparently when the daemon restarts.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), tokend_client::Error> {
+//! let mut tokend = tokend_client::blocking::Client::connect()?;
+//! let token = tokend.token("minut")?;
+//! // Use `token.header_value()` as the Authorization header. If the server answers 401:
+//! let fresh = tokend.invalidate("minut", &token)?;
+//! # let _ = fresh;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Errors are grouped into [`ErrorClass`]es (daemon not reachable, unknown profile, login
+//! needed, upstream failure, …) and their messages say what to do next.
 
+#![warn(missing_docs)]
+
+#[cfg(feature = "async")]
+mod async_client;
+pub mod blocking;
+mod protocol;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+#[cfg(feature = "async")]
+pub use async_client::{Client, Watch};
+pub use protocol::LoginStarted;
+pub use tokend_proto::{
+    Endpoint, Event, Failure, Fingerprint, Grant, Pong, ProfileState, ProfileStatus, ProfileSummary, ReloadSummary,
+    RevocationOutcome, RevocationReport, Secret, Token, TokenSummary,
+};
+
+/// How long a request may take by default. Generous, because a request may wait for the
+/// daemon to refresh a token (which it bounds itself).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What the info endpoint answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Info {
+    /// The HTTP status.
+    pub status: u16,
+    /// The body, usually JSON.
+    pub body: String,
+}
+
+/// The classes of failure, for instance to choose an exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// The daemon is not running, refused the connection, or went away.
+    NotReachable,
+    /// No such profile.
+    UnknownProfile,
+    /// A user must run `tokenctl login`.
+    LoginNeeded,
+    /// The OAuth server failed or refused.
+    Upstream,
+    /// The daemon's configuration is invalid.
+    Config,
+    /// The request or its arguments were wrong.
+    Usage,
+    /// The client and the daemon speak different protocol versions.
+    Protocol,
+    /// Anything else.
+    Other,
+}
+
+/// A failed request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Nothing answers at the endpoint.
+    #[error("tokend is not running (nothing answers at {endpoint}: {source}); start it with `systemctl --user start tokend` or run `tokend`")]
+    NotRunning {
+        /// Where the client looked.
+        endpoint: Endpoint,
+        /// Why the connection failed.
+        source: io::Error,
+    },
+    /// The daemon refused the connection.
+    #[error("tokend refused the connection: {message}")]
+    Refused {
+        /// The daemon's explanation.
+        message: String,
+    },
+    /// The daemon speaks another protocol version.
+    #[error("{message}")]
+    VersionMismatch {
+        /// The daemon's explanation.
+        message: String,
+    },
+    /// The daemon answered with an error.
+    #[error(transparent)]
+    Daemon(#[from] tokend_proto::Error),
+    /// The connection broke.
+    #[error("lost the connection to tokend: {0}")]
+    Io(#[from] io::Error),
+    /// The daemon sent something this client does not understand.
+    #[error("unexpected answer from tokend: {0}")]
+    Protocol(String),
+    /// The daemon did not answer in time.
+    #[error("tokend did not answer within {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+}
+
+impl Error {
+    /// The class of this error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::NotRunning { .. } | Error::Refused { .. } | Error::Io(_) => ErrorClass::NotReachable,
+            Error::VersionMismatch { .. } | Error::Protocol(_) => ErrorClass::Protocol,
+            Error::Timeout(_) => ErrorClass::Other,
+            Error::Daemon(e) => match e.class() {
+                tokend_proto::ErrorClass::UnknownProfile => ErrorClass::UnknownProfile,
+                tokend_proto::ErrorClass::LoginNeeded => ErrorClass::LoginNeeded,
+                tokend_proto::ErrorClass::Upstream => ErrorClass::Upstream,
+                tokend_proto::ErrorClass::Config => ErrorClass::Config,
+                tokend_proto::ErrorClass::Usage => ErrorClass::Usage,
+                tokend_proto::ErrorClass::Other => ErrorClass::Other,
+            },
+        }
+    }
+}
+
+/// The result of a request.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Helpers on [`Token`] for using it.
+pub trait TokenExt {
+    /// The value for an `Authorization` header: `Bearer TOKEN` (or the server's token type).
+    fn header_value(&self) -> String;
+    /// How long the token has left now.
+    fn remaining(&self) -> Duration;
+}
+
+impl TokenExt for Token {
+    fn header_value(&self) -> String {
+        let kind = if self.token_type.eq_ignore_ascii_case("bearer") { "Bearer" } else { &self.token_type };
+        format!("{kind} {}", self.access_token.expose())
+    }
+
+    fn remaining(&self) -> Duration {
+        self.expires_in(SystemTime::now())
+    }
+}
+
+/// The endpoint a client uses by default: `$TOKEND_SOCKET`, else the `[daemon] socket` of the
+/// config file (`$TOKEND_CONFIG` or `$XDG_CONFIG_HOME/tokend/config.toml`), else the default
+/// socket path.
+pub fn default_endpoint() -> Endpoint {
+    endpoint_for(None, None)
+}
+
+/// The endpoint for an explicit socket path and config file, each optional, falling back as
+/// [`default_endpoint`] does.
+pub fn endpoint_for(socket: Option<&Path>, config: Option<&Path>) -> Endpoint {
+    if socket.is_some() {
+        return Endpoint::resolve(socket, None);
+    }
+    let config = config.map(Path::to_owned).or_else(tokend_proto::endpoint::default_config_path);
+    let from_config = config.and_then(|path| socket_from_config(&path));
+    Endpoint::resolve(None, from_config.as_deref())
+}
+
+/// Reads only `[daemon] socket` from the daemon's config file; anything else in the file, and
+/// any error, is the daemon's business.
+fn socket_from_config(path: &Path) -> Option<PathBuf> {
+    #[derive(serde::Deserialize)]
+    struct Partial {
+        daemon: Option<DaemonPart>,
+    }
+    #[derive(serde::Deserialize)]
+    struct DaemonPart {
+        socket: Option<PathBuf>,
+    }
+    let text = std::fs::read_to_string(path).ok()?;
+    let partial: Partial = toml::from_str(&text).ok()?;
+    partial.daemon?.socket
+}

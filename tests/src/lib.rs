@@ -1,1 +1,273 @@
+//! End-to-end test kit for tokend: a fake OAuth provider ([`fake`]) and a harness that runs the
+//! real `tokend` and `tokenctl` binaries in a private directory ([`Tokend`]).
+//!
+//! The binaries are looked up next to the test executable (`target/debug/`), where
+//! `cargo test --workspace` builds them, or at `$TOKEND_BIN` and `$TOKENCTL_BIN`.
 
+pub mod fake;
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+pub use fake::FakeProvider;
+
+/// The path of a workspace binary.
+pub fn bin(name: &str) -> PathBuf {
+    let var = format!("{}_BIN", name.to_uppercase());
+    if let Some(path) = std::env::var_os(var) {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test executable's path");
+    // target/debug/deps/test-hash -> target/debug/NAME
+    let dir = exe.parent().and_then(Path::parent).expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; run the tests with `cargo test --workspace` (or set {}_BIN)",
+        path.display(),
+        name.to_uppercase()
+    );
+    path
+}
+
+/// Raises this process's open-file limit to its hard limit, for tests with many connections.
+pub fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain libc calls with valid pointers.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max.min(1 << 20);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+    }
+    limit.rlim_cur as u64
+}
+
+/// A running `tokend` with its own config, socket and state directory.
+pub struct Tokend {
+    child: Option<Child>,
+    /// The private directory holding everything.
+    pub dir: tempfile::TempDir,
+    /// The config file.
+    pub config: PathBuf,
+    /// The socket.
+    pub socket: PathBuf,
+    /// The state directory.
+    pub state: PathBuf,
+    log: PathBuf,
+    extra_env: Vec<(String, String)>,
+}
+
+/// How to start a daemon.
+#[derive(Default, Clone)]
+pub struct Options {
+    /// Environment variables for the daemon.
+    pub env: Vec<(String, String)>,
+    /// Extra arguments.
+    pub args: Vec<String>,
+}
+
+impl Tokend {
+    /// Starts tokend with `config` and waits until it answers.
+    pub async fn start(config: &str) -> Tokend {
+        Tokend::start_with(config, Options::default()).await
+    }
+
+    /// Starts tokend with `config` and `options` and waits until it answers.
+    pub async fn start_with(config: &str, options: Options) -> Tokend {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let config_path = dir.path().join("config.toml");
+        write_private(&config_path, config);
+        let mut tokend = Tokend {
+            child: None,
+            socket: dir.path().join("run").join("tokend.sock"),
+            state: dir.path().join("state"),
+            log: dir.path().join("tokend.log"),
+            config: config_path,
+            dir,
+            extra_env: options.env.clone(),
+        };
+        tokend.spawn(&options.args).await;
+        tokend
+    }
+
+    /// Starts the daemon process again (after [`Tokend::stop`] or [`Tokend::kill`]) with the same
+    /// files, and waits until it answers.
+    pub async fn restart(&mut self) {
+        self.spawn(&[]).await;
+    }
+
+    async fn spawn(&mut self, args: &[String]) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let mut command = Command::new(bin("tokend"));
+        command
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(args)
+            .env("RUST_LOG", "tokend=debug")
+            .env_remove("TOKEND_SOCKET")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("LISTEN_FDS")
+            .env_remove("JOURNAL_STREAM")
+            .env("HOME", self.dir.path())
+            .env("XDG_CONFIG_HOME", self.dir.path().join("xdg-config"))
+            .env("XDG_RUNTIME_DIR", self.dir.path().join("xdg-run"))
+            .env("XDG_STATE_HOME", self.dir.path().join("xdg-state"))
+            .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true);
+        self.child = Some(command.spawn().expect("spawn tokend"));
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("poll tokend") {
+                panic!("tokend exited during start-up ({status}):\n{}", self.log());
+            }
+            if self.socket.exists() {
+                let out = self.tokenctl(&["ping"]).await;
+                if out.status.success() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "tokend did not come up within 15s:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The daemon's PID.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().and_then(Child::id).expect("tokend is running")
+    }
+
+    /// Runs `tokenctl` against this daemon.
+    pub async fn tokenctl(&self, args: &[&str]) -> Output {
+        self.tokenctl_with_stdin(args, None).await
+    }
+
+    /// Runs `tokenctl` with `stdin` as its standard input.
+    pub async fn tokenctl_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        use tokio::io::AsyncWriteExt;
+        let mut command = Command::new(bin("tokenctl"));
+        command
+            .args(args)
+            .env("TOKEND_SOCKET", &self.socket)
+            .env_remove("TOKEND_CONFIG")
+            .env("XDG_CONFIG_HOME", self.dir.path().join("xdg-config"))
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("spawn tokenctl");
+        if let Some(text) = stdin {
+            let mut pipe = child.stdin.take().unwrap();
+            pipe.write_all(text.as_bytes()).await.unwrap();
+            drop(pipe);
+        }
+        tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+            .await
+            .expect("tokenctl finished within 2 minutes")
+            .expect("tokenctl ran")
+    }
+
+    /// Runs `tokenctl` and returns its stdout, failing the test on a non-zero exit.
+    pub async fn tokenctl_ok(&self, args: &[&str]) -> String {
+        let out = self.tokenctl(args).await;
+        assert!(
+            out.status.success(),
+            "tokenctl {args:?} failed ({}):\nstdout: {}\nstderr: {}\ntokend log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8(out.stdout).expect("UTF-8 output")
+    }
+
+    /// An async client connected to this daemon.
+    pub async fn client(&self) -> tokend_client::Client {
+        tokend_client::Client::connect_to(tokend_client::Endpoint::new(&self.socket)).await.expect("connect to tokend")
+    }
+
+    /// Replaces the config file (keeping it private).
+    pub fn write_config(&self, config: &str) {
+        write_private(&self.config, config);
+    }
+
+    /// Sends `signal` to the daemon.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) with a PID of our own child.
+        unsafe {
+            libc::kill(self.pid() as i32, signal);
+        }
+    }
+
+    /// Sends SIGTERM and waits (at most 20 s) for the daemon to exit.
+    pub async fn stop(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait_exit().await
+    }
+
+    /// Waits (at most 20 s) for the daemon to exit by itself.
+    pub async fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("tokend is running");
+        tokio::time::timeout(Duration::from_secs(20), child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("tokend did not exit within 20s:\n{}", self.log()))
+            .expect("wait for tokend")
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would.
+    pub async fn kill(&mut self) {
+        let mut child = self.child.take().expect("tokend is running");
+        child.start_kill().expect("kill tokend");
+        let _ = child.wait().await;
+    }
+
+    /// Everything the daemon logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Writes a file with mode 0600.
+pub fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).expect("write file");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+}
+
+/// Polls `condition` every 20 ms until it holds or `limit` passes; returns whether it held.
+pub async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The text of a process's stderr.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The text of a process's stdout.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -1,1 +1,336 @@
-fn main(){}
+//! tokenctl: the command-line client of tokend. A thin layer over `tokend_client::blocking`;
+//! every decision about tokens is the daemon's.
+
+mod cli;
+mod login;
+mod output;
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use clap::{CommandFactory, Parser};
+use tokend_client::blocking::Client;
+use tokend_client::{Error, ErrorClass, Event, Fingerprint, RevocationOutcome, Token, TokenExt};
+
+use crate::cli::{Cli, Command, ExecFormat, Format};
+use crate::output::{StatusView, TokenView};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let class = e.class();
+            if json {
+                let error = serde_json::json!({ "error": { "class": class_name(class), "message": e.to_string() } });
+                eprintln!("{error}");
+            } else {
+                eprintln!("tokenctl: {e}");
+            }
+            ExitCode::from(exit_code(class))
+        }
+    }
+}
+
+/// The documented exit status of each class of failure (see `cli::EXIT_CODES`).
+fn exit_code(class: ErrorClass) -> u8 {
+    match class {
+        ErrorClass::Other => 1,
+        ErrorClass::Usage => 2,
+        ErrorClass::NotReachable => 3,
+        ErrorClass::UnknownProfile => 4,
+        ErrorClass::LoginNeeded => 5,
+        ErrorClass::Upstream => 6,
+        ErrorClass::Config => 7,
+        ErrorClass::Protocol => 8,
+    }
+}
+
+fn class_name(class: ErrorClass) -> &'static str {
+    match class {
+        ErrorClass::Other => "other",
+        ErrorClass::Usage => "usage",
+        ErrorClass::NotReachable => "not_reachable",
+        ErrorClass::UnknownProfile => "unknown_profile",
+        ErrorClass::LoginNeeded => "login_needed",
+        ErrorClass::Upstream => "upstream",
+        ErrorClass::Config => "config",
+        ErrorClass::Protocol => "protocol",
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Error> {
+    let endpoint = tokend_client::endpoint_for(cli.socket.as_deref(), cli.config.as_deref());
+    let connect = || Client::connect_to(endpoint.clone()).map(|c| c.with_timeout(cli.timeout));
+    let json = cli.json;
+    let now = SystemTime::now;
+    match cli.command {
+        Command::Token { profile, min_valid, format } => {
+            let token = connect()?.token_with(&profile, min_valid)?;
+            print_token(&token, if json { Format::Json } else { format });
+        }
+        Command::Status { profile } => {
+            let statuses = connect()?.status(profile.as_deref())?;
+            let now = now();
+            if json {
+                let views: Vec<StatusView> = statuses.iter().map(|s| StatusView::new(s, now)).collect();
+                print_json(&if profile.is_some() { serde_json::to_value(&views[0]) } else { serde_json::to_value(&views) });
+            } else if profile.is_some() {
+                print!("{}", output::status_detail(&statuses[0], now));
+            } else if statuses.is_empty() {
+                println!("no profiles are configured");
+            } else {
+                print!("{}", output::status_table(&statuses, now));
+            }
+        }
+        Command::List => {
+            let profiles = connect()?.list()?;
+            if json {
+                let views: Vec<_> = profiles
+                    .iter()
+                    .map(|p| serde_json::json!({ "name": p.name, "grant": p.grant.as_str(), "state": p.state.as_str() }))
+                    .collect();
+                print_json(&Ok(serde_json::Value::Array(views)));
+            } else {
+                let width = profiles.iter().map(|p| p.name.len()).max().unwrap_or(0);
+                for p in &profiles {
+                    println!("{:<width$}  {:<18}  {}", p.name, p.grant.as_str(), p.state.as_str());
+                }
+            }
+        }
+        Command::Refresh { profile, format } => {
+            let token = connect()?.refresh(&profile)?;
+            print_token(&token, if json { Format::Json } else { format });
+        }
+        Command::Invalidate { profile, token_stdin, fingerprint, format } => {
+            let rejected = if token_stdin { Some(read_token_from_stdin()?) } else { fingerprint };
+            let token = connect()?.invalidate_fingerprint(&profile, rejected)?;
+            print_token(&token, if json { Format::Json } else { format });
+        }
+        Command::Login { profile, no_browser } => {
+            login::run(connect()?, endpoint.clone(), &profile, no_browser, json)?;
+        }
+        Command::Logout { profile } => {
+            let report = connect()?.logout(&profile)?;
+            if json {
+                print_json(&Ok(serde_json::json!({
+                    "profile": report.profile,
+                    "refresh_token": outcome_json(&report.refresh_token),
+                    "access_token": outcome_json(&report.access_token),
+                })));
+            } else {
+                println!("Logged out of `{}`; its tokens are forgotten.", report.profile);
+                println!("  refresh token: {}", outcome_text(&report.refresh_token));
+                println!("  access token:  {}", outcome_text(&report.access_token));
+            }
+        }
+        Command::Info { profile } => {
+            let info = connect()?.info(&profile)?;
+            let ok = (200..300).contains(&info.status);
+            if json || !ok {
+                println!("{}", info.body);
+            } else {
+                match serde_json::from_str::<serde_json::Value>(&info.body) {
+                    Ok(value) => println!("{}", serde_json::to_string_pretty(&value).unwrap_or(info.body)),
+                    Err(_) => println!("{}", info.body),
+                }
+            }
+            if !ok {
+                eprintln!("tokenctl: the info endpoint of `{profile}` answered HTTP {}", info.status);
+                return Ok(ExitCode::from(exit_code(ErrorClass::Upstream)));
+            }
+        }
+        Command::Reload => {
+            let summary = connect()?.reload()?;
+            if json {
+                print_json(&Ok(serde_json::json!({
+                    "added": summary.added, "changed": summary.changed,
+                    "removed": summary.removed, "unchanged": summary.unchanged,
+                })));
+            } else {
+                let mut parts = Vec::new();
+                for (what, names) in [("added", &summary.added), ("changed", &summary.changed), ("removed", &summary.removed)] {
+                    if !names.is_empty() {
+                        parts.push(format!("{what} {}", names.join(", ")));
+                    }
+                }
+                parts.push(format!("{} unchanged", summary.unchanged.len()));
+                println!("Reloaded: {}", parts.join("; "));
+            }
+        }
+        Command::Shutdown => {
+            connect()?.shutdown()?;
+            if !json {
+                println!("tokend is shutting down");
+            }
+        }
+        Command::Ping => {
+            let pong = connect()?.ping()?;
+            if json {
+                print_json(&Ok(serde_json::json!({
+                    "daemon_version": pong.daemon_version, "pid": pong.pid,
+                    "started_at": output::rfc3339(pong.started_at), "profiles": pong.profiles,
+                })));
+            } else {
+                let up = output::short(now().duration_since(pong.started_at).unwrap_or_default());
+                println!("tokend {} is running (pid {}, up {up}, {} profiles) at {endpoint}", pong.daemon_version, pong.pid, pong.profiles);
+            }
+        }
+        Command::Watch { profile } => watch(connect()?, profile.as_deref(), json)?,
+        Command::Exec { profile, env, format, min_valid, command } => {
+            let token = connect()?.token_with(&profile, min_valid)?;
+            return exec(&token, &env, format, &command);
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "tokenctl", &mut std::io::stdout());
+        }
+        Command::Man { dir } => man(dir)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_token(token: &Token, format: Format) {
+    match format {
+        Format::Raw => println!("{}", token.access_token.expose()),
+        Format::Header => println!("Authorization: {}", token.header_value()),
+        Format::Json => print_json(&serde_json::to_value(TokenView::new(token))),
+    }
+}
+
+fn print_json(value: &Result<serde_json::Value, serde_json::Error>) {
+    match value {
+        Ok(value) => println!("{value}"),
+        Err(e) => eprintln!("tokenctl: cannot format JSON: {e}"),
+    }
+}
+
+fn read_token_from_stdin() -> Result<Fingerprint, Error> {
+    let mut text = String::new();
+    std::io::stdin().take(64 * 1024).read_to_string(&mut text)?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(Error::Daemon(tokend_proto::Error::BadRequest { message: "no token on standard input".into() }));
+    }
+    Ok(Fingerprint::of(token))
+}
+
+fn outcome_json(outcome: &RevocationOutcome) -> serde_json::Value {
+    match outcome {
+        RevocationOutcome::Revoked => serde_json::json!({ "outcome": "revoked" }),
+        RevocationOutcome::NoToken => serde_json::json!({ "outcome": "none" }),
+        RevocationOutcome::NotConfigured => serde_json::json!({ "outcome": "not_configured" }),
+        RevocationOutcome::Failed(why) => serde_json::json!({ "outcome": "failed", "message": why }),
+    }
+}
+
+fn outcome_text(outcome: &RevocationOutcome) -> String {
+    match outcome {
+        RevocationOutcome::Revoked => "revoked at the server".into(),
+        RevocationOutcome::NoToken => "none held".into(),
+        RevocationOutcome::NotConfigured => "forgotten only (the profile has no revoke_url)".into(),
+        RevocationOutcome::Failed(why) => format!("forgotten only; the server could not revoke it: {why}"),
+    }
+}
+
+fn watch(client: Client, profile: Option<&str>, json: bool) -> Result<(), Error> {
+    let mut states = std::collections::HashMap::new();
+    let stdout = std::io::stdout();
+    for event in client.watch(profile)? {
+        let now = output::rfc3339(SystemTime::now());
+        let line = match event? {
+            Event::Token(token) if json => {
+                let mut value = serde_json::to_value(TokenView::new(&token)).unwrap_or_default();
+                value["event"] = "token".into();
+                value.to_string()
+            }
+            Event::Token(token) => format!(
+                "{now} {}: new token {} (expires in {}): {}",
+                token.profile,
+                token.fingerprint,
+                output::short(token.remaining()),
+                token.access_token.expose()
+            ),
+            Event::Status(status) => {
+                if states.insert(status.name.clone(), status.state) == Some(status.state) {
+                    continue;
+                }
+                if json {
+                    let mut value = serde_json::to_value(StatusView::new(&status, SystemTime::now())).unwrap_or_default();
+                    value["event"] = "status".into();
+                    value.to_string()
+                } else {
+                    let mut line = format!("{now} {}: {}", status.name, status.state.as_str());
+                    if let Some(action) = &status.action {
+                        line.push_str(&format!(" — {action}"));
+                    }
+                    line
+                }
+            }
+            Event::Removed { profile } if json => serde_json::json!({ "event": "removed", "profile": profile }).to_string(),
+            Event::Removed { profile } => format!("{now} {profile}: removed from the configuration"),
+        };
+        let mut out = stdout.lock();
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            // The reader went away (e.g. `| head`): stop quietly.
+            return Ok(());
+        }
+    }
+    Err(Error::Io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "tokend closed the watch stream")))
+}
+
+fn exec(token: &Token, var: &str, format: ExecFormat, command: &[std::ffi::OsString]) -> Result<ExitCode, Error> {
+    let value = match format {
+        ExecFormat::Raw => token.access_token.expose().to_owned(),
+        ExecFormat::Header => token.header_value(),
+    };
+    let mut child = std::process::Command::new(&command[0]);
+    child.args(&command[1..]).env(var, value);
+    exec_command(child, &command[0])
+}
+
+#[cfg(unix)]
+fn exec_command(mut command: std::process::Command, program: &std::ffi::OsStr) -> Result<ExitCode, Error> {
+    use std::os::unix::process::CommandExt;
+    let error = command.exec();
+    eprintln!("tokenctl: cannot run {}: {error}", program.to_string_lossy());
+    Ok(ExitCode::from(if error.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 }))
+}
+
+#[cfg(not(unix))]
+fn exec_command(mut command: std::process::Command, program: &std::ffi::OsStr) -> Result<ExitCode, Error> {
+    match command.status() {
+        Ok(status) => Ok(ExitCode::from(status.code().unwrap_or(1) as u8)),
+        Err(error) => {
+            eprintln!("tokenctl: cannot run {}: {error}", program.to_string_lossy());
+            Ok(ExitCode::from(127))
+        }
+    }
+}
+
+fn man(dir: Option<std::path::PathBuf>) -> Result<(), Error> {
+    let command = Cli::command();
+    let Some(dir) = dir else {
+        clap_mangen::Man::new(command).render(&mut std::io::stdout())?;
+        return Ok(());
+    };
+    std::fs::create_dir_all(&dir)?;
+    let mut written = Vec::new();
+    let mut render = |name: String, cmd: clap::Command| -> std::io::Result<()> {
+        let path = dir.join(format!("{name}.1"));
+        let mut file = std::fs::File::create(&path)?;
+        clap_mangen::Man::new(cmd).title(name.to_uppercase()).render(&mut file)?;
+        written.push(path);
+        Ok(())
+    };
+    for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+        let name = format!("tokenctl-{}", sub.get_name());
+        render(name.clone(), sub.clone().name(name))?;
+    }
+    render("tokenctl".into(), command)?;
+    for path in written {
+        println!("{}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! `tokenctl login`: show the URL, open the browser, and wait for whichever comes first — the
+//! browser reaching tokend's loopback listener, or the user pasting the address the browser
+//! was sent to (for logins over SSH, where the browser cannot reach this machine).
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::SystemTime;
+
+use tokend_client::blocking::Client;
+use tokend_client::{Endpoint, Error};
+
+use crate::output;
+
+enum Input {
+    Finished(Result<(), Error>),
+    Pasted(String),
+}
+
+pub fn run(mut client: Client, endpoint: Endpoint, profile: &str, no_browser: bool, json: bool) -> Result<(), Error> {
+    let started = client.begin_login(profile)?;
+    let until = output::left(started.expires_at, SystemTime::now());
+    if json {
+        println!("{}", serde_json::json!({ "profile": profile, "url": started.url, "expires_at": output::rfc3339(started.expires_at) }));
+    }
+    eprintln!("To log in to profile `{profile}`, open this URL in a browser:\n\n    {}\n", started.url);
+    if !no_browser && !headless() {
+        match open_browser(&started.url) {
+            Ok(()) => eprintln!("(A browser should have opened it.)"),
+            Err(e) => eprintln!("(Could not open a browser: {e}.)"),
+        }
+    }
+    eprintln!(
+        "Waiting for the browser for up to {until}. If the browser runs on another machine and its last page failed to load,\npaste that page's address here and press Enter."
+    );
+
+    let (tx, rx) = mpsc::channel();
+    let finished = tx.clone();
+    std::thread::spawn(move || {
+        let _ = finished.send(Input::Finished(client.finish_login()));
+    });
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        for line in stdin.lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.send(Input::Pasted(line)).is_err() {
+                break;
+            }
+        }
+    });
+
+    loop {
+        match rx.recv() {
+            Ok(Input::Finished(result)) => {
+                result?;
+                if !json {
+                    eprintln!("Logged in: tokend now holds tokens for `{profile}`.");
+                }
+                return Ok(());
+            }
+            Ok(Input::Pasted(line)) => {
+                let url = line.trim();
+                if url.is_empty() {
+                    continue;
+                }
+                // The paste goes over a second connection; the first one reports the outcome.
+                match Client::connect_to(endpoint.clone()).and_then(|mut c| c.login_redirect(profile, url)) {
+                    Ok(()) => {}
+                    Err(e) => eprintln!("tokenctl: {e}\nPaste the complete address, starting with http://, or wait for the browser."),
+                }
+            }
+            Err(_) => return Err(Error::Protocol("the login waiter stopped".into())),
+        }
+    }
+}
+
+/// No graphical session to open a browser in (an SSH login, a console).
+fn headless() -> bool {
+    if cfg!(any(target_os = "macos", windows)) {
+        return std::env::var_os("SSH_CONNECTION").is_some();
+    }
+    std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none()
+}
+
+/// Opens `url` with `$BROWSER` or the platform's opener, without a shell.
+fn open_browser(url: &str) -> Result<(), String> {
+    let mut candidates: Vec<String> = std::env::var("BROWSER")
+        .map(|b| b.split(':').filter(|c| !c.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default();
+    candidates.push(
+        if cfg!(target_os = "macos") {
+            "open"
+        } else if cfg!(windows) {
+            "explorer"
+        } else {
+            "xdg-open"
+        }
+        .to_owned(),
+    );
+    let mut last = String::new();
+    for candidate in candidates {
+        let spawned = Command::new(&candidate)
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        match spawned {
+            Ok(_) => return Ok(()),
+            Err(e) => last = format!("{candidate}: {e}"),
+        }
+    }
+    Err(last)
+}

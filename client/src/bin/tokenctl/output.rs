@@ -1,0 +1,248 @@
+//! How `tokenctl` shows things: tidy text for people, JSON for scripts.
+//!
+//! The JSON views are this program's stable output format: times are RFC 3339 strings (UTC)
+//! alongside seconds-from-now, and field names are snake_case.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokend_client::{Failure, ProfileStatus, Token, TokenSummary};
+
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// Seconds from now (negative in the past).
+pub fn seconds_from_now(t: SystemTime, now: SystemTime) -> i64 {
+    match t.duration_since(now) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    }
+}
+
+/// "59m 12s", or "expired".
+pub fn left(t: SystemTime, now: SystemTime) -> String {
+    match t.duration_since(now) {
+        Ok(d) => short(d),
+        Err(_) => "expired".into(),
+    }
+}
+
+/// A duration to the second, at most two units: "1h 5m", "59m 12s", "3s".
+pub fn short(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m {s}s"),
+        (h, m) if h < 48 => format!("{h}h {m}m"),
+        (h, _) => format!("{}d {}h", h / 24, h % 24),
+    }
+}
+
+#[derive(Serialize)]
+pub struct TokenView<'a> {
+    pub profile: &'a str,
+    pub access_token: &'a str,
+    pub token_type: &'a str,
+    pub expires_at: String,
+    pub expires_in: i64,
+    pub fingerprint: String,
+    pub scope: Option<&'a str>,
+}
+
+impl<'a> TokenView<'a> {
+    pub fn new(token: &'a Token) -> Self {
+        let now = SystemTime::now();
+        TokenView {
+            profile: &token.profile,
+            access_token: token.access_token.expose(),
+            token_type: &token.token_type,
+            expires_at: rfc3339(token.expires_at),
+            expires_in: seconds_from_now(token.expires_at, now),
+            fingerprint: token.fingerprint.to_string(),
+            scope: token.scope.as_deref(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct StatusView<'a> {
+    pub name: &'a str,
+    pub grant: &'static str,
+    pub state: &'static str,
+    pub token: Option<TokenSummaryView<'a>>,
+    pub next_refresh: Option<String>,
+    pub next_refresh_in: Option<i64>,
+    pub has_refresh_token: bool,
+    pub last_error: Option<FailureView<'a>>,
+    pub failing_since: Option<String>,
+    pub action: Option<&'a str>,
+    pub upstream_requests: u64,
+    pub login_pending_until: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct TokenSummaryView<'a> {
+    pub fingerprint: String,
+    pub token_type: &'a str,
+    pub obtained_at: String,
+    pub expires_at: String,
+    pub expires_in: i64,
+    pub scope: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+pub struct FailureView<'a> {
+    pub at: String,
+    pub status: Option<u16>,
+    pub error: Option<&'a str>,
+    pub error_description: Option<&'a str>,
+    pub message: &'a str,
+    pub transient: bool,
+}
+
+impl<'a> StatusView<'a> {
+    pub fn new(s: &'a ProfileStatus, now: SystemTime) -> Self {
+        StatusView {
+            name: &s.name,
+            grant: s.grant.as_str(),
+            state: s.state.as_str(),
+            token: s.token.as_ref().map(|t: &'a TokenSummary| TokenSummaryView {
+                fingerprint: t.fingerprint.to_string(),
+                token_type: &t.token_type,
+                obtained_at: rfc3339(t.obtained_at),
+                expires_at: rfc3339(t.expires_at),
+                expires_in: seconds_from_now(t.expires_at, now),
+                scope: t.scope.as_deref(),
+            }),
+            next_refresh: s.next_refresh.map(rfc3339),
+            next_refresh_in: s.next_refresh.map(|t| seconds_from_now(t, now)),
+            has_refresh_token: s.has_refresh_token,
+            last_error: s.last_error.as_ref().map(FailureView::new),
+            failing_since: s.failing_since.map(rfc3339),
+            action: s.action.as_deref(),
+            upstream_requests: s.upstream_requests,
+            login_pending_until: s.login_pending_until.map(rfc3339),
+        }
+    }
+}
+
+impl<'a> FailureView<'a> {
+    pub fn new(f: &'a Failure) -> Self {
+        FailureView {
+            at: rfc3339(f.at),
+            status: f.status,
+            error: f.error.as_deref(),
+            error_description: f.description.as_deref(),
+            message: &f.message,
+            transient: f.transient,
+        }
+    }
+}
+
+/// The status table: one row per profile, with what to do under rows that need something.
+pub fn status_table(statuses: &[ProfileStatus], now: SystemTime) -> String {
+    let header = ["PROFILE", "GRANT", "STATE", "EXPIRES IN", "NEXT REFRESH", "REQUESTS", "LAST ERROR"];
+    let mut rows: Vec<[String; 7]> = Vec::new();
+    for s in statuses {
+        rows.push([
+            s.name.clone(),
+            s.grant.as_str().to_owned(),
+            s.state.as_str().to_owned(),
+            s.token.as_ref().map_or("-".into(), |t| left(t.expires_at, now)),
+            s.next_refresh.map_or("-".into(), |t| match t.duration_since(now) {
+                Ok(d) => format!("in {}", short(d)),
+                Err(_) => "now".into(),
+            }),
+            s.upstream_requests.to_string(),
+            s.last_error.as_ref().map_or("-".into(), |f| format!("{} ago", short(now.duration_since(f.at).unwrap_or_default()))),
+        ]);
+    }
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: &[&str], out: &mut String| {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&header, &mut out);
+    for (row, s) in rows.iter().zip(statuses) {
+        line(&row.each_ref().map(String::as_str), &mut out);
+        if let Some(error) = &s.last_error {
+            out.push_str(&format!("    last error: {error}\n"));
+        }
+        if let Some(action) = &s.action {
+            out.push_str(&format!("    → {action}\n"));
+        }
+        if let Some(until) = s.login_pending_until {
+            out.push_str(&format!("    login pending until {}\n", rfc3339(until)));
+        }
+    }
+    out
+}
+
+/// One profile in detail.
+pub fn status_detail(s: &ProfileStatus, now: SystemTime) -> String {
+    let mut out = String::new();
+    let mut field = |name: &str, value: String| out.push_str(&format!("{name:<14} {value}\n"));
+    field("profile", s.name.clone());
+    field("grant", s.grant.as_str().into());
+    field("state", s.state.as_str().into());
+    match &s.token {
+        Some(t) => {
+            field("token", format!("{} ({})", t.fingerprint, t.token_type));
+            field("expires", format!("{} (in {})", rfc3339(t.expires_at), left(t.expires_at, now)));
+            field("obtained", rfc3339(t.obtained_at));
+            if let Some(scope) = &t.scope {
+                field("scope", scope.clone());
+            }
+        }
+        None => field("token", "none".into()),
+    }
+    if let Some(next) = s.next_refresh {
+        field("next refresh", format!("{} ({})", rfc3339(next), left(next, now)));
+    }
+    if s.grant == tokend_client::Grant::AuthorizationCode {
+        field("refresh token", if s.has_refresh_token { "held".into() } else { "none".into() });
+    }
+    field("requests", s.upstream_requests.to_string());
+    if let Some(error) = &s.last_error {
+        field("last error", format!("{error} at {}", rfc3339(error.at)));
+    }
+    if let Some(since) = s.failing_since {
+        field("failing since", rfc3339(since));
+    }
+    if let Some(until) = s.login_pending_until {
+        field("login pending", format!("until {}", rfc3339(until)));
+    }
+    if let Some(action) = &s.action {
+        field("to do", action.clone());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_short() {
+        assert_eq!(short(Duration::from_secs(3)), "3s");
+        assert_eq!(short(Duration::from_secs(3552)), "59m 12s");
+        assert_eq!(short(Duration::from_secs(3900)), "1h 5m");
+        assert_eq!(short(Duration::from_secs(3 * 86400 + 7200)), "3d 2h");
+    }
+}

@@ -1,0 +1,654 @@
+//! A fake OAuth 2.0 provider: a real HTTP server on 127.0.0.1 that behaves like the
+//! Minut-style and Movemint-style APIs, and can be told to misbehave.
+//!
+//! It issues random tokens and remembers them, so a test can ask whether a token tokend served
+//! is one the server would accept right now. It counts requests, can insist on HTTP Basic or on
+//! body authentication and on extra form parameters, can hold requests until released, delay
+//! them, answer any status or garbage, rotate refresh tokens (and revoke the whole grant when a
+//! rotated-out refresh token is used again, as careful servers do), run the authorization
+//! endpoint with PKCE, revoke tokens, and describe them.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use tokio::sync::{Notify, oneshot};
+
+/// How a client must authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// HTTP Basic only.
+    Basic,
+    /// `client_id` and `client_secret` in the body only.
+    Post,
+    /// Either.
+    Any,
+}
+
+/// How token responses are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// `access_token`, `token_type: "Bearer"`, `expires_in` (number).
+    Minut,
+    /// Doorkeeper: adds `created_at`, `scope`, and `refresh_token` for code and refresh grants.
+    Movemint,
+    /// What sloppy servers send: no `token_type`, `expires_in` as a string, `text/plain`.
+    Sloppy,
+    /// No `expires_in` at all.
+    NoExpiry,
+}
+
+/// A one-off or standing misbehaviour of the token endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer with this status and JSON body.
+    Status(u16, String),
+    /// Answer 200 with a body that is not a token response.
+    Garbage,
+    /// Answer 503 with `Retry-After`.
+    RetryAfter(u64),
+    /// Close the connection without answering.
+    Hangup,
+}
+
+/// A registered client.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// Its secret; `None` for a public client.
+    pub secret: Option<String>,
+    /// How it must authenticate.
+    pub auth: ClientAuth,
+    /// Form parameters every token request must carry.
+    pub required_params: Vec<(String, String)>,
+    /// The redirect URI registered for the code grant.
+    pub redirect_uri: Option<String>,
+}
+
+/// A token request as received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// The path.
+    pub path: String,
+    /// The `Authorization` header.
+    pub authorization: Option<String>,
+    /// The form fields.
+    pub form: HashMap<String, String>,
+    /// When it arrived.
+    pub at: SystemTime,
+}
+
+#[derive(Debug, Clone)]
+struct Issued {
+    client_id: String,
+    expires_at: SystemTime,
+    scope: Option<String>,
+    grant: u64,
+    revoked: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Refresh {
+    client_id: String,
+    grant: u64,
+    scope: Option<String>,
+    used: bool,
+    revoked: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Code {
+    client_id: String,
+    redirect_uri: String,
+    challenge: Option<String>,
+    scope: Option<String>,
+}
+
+struct Inner {
+    clients: HashMap<String, Client>,
+    lifetime: Duration,
+    style: Style,
+    rotate: bool,
+    cc_refresh: bool,
+    delay: Duration,
+    faults: VecDeque<Fault>,
+    standing_fault: Option<Fault>,
+    hold: Option<Arc<Notify>>,
+    issued: HashMap<String, Issued>,
+    refresh: HashMap<String, Refresh>,
+    codes: HashMap<String, Code>,
+    revoked_grants: Vec<u64>,
+    next_grant: u64,
+    requests: Vec<Recorded>,
+    revocations: Vec<HashMap<String, String>>,
+    deny_authorization: Option<String>,
+    issuer_param: Option<String>,
+    info_requests: u64,
+}
+
+/// The provider's shared state.
+#[derive(Clone)]
+pub struct Fake {
+    inner: Arc<Mutex<Inner>>,
+    /// Where it listens, e.g. `http://127.0.0.1:41234`.
+    pub base: String,
+}
+
+/// A running provider; stops when dropped.
+pub struct FakeProvider {
+    /// Handle on its state.
+    pub fake: Fake,
+    /// Its address.
+    pub addr: SocketAddr,
+    _stop: oneshot::Sender<()>,
+}
+
+impl std::ops::Deref for FakeProvider {
+    type Target = Fake;
+    fn deref(&self) -> &Fake {
+        &self.fake
+    }
+}
+
+impl FakeProvider {
+    /// Starts a provider on an ephemeral port of 127.0.0.1.
+    pub async fn start() -> FakeProvider {
+        FakeProvider::start_on("127.0.0.1:0").await
+    }
+
+    /// Starts a provider on `addr`.
+    pub async fn start_on(addr: &str) -> FakeProvider {
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind the fake provider");
+        let addr = listener.local_addr().unwrap();
+        let fake = Fake {
+            base: format!("http://{addr}"),
+            inner: Arc::new(Mutex::new(Inner {
+                clients: HashMap::new(),
+                lifetime: Duration::from_secs(3600),
+                style: Style::Minut,
+                rotate: true,
+                cc_refresh: false,
+                delay: Duration::ZERO,
+                faults: VecDeque::new(),
+                standing_fault: None,
+                hold: None,
+                issued: HashMap::new(),
+                refresh: HashMap::new(),
+                codes: HashMap::new(),
+                revoked_grants: Vec::new(),
+                next_grant: 1,
+                requests: Vec::new(),
+                revocations: Vec::new(),
+                deny_authorization: None,
+                issuer_param: None,
+                info_requests: 0,
+            })),
+        };
+        let app = axum::Router::new().fallback(handle).with_state(fake.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        FakeProvider { fake, addr, _stop: stop }
+    }
+}
+
+impl Fake {
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        f(&mut self.inner.lock().unwrap())
+    }
+
+    /// A URL on this provider.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Registers a confidential client.
+    pub fn client(&self, id: &str, secret: &str, auth: ClientAuth) {
+        self.register(id, Client { secret: Some(secret.into()), auth, required_params: vec![], redirect_uri: None });
+    }
+
+    /// Registers a client with every detail.
+    pub fn register(&self, id: &str, client: Client) {
+        self.with(|i| i.clients.insert(id.into(), client));
+    }
+
+    /// Sets the lifetime of tokens issued from now on.
+    pub fn set_lifetime(&self, lifetime: Duration) {
+        self.with(|i| i.lifetime = lifetime);
+    }
+
+    /// Sets the response style.
+    pub fn set_style(&self, style: Style) {
+        self.with(|i| i.style = style);
+    }
+
+    /// Whether refresh grants rotate the refresh token (default: yes).
+    pub fn set_rotation(&self, rotate: bool) {
+        self.with(|i| i.rotate = rotate);
+    }
+
+    /// Whether client_credentials responses carry a refresh token (default: no).
+    pub fn set_client_credentials_refresh(&self, on: bool) {
+        self.with(|i| i.cc_refresh = on);
+    }
+
+    /// Delays every token response.
+    pub fn set_delay(&self, delay: Duration) {
+        self.with(|i| i.delay = delay);
+    }
+
+    /// The next token requests misbehave, in order.
+    pub fn fail_next(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.with(|i| i.faults.extend(faults));
+    }
+
+    /// Every token request misbehaves until cleared with `None`.
+    pub fn fail_always(&self, fault: Option<Fault>) {
+        self.with(|i| i.standing_fault = fault);
+    }
+
+    /// Holds every token request until [`Fake::release`].
+    pub fn hold(&self) {
+        self.with(|i| i.hold = Some(Arc::new(Notify::new())));
+    }
+
+    /// Lets held requests (and later ones) through.
+    pub fn release(&self) {
+        if let Some(gate) = self.with(|i| i.hold.take()) {
+            gate.notify_waiters();
+        }
+    }
+
+    /// The authorization endpoint answers with this error instead of a code.
+    pub fn deny_authorization(&self, error: Option<&str>) {
+        self.with(|i| i.deny_authorization = error.map(str::to_owned));
+    }
+
+    /// The authorization endpoint adds `iss=VALUE` to its redirects (RFC 9207).
+    pub fn send_issuer(&self, issuer: Option<&str>) {
+        self.with(|i| i.issuer_param = issuer.map(str::to_owned));
+    }
+
+    /// How many token requests arrived.
+    pub fn token_requests(&self) -> usize {
+        self.with(|i| i.requests.len())
+    }
+
+    /// Every token request so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.with(|i| i.requests.clone())
+    }
+
+    /// How many requests the info endpoint served.
+    pub fn info_requests(&self) -> u64 {
+        self.with(|i| i.info_requests)
+    }
+
+    /// Every revocation request's form.
+    pub fn revocations(&self) -> Vec<HashMap<String, String>> {
+        self.with(|i| i.revocations.clone())
+    }
+
+    /// Whether the server would accept `token` as an access token right now.
+    pub fn accepts(&self, token: &str) -> bool {
+        self.with(|i| accepts(i, token, SystemTime::now()))
+    }
+
+    /// Whether `refresh_token` is a live, unused refresh token.
+    pub fn refresh_token_is_live(&self, refresh_token: &str) -> bool {
+        self.with(|i| {
+            i.refresh.get(refresh_token).is_some_and(|r| !r.used && !r.revoked && !i.revoked_grants.contains(&r.grant))
+        })
+    }
+
+    /// The newest refresh token issued, if any.
+    pub fn newest_refresh_token(&self) -> Option<String> {
+        self.with(|i| {
+            i.refresh.iter().filter(|(_, r)| !r.used && !r.revoked).max_by_key(|(_, r)| r.grant).map(|(t, _)| t.clone())
+        })
+    }
+
+    /// Revokes every token of every grant (as if the user revoked the app at the server).
+    pub fn revoke_everything(&self) {
+        self.with(|i| {
+            for t in i.issued.values_mut() {
+                t.revoked = true;
+            }
+            for r in i.refresh.values_mut() {
+                r.revoked = true;
+            }
+        });
+    }
+
+    /// Whether any grant was revoked because a rotated-out refresh token was used again.
+    pub fn reuse_detected(&self) -> bool {
+        self.with(|i| !i.revoked_grants.is_empty())
+    }
+}
+
+fn accepts(i: &Inner, token: &str, now: SystemTime) -> bool {
+    i.issued
+        .get(token)
+        .is_some_and(|t| !t.revoked && t.expires_at > now && !i.revoked_grants.contains(&t.grant))
+}
+
+fn random(prefix: &str) -> String {
+    let bytes: [u8; 24] = rand::random();
+    format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], value.to_string()).into_response()
+}
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    json(status, serde_json::json!({ "error": error, "error_description": description }))
+}
+
+async fn handle(State(fake): State<Fake>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    let query: HashMap<String, String> =
+        url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect();
+    let body = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    match (parts.method.clone(), path.as_str()) {
+        (Method::POST, "/oauth/token" | "/v8/oauth/token") => token(&fake, &path, &parts.headers, form).await,
+        (Method::GET, "/oauth/authorize") => authorize(&fake, query),
+        (Method::POST, "/oauth/revoke") => revoke(&fake, &parts.headers, form),
+        (Method::GET, "/v8/users/me" | "/oauth/token/info") => info(&fake, &parts.headers),
+        (Method::GET, "/redirect-me") => {
+            (StatusCode::FOUND, [(header::LOCATION, "https://elsewhere.example/token")], "").into_response()
+        }
+        _ => (StatusCode::NOT_FOUND, "not found").into_response(),
+    }
+}
+
+/// Authenticates the client; `Err` is the response to send.
+fn authenticate(i: &Inner, headers: &HeaderMap, form: &HashMap<String, String>, check_params: bool) -> Result<String, Response> {
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .and_then(|text| {
+            let (id, secret) = text.split_once(':')?;
+            let decode = |s: &str| url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
+            Some((decode(id)?, decode(secret)?))
+        });
+    let body_secret = form.get("client_secret").cloned();
+    let (id, secret, used_basic) = match (&basic, form.get("client_id")) {
+        (Some((id, secret)), _) => (id.clone(), Some(secret.clone()), true),
+        (None, Some(id)) => (id.clone(), body_secret, false),
+        (None, None) => return Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "no client authentication")),
+    };
+    let Some(client) = i.clients.get(&id) else {
+        return Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client"));
+    };
+    match (client.auth, used_basic) {
+        (ClientAuth::Basic, false) if client.secret.is_some() => {
+            return Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "use HTTP Basic authentication"));
+        }
+        (ClientAuth::Post, true) => {
+            return Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "send the credentials in the body"));
+        }
+        _ => {}
+    }
+    if client.secret != secret {
+        return Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "Client authentication failed"));
+    }
+    for (key, value) in client.required_params.iter().filter(|_| check_params) {
+        if form.get(key) != Some(value) {
+            return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &format!("missing {key}={value}")));
+        }
+    }
+    Ok(id)
+}
+
+async fn token(fake: &Fake, path: &str, headers: &HeaderMap, form: HashMap<String, String>) -> Response {
+    let (delay, hold, fault) = fake.with(|i| {
+        i.requests.push(Recorded {
+            path: path.to_owned(),
+            authorization: headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned),
+            form: form.clone(),
+            at: SystemTime::now(),
+        });
+        let fault = i.faults.pop_front().or_else(|| i.standing_fault.clone());
+        (i.delay, i.hold.clone(), fault)
+    });
+    if let Some(gate) = hold {
+        let released = gate.notified();
+        // Released already between taking the gate and waiting on it?
+        if fake.with(|i| i.hold.is_some()) {
+            released.await;
+        }
+    }
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    match fault {
+        Some(Fault::Status(status, body)) => {
+            return (StatusCode::from_u16(status).unwrap(), [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        }
+        Some(Fault::Garbage) => {
+            return (StatusCode::OK, [(header::CONTENT_TYPE, "text/html")], "<html><body>Service maintenance</body></html>")
+                .into_response();
+        }
+        Some(Fault::RetryAfter(secs)) => {
+            return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, secs.to_string())], "busy").into_response();
+        }
+        Some(Fault::Hangup) => {
+            // A body shorter than its Content-Length makes the server drop the connection
+            // mid-response.
+            return Response::builder()
+                .status(200)
+                .header(header::CONTENT_LENGTH, "100")
+                .body(Body::from("{\"access_tok"))
+                .unwrap();
+        }
+        None => {}
+    }
+    fake.with(|i| issue(i, headers, &form))
+}
+
+fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> Response {
+    let client_id = match authenticate(i, headers, form, true) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    let now = SystemTime::now();
+    let (grant, scope, with_refresh) = match form.get("grant_type").map(String::as_str) {
+        Some("client_credentials") => {
+            let grant = i.next_grant;
+            i.next_grant += 1;
+            (grant, form.get("scope").cloned(), i.cc_refresh)
+        }
+        Some("authorization_code") => {
+            let Some(code) = form.get("code").and_then(|c| i.codes.remove(c)) else {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown or used authorization code");
+            };
+            if code.client_id != client_id || form.get("redirect_uri") != Some(&code.redirect_uri) {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "code was issued to another client or redirect URI");
+            }
+            if let Some(challenge) = &code.challenge {
+                let verifier = form.get("code_verifier").cloned().unwrap_or_default();
+                let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+                if &computed != challenge || !(43..=128).contains(&verifier.len()) {
+                    return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "PKCE verification failed");
+                }
+            }
+            let grant = i.next_grant;
+            i.next_grant += 1;
+            (grant, code.scope, true)
+        }
+        Some("refresh_token") => {
+            let presented = form.get("refresh_token").cloned().unwrap_or_default();
+            let Some(entry) = i.refresh.get(&presented).cloned() else {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown refresh token");
+            };
+            if entry.client_id != client_id {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "refresh token of another client");
+            }
+            if entry.revoked || i.revoked_grants.contains(&entry.grant) {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "The refresh token was revoked");
+            }
+            if entry.used {
+                // Reuse of a rotated-out refresh token: treat as theft, revoke the whole grant.
+                i.revoked_grants.push(entry.grant);
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "refresh token reuse detected; grant revoked");
+            }
+            let rotate = i.rotate;
+            if rotate {
+                i.refresh.get_mut(&presented).unwrap().used = true;
+            }
+            (entry.grant, entry.scope, rotate)
+        }
+        other => {
+            return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", &format!("{other:?}"));
+        }
+    };
+    let access = random("at_");
+    i.issued.insert(
+        access.clone(),
+        Issued { client_id: client_id.clone(), expires_at: now + i.lifetime, scope: scope.clone(), grant, revoked: false },
+    );
+    let refresh = with_refresh.then(|| {
+        let token = random("rt_");
+        i.refresh.insert(token.clone(), Refresh { client_id: client_id.clone(), grant, scope: scope.clone(), used: false, revoked: false });
+        token
+    });
+    let secs = i.lifetime.as_secs();
+    match i.style {
+        Style::Minut => json(StatusCode::OK, serde_json::json!({ "access_token": access, "token_type": "Bearer", "expires_in": secs })),
+        Style::Movemint => {
+            let mut body = serde_json::json!({
+                "access_token": access, "token_type": "Bearer", "expires_in": secs,
+                "scope": scope.clone().unwrap_or_else(|| "public".into()),
+                "created_at": now.duration_since(UNIX_EPOCH).unwrap().as_secs(),
+            });
+            if let Some(refresh) = refresh {
+                body["refresh_token"] = refresh.into();
+            }
+            json(StatusCode::OK, body)
+        }
+        Style::Sloppy => {
+            let mut body = serde_json::json!({ "access_token": access, "expires_in": secs.to_string() });
+            if let Some(refresh) = refresh {
+                body["refresh_token"] = refresh.into();
+            }
+            (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], body.to_string()).into_response()
+        }
+        Style::NoExpiry => {
+            let mut body = serde_json::json!({ "access_token": access, "token_type": "bearer" });
+            if let Some(refresh) = refresh {
+                body["refresh_token"] = refresh.into();
+            }
+            json(StatusCode::OK, body)
+        }
+    }
+}
+
+fn authorize(fake: &Fake, query: HashMap<String, String>) -> Response {
+    fake.with(|i| {
+        let client_id = query.get("client_id").cloned().unwrap_or_default();
+        let Some(client) = i.clients.get(&client_id).cloned() else {
+            return (StatusCode::BAD_REQUEST, "unknown client").into_response();
+        };
+        let redirect = query.get("redirect_uri").cloned().unwrap_or_default();
+        if client.redirect_uri.as_deref() != Some(redirect.as_str()) {
+            return (StatusCode::BAD_REQUEST, "redirect_uri is not registered").into_response();
+        }
+        if query.get("response_type").map(String::as_str) != Some("code") {
+            return (StatusCode::BAD_REQUEST, "response_type must be code").into_response();
+        }
+        if query.get("code_challenge_method").map(String::as_str) != Some("S256") {
+            return (StatusCode::BAD_REQUEST, "PKCE with S256 is required").into_response();
+        }
+        let state = query.get("state").cloned().unwrap_or_default();
+        let mut target = url::Url::parse(&redirect).unwrap();
+        {
+            let mut pairs = target.query_pairs_mut();
+            match &i.deny_authorization {
+                Some(error) => {
+                    pairs.append_pair("error", error).append_pair("error_description", "The resource owner denied the request");
+                }
+                None => {
+                    let code = random("code_");
+                    i.codes.insert(
+                        code.clone(),
+                        Code {
+                            client_id,
+                            redirect_uri: redirect.clone(),
+                            challenge: query.get("code_challenge").cloned(),
+                            scope: query.get("scope").cloned(),
+                        },
+                    );
+                    pairs.append_pair("code", &code);
+                }
+            }
+            pairs.append_pair("state", &state);
+            if let Some(iss) = &i.issuer_param {
+                pairs.append_pair("iss", iss);
+            }
+        }
+        (StatusCode::FOUND, [(header::LOCATION, target.to_string())], "").into_response()
+    })
+}
+
+fn revoke(fake: &Fake, headers: &HeaderMap, form: HashMap<String, String>) -> Response {
+    fake.with(|i| {
+        if let Err(response) = authenticate(i, headers, &form, false) {
+            return response;
+        }
+        i.revocations.push(form.clone());
+        let token = form.get("token").cloned().unwrap_or_default();
+        if let Some(refresh) = i.refresh.get_mut(&token) {
+            refresh.revoked = true;
+            let grant = refresh.grant;
+            for t in i.issued.values_mut().filter(|t| t.grant == grant) {
+                t.revoked = true;
+            }
+        }
+        if let Some(access) = i.issued.get_mut(&token) {
+            access.revoked = true;
+        }
+        json(StatusCode::OK, serde_json::json!({}))
+    })
+}
+
+fn info(fake: &Fake, headers: &HeaderMap) -> Response {
+    fake.with(|i| {
+        i.info_requests += 1;
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !accepts(i, token, SystemTime::now()) {
+            return json(StatusCode::UNAUTHORIZED, serde_json::json!({ "error": "invalid_token" }));
+        }
+        let t = &i.issued[token];
+        json(
+            StatusCode::OK,
+            serde_json::json!({
+                "resource_owner_id": 42,
+                "scope": t.scope.clone().unwrap_or_default().split(' ').collect::<Vec<_>>(),
+                "expires_in": t.expires_at.duration_since(SystemTime::now()).unwrap_or_default().as_secs(),
+                "application": { "uid": t.client_id },
+                "created_at": SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs(),
+            }),
+        )
+    })
+}
