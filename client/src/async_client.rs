@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokend_proto::codec::{self, HEADER_LEN};
 use tokend_proto::{
-    Endpoint, Event, FrameError, Fingerprint, Hello, HelloReply, Pong, ProfileStatus, ProfileSummary, ReloadSummary,
+    Endpoint, Event, Fingerprint, FrameError, Hello, HelloReply, Pong, ProfileStatus, ProfileSummary, ReloadSummary,
     Request, Response, RevocationReport, Secret, Token,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

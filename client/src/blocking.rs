@@ -8,8 +8,8 @@ use interprocess::local_socket::Stream;
 use interprocess::local_socket::traits::Stream as _;
 use tokend_proto::codec::{self, ReadError};
 use tokend_proto::{
-    Endpoint, Event, Fingerprint, Hello, HelloReply, Pong, ProfileStatus, ProfileSummary, ReloadSummary, Request, Response,
-    RevocationReport, Secret, Token,
+    Endpoint, Event, Fingerprint, Hello, HelloReply, Pong, ProfileStatus, ProfileSummary, ReloadSummary, Request,
+    Response, RevocationReport, Secret, Token,
 };
 
 use crate::protocol::{self, LoginStarted};
@@ -147,7 +147,9 @@ impl Client {
     /// Completes `profile`'s pending login with the URL the browser was redirected to (for when
     /// the browser could not reach this machine).
     pub fn login_redirect(&mut self, profile: &str, url: &str) -> Result<()> {
-        protocol::login_done(self.call(&Request::LoginRedirect { profile: profile.to_owned(), url: Secret::from(url) })?)
+        protocol::login_done(
+            self.call(&Request::LoginRedirect { profile: profile.to_owned(), url: Secret::from(url) })?,
+        )
     }
 
     /// Revokes `profile`'s tokens and makes the daemon forget them.
@@ -261,9 +263,10 @@ impl Conn {
 fn read_failure(error: ReadError) -> Failure {
     match error {
         ReadError::Io(e) if protocol::is_stale(&e) => Failure::Stale,
-        ReadError::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Failure::TimedOut,
+        ReadError::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Failure::TimedOut
+        }
         ReadError::Io(e) => Failure::Fatal(Error::Io(e)),
         ReadError::Frame(e) => Failure::Fatal(Error::Protocol(e.to_string())),
     }
 }
-

@@ -83,7 +83,9 @@ pub enum ErrorClass {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Nothing answers at the endpoint.
-    #[error("tokend is not running (nothing answers at {endpoint}: {source}); start it with `systemctl --user start tokend` or run `tokend`")]
+    #[error(
+        "tokend is not running (nothing answers at {endpoint}: {source}); start it with `systemctl --user start tokend` or run `tokend`"
+    )]
     NotRunning {
         /// Where the client looked.
         endpoint: Endpoint,
@@ -104,7 +106,7 @@ pub enum Error {
     },
     /// The daemon answered with an error.
     #[error(transparent)]
-    Daemon(#[from] tokend_proto::Error),
+    Daemon(Box<tokend_proto::Error>),
     /// The connection broke.
     #[error("lost the connection to tokend: {0}")]
     Io(#[from] io::Error),
@@ -132,6 +134,12 @@ impl Error {
                 tokend_proto::ErrorClass::Other => ErrorClass::Other,
             },
         }
+    }
+}
+
+impl From<tokend_proto::Error> for Error {
+    fn from(error: tokend_proto::Error) -> Error {
+        Error::Daemon(Box::new(error))
     }
 }
 

@@ -24,7 +24,9 @@ pub struct LoginStarted {
 pub(crate) fn connect_error(endpoint: &Endpoint, source: io::Error) -> Error {
     match source.kind() {
         io::ErrorKind::PermissionDenied => Error::Refused {
-            message: format!("cannot open {endpoint}: {source}; it belongs to another user (tokend serves only the user who runs it)"),
+            message: format!(
+                "cannot open {endpoint}: {source}; it belongs to another user (tokend serves only the user who runs it)"
+            ),
         },
         _ => Error::NotRunning { endpoint: endpoint.clone(), source },
     }
@@ -35,7 +37,10 @@ pub(crate) fn connect_error(endpoint: &Endpoint, source: io::Error) -> Error {
 pub(crate) fn is_stale(error: &io::Error) -> bool {
     matches!(
         error.kind(),
-        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::UnexpectedEof
+        io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::UnexpectedEof
     )
 }
 
@@ -69,7 +74,7 @@ macro_rules! expect {
     ($response:expr, $what:literal, $pattern:pat => $value:expr) => {
         match $response {
             $pattern => Ok($value),
-            Response::Error(e) => Err(Error::Daemon(e)),
+            Response::Error(e) => Err(Error::from(e)),
             other => Err(unexpected($what, &other)),
         }
     };

@@ -33,8 +33,8 @@ pub struct Cli {
 
     /// Check a config file (this one, or the one --config names) and exit: 0 if it is valid,
     /// 78 if not
-    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "")]
-    pub check_config: Option<PathBuf>,
+    #[arg(long, value_name = "PATH", num_args = 0..=1)]
+    pub check_config: Option<Option<PathBuf>>,
 }
 
 fn parse_level(level: &str) -> Result<String, String> {

@@ -55,7 +55,8 @@ mod platform {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         arm(&fd)?;
         // SAFETY: the OwnedFd is moved into the AsyncFd, which keeps it open for its lifetime.
-        let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.map_err(io::Error::from)?;
+        let fd =
+            unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.map_err(io::Error::from)?;
         tokio::spawn(async move {
             loop {
                 let Ok(mut ready) = fd.readable().await else { return };

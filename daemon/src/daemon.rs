@@ -167,9 +167,7 @@ impl Daemon {
                 _ => {
                     let store = self.shared.store.clone();
                     let p = profile.clone();
-                    let restored = tokio::task::spawn_blocking(move || restore(&store, &p))
-                        .await
-                        .unwrap_or_default();
+                    let restored = tokio::task::spawn_blocking(move || restore(&store, &p)).await.unwrap_or_default();
                     actor::spawn(profile.clone(), restored, self.shared.clone())
                 }
             };

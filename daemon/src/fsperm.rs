@@ -10,11 +10,7 @@ use std::path::Path;
 #[cfg(unix)]
 pub fn refuse_if_readable_by_others(file: &File, path: &Path, what: &str) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
-    let mode = file
-        .metadata()
-        .map_err(|e| format!("cannot inspect {}: {e}", path.display()))?
-        .permissions()
-        .mode();
+    let mode = file.metadata().map_err(|e| format!("cannot inspect {}: {e}", path.display()))?.permissions().mode();
     if mode & 0o044 != 0 {
         return Err(format!(
             "the {what} {} is readable by other users (mode {:04o}); run `chmod 600 {}`",

@@ -50,7 +50,9 @@ mod platform {
                     files.rlim_cur = wanted;
                 }
             }
-            report.max_files = Some(files.rlim_cur as u64);
+            #[allow(clippy::unnecessary_cast, reason = "rlim_t is not u64 on every Unix")]
+            let current = files.rlim_cur as u64;
+            report.max_files = Some(current);
         }
     }
 }

@@ -58,8 +58,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let hardening = harden::apply();
 
     if let Some(path) = &cli.check_config {
-        let path = if path.as_os_str().is_empty() { cli.config.clone() } else { Some(path.clone()) };
-        return check_config(path);
+        return check_config(path.clone().or_else(|| cli.config.clone()));
     }
 
     let Some(config_path) = cli.config.clone().or_else(Config::default_path) else {
@@ -80,7 +79,8 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 
     let endpoint = Endpoint::resolve(cli.socket.as_deref(), config.daemon.socket.as_deref());
-    let Some(state_dir) = cli.state_dir.clone().or_else(|| config.daemon.state_dir.clone()).or_else(default_state_dir) else {
+    let Some(state_dir) = cli.state_dir.clone().or_else(|| config.daemon.state_dir.clone()).or_else(default_state_dir)
+    else {
         tracing::error!("cannot tell where to keep state (no home directory); pass --state-dir DIR");
         return ExitCode::FAILURE;
     };

@@ -13,8 +13,8 @@ use std::fmt;
 use std::sync::OnceLock;
 
 use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Writer};
 use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Writer};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{EnvFilter, Registry, reload};
@@ -39,10 +39,8 @@ pub fn init(cli_level: Option<&str>, config_level: Option<&str>) {
     let env_level = std::env::var("RUST_LOG").ok().filter(|l| !l.trim().is_empty());
     let fixed = cli_level.is_some() || env_level.is_some();
     let level = cli_level.map(str::to_owned).or(env_level).or(config_level.map(str::to_owned));
-    let filter = level
-        .as_deref()
-        .and_then(|l| EnvFilter::try_new(l).ok())
-        .unwrap_or_else(|| EnvFilter::new(DEFAULT_LEVEL));
+    let filter =
+        level.as_deref().and_then(|l| EnvFilter::try_new(l).ok()).unwrap_or_else(|| EnvFilter::new(DEFAULT_LEVEL));
     let (filter, handle) = reload::Layer::new(filter);
     let journal = under_journald();
     let fmt = tracing_subscriber::fmt::layer()
@@ -51,7 +49,13 @@ pub fn init(cli_level: Option<&str>, config_level: Option<&str>) {
         .with_target(false);
     let registry = tracing_subscriber::registry().with(filter);
     if journal {
-        registry.with(fmt.without_time().with_level(false).event_format(JournalPrefix(format::format().without_time().with_level(false).with_target(false)))).init();
+        registry
+            .with(
+                fmt.without_time()
+                    .with_level(false)
+                    .event_format(JournalPrefix(format::format().without_time().with_level(false).with_target(false))),
+            )
+            .init();
     } else {
         registry.with(fmt).init();
     }
@@ -87,7 +91,9 @@ mod platform {
         }
         // SAFETY: fstat succeeded, so the buffer is initialized.
         let stat = unsafe { stat.assume_init() };
-        stat.st_dev as u64 == dev && stat.st_ino as u64 == ino
+        #[allow(clippy::unnecessary_cast, reason = "dev_t and ino_t are not u64 on every Unix")]
+        let (st_dev, st_ino) = (stat.st_dev as u64, stat.st_ino as u64);
+        st_dev == dev && st_ino == ino
     }
 }
 

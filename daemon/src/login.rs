@@ -106,7 +106,8 @@ impl Logins {
         let listener = bind(redirect, &name).await?;
         let state = random_token();
         let verifier = random_token();
-        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.expose().as_bytes()));
+        let challenge =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.expose().as_bytes()));
         let mut url = authorize_url.clone();
         {
             let mut query = url.query_pairs_mut();
@@ -139,7 +140,16 @@ impl Logins {
         let (pasted_tx, pasted_rx) = mpsc::channel(4);
         let (outcome_tx, outcome_rx) = watch::channel(None);
         handle.set_login_pending(Some(expires_at)).await;
-        let task = tokio::spawn(run(handle, listener, expect, verifier, profile.login_timeout, cancel_rx, pasted_rx, outcome_tx));
+        let task = tokio::spawn(run(
+            handle,
+            listener,
+            expect,
+            verifier,
+            profile.login_timeout,
+            cancel_rx,
+            pasted_rx,
+            outcome_tx,
+        ));
         pending.insert(
             name.clone(),
             Pending { cancel: Some(cancel_tx), pasted: pasted_tx, outcome: outcome_rx.clone(), task },
@@ -163,7 +173,8 @@ impl Logins {
             }
         };
         let (reply, done) = oneshot::channel();
-        let ended = || Error::Login { profile: profile.to_owned(), message: "the login ended before the URL arrived".into() };
+        let ended =
+            || Error::Login { profile: profile.to_owned(), message: "the login ended before the URL arrived".into() };
         sender.send((url, reply)).await.map_err(|_| ended())?;
         done.await.map_err(|_| ended())?
     }
@@ -309,12 +320,14 @@ fn check_redirect(expect: &Expect, target: &str, from_listener: bool) -> Checked
         return Checked::Ignore("400 Bad Request", "that is not a URL".into());
     };
     if from_listener && url.path() != expect.path {
-        return Checked::Ignore("404 Not Found", "Nothing here: tokend is waiting for a login redirect on another path.".into());
+        return Checked::Ignore(
+            "404 Not Found",
+            "Nothing here: tokend is waiting for a login redirect on another path.".into(),
+        );
     }
     let params: HashMap<String, String> = url.query_pairs().into_owned().collect();
-    let state_ok = params
-        .get("state")
-        .is_some_and(|s| bool::from(s.as_bytes().ct_eq(expect.state.expose().as_bytes())));
+    let state_ok =
+        params.get("state").is_some_and(|s| bool::from(s.as_bytes().ct_eq(expect.state.expose().as_bytes())));
     if !state_ok {
         return Checked::Ignore(
             "400 Bad Request",
@@ -468,7 +481,11 @@ mod tests {
 
     #[test]
     fn access_denied_becomes_a_clear_message() {
-        let checked = check_redirect(&expect(), "/callback?error=access_denied&error_description=User+said+no&state=the-state", true);
+        let checked = check_redirect(
+            &expect(),
+            "/callback?error=access_denied&error_description=User+said+no&state=the-state",
+            true,
+        );
         assert!(matches!(checked, Checked::Fail(m) if m.contains("access_denied: User said no")));
     }
 

@@ -56,10 +56,8 @@ impl Notifier {
     }
 
     fn run(&self, profile: &Profile, reason: &str, url: Option<&str>) {
-        let command = profile
-            .notify_command
-            .clone()
-            .or_else(|| self.global.read().unwrap_or_else(|e| e.into_inner()).clone());
+        let command =
+            profile.notify_command.clone().or_else(|| self.global.read().unwrap_or_else(|e| e.into_inner()).clone());
         let Some(command) = command else { return };
         let mut cmd = tokio::process::Command::new("/bin/sh");
         cmd.arg("-c")
@@ -81,7 +79,9 @@ impl Notifier {
                         Ok(Ok(status)) if status.success() => {}
                         Ok(Ok(status)) => tracing::warn!(profile = %name, "the notify command failed ({status})"),
                         Ok(Err(e)) => tracing::warn!(profile = %name, "cannot wait for the notify command: {e}"),
-                        Err(_) => tracing::warn!(profile = %name, "the notify command took over a minute and was killed"),
+                        Err(_) => {
+                            tracing::warn!(profile = %name, "the notify command took over a minute and was killed")
+                        }
                     }
                 });
             }

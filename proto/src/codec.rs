@@ -86,13 +86,10 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
     if payload.len() > MAX_FRAME_LEN {
         return Err(FrameError::TooLarge { len: payload.len() });
     }
-    let (message, used) = bincode::serde::decode_from_slice(payload, CONFIG)
-        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let (message, used) =
+        bincode::serde::decode_from_slice(payload, CONFIG).map_err(|e| FrameError::Malformed(e.to_string()))?;
     if used != payload.len() {
-        return Err(FrameError::Malformed(format!(
-            "{} unexpected bytes after the message",
-            payload.len() - used
-        )));
+        return Err(FrameError::Malformed(format!("{} unexpected bytes after the message", payload.len() - used)));
     }
     Ok(message)
 }
@@ -134,10 +131,7 @@ pub enum ReadError {
 ///
 /// Returns `Ok(None)` if the stream ended cleanly before the first byte of a frame. `buf` is
 /// scratch space, reused across calls to avoid an allocation per frame.
-pub fn read_frame<T: DeserializeOwned>(
-    reader: &mut impl Read,
-    buf: &mut Vec<u8>,
-) -> Result<Option<T>, ReadError> {
+pub fn read_frame<T: DeserializeOwned>(reader: &mut impl Read, buf: &mut Vec<u8>) -> Result<Option<T>, ReadError> {
     let mut header = [0u8; HEADER_LEN];
     let got = read_full(reader, &mut header)?;
     if got == 0 {
@@ -157,11 +151,7 @@ pub fn read_frame<T: DeserializeOwned>(
 }
 
 /// Encodes `message` as one frame and writes it with a single `write_all`.
-pub fn write_frame<T: Serialize>(
-    writer: &mut impl Write,
-    message: &T,
-    buf: &mut Vec<u8>,
-) -> Result<(), ReadError> {
+pub fn write_frame<T: Serialize>(writer: &mut impl Write, message: &T, buf: &mut Vec<u8>) -> Result<(), ReadError> {
     buf.clear();
     encode(message, buf)?;
     writer.write_all(buf)?;
@@ -233,10 +223,7 @@ mod tests {
     fn an_oversize_length_prefix_is_refused_before_the_payload_arrives() {
         let header = ((MAX_FRAME_LEN + 1) as u32).to_be_bytes();
         assert_eq!(complete_frame(&header), Err(FrameError::TooLarge { len: MAX_FRAME_LEN + 1 }));
-        assert_eq!(
-            complete_frame(&u32::MAX.to_be_bytes()),
-            Err(FrameError::TooLarge { len: u32::MAX as usize })
-        );
+        assert_eq!(complete_frame(&u32::MAX.to_be_bytes()), Err(FrameError::TooLarge { len: u32::MAX as usize }));
     }
 
     #[test]

@@ -79,7 +79,7 @@ pub enum Error {
         /// The profile's name.
         profile: String,
         /// What the server said.
-        failure: Failure,
+        failure: Box<Failure>,
     },
     /// The OAuth server has been failing transiently and no valid token is left to serve.
     #[error(
@@ -95,7 +95,7 @@ pub enum Error {
         /// When the daemon retries next.
         retry_at: Option<SystemTime>,
         /// The most recent failure.
-        last: Failure,
+        last: Box<Failure>,
     },
     /// The server's tokens never live as long as the client asked for.
     #[error(
@@ -236,7 +236,7 @@ mod tests {
 
     #[test]
     fn upstream_errors_say_what_the_server_said_and_what_to_do() {
-        let err = Error::Upstream { profile: "minut".into(), failure: failure(Some("invalid_client")) };
+        let err = Error::Upstream { profile: "minut".into(), failure: Box::new(failure(Some("invalid_client"))) };
         let text = err.to_string();
         assert!(text.contains("invalid_client: Client authentication failed"), "{text}");
         assert!(text.contains("tokenctl reload"), "{text}");

@@ -338,9 +338,7 @@ impl Fake {
 }
 
 fn accepts(i: &Inner, token: &str, now: SystemTime) -> bool {
-    i.issued
-        .get(token)
-        .is_some_and(|t| !t.revoked && t.expires_at > now && !i.revoked_grants.contains(&t.grant))
+    i.issued.get(token).is_some_and(|t| !t.revoked && t.expires_at > now && !i.revoked_grants.contains(&t.grant))
 }
 
 fn random(prefix: &str) -> String {
@@ -376,7 +374,12 @@ async fn handle(State(fake): State<Fake>, request: Request) -> Response {
 }
 
 /// Authenticates the client; `Err` is the response to send.
-fn authenticate(i: &Inner, headers: &HeaderMap, form: &HashMap<String, String>, check_params: bool) -> Result<String, Response> {
+fn authenticate(
+    i: &Inner,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+    check_params: bool,
+) -> Result<String, Box<Response>> {
     let basic = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -385,33 +388,48 @@ fn authenticate(i: &Inner, headers: &HeaderMap, form: &HashMap<String, String>, 
         .and_then(|raw| String::from_utf8(raw).ok())
         .and_then(|text| {
             let (id, secret) = text.split_once(':')?;
-            let decode = |s: &str| url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
+            let decode =
+                |s: &str| url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
             Some((decode(id)?, decode(secret)?))
         });
     let body_secret = form.get("client_secret").cloned();
     let (id, secret, used_basic) = match (&basic, form.get("client_id")) {
         (Some((id, secret)), _) => (id.clone(), Some(secret.clone()), true),
         (None, Some(id)) => (id.clone(), body_secret, false),
-        (None, None) => return Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "no client authentication")),
+        (None, None) => {
+            return Err(Box::new(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "no client authentication")));
+        }
     };
     let Some(client) = i.clients.get(&id) else {
-        return Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client"));
+        return Err(Box::new(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client")));
     };
     match (client.auth, used_basic) {
         (ClientAuth::Basic, false) if client.secret.is_some() => {
-            return Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "use HTTP Basic authentication"));
+            return Err(Box::new(oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "use HTTP Basic authentication",
+            )));
         }
         (ClientAuth::Post, true) => {
-            return Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "send the credentials in the body"));
+            return Err(Box::new(oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "send the credentials in the body",
+            )));
         }
         _ => {}
     }
     if client.secret != secret {
-        return Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "Client authentication failed"));
+        return Err(Box::new(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "Client authentication failed")));
     }
     for (key, value) in client.required_params.iter().filter(|_| check_params) {
         if form.get(key) != Some(value) {
-            return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &format!("missing {key}={value}")));
+            return Err(Box::new(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                &format!("missing {key}={value}"),
+            )));
         }
     }
     Ok(id)
@@ -440,14 +458,20 @@ async fn token(fake: &Fake, path: &str, headers: &HeaderMap, form: HashMap<Strin
     }
     match fault {
         Some(Fault::Status(status, body)) => {
-            return (StatusCode::from_u16(status).unwrap(), [(header::CONTENT_TYPE, "application/json")], body).into_response();
+            return (StatusCode::from_u16(status).unwrap(), [(header::CONTENT_TYPE, "application/json")], body)
+                .into_response();
         }
         Some(Fault::Garbage) => {
-            return (StatusCode::OK, [(header::CONTENT_TYPE, "text/html")], "<html><body>Service maintenance</body></html>")
+            return (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/html")],
+                "<html><body>Service maintenance</body></html>",
+            )
                 .into_response();
         }
         Some(Fault::RetryAfter(secs)) => {
-            return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, secs.to_string())], "busy").into_response();
+            return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, secs.to_string())], "busy")
+                .into_response();
         }
         Some(Fault::Hangup) => {
             // A body shorter than its Content-Length makes the server drop the connection
@@ -466,7 +490,7 @@ async fn token(fake: &Fake, path: &str, headers: &HeaderMap, form: HashMap<Strin
 fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> Response {
     let client_id = match authenticate(i, headers, form, true) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let now = SystemTime::now();
     let (grant, scope, with_refresh) = match form.get("grant_type").map(String::as_str) {
@@ -480,11 +504,16 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
                 return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown or used authorization code");
             };
             if code.client_id != client_id || form.get("redirect_uri") != Some(&code.redirect_uri) {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "code was issued to another client or redirect URI");
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "code was issued to another client or redirect URI",
+                );
             }
             if let Some(challenge) = &code.challenge {
                 let verifier = form.get("code_verifier").cloned().unwrap_or_default();
-                let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+                let computed =
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
                 if &computed != challenge || !(43..=128).contains(&verifier.len()) {
                     return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "PKCE verification failed");
                 }
@@ -507,7 +536,11 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
             if entry.used {
                 // Reuse of a rotated-out refresh token: treat as theft, revoke the whole grant.
                 i.revoked_grants.push(entry.grant);
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "refresh token reuse detected; grant revoked");
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "refresh token reuse detected; grant revoked",
+                );
             }
             let rotate = i.rotate;
             if rotate {
@@ -522,16 +555,28 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
     let access = random("at_");
     i.issued.insert(
         access.clone(),
-        Issued { client_id: client_id.clone(), expires_at: now + i.lifetime, scope: scope.clone(), grant, revoked: false },
+        Issued {
+            client_id: client_id.clone(),
+            expires_at: now + i.lifetime,
+            scope: scope.clone(),
+            grant,
+            revoked: false,
+        },
     );
     let refresh = with_refresh.then(|| {
         let token = random("rt_");
-        i.refresh.insert(token.clone(), Refresh { client_id: client_id.clone(), grant, scope: scope.clone(), used: false, revoked: false });
+        i.refresh.insert(
+            token.clone(),
+            Refresh { client_id: client_id.clone(), grant, scope: scope.clone(), used: false, revoked: false },
+        );
         token
     });
     let secs = i.lifetime.as_secs();
     match i.style {
-        Style::Minut => json(StatusCode::OK, serde_json::json!({ "access_token": access, "token_type": "Bearer", "expires_in": secs })),
+        Style::Minut => json(
+            StatusCode::OK,
+            serde_json::json!({ "access_token": access, "token_type": "Bearer", "expires_in": secs }),
+        ),
         Style::Movemint => {
             let mut body = serde_json::json!({
                 "access_token": access, "token_type": "Bearer", "expires_in": secs,
@@ -582,7 +627,9 @@ fn authorize(fake: &Fake, query: HashMap<String, String>) -> Response {
             let mut pairs = target.query_pairs_mut();
             match &i.deny_authorization {
                 Some(error) => {
-                    pairs.append_pair("error", error).append_pair("error_description", "The resource owner denied the request");
+                    pairs
+                        .append_pair("error", error)
+                        .append_pair("error_description", "The resource owner denied the request");
                 }
                 None => {
                     let code = random("code_");
@@ -610,7 +657,7 @@ fn authorize(fake: &Fake, query: HashMap<String, String>) -> Response {
 fn revoke(fake: &Fake, headers: &HeaderMap, form: HashMap<String, String>) -> Response {
     fake.with(|i| {
         if let Err(response) = authenticate(i, headers, &form, false) {
-            return response;
+            return *response;
         }
         i.revocations.push(form.clone());
         let token = form.get("token").cloned().unwrap_or_default();

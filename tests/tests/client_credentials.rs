@@ -146,7 +146,10 @@ async fn herd_of_clients_on_an_expired_token_triggers_one_upstream_request() {
     // Hold the token endpoint: the scheduled refresh stays in flight while the token expires.
     fake.hold();
     fake.set_lifetime(Duration::from_secs(3600));
-    tokio::time::sleep(first.expires_at.duration_since(SystemTime::now()).unwrap_or_default() + Duration::from_millis(200)).await;
+    tokio::time::sleep(
+        first.expires_at.duration_since(SystemTime::now()).unwrap_or_default() + Duration::from_millis(200),
+    )
+    .await;
     let before = fake.token_requests();
     assert_eq!(before, 2, "the first token, then the refresh being held");
 
@@ -274,7 +277,8 @@ async fn status_and_list_describe_the_profiles() {
     let table = tokend.tokenctl_ok(&["status"]).await;
     assert!(table.starts_with("PROFILE"), "{table}");
     assert!(table.contains("minut") && table.contains("valid"), "{table}");
-    let json: serde_json::Value = serde_json::from_str(&tokend.tokenctl_ok(&["status", "minut", "--json"]).await).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&tokend.tokenctl_ok(&["status", "minut", "--json"]).await).unwrap();
     assert_eq!(json["state"], "valid");
     assert_eq!(json["grant"], "client_credentials");
     assert_eq!(json["upstream_requests"], 1);

@@ -205,17 +205,22 @@ impl Config {
             line: None,
             key: None,
             message: match e.kind() {
-                std::io::ErrorKind::NotFound => format!(
+                std::io::ErrorKind::NotFound => {
                     "no such file; create it (see `examples/` and the README's config reference) or pass --config PATH"
-                ),
+                        .to_owned()
+                }
                 _ => format!("cannot read: {e}"),
             },
         })?;
         let config = Config::parse(path, &text)?;
         let inline = config.profiles.values().any(|p| matches!(p.client_secret_source, SecretSource::Inline(_)));
         if inline {
-            crate::fsperm::refuse_inline_secret_in_shared_file(path)
-                .map_err(|message| ConfigError { path: path.to_owned(), line: None, key: None, message })?;
+            crate::fsperm::refuse_inline_secret_in_shared_file(path).map_err(|message| ConfigError {
+                path: path.to_owned(),
+                line: None,
+                key: None,
+                message,
+            })?;
         }
         Ok(config)
     }
@@ -358,27 +363,12 @@ impl KeyRef {
 
 /// Form parameters that tokend sets itself; letting `token_params` override them would break
 /// the grant or leak the secret into the wrong place.
-const RESERVED_TOKEN_PARAMS: &[&str] = &[
-    "grant_type",
-    "client_id",
-    "client_secret",
-    "code",
-    "code_verifier",
-    "redirect_uri",
-    "refresh_token",
-    "scope",
-];
+const RESERVED_TOKEN_PARAMS: &[&str] =
+    &["grant_type", "client_id", "client_secret", "code", "code_verifier", "redirect_uri", "refresh_token", "scope"];
 
 /// Query parameters of the authorization URL that tokend sets itself.
-const RESERVED_AUTHORIZE_PARAMS: &[&str] = &[
-    "client_id",
-    "redirect_uri",
-    "response_type",
-    "scope",
-    "state",
-    "code_challenge",
-    "code_challenge_method",
-];
+const RESERVED_AUTHORIZE_PARAMS: &[&str] =
+    &["client_id", "redirect_uri", "response_type", "scope", "state", "code_challenge", "code_challenge_method"];
 
 impl RawProfile {
     fn check(self, name: &str, base: &Path) -> Result<Profile, (KeyRef, String)> {
@@ -395,7 +385,8 @@ impl RawProfile {
         if let (Some(_), Some(second)) = (given.next(), given.next()) {
             return Err((
                 second,
-                "give at most one of client_secret, client_secret_file, client_secret_env and client_secret_command".into(),
+                "give at most one of client_secret, client_secret_file, client_secret_env and client_secret_command"
+                    .into(),
             ));
         }
 
@@ -458,7 +449,10 @@ impl RawProfile {
 
         for key in self.token_params.keys() {
             if RESERVED_TOKEN_PARAMS.contains(&key.as_str()) {
-                return Err((KeyRef::key("token_params"), format!("`{key}` is set by tokend itself and cannot be overridden")));
+                return Err((
+                    KeyRef::key("token_params"),
+                    format!("`{key}` is set by tokend itself and cannot be overridden"),
+                ));
             }
         }
         for key in self.authorize_params.keys() {

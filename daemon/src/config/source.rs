@@ -76,8 +76,7 @@ impl SecretSource {
 /// Resolves `~/` and paths relative to the config file's directory.
 pub fn expand_path(path: &Path, base: &Path) -> Result<PathBuf, String> {
     if let Ok(rest) = path.strip_prefix("~") {
-        let home = directories::BaseDirs::new()
-            .ok_or_else(|| "cannot expand `~`: no home directory".to_owned())?;
+        let home = directories::BaseDirs::new().ok_or_else(|| "cannot expand `~`: no home directory".to_owned())?;
         return Ok(home.home_dir().join(rest));
     }
     Ok(if path.is_absolute() { path.to_owned() } else { base.join(path) })
@@ -87,8 +86,7 @@ fn read_secret_file(path: &Path) -> Result<Secret, String> {
     let mut file = std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     crate::fsperm::refuse_if_readable_by_others(&file, path, "client secret file")?;
     let mut text = String::new();
-    file.read_to_string(&mut text)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    file.read_to_string(&mut text).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     Ok(Secret::new(text))
 }
 

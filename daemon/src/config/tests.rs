@@ -196,7 +196,8 @@ fn the_redirect_uri_must_be_loopback_with_a_port() {
 
 #[test]
 fn authorization_code_needs_its_urls() {
-    let err = parse(&MOVEMINT.replace("authorize_url = \"https://movemint.example/oauth/authorize\"\n", "")).unwrap_err();
+    let err =
+        parse(&MOVEMINT.replace("authorize_url = \"https://movemint.example/oauth/authorize\"\n", "")).unwrap_err();
     assert_eq!(err.key.as_deref(), Some("profiles.movemint.authorize_url"), "{err}");
 }
 
@@ -235,7 +236,10 @@ fn profile_names_are_kept_plain() {
 
 #[test]
 fn the_daemon_table_is_read() {
-    let config = parse("[daemon]\nsocket = \"/run/t.sock\"\nlog_level = \"debug\"\nmax_connections = 10\nhttp_timeout = \"5s\"\n").unwrap();
+    let config = parse(
+        "[daemon]\nsocket = \"/run/t.sock\"\nlog_level = \"debug\"\nmax_connections = 10\nhttp_timeout = \"5s\"\n",
+    )
+    .unwrap();
     assert_eq!(config.daemon.socket.as_deref(), Some(Path::new("/run/t.sock")));
     assert_eq!(config.daemon.log_level.as_deref(), Some("debug"));
     assert_eq!(config.daemon.max_connections, 10);

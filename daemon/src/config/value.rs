@@ -5,8 +5,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 use tokend_proto::Grant;
 use url::{Host, Url};
 
@@ -122,8 +122,9 @@ pub struct LogLevel(pub String);
 impl<'de> Deserialize<'de> for LogLevel {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        tracing_subscriber::EnvFilter::try_new(&text)
-            .map_err(|e| de::Error::custom(format!("invalid log level {text:?}: {e}; use error, warn, info, debug or trace")))?;
+        tracing_subscriber::EnvFilter::try_new(&text).map_err(|e| {
+            de::Error::custom(format!("invalid log level {text:?}: {e}; use error, warn, info, debug or trace"))
+        })?;
         Ok(LogLevel(text))
     }
 }
@@ -134,8 +135,7 @@ pub fn is_loopback(host: Option<Host<&str>>) -> bool {
         Some(Host::Ipv4(ip)) => ip.is_loopback(),
         Some(Host::Ipv6(ip)) => ip.is_loopback(),
         Some(Host::Domain(name)) => {
-            name.eq_ignore_ascii_case("localhost")
-                || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
         }
         None => false,
     }

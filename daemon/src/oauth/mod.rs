@@ -86,7 +86,14 @@ impl UpstreamError {
         } else {
             format!("request to {what} failed: {cause}")
         };
-        UpstreamError { retry: Retry::Transient, status: None, error: None, description: None, message, retry_after: None }
+        UpstreamError {
+            retry: Retry::Transient,
+            status: None,
+            error: None,
+            description: None,
+            message,
+            retry_after: None,
+        }
     }
 
     /// A response that is not what the endpoint should send, though the server did answer.
@@ -225,7 +232,9 @@ impl Fields {
                 let pairs: Vec<(String, String)> = url::form_urlencoded::parse(text.as_bytes()).into_owned().collect();
                 let plausible = !text.is_empty()
                     && !text.contains(char::is_whitespace)
-                    && pairs.iter().any(|(k, v)| !v.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+                    && pairs
+                        .iter()
+                        .any(|(k, v)| !v.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
                 plausible.then_some(Fields::Form(pairs))
             }
         }

@@ -21,7 +21,13 @@ pub enum Hint {
 
 /// Asks the server at `url` to revoke `token`. The server answers 200 even for tokens it does
 /// not know (RFC 7009 §2.2), so any 2xx is success.
-pub async fn revoke(http: &Http, profile: &Profile, url: &Url, token: &Secret, hint: Hint) -> Result<(), UpstreamError> {
+pub async fn revoke(
+    http: &Http,
+    profile: &Profile,
+    url: &Url,
+    token: &Secret,
+    hint: Hint,
+) -> Result<(), UpstreamError> {
     let hint = match hint {
         Hint::RefreshToken => "refresh_token",
         Hint::AccessToken => "access_token",
@@ -29,11 +35,8 @@ pub async fn revoke(http: &Http, profile: &Profile, url: &Url, token: &Secret, h
     let mut form: Vec<(&str, &str)> = vec![("token", token.expose()), ("token_type_hint", hint)];
     let builder = http.client().post(url.clone()).header(ACCEPT, "application/json");
     let builder = super::token::authenticate(builder, profile, &mut form);
-    let response = builder
-        .form(&form)
-        .send()
-        .await
-        .map_err(|e| UpstreamError::transport("the revocation endpoint", &e))?;
+    let response =
+        builder.form(&form).send().await.map_err(|e| UpstreamError::transport("the revocation endpoint", &e))?;
     let answer = Answer::read("the revocation endpoint", response).await?;
     if answer.is_success() { Ok(()) } else { Err(answer.to_error("the revocation endpoint")) }
 }

@@ -125,7 +125,8 @@ fn basic_auth(client_id: &str, secret: &Secret) -> HeaderValue {
     let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
     let credentials = zeroize::Zeroizing::new(format!("{}:{}", encode(client_id), encode(secret.expose())));
     let encoded = zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(credentials.as_bytes()));
-    let mut value = HeaderValue::from_str(&format!("Basic {}", encoded.as_str())).expect("Base64 is a valid header value");
+    let mut value =
+        HeaderValue::from_str(&format!("Basic {}", encoded.as_str())).expect("Base64 is a valid header value");
     value.set_sensitive(true);
     value
 }
@@ -134,7 +135,10 @@ fn basic_auth(client_id: &str, secret: &Secret) -> HeaderValue {
 fn parse(answer: &Answer, sent_at: SystemTime, default_expires_in: Duration) -> Result<TokenSet, UpstreamError> {
     let malformed = |what: String| {
         let kind = answer.content_type.as_deref().map(super::sanitize).unwrap_or_else(|| "no content type".into());
-        UpstreamError::malformed(answer.status, format!("the token endpoint answered HTTP {} {what} ({kind}, {} bytes)", answer.status, answer.body.len()))
+        UpstreamError::malformed(
+            answer.status,
+            format!("the token endpoint answered HTTP {} {what} ({kind}, {} bytes)", answer.status, answer.body.len()),
+        )
     };
     let Some(mut fields) = Fields::parse(&answer.body) else {
         return Err(malformed("with a body that is neither JSON nor form-encoded".into()));
@@ -166,13 +170,23 @@ fn parse(answer: &Answer, sent_at: SystemTime, default_expires_in: Duration) -> 
         Ok(Some(secs)) if secs > 0 => Duration::from_secs(secs),
         Ok(_) => default_expires_in,
         Err(why) => {
-            tracing::warn!("ignoring the token response's expires_in ({why}); assuming {}", humantime::format_duration(default_expires_in));
+            tracing::warn!(
+                "ignoring the token response's expires_in ({why}); assuming {}",
+                humantime::format_duration(default_expires_in)
+            );
             default_expires_in
         }
     };
     let refresh_token = fields.string("refresh_token").filter(|t| !t.trim().is_empty()).map(Secret::new);
     let scope = fields.scope("scope").map(|s| super::sanitize(&s));
-    Ok(TokenSet { access_token, token_type, obtained_at: sent_at, expires_at: sent_at + lifetime, refresh_token, scope })
+    Ok(TokenSet {
+        access_token,
+        token_type,
+        obtained_at: sent_at,
+        expires_at: sent_at + lifetime,
+        refresh_token,
+        scope,
+    })
 }
 
 #[cfg(test)]
@@ -218,7 +232,8 @@ mod tests {
 
     #[test]
     fn token_type_may_be_missing() {
-        let set = parse(&answer(200, "application/json", r#"{"access_token":"at","expires_in":60}"#), SENT, DEFAULT).unwrap();
+        let set =
+            parse(&answer(200, "application/json", r#"{"access_token":"at","expires_in":60}"#), SENT, DEFAULT).unwrap();
         assert_eq!(set.token_type, "Bearer");
     }
 
@@ -253,7 +268,11 @@ mod tests {
     #[test]
     fn a_form_encoded_response_is_read() {
         let set = parse(
-            &answer(200, "application/x-www-form-urlencoded", "access_token=gho_abc&scope=repo%2Cgist&token_type=bearer"),
+            &answer(
+                200,
+                "application/x-www-form-urlencoded",
+                "access_token=gho_abc&scope=repo%2Cgist&token_type=bearer",
+            ),
             SENT,
             DEFAULT,
         )
@@ -264,7 +283,8 @@ mod tests {
 
     #[test]
     fn scope_may_be_a_list() {
-        let set = parse(&answer(200, "application/json", r#"{"access_token":"at","scope":["a","b"]}"#), SENT, DEFAULT).unwrap();
+        let set = parse(&answer(200, "application/json", r#"{"access_token":"at","scope":["a","b"]}"#), SENT, DEFAULT)
+            .unwrap();
         assert_eq!(set.scope.as_deref(), Some("a b"));
     }
 

@@ -40,11 +40,8 @@ pub struct Shared {
 
 /// Starts the actor of `profile` with the tokens restored from disk and returns its handle.
 pub fn spawn(profile: Arc<Profile>, restored: Restored, shared: Shared) -> Arc<ProfileHandle> {
-    let tuning = Tuning {
-        refresh_margin: profile.refresh_margin,
-        retry_min: profile.retry_min,
-        retry_max: profile.retry_max,
-    };
+    let tuning =
+        Tuning { refresh_margin: profile.refresh_margin, retry_min: profile.retry_min, retry_max: profile.retry_max };
     let machine = Machine::new(&profile.name, profile.grant, tuning, restored.token, restored.refresh_token);
     let (commands_tx, commands) = mpsc::channel(64);
     let (stop_tx, stop) = watch::channel(false);
@@ -101,7 +98,12 @@ enum Input {
 }
 
 impl Actor {
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut stop: watch::Receiver<bool>, demand: Arc<Demand>) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut stop: watch::Receiver<bool>,
+        demand: Arc<Demand>,
+    ) {
         let mut clock = self.shared.clock.subscribe();
         let mut in_flight: Option<InFlight> = None;
         let mut next = self.step(Event::Start).await;
@@ -242,14 +244,16 @@ impl Actor {
                 Box::pin(async move { token::request(&http, &profile, TokenGrant::ClientCredentials).await })
             }
             RequestKind::RefreshToken => {
-                let refresh_token = self.machine.refresh_token().cloned().expect("the machine only refreshes with a refresh token");
+                let refresh_token =
+                    self.machine.refresh_token().cloned().expect("the machine only refreshes with a refresh token");
                 Box::pin(async move { token::request(&http, &profile, TokenGrant::RefreshToken(&refresh_token)).await })
             }
             RequestKind::CodeExchange => {
                 let exchange = self.exchange.as_ref().expect("an exchange is pending");
                 let (code, verifier) = (exchange.code.clone(), exchange.verifier.clone());
                 Box::pin(async move {
-                    token::request(&http, &profile, TokenGrant::AuthorizationCode { code: &code, verifier: &verifier }).await
+                    token::request(&http, &profile, TokenGrant::AuthorizationCode { code: &code, verifier: &verifier })
+                        .await
                 })
             }
         }
@@ -260,7 +264,8 @@ impl Actor {
         let profile = self.profile.clone();
         let token: Option<Current> = self.machine.token().cloned();
         let refresh_token = self.machine.refresh_token().cloned();
-        let saved = tokio::task::spawn_blocking(move || store.save(&profile, token.as_ref(), refresh_token.as_ref())).await;
+        let saved =
+            tokio::task::spawn_blocking(move || store.save(&profile, token.as_ref(), refresh_token.as_ref())).await;
         match saved {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(

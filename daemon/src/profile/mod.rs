@@ -124,7 +124,11 @@ impl ProfileHandle {
 
     /// Reports that a server rejected the token with fingerprint `rejected` (the current one if
     /// `None`) and returns a token other than that one.
-    pub async fn invalidate(&self, rejected: Option<Fingerprint>, deadline: Instant) -> Result<Result<Token, Error>, Gone> {
+    pub async fn invalidate(
+        &self,
+        rejected: Option<Fingerprint>,
+        deadline: Instant,
+    ) -> Result<Result<Token, Error>, Gone> {
         let current = self.snapshot.borrow().token.as_ref().map(|t| t.fingerprint);
         let Some(rejected) = rejected.or(current) else {
             return self.token(None, deadline).await;
@@ -223,5 +227,7 @@ impl ProfileHandle {
 }
 
 fn timeout(profile: &str) -> Error {
-    Error::Timeout { message: format!("no token for profile `{profile}` arrived in time; see `tokenctl status {profile}`") }
+    Error::Timeout {
+        message: format!("no token for profile `{profile}` arrived in time; see `tokenctl status {profile}`"),
+    }
 }

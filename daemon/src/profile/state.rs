@@ -166,7 +166,13 @@ pub struct Machine {
 
 impl Machine {
     /// A machine holding the tokens restored from disk, if any. Feed it [`Event::Start`].
-    pub fn new(name: &str, grant: Grant, tuning: Tuning, token: Option<Current>, refresh_token: Option<Secret>) -> Machine {
+    pub fn new(
+        name: &str,
+        grant: Grant,
+        tuning: Tuning,
+        token: Option<Current>,
+        refresh_token: Option<Secret>,
+    ) -> Machine {
         Machine {
             name: name.to_owned(),
             grant,
@@ -227,7 +233,10 @@ impl Machine {
                 }
             }
             Event::Exchange => {
-                debug_assert!(!matches!(self.phase, Phase::Refreshing(_)), "the actor queues exchanges behind requests");
+                debug_assert!(
+                    !matches!(self.phase, Phase::Refreshing(_)),
+                    "the actor queues exchanges behind requests"
+                );
                 self.phase = Phase::Refreshing(RequestKind::CodeExchange);
                 self.upstream_requests += 1;
                 fx.request = Some(RequestKind::CodeExchange);
@@ -251,7 +260,8 @@ impl Machine {
                     _ => RequestKind::RefreshToken,
                 };
                 let failure = error.to_failure(now);
-                fx.finished = Some(Err(Error::Upstream { profile: self.name.clone(), failure: failure.clone() }));
+                fx.finished =
+                    Some(Err(Error::Upstream { profile: self.name.clone(), failure: Box::new(failure.clone()) }));
                 if kind == RequestKind::CodeExchange {
                     // A failed login leaves the profile as it was; the login waiter is told.
                     self.rest(now, jitter);
@@ -375,12 +385,12 @@ impl Machine {
                 profile,
                 since: self.failing_since.unwrap_or(*retry_at),
                 retry_at: Some(*retry_at),
-                last: self.last_error.clone().unwrap_or_else(|| unknown_failure(*retry_at)),
+                last: Box::new(self.last_error.clone().unwrap_or_else(|| unknown_failure(*retry_at))),
             }),
             Phase::NeedsLogin { reason } => Some(Error::LoginNeeded { profile, reason: reason.clone() }),
             Phase::Failed => Some(Error::Upstream {
                 profile,
-                failure: self.last_error.clone().unwrap_or_else(|| unknown_failure(SystemTime::now())),
+                failure: Box::new(self.last_error.clone().unwrap_or_else(|| unknown_failure(SystemTime::now()))),
             }),
             Phase::Empty | Phase::Valid { .. } | Phase::Refreshing(_) => None,
         }
@@ -417,7 +427,10 @@ impl Machine {
                     .and_then(Failure::advice)
                     .map(|a| format!("{a}; or run `tokenctl refresh {}` to try again", self.name))
                     .unwrap_or_else(|| {
-                        format!("fix the profile and run `tokenctl reload`, or run `tokenctl refresh {}` to try again", self.name)
+                        format!(
+                            "fix the profile and run `tokenctl reload`, or run `tokenctl refresh {}` to try again",
+                            self.name
+                        )
                     }),
             ),
             Phase::Backoff { .. } if !self.usable_at(now) => {

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokend_proto::codec::{self, HEADER_LEN, MAX_FRAME_LEN};
 use tokend_proto::FrameError;
+use tokend_proto::codec::{self, HEADER_LEN, MAX_FRAME_LEN};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use zeroize::Zeroize;
 

@@ -38,7 +38,9 @@ pub async fn serve(daemon: Arc<Daemon>, stream: Stream, admitted: Result<(), Ref
     }
     if let Err(refusal) = admitted {
         let message = match refusal {
-            Refusal::TooManyConnections => "tokend is at its connection limit ([daemon] max_connections); try again later",
+            Refusal::TooManyConnections => {
+                "tokend is at its connection limit ([daemon] max_connections); try again later"
+            }
             _ => "tokend is shutting down",
         };
         let _ = conn.write(&HelloReply::refuse(refusal, message)).await;
@@ -86,14 +88,21 @@ async fn handshake(conn: &mut Conn) -> Result<bool, ConnError> {
         Ok(Some(hello)) => hello,
         Ok(None) => return Ok(false),
         Err(ConnError::Frame(e)) => {
-            let reply = HelloReply::refuse(Refusal::NotAClient, format!("this is tokend's socket, and that was not a tokend hello ({e})"));
+            let reply = HelloReply::refuse(
+                Refusal::NotAClient,
+                format!("this is tokend's socket, and that was not a tokend hello ({e})"),
+            );
             conn.write(&reply).await?;
             return Ok(false);
         }
         Err(e) => return Err(e),
     };
     if hello.magic != MAGIC {
-        conn.write(&HelloReply::refuse(Refusal::NotAClient, "this is tokend's socket, and that was not a tokend hello")).await?;
+        conn.write(&HelloReply::refuse(
+            Refusal::NotAClient,
+            "this is tokend's socket, and that was not a tokend hello",
+        ))
+        .await?;
         return Ok(false);
     }
     if hello.version != PROTOCOL_VERSION {
@@ -226,7 +235,9 @@ async fn login(daemon: &Arc<Daemon>, conn: &mut Conn, name: &str) -> Result<(), 
     let response = match result {
         Ok(Some(Ok(()))) => Response::LoginDone { profile: name.to_owned() },
         Ok(Some(Err(e))) => Response::Error(e),
-        Ok(None) | Err(_) => Response::Error(Error::Login { profile: name.to_owned(), message: "the login was abandoned".into() }),
+        Ok(None) | Err(_) => {
+            Response::Error(Error::Login { profile: name.to_owned(), message: "the login was abandoned".into() })
+        }
     };
     conn.write(&response).await
 }
@@ -243,9 +254,9 @@ async fn info(daemon: &Daemon, name: &str, deadline: Instant) -> Result<Response
     let http = daemon.http().clone();
     let mut token = with_profile(daemon, name, |h| async move { h.token(None, deadline).await }).await?;
     for attempt in 0..2 {
-        let answer = crate::oauth::info::fetch(&http, &url, &token.access_token)
-            .await
-            .map_err(|e| Error::Upstream { profile: name.to_owned(), failure: e.to_failure(SystemTime::now()) })?;
+        let answer = crate::oauth::info::fetch(&http, &url, &token.access_token).await.map_err(|e| {
+            Error::Upstream { profile: name.to_owned(), failure: Box::new(e.to_failure(SystemTime::now())) }
+        })?;
         if answer.status == 401 && attempt == 0 {
             tracing::info!(profile = %name, "the info endpoint rejected the token; getting a new one");
             let rejected = token.fingerprint;

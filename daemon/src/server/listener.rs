@@ -20,8 +20,8 @@
 
 use std::io;
 
-use interprocess::local_socket::tokio::{Listener, Stream};
 use interprocess::local_socket::ListenerOptions;
+use interprocess::local_socket::tokio::{Listener, Stream};
 use tokend_proto::Endpoint;
 
 /// A socket ready to accept connections.
@@ -36,7 +36,9 @@ pub struct Bound {
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
     /// Another daemon answers at the endpoint.
-    #[error("another tokend is already running at {0}; stop it first (`tokenctl shutdown`), or give this one another --socket")]
+    #[error(
+        "another tokend is already running at {0}; stop it first (`tokenctl shutdown`), or give this one another --socket"
+    )]
     AlreadyRunning(Endpoint),
     /// Something else is wrong.
     #[error("cannot listen at {endpoint}: {message}")]
@@ -50,7 +52,9 @@ pub enum BindError {
 
 /// Sets up the listening socket at `endpoint`, or adopts the one systemd passed.
 pub fn bind(endpoint: &Endpoint) -> Result<Bound, BindError> {
-    if let Some(listener) = platform::activated().map_err(|e| other(endpoint, format!("cannot adopt the socket passed by systemd: {e}")))? {
+    if let Some(listener) =
+        platform::activated().map_err(|e| other(endpoint, format!("cannot adopt the socket passed by systemd: {e}")))?
+    {
         tracing::info!("using the socket passed by systemd");
         return Ok(Bound { listener, activated: true });
     }
@@ -111,7 +115,10 @@ mod platform {
             Err(e) => return Err(other(endpoint, e.to_string())),
         };
         if !meta.file_type().is_socket() {
-            return Err(other(endpoint, "a file that is not a socket is in the way; remove it or choose another --socket".into()));
+            return Err(other(
+                endpoint,
+                "a file that is not a socket is in the way; remove it or choose another --socket".into(),
+            ));
         }
         match std::os::unix::net::UnixStream::connect(path) {
             Ok(_) => Err(BindError::AlreadyRunning(endpoint.clone())),
@@ -132,7 +139,9 @@ mod platform {
         let creds = stream.peer_creds().map_err(|e| format!("cannot identify the connecting process: {e}"))?;
         match creds.euid() {
             Some(uid) if uid == me => Ok(()),
-            Some(uid) => Err(format!("permission denied: tokend serves only uid {me}, and this client runs as uid {uid}")),
+            Some(uid) => {
+                Err(format!("permission denied: tokend serves only uid {me}, and this client runs as uid {uid}"))
+            }
             None => Err("permission denied: the connecting user cannot be identified".into()),
         }
     }

@@ -20,7 +20,7 @@ Exit status:
   8  tokenctl and tokend are from different releases (protocol mismatch)
 `tokenctl exec` exits with the command's own status.";
 
-/// tokenctl: ask tokend for OAuth access tokens, and manage it.
+/// Ask tokend for OAuth access tokens, and manage it.
 ///
 /// tokend keeps every profile's token fresh; `tokenctl token PROFILE` prints the current one.
 /// Typical use:

@@ -21,7 +21,10 @@ pub fn run(mut client: Client, endpoint: Endpoint, profile: &str, no_browser: bo
     let started = client.begin_login(profile)?;
     let until = output::left(started.expires_at, SystemTime::now());
     if json {
-        println!("{}", serde_json::json!({ "profile": profile, "url": started.url, "expires_at": output::rfc3339(started.expires_at) }));
+        println!(
+            "{}",
+            serde_json::json!({ "profile": profile, "url": started.url, "expires_at": output::rfc3339(started.expires_at) })
+        );
     }
     eprintln!("To log in to profile `{profile}`, open this URL in a browser:\n\n    {}\n", started.url);
     if !no_browser && !headless() {
@@ -66,7 +69,9 @@ pub fn run(mut client: Client, endpoint: Endpoint, profile: &str, no_browser: bo
                 // The paste goes over a second connection; the first one reports the outcome.
                 match Client::connect_to(endpoint.clone()).and_then(|mut c| c.login_redirect(profile, url)) {
                     Ok(()) => {}
-                    Err(e) => eprintln!("tokenctl: {e}\nPaste the complete address, starting with http://, or wait for the browser."),
+                    Err(e) => eprintln!(
+                        "tokenctl: {e}\nPaste the complete address, starting with http://, or wait for the browser."
+                    ),
                 }
             }
             Err(_) => return Err(Error::Protocol("the login waiter stopped".into())),
@@ -99,12 +104,8 @@ fn open_browser(url: &str) -> Result<(), String> {
     );
     let mut last = String::new();
     for candidate in candidates {
-        let spawned = Command::new(&candidate)
-            .arg(url)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
+        let spawned =
+            Command::new(&candidate).arg(url).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
         match spawned {
             Ok(_) => return Ok(()),
             Err(e) => last = format!("{candidate}: {e}"),

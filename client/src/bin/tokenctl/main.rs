@@ -76,7 +76,11 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             let now = now();
             if json {
                 let views: Vec<StatusView> = statuses.iter().map(|s| StatusView::new(s, now)).collect();
-                print_json(&if profile.is_some() { serde_json::to_value(&views[0]) } else { serde_json::to_value(&views) });
+                print_json(&if profile.is_some() {
+                    serde_json::to_value(&views[0])
+                } else {
+                    serde_json::to_value(&views)
+                });
             } else if profile.is_some() {
                 print!("{}", output::status_detail(&statuses[0], now));
             } else if statuses.is_empty() {
@@ -90,7 +94,9 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             if json {
                 let views: Vec<_> = profiles
                     .iter()
-                    .map(|p| serde_json::json!({ "name": p.name, "grant": p.grant.as_str(), "state": p.state.as_str() }))
+                    .map(
+                        |p| serde_json::json!({ "name": p.name, "grant": p.grant.as_str(), "state": p.state.as_str() }),
+                    )
                     .collect();
                 print_json(&Ok(serde_json::Value::Array(views)));
             } else {
@@ -151,7 +157,9 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 })));
             } else {
                 let mut parts = Vec::new();
-                for (what, names) in [("added", &summary.added), ("changed", &summary.changed), ("removed", &summary.removed)] {
+                for (what, names) in
+                    [("added", &summary.added), ("changed", &summary.changed), ("removed", &summary.removed)]
+                {
                     if !names.is_empty() {
                         parts.push(format!("{what} {}", names.join(", ")));
                     }
@@ -175,7 +183,10 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 })));
             } else {
                 let up = output::short(now().duration_since(pong.started_at).unwrap_or_default());
-                println!("tokend {} is running (pid {}, up {up}, {} profiles) at {endpoint}", pong.daemon_version, pong.pid, pong.profiles);
+                println!(
+                    "tokend {} is running (pid {}, up {up}, {} profiles) at {endpoint}",
+                    pong.daemon_version, pong.pid, pong.profiles
+                );
             }
         }
         Command::Watch { profile } => watch(connect()?, profile.as_deref(), json)?,
@@ -211,7 +222,7 @@ fn read_token_from_stdin() -> Result<Fingerprint, Error> {
     std::io::stdin().take(64 * 1024).read_to_string(&mut text)?;
     let token = text.trim();
     if token.is_empty() {
-        return Err(Error::Daemon(tokend_proto::Error::BadRequest { message: "no token on standard input".into() }));
+        return Err(tokend_proto::Error::BadRequest { message: "no token on standard input".into() }.into());
     }
     Ok(Fingerprint::of(token))
 }
@@ -257,7 +268,8 @@ fn watch(client: Client, profile: Option<&str>, json: bool) -> Result<(), Error>
                     continue;
                 }
                 if json {
-                    let mut value = serde_json::to_value(StatusView::new(&status, SystemTime::now())).unwrap_or_default();
+                    let mut value =
+                        serde_json::to_value(StatusView::new(&status, SystemTime::now())).unwrap_or_default();
                     value["event"] = "status".into();
                     value.to_string()
                 } else {
@@ -268,7 +280,9 @@ fn watch(client: Client, profile: Option<&str>, json: bool) -> Result<(), Error>
                     line
                 }
             }
-            Event::Removed { profile } if json => serde_json::json!({ "event": "removed", "profile": profile }).to_string(),
+            Event::Removed { profile } if json => {
+                serde_json::json!({ "event": "removed", "profile": profile }).to_string()
+            }
             Event::Removed { profile } => format!("{now} {profile}: removed from the configuration"),
         };
         let mut out = stdout.lock();
@@ -312,15 +326,17 @@ fn exec_command(mut command: std::process::Command, program: &std::ffi::OsStr) -
 fn man(dir: Option<std::path::PathBuf>) -> Result<(), Error> {
     let command = Cli::command();
     let Some(dir) = dir else {
-        clap_mangen::Man::new(command).render(&mut std::io::stdout())?;
-        return Ok(());
+        return match clap_mangen::Man::new(command).render(&mut std::io::stdout()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+            _ => Ok(()),
+        };
     };
     std::fs::create_dir_all(&dir)?;
     let mut written = Vec::new();
     let mut render = |name: String, cmd: clap::Command| -> std::io::Result<()> {
         let path = dir.join(format!("{name}.1"));
         let mut file = std::fs::File::create(&path)?;
-        clap_mangen::Man::new(cmd).title(name.to_uppercase()).render(&mut file)?;
+        clap_mangen::Man::new(cmd).render(&mut file)?;
         written.push(path);
         Ok(())
     };

@@ -156,7 +156,9 @@ pub fn status_table(statuses: &[ProfileStatus], now: SystemTime) -> String {
                 Err(_) => "now".into(),
             }),
             s.upstream_requests.to_string(),
-            s.last_error.as_ref().map_or("-".into(), |f| format!("{} ago", short(now.duration_since(f.at).unwrap_or_default()))),
+            s.last_error
+                .as_ref()
+                .map_or("-".into(), |f| format!("{} ago", short(now.duration_since(f.at).unwrap_or_default()))),
         ]);
     }
     let mut widths = header.map(str::len);

@@ -120,7 +120,11 @@ fn invalidate_refreshes_once_per_distinct_rejected_token() {
     assert!(m.servable("minut").is_none(), "a rejected token is not served");
     assert_eq!(m.handle(Event::Invalidate(fp), T0, 0.0).request, None);
     m.handle(Event::Obtained(set("b", T0, 3600, None)), T0, 0.0);
-    assert_eq!(m.handle(Event::Invalidate(fp), T0, 0.0).request, None, "a report about a replaced token changes nothing");
+    assert_eq!(
+        m.handle(Event::Invalidate(fp), T0, 0.0).request,
+        None,
+        "a report about a replaced token changes nothing"
+    );
     assert_eq!(m.servable("minut").unwrap().access_token.expose(), "b");
 }
 

@@ -1,0 +1,223 @@
+//! The daemon as a process: its socket, signals, restarts, and who may talk to it.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use tokend_e2e::fake::ClientAuth;
+use tokend_e2e::{FakeProvider, Tokend, bin, stderr, stdout};
+
+async fn provider() -> FakeProvider {
+    let fake = FakeProvider::start().await;
+    fake.client("c", "s", ClientAuth::Basic);
+    fake
+}
+
+fn config(fake: &FakeProvider) -> String {
+    format!(
+        "[profiles.p]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
+        fake.url("/oauth/token")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_socket_is_private_to_the_user() {
+    let fake = provider().await;
+    let tokend = Tokend::start(&config(&fake)).await;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&tokend.socket), 0o600);
+    assert_eq!(mode(tokend.socket.parent().unwrap()), 0o700);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_in_flight_requests_removes_the_socket_and_exits_zero() {
+    let fake = provider().await;
+    let mut tokend = Tokend::start(&config(&fake)).await;
+    tokend.tokenctl_ok(&["token", "p"]).await;
+    // A request waiting for a slow refresh is in flight when SIGTERM arrives.
+    fake.set_delay(Duration::from_millis(1500));
+    let socket = tokend.socket.clone();
+    let waiting = tokio::spawn(async move {
+        let mut client = tokend_client::Client::connect_to(tokend_client::Endpoint::new(socket)).await.unwrap();
+        client.refresh("p").await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = tokend.stop().await;
+    assert!(status.success(), "exit status {status}:\n{}", tokend.log());
+    let answer = waiting.await.unwrap();
+    assert!(answer.is_ok(), "the in-flight request was answered: {answer:?}");
+    assert!(!tokend.socket.exists(), "the socket is removed");
+    let out = tokend.tokenctl(&["ping"]).await;
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokenctl_says_how_to_start_a_daemon_that_is_not_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(bin("tokenctl"))
+        .args(["token", "p"])
+        .env("TOKEND_SOCKET", dir.path().join("nothing.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let message = stderr(&out);
+    assert!(message.contains("tokend is not running"), "{message}");
+    assert!(message.contains("systemctl --user start tokend"), "{message}");
+    let json = std::process::Command::new(bin("tokenctl"))
+        .args(["--json", "ping"])
+        .env("TOKEND_SOCKET", dir.path().join("nothing.sock"))
+        .output()
+        .unwrap();
+    let error: serde_json::Value = serde_json::from_str(stderr(&json).trim()).unwrap();
+    assert_eq!(error["error"]["class"], "not_reachable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_does_not_take_a_live_daemons_socket() {
+    let fake = provider().await;
+    let tokend = Tokend::start(&config(&fake)).await;
+    let out = std::process::Command::new(bin("tokend"))
+        .arg("--config")
+        .arg(&tokend.config)
+        .arg("--socket")
+        .arg(&tokend.socket)
+        .arg("--state-dir")
+        .arg(tokend.dir.path().join("other-state"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("another tokend is already running"), "{}", stderr(&out));
+    tokend.tokenctl_ok(&["ping"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_socket_left_by_a_crash_is_replaced() {
+    let fake = provider().await;
+    let mut tokend = Tokend::start(&config(&fake)).await;
+    tokend.kill().await;
+    assert!(tokend.socket.exists(), "SIGKILL leaves the socket behind");
+    tokend.restart().await;
+    tokend.tokenctl_ok(&["token", "p"]).await;
+    assert!(tokend.log().contains("removing the stale socket"), "{}", tokend.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reconnects_after_a_daemon_restart() {
+    let fake = provider().await;
+    let mut tokend = Tokend::start(&config(&fake)).await;
+    let mut client = tokend.client().await;
+    let mut blocking = {
+        let socket = tokend.socket.clone();
+        tokio::task::spawn_blocking(move || {
+            tokend_client::blocking::Client::connect_to(tokend_client::Endpoint::new(socket))
+        })
+        .await
+        .unwrap()
+        .unwrap()
+    };
+    client.token("p").await.unwrap();
+    tokend.stop().await;
+    tokend.restart().await;
+    client.token("p").await.expect("the async client reconnects");
+    tokio::task::spawn_blocking(move || blocking.token("p").map(|_| ()))
+        .await
+        .unwrap()
+        .expect("the blocking client reconnects");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_carries_many_requests() {
+    let fake = provider().await;
+    let tokend = Tokend::start(&config(&fake)).await;
+    let mut client = tokend.client().await;
+    let first = client.token("p").await.unwrap();
+    for _ in 0..2000 {
+        let token = client.token("p").await.unwrap();
+        assert_eq!(token.fingerprint, first.fingerprint);
+    }
+    assert_eq!(fake.token_requests(), 1, "served from memory");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_concurrent_connections_are_served() {
+    tokend_e2e::raise_fd_limit();
+    let fake = provider().await;
+    let tokend = Tokend::start(&config(&fake)).await;
+    tokend.tokenctl_ok(&["token", "p"]).await;
+    // Open them all first, so they are truly concurrent, then ask on every one.
+    let mut clients = Vec::new();
+    for _ in 0..3000 {
+        clients.push(tokend.client().await);
+    }
+    let tasks: Vec<_> =
+        clients.into_iter().map(|mut c| tokio::spawn(async move { c.token("p").await.map(|t| (t, c)) })).collect();
+    let mut kept = Vec::new();
+    for task in tasks {
+        let (token, client) = task.await.unwrap().expect("served");
+        assert!(fake.accepts(token.access_token.expose()));
+        kept.push(client);
+    }
+    assert_eq!(kept.len(), 3000);
+    // With 3000 connections open, a new client is still answered at once.
+    let out = tokend.tokenctl(&["ping"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Creates (once) an unprivileged user for tests that need a second UID.
+fn other_user() -> (u32, u32) {
+    let name = "tokend-test-other";
+    let id = |flag: &str| {
+        std::process::Command::new("id")
+            .args([flag, name])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| stdout(&o).trim().parse::<u32>().unwrap())
+    };
+    if id("-u").is_none() {
+        let out = std::process::Command::new("useradd")
+            .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name])
+            .output()
+            .expect("useradd (the e2e tests run as root)");
+        assert!(out.status.success() || id("-u").is_some(), "useradd failed: {}", stderr(&out));
+    }
+    (id("-u").unwrap(), id("-g").unwrap())
+}
+
+fn tokenctl_as(uid: u32, gid: u32, socket: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("setpriv")
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .arg("--clear-groups")
+        .arg(bin("tokenctl"))
+        .args(args)
+        .env("TOKEND_SOCKET", socket)
+        .env("HOME", "/")
+        .output()
+        .expect("setpriv")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_running_as_another_user_is_refused() {
+    assert_eq!(unsafe { libc::geteuid() }, 0, "this test creates a user and must run as root");
+    let fake = provider().await;
+    let tokend = Tokend::start(&config(&fake)).await;
+    let (uid, gid) = other_user();
+
+    // As installed, the file system already keeps other users out.
+    std::fs::set_permissions(tokend.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = tokenctl_as(uid, gid, &tokend.socket, &["token", "p"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("another user"), "{}", stderr(&out));
+
+    // Even if the socket is opened up, tokend checks the peer's credentials.
+    std::fs::set_permissions(tokend.socket.parent().unwrap(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&tokend.socket, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = tokenctl_as(uid, gid, &tokend.socket, &["token", "p"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let message = stderr(&out);
+    assert!(message.contains("permission denied") && message.contains(&format!("uid {uid}")), "{message}");
+    assert!(!stdout(&out).contains("at_"), "no token leaked");
+    assert!(tokend.log().contains("refused a connection"), "{}", tokend.log());
+    // The owner is still served.
+    tokend.tokenctl_ok(&["token", "p"]).await;
+}
