@@ -103,3 +103,17 @@ fn a_socket_directory_others_can_enter_is_refused() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("chmod 700"), "{text}");
 }
+
+#[test]
+fn the_example_configs_are_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = write(dir.path(), "minut.secret", "s3cret\n");
+    for example in ["minut.toml", "movemint.toml"] {
+        let text = std::fs::read_to_string(root.join("examples").join(example)).unwrap();
+        let text = text.replace("~/.config/tokend/minut.secret", secret.to_str().unwrap());
+        let path = write(dir.path(), example, &text);
+        let out = tokend().arg("--check-config").arg(&path).env("MOVEMINT_CLIENT_SECRET", "x").output().unwrap();
+        assert!(out.status.success(), "{example}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}

@@ -691,7 +691,7 @@ fn info(fake: &Fake, headers: &HeaderMap) -> Response {
             StatusCode::OK,
             serde_json::json!({
                 "resource_owner_id": 42,
-                "scope": t.scope.clone().unwrap_or_default().split(' ').collect::<Vec<_>>(),
+                "scope": t.scope.as_deref().unwrap_or("").split_whitespace().collect::<Vec<_>>(),
                 "expires_in": t.expires_at.duration_since(SystemTime::now()).unwrap_or_default().as_secs(),
                 "application": { "uid": t.client_id },
                 "created_at": SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs(),

@@ -215,7 +215,11 @@ pub fn status_detail(s: &ProfileStatus, now: SystemTime) -> String {
         None => field("token", "none".into()),
     }
     if let Some(next) = s.next_refresh {
-        field("next refresh", format!("{} ({})", rfc3339(next), left(next, now)));
+        let when = match next.duration_since(now) {
+            Ok(d) => format!("in {}", short(d)),
+            Err(_) => "now".into(),
+        };
+        field("next refresh", format!("{} ({when})", rfc3339(next)));
     }
     if s.grant == tokend_client::Grant::AuthorizationCode {
         field("refresh token", if s.has_refresh_token { "held".into() } else { "none".into() });
