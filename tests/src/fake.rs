@@ -331,6 +331,15 @@ impl Fake {
         });
     }
 
+    /// Revokes one access token (as if the server dropped it early).
+    pub fn revoke_access_token(&self, token: &str) {
+        self.with(|i| {
+            if let Some(t) = i.issued.get_mut(token) {
+                t.revoked = true;
+            }
+        });
+    }
+
     /// Whether any grant was revoked because a rotated-out refresh token was used again.
     pub fn reuse_detected(&self) -> bool {
         self.with(|i| !i.revoked_grants.is_empty())

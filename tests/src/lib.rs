@@ -241,6 +241,98 @@ impl Tokend {
     }
 }
 
+/// A TCP port on 127.0.0.1 that was free a moment ago, for a login redirect URI.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `tokenctl` process left running, for `login`, whose output is read as it comes.
+pub struct Running {
+    /// The process.
+    pub child: Child,
+    stderr: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+    /// Everything read from stderr so far.
+    pub seen: String,
+}
+
+impl Running {
+    /// Reads stderr until a line contains `needle` (at most 20 s); returns that line.
+    pub async fn wait_for_line(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.stderr.next_line()).await {
+                Ok(Ok(Some(line))) => {
+                    self.seen.push_str(&line);
+                    self.seen.push('\n');
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Ok(_) => panic!("tokenctl ended before printing {needle:?}:\n{}", self.seen),
+                Err(_) => panic!("tokenctl did not print {needle:?} within 20s:\n{}", self.seen),
+            }
+        }
+    }
+
+    /// The authorization URL `tokenctl login` printed.
+    pub async fn login_url(&mut self) -> String {
+        self.wait_for_line("http").await.trim().to_owned()
+    }
+
+    /// Writes a line to the process's stdin.
+    pub async fn type_line(&mut self, line: &str) {
+        use tokio::io::AsyncWriteExt;
+        let stdin = self.child.stdin.as_mut().expect("stdin is piped");
+        stdin.write_all(format!("{line}\n").as_bytes()).await.unwrap();
+        stdin.flush().await.unwrap();
+    }
+
+    /// Waits (at most 30 s) for the process to exit; returns its status and the rest of stderr.
+    pub async fn finish(mut self) -> (ExitStatus, String) {
+        drop(self.child.stdin.take());
+        let rest = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Ok(Some(line)) = self.stderr.next_line().await {
+                self.seen.push_str(&line);
+                self.seen.push('\n');
+            }
+            self.child.wait().await
+        })
+        .await
+        .expect("tokenctl exited within 30s")
+        .expect("wait for tokenctl");
+        (rest, self.seen)
+    }
+}
+
+impl Tokend {
+    /// Starts `tokenctl ARGS` and leaves it running, with stdin and stderr piped.
+    pub fn spawn_tokenctl(&self, args: &[&str]) -> Running {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = Command::new(bin("tokenctl"))
+            .args(args)
+            .env("TOKEND_SOCKET", &self.socket)
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY")
+            .env_remove("BROWSER")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn tokenctl");
+        let stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        Running { child, stderr, seen: String::new() }
+    }
+
+    /// The refresh token saved for `profile`, read from the state file.
+    pub fn saved_refresh_token(&self, profile: &str) -> Option<String> {
+        let text = std::fs::read_to_string(self.state.join(format!("{profile}.json"))).ok()?;
+        let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+        json["refresh_token"].as_str().map(str::to_owned)
+    }
+}
+
 /// Writes a file with mode 0600.
 pub fn write_private(path: &Path, text: &str) {
     use std::os::unix::fs::PermissionsExt;
