@@ -5,6 +5,7 @@
 //! `cargo test --workspace` builds them, or at `$TOKEND_BIN` and `$TOKENCTL_BIN`.
 
 pub mod fake;
+pub mod oidc;
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Output, Stdio};

@@ -364,3 +364,47 @@ async fn a_login_times_out_with_advice() {
     assert_eq!(exit.code(), Some(5));
     assert!(output.contains("no answer from the browser within 1s"), "{output}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorize_params_reach_the_authorization_url() {
+    let s = movemint().await;
+    let tokend =
+        Tokend::start(&(config(&s) + "authorize_params = { prompt = \"consent\", access_type = \"offline\" }\n")).await;
+    let mut login = tokend.spawn_tokenctl(&["login", "mm", "--no-browser"]);
+    let url = url::Url::parse(&login.login_url().await).unwrap();
+    let query: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+    assert_eq!(query["prompt"], "consent");
+    assert_eq!(query["access_type"], "offline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_naming_another_issuer_is_refused() {
+    let s = movemint().await;
+    s.fake.send_issuer(Some("https://evil.example"));
+    let tokend = Tokend::start(&config(&s)).await;
+    let mut login = tokend.spawn_tokenctl(&["login", "mm", "--no-browser"]);
+    let url = login.login_url().await;
+    let (status, page) = follow(&approve(&url).await).await;
+    assert_eq!(status, 400);
+    assert!(page.contains("mix-up"), "{page}");
+    let (exit, output) = login.finish().await;
+    assert_eq!(exit.code(), Some(5), "{output}");
+    assert_eq!(s.fake.token_requests(), 0, "the code was not exchanged");
+    // The server's own origin as issuer is accepted.
+    s.fake.send_issuer(Some(&s.fake.base));
+    log_in(&tokend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_without_a_new_refresh_token_keeps_the_old_one() {
+    let s = movemint().await;
+    s.fake.set_rotation(false);
+    let tokend = Tokend::start(&config(&s)).await;
+    log_in(&tokend).await;
+    let refresh = tokend.saved_refresh_token("mm").unwrap();
+    tokend.tokenctl_ok(&["refresh", "mm"]).await;
+    tokend.tokenctl_ok(&["refresh", "mm"]).await;
+    assert_eq!(tokend.saved_refresh_token("mm").unwrap(), refresh);
+    assert!(s.fake.refresh_token_is_live(&refresh));
+    assert_eq!(s.fake.requests().iter().filter(|r| r.form.get("refresh_token") == Some(&refresh)).count(), 2);
+}

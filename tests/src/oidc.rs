@@ -1,0 +1,142 @@
+//! oidc-provider, a real OAuth 2 server written by others (the npm package, run by Node.js from
+//! `tests/oidc/`), and a minimal browser to get through its login and consent pages.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::io::AsyncBufReadExt;
+use tokio::process::{Child, Command};
+
+/// A running oidc-provider; killed when dropped.
+pub struct OidcProvider {
+    /// Its issuer, e.g. `http://127.0.0.1:41234`.
+    pub issuer: String,
+    _child: Child,
+}
+
+static INSTALL: Mutex<()> = Mutex::new(());
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("oidc")
+}
+
+/// Installs the npm packages if they are not there yet (CI's `.ci/run` installs them first).
+fn ensure_installed() {
+    let _once = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    if dir().join("node_modules/oidc-provider/package.json").exists() {
+        return;
+    }
+    let status = std::process::Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(dir())
+        .stdin(Stdio::null())
+        .status()
+        .expect("npm is needed for the oidc-provider interop tests (install Node.js and npm)");
+    assert!(status.success(), "npm ci in tests/oidc failed");
+}
+
+impl OidcProvider {
+    /// Starts oidc-provider with the `web` client's redirect URI and the access token lifetime.
+    pub async fn start(redirect_uri: &str, access_ttl: Duration) -> OidcProvider {
+        ensure_installed();
+        let mut child = Command::new("node")
+            .arg("server.mjs")
+            .current_dir(dir())
+            .env("PORT", "0")
+            .env("REDIRECT_URI", redirect_uri)
+            .env("ACCESS_TTL", access_ttl.as_secs().to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node is needed for the oidc-provider interop tests");
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("oidc-provider started within 30s")
+            .expect("read oidc-provider's output")
+            .expect("oidc-provider printed its issuer");
+        let json: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+        OidcProvider { issuer: json["issuer"].as_str().unwrap().to_owned(), _child: child }
+    }
+
+    /// A URL on the provider.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer)
+    }
+
+    /// RFC 7662 introspection of `token`.
+    pub async fn introspect(&self, token: &str) -> serde_json::Value {
+        reqwest::Client::new()
+            .post(self.url("/token/introspection"))
+            .basic_auth("cc-basic", Some("cc-basic-secret"))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .expect("introspection request")
+            .json()
+            .await
+            .expect("introspection answer")
+    }
+
+    /// Whether introspection says `token` is active.
+    pub async fn is_active(&self, token: &str) -> bool {
+        self.introspect(token).await["active"] == serde_json::Value::Bool(true)
+    }
+}
+
+/// Does what a user's browser does with an authorization URL on oidc-provider: follows the
+/// redirects, fills in the development login form (any login and password) and confirms the
+/// consent form, until the server redirects to `redirect_prefix`. Returns that final URL.
+pub async fn browser_login(authorization_url: &str, redirect_prefix: &str) -> String {
+    let browser =
+        reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let mut next = Some((reqwest::Method::GET, authorization_url.to_owned(), Vec::<(String, String)>::new()));
+    for _ in 0..20 {
+        let (method, url, form) = next.take().expect("a next step");
+        if url.starts_with(redirect_prefix) {
+            return url;
+        }
+        let request = browser.request(method, &url);
+        let request = if form.is_empty() { request } else { request.form(&form) };
+        let response = request.send().await.expect("the provider answers");
+        let base = reqwest::Url::parse(&url).unwrap();
+        if response.status().is_redirection() {
+            let location = response.headers()["location"].to_str().unwrap();
+            next = Some((reqwest::Method::GET, base.join(location).unwrap().to_string(), vec![]));
+            continue;
+        }
+        let page = response.text().await.unwrap();
+        let (action, fields) = parse_form(&page).unwrap_or_else(|| panic!("no form on the page:\n{page}"));
+        next = Some((reqwest::Method::POST, base.join(&action).unwrap().to_string(), fields));
+    }
+    panic!("the login did not reach the redirect URI within 20 steps");
+}
+
+/// The first form of a page: its action and fields, with login and password filled in.
+fn parse_form(page: &str) -> Option<(String, Vec<(String, String)>)> {
+    let form = &page[page.find("<form")?..];
+    let action = attribute(&form[..form.find('>')?], "action")?;
+    let body = &form[..form.find("</form>")?];
+    let mut fields = Vec::new();
+    for input in body.split("<input").skip(1) {
+        let tag = &input[..input.find('>')?];
+        let Some(name) = attribute(tag, "name") else { continue };
+        let value = match name.as_str() {
+            "login" => "alice".to_owned(),
+            "password" => "any".to_owned(),
+            _ => attribute(tag, "value").unwrap_or_default(),
+        };
+        fields.push((name, value));
+    }
+    Some((action.replace("&amp;", "&"), fields))
+}
+
+fn attribute(tag: &str, name: &str) -> Option<String> {
+    let start = tag.find(&format!("{name}=\""))? + name.len() + 2;
+    let end = tag[start..].find('"')? + start;
+    Some(tag[start..end].to_owned())
+}

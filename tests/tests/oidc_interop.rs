@@ -1,0 +1,132 @@
+//! Interop with oidc-provider, an OAuth 2 server written by others: client_credentials with
+//! both client authentication methods, the authorization code flow with PKCE through its real
+//! login and consent pages, refresh token rotation across restarts, and revocation at logout.
+
+use std::time::Duration;
+
+use tokend_e2e::oidc::{OidcProvider, browser_login};
+use tokend_e2e::{Tokend, free_port};
+
+fn cc_config(oidc: &OidcProvider) -> String {
+    format!(
+        r#"
+[profiles.basic]
+grant = "client_credentials"
+token_url = "{token}"
+client_id = "cc-basic"
+client_secret = "cc-basic-secret"
+scopes = ["api:read"]
+
+[profiles.post]
+grant = "client_credentials"
+token_url = "{token}"
+client_id = "cc-post"
+client_secret = "cc-post-secret"
+client_auth = "post"
+scopes = ["api:read"]
+"#,
+        token = oidc.url("/token")
+    )
+}
+
+fn web_config(oidc: &OidcProvider, redirect: &str) -> String {
+    format!(
+        r#"
+[profiles.web]
+grant = "authorization_code"
+token_url = "{issuer}/token"
+authorize_url = "{issuer}/auth"
+redirect_uri = "{redirect}"
+revoke_url = "{issuer}/token/revocation"
+client_id = "web"
+client_secret = "web-secret"
+client_auth = "post"
+scopes = ["api:read"]
+"#,
+        issuer = oidc.issuer
+    )
+}
+
+async fn log_in(tokend: &Tokend, redirect: &str) {
+    let mut login = tokend.spawn_tokenctl(&["login", "web", "--no-browser"]);
+    let url = login.login_url().await;
+    let back = browser_login(&url, redirect).await;
+    assert!(back.contains("iss="), "oidc-provider adds iss to the redirect (RFC 9207): {back}");
+    let page = reqwest::get(&back).await.unwrap();
+    assert_eq!(page.status(), 200);
+    let (exit, output) = login.finish().await;
+    assert!(exit.success(), "{output}\n{}", tokend.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_credentials_with_basic_and_with_post() {
+    let oidc = OidcProvider::start("http://127.0.0.1:1/unused", Duration::from_secs(3600)).await;
+    let tokend = Tokend::start(&cc_config(&oidc)).await;
+    for (profile, client) in [("basic", "cc-basic"), ("post", "cc-post")] {
+        let token = tokend.tokenctl_ok(&["token", profile]).await;
+        let info = oidc.introspect(token.trim()).await;
+        assert_eq!(info["active"], true, "{profile}: {info}");
+        assert_eq!(info["client_id"], client);
+        assert_eq!(info["scope"], "api:read");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_authorization_code_flow_with_pkce_through_real_login_and_consent_pages() {
+    let redirect = format!("http://127.0.0.1:{}/callback", free_port());
+    let oidc = OidcProvider::start(&redirect, Duration::from_secs(3600)).await;
+    let tokend = Tokend::start(&web_config(&oidc, &redirect)).await;
+    log_in(&tokend, &redirect).await;
+    let token = tokend.tokenctl_ok(&["token", "web"]).await;
+    let info = oidc.introspect(token.trim()).await;
+    assert_eq!(info["active"], true, "{info}");
+    assert_eq!(info["sub"], "alice");
+    assert_eq!(info["client_id"], "web");
+    let refresh = tokend.saved_refresh_token("web").expect("oidc-provider issued a refresh token");
+    assert_eq!(oidc.introspect(&refresh).await["active"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_token_rotation_over_several_short_lifetimes_and_a_restart() {
+    let redirect = format!("http://127.0.0.1:{}/callback", free_port());
+    let oidc = OidcProvider::start(&redirect, Duration::from_secs(2)).await;
+    let mut tokend = Tokend::start(&web_config(&oidc, &redirect)).await;
+    log_in(&tokend, &redirect).await;
+    let mut refresh_tokens = std::collections::HashSet::new();
+    for round in 0..2 {
+        let mut client = tokend.client().await;
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            let token = client.token("web").await.expect("a token");
+            assert!(oidc.is_active(token.access_token.expose()).await, "round {round}: every served token is active");
+            refresh_tokens.insert(tokend.saved_refresh_token("web").unwrap());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        if round == 0 {
+            tokend.stop().await;
+            tokend.restart().await;
+        }
+    }
+    assert!(refresh_tokens.len() >= 4, "the refresh token rotated repeatedly: {}", refresh_tokens.len());
+    let newest = tokend.saved_refresh_token("web").unwrap();
+    assert!(
+        oidc.is_active(&newest).await,
+        "the grant is alive: no rotated-out refresh token was reused (oidc-provider revokes the grant if one is)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_revokes_and_introspection_reports_the_tokens_inactive() {
+    let redirect = format!("http://127.0.0.1:{}/callback", free_port());
+    let oidc = OidcProvider::start(&redirect, Duration::from_secs(3600)).await;
+    let tokend = Tokend::start(&web_config(&oidc, &redirect)).await;
+    log_in(&tokend, &redirect).await;
+    let token = tokend.tokenctl_ok(&["token", "web"]).await.trim().to_owned();
+    let refresh = tokend.saved_refresh_token("web").unwrap();
+    assert!(oidc.is_active(&token).await && oidc.is_active(&refresh).await);
+    let out = tokend.tokenctl_ok(&["logout", "web"]).await;
+    assert!(out.contains("revoked at the server"), "{out}");
+    assert!(!oidc.is_active(&refresh).await, "the refresh token is revoked");
+    assert!(!oidc.is_active(&token).await, "the access token is revoked");
+    assert_eq!(tokend.tokenctl(&["token", "web"]).await.status.code(), Some(5));
+}
