@@ -9,10 +9,11 @@
 //! number, a float or a numeric string, or missing (then `default_expires_in` applies); the
 //! body may be JSON under any content type or form-encoded (GitHub without an `Accept`
 //! header); `created_at` (Doorkeeper) and other extra fields are accepted. Expiry is counted
-//! from when the request was *sent*, so the token is never believed to live longer than it
-//! does, whatever the server's clock says.
+//! from when the request was *sent*, rounded down to the whole second (servers stamp tokens in
+//! whole seconds, so a token issued at 10.9 s for 2 s may expire at 12 s), so the token is never
+//! believed to live longer than it does, whatever the server's clock says.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
@@ -179,11 +180,13 @@ fn parse(answer: &Answer, sent_at: SystemTime, default_expires_in: Duration) -> 
     };
     let refresh_token = fields.string("refresh_token").filter(|t| !t.trim().is_empty()).map(Secret::new);
     let scope = fields.scope("scope").map(|s| super::sanitize(&s));
+    let whole_second =
+        UNIX_EPOCH + Duration::from_secs(sent_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs());
     Ok(TokenSet {
         access_token,
         token_type,
         obtained_at: sent_at,
-        expires_at: sent_at + lifetime,
+        expires_at: whole_second + lifetime,
         refresh_token,
         scope,
     })
@@ -228,6 +231,15 @@ mod tests {
         assert_eq!(set.token_type, "Bearer");
         assert_eq!(set.refresh_token.unwrap().expose(), "rt");
         assert_eq!(set.scope.as_deref(), Some("public"));
+    }
+
+    #[test]
+    fn expiry_counts_from_the_whole_second_the_request_was_sent_in() {
+        let sent = SENT + Duration::from_millis(10_900);
+        let set =
+            parse(&answer(200, "application/json", r#"{"access_token":"at","expires_in":2}"#), sent, DEFAULT).unwrap();
+        assert_eq!(set.expires_at, SENT + Duration::from_secs(12));
+        assert_eq!(set.obtained_at, sent);
     }
 
     #[test]

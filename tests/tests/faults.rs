@@ -1,0 +1,149 @@
+//! Upstream failures: transient ones are retried with backoff while the still-valid token keeps
+//! being served; permanent ones stop retries and say what to do; a token past expiry is never
+//! served, whatever the server does.
+
+use std::time::{Duration, SystemTime};
+
+use tokend_e2e::fake::{ClientAuth, Fault};
+use tokend_e2e::{FakeProvider, Tokend, eventually, free_port, stderr};
+
+async fn provider(lifetime: Duration) -> FakeProvider {
+    let fake = FakeProvider::start().await;
+    fake.client("c", "s", ClientAuth::Basic);
+    fake.set_lifetime(lifetime);
+    fake
+}
+
+fn config(token_url: &str, extra: &str) -> String {
+    format!(
+        "[profiles.p]\ngrant = \"client_credentials\"\ntoken_url = \"{token_url}\"\nclient_id = \"c\"\nclient_secret = \"s\"\nretry_min = \"200ms\"\nretry_max = \"1s\"\n{extra}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_outage_is_retried_with_backoff_while_the_valid_token_is_served() {
+    let fake = provider(Duration::from_secs(4)).await;
+    let tokend = Tokend::start(&config(&fake.url("/oauth/token"), "")).await;
+    let mut client = tokend.client().await;
+    let first = client.token("p").await.unwrap();
+    fake.fail_always(Some(Fault::Status(503, "{}".into())));
+    // Until the token expires, it keeps being served although every refresh fails.
+    let mut served_during_outage = 0;
+    while first.expires_at.duration_since(SystemTime::now()).unwrap_or_default() > Duration::from_millis(1500) {
+        let token = client.token("p").await.expect("the still-valid token is served during the outage");
+        assert_eq!(token.fingerprint, first.fingerprint);
+        served_during_outage += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served_during_outage > 5);
+    let status: serde_json::Value =
+        serde_json::from_str(&tokend.tokenctl_ok(&["status", "p", "--json"]).await).unwrap();
+    assert_eq!(status["state"], "backoff");
+    assert_eq!(status["last_error"]["status"], 503);
+    assert_eq!(status["last_error"]["transient"], true);
+    // Once it has expired, clients get a clear error, never the stale token.
+    tokio::time::sleep(
+        first.expires_at.duration_since(SystemTime::now()).unwrap_or_default() + Duration::from_millis(100),
+    )
+    .await;
+    let out = tokend.tokenctl(&["token", "p"]).await;
+    assert_eq!(out.status.code(), Some(6));
+    let message = stderr(&out);
+    assert!(message.contains("unavailable since") && message.contains("HTTP 503"), "{message}");
+    // Backoff, not a retry storm: with delays from 200 ms doubling up to 1 s, a few seconds of
+    // outage cost a handful of requests.
+    let failed = fake.token_requests() - 1;
+    assert!((2..=12).contains(&failed), "{failed} retries in about 4 s");
+    fake.fail_always(None);
+    assert!(eventually(Duration::from_secs(5), || fake.token_requests() > failed + 1).await);
+    let recovered = client.token("p").await.expect("recovers by itself");
+    assert!(fake.accepts(recovered.access_token.expose()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured() {
+    let fake = provider(Duration::from_secs(3600)).await;
+    fake.fail_next([Fault::RetryAfter(2)]);
+    let tokend = Tokend::start(&config(&fake.url("/oauth/token"), "")).await;
+    let token = tokend.tokenctl(&["token", "p"]).await;
+    assert_eq!(token.status.code(), Some(6), "{}", stderr(&token));
+    assert!(eventually(Duration::from_secs(6), || fake.token_requests() >= 2).await);
+    let requests = fake.requests();
+    let gap = requests[1].at.duration_since(requests[0].at).unwrap();
+    assert!(gap >= Duration::from_millis(1900), "the retry waited for Retry-After: {gap:?}");
+    tokend.tokenctl_ok(&["token", "p"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_is_transient_and_recovers_when_it_comes_back() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/oauth/token");
+    let tokend = Tokend::start(&config(&url, "")).await;
+    let out = tokend.tokenctl(&["token", "p"]).await;
+    assert_eq!(out.status.code(), Some(6));
+    assert!(stderr(&out).contains("cannot connect"), "{}", stderr(&out));
+    let fake = FakeProvider::start_on(&format!("127.0.0.1:{port}")).await;
+    fake.client("c", "s", ClientAuth::Basic);
+    assert!(eventually(Duration::from_secs(5), || fake.token_requests() >= 1).await, "{}", tokend.log());
+    tokend.tokenctl_ok(&["token", "p"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_dropped_mid_response_is_transient() {
+    let fake = provider(Duration::from_secs(3600)).await;
+    fake.fail_next([Fault::Hangup]);
+    let tokend = Tokend::start(&config(&fake.url("/oauth/token"), "")).await;
+    assert!(eventually(Duration::from_secs(5), || fake.token_requests() >= 2).await, "{}", tokend.log());
+    tokend.tokenctl_ok(&["token", "p"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limiting_and_timeouts_are_transient() {
+    let fake = provider(Duration::from_secs(3600)).await;
+    fake.fail_next([
+        Fault::Status(429, "{}".into()),
+        Fault::Status(408, "{}".into()),
+        Fault::Status(502, "<html>".into()),
+    ]);
+    let tokend = Tokend::start(&config(&fake.url("/oauth/token"), "")).await;
+    assert!(eventually(Duration::from_secs(8), || fake.token_requests() >= 4).await, "{}", tokend.log());
+    tokend.tokenctl_ok(&["token", "p"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_refusals_stop_retries_and_say_what_to_do() {
+    for (error, advice) in [
+        ("invalid_scope", "check `scopes`"),
+        ("unauthorized_client", "check client_id"),
+        ("invalid_client", "check client_id, client_secret and client_auth"),
+    ] {
+        let fake = provider(Duration::from_secs(3600)).await;
+        fake.fail_always(Some(Fault::Status(400, format!(r#"{{"error":"{error}","error_description":"nope"}}"#))));
+        let tokend = Tokend::start(&config(&fake.url("/oauth/token"), "")).await;
+        let out = tokend.tokenctl(&["token", "p"]).await;
+        assert_eq!(out.status.code(), Some(6));
+        assert!(stderr(&out).contains(&format!("{error}: nope")), "{}", stderr(&out));
+        let status: serde_json::Value =
+            serde_json::from_str(&tokend.tokenctl_ok(&["status", "p", "--json"]).await).unwrap();
+        assert_eq!(status["state"], "failed");
+        assert_eq!(status["last_error"]["error"], error);
+        assert_eq!(status["last_error"]["error_description"], "nope");
+        assert!(status["action"].as_str().unwrap().contains(advice), "{status}");
+        let table = tokend.tokenctl_ok(&["status"]).await;
+        assert!(table.contains("→") && table.contains(advice), "{table}");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(fake.token_requests(), 1, "{error}: no retries");
+        // The user fixes things at the server and asks again.
+        fake.fail_always(None);
+        tokend.tokenctl_ok(&["refresh", "p"]).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirecting_token_endpoint_is_not_followed() {
+    let fake = provider(Duration::from_secs(3600)).await;
+    let tokend = Tokend::start(&config(&fake.url("/redirect-me"), "")).await;
+    let out = tokend.tokenctl(&["token", "p"]).await;
+    assert_eq!(out.status.code(), Some(6));
+    assert!(stderr(&out).contains("does not follow redirects"), "{}", stderr(&out));
+}
