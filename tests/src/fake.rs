@@ -375,7 +375,7 @@ async fn handle(State(fake): State<Fake>, request: Request) -> Response {
         (Method::GET, "/oauth/authorize") => authorize(&fake, query),
         (Method::POST, "/oauth/revoke") => revoke(&fake, &parts.headers, form),
         (Method::GET, "/v8/users/me" | "/oauth/token/info") => info(&fake, &parts.headers),
-        (Method::GET, "/redirect-me") => {
+        (_, "/redirect-me") => {
             (StatusCode::FOUND, [(header::LOCATION, "https://elsewhere.example/token")], "").into_response()
         }
         _ => (StatusCode::NOT_FOUND, "not found").into_response(),

@@ -275,9 +275,21 @@ impl Locator<'_> {
         ConfigError {
             path: self.path.to_owned(),
             line: error.span().map(|span| self.line_of(span.start)),
-            key: None,
+            key: error.span().and_then(|span| self.key_at(span.start)),
             message: error.message().trim_end().to_owned(),
         }
+    }
+
+    /// The key (or table) on the line holding `offset`. Only the key: a value may be a secret.
+    fn key_at(&self, offset: usize) -> Option<String> {
+        let start = self.text[..offset.min(self.text.len())].rfind('\n').map_or(0, |i| i + 1);
+        let line = self.text[start..].lines().next()?.trim();
+        if let Some(table) = line.strip_prefix('[') {
+            let table = table.trim_start_matches('[').split(']').next()?.trim();
+            return (!table.is_empty()).then(|| table.to_owned());
+        }
+        let key = line.split_once('=')?.0.trim().trim_matches('"');
+        (!key.is_empty() && !key.contains(char::is_whitespace)).then(|| key.to_owned())
     }
 }
 

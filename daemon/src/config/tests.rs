@@ -39,6 +39,7 @@ fn unknown_keys_are_rejected_with_their_line() {
     let err = parse(&text).unwrap_err();
     assert_eq!(err.line, Some(6), "{err}");
     assert!(err.message.contains("clinet_secret"), "{err}");
+    assert_eq!(err.key.as_deref(), Some("clinet_secret"));
     assert!(err.to_string().starts_with("/etc/tokend/config.toml:6"), "{err}");
 }
 
@@ -71,6 +72,16 @@ fn plain_http_is_refused_except_for_loopback() {
         let text = MINUT.replace("https://api.minut.com", &format!("http://{host}"));
         assert!(parse(&text).is_ok(), "{host}");
     }
+}
+
+#[test]
+fn a_bad_value_names_its_key_but_never_shows_the_value() {
+    let err = parse(&MINUT.replace("client_secret = \"s3cret\"", "client_secret = [\"s3cret\"]")).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("client_secret"), "{err}");
+    assert!(!err.to_string().contains("s3cret"), "{err}");
+    let err = parse(&(MINUT.to_owned() + "[profiles.x]\ngrant = \"client_credentials\"\n")).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("profiles.x"), "{err}");
+    assert!(err.message.contains("token_url"), "{err}");
 }
 
 #[test]

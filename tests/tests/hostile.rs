@@ -1,0 +1,189 @@
+//! Hostile and broken clients: each gets an error or a timeout — never a panic or an unbounded
+//! allocation — and well-behaved clients are answered meanwhile.
+
+use std::time::Duration;
+
+use tokend_e2e::fake::ClientAuth;
+use tokend_e2e::{FakeProvider, Tokend};
+use tokend_proto::codec::{self, HEADER_LEN};
+use tokend_proto::message::Refusal;
+use tokend_proto::{Hello, HelloReply, Request, Response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+async fn daemon() -> (FakeProvider, Tokend) {
+    let fake = FakeProvider::start().await;
+    fake.client("c", "s", ClientAuth::Basic);
+    let config = format!(
+        "[profiles.p]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
+        fake.url("/oauth/token")
+    );
+    let tokend = Tokend::start(&config).await;
+    (fake, tokend)
+}
+
+fn frame<T: serde::Serialize>(message: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    codec::encode(message, &mut out).unwrap();
+    out
+}
+
+/// Reads one frame, or `None` if the daemon closed the connection first.
+async fn read_frame<T: serde::de::DeserializeOwned>(stream: &mut UnixStream) -> Option<T> {
+    let mut header = [0u8; HEADER_LEN];
+    tokio::time::timeout(Duration::from_secs(30), stream.read_exact(&mut header)).await.expect("an answer in time").ok()?;
+    let mut payload = vec![0; codec::payload_len(header).unwrap()];
+    stream.read_exact(&mut payload).await.ok()?;
+    Some(codec::decode(&payload).unwrap())
+}
+
+/// Waits (at most 30 s) for the daemon to close the connection.
+async fn closed_by_daemon(stream: &mut UnixStream) -> bool {
+    let mut sink = vec![0u8; 64 * 1024];
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
+
+async fn handshake(tokend: &Tokend) -> UnixStream {
+    let mut stream = UnixStream::connect(&tokend.socket).await.unwrap();
+    stream.write_all(&frame(&Hello::new())).await.unwrap();
+    let reply: HelloReply = read_frame(&mut stream).await.unwrap();
+    assert_eq!(reply.refusal, None);
+    stream
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+async fn still_serves(tokend: &Tokend, fake: &FakeProvider) {
+    let token = tokend.tokenctl_ok(&["token", "p"]).await;
+    assert!(fake.accepts(token.trim()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_length_prefix_is_refused_before_anything_is_allocated() {
+    let (fake, tokend) = daemon().await;
+    let before = rss_kib(tokend.pid());
+    let mut streams = Vec::new();
+    for _ in 0..50 {
+        let mut stream = UnixStream::connect(&tokend.socket).await.unwrap();
+        stream.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+        streams.push(stream);
+    }
+    for stream in &mut streams {
+        let reply: HelloReply = read_frame(stream).await.expect("a refusal before closing");
+        assert_eq!(reply.refusal, Some(Refusal::NotAClient));
+        assert!(reply.message.contains("exceeds"), "{}", reply.message);
+        assert!(closed_by_daemon(stream).await);
+    }
+    // After the handshake, too.
+    let mut stream = handshake(&tokend).await;
+    stream.write_all(&(64 * 1024 * 1024u32).to_be_bytes()).await.unwrap();
+    let answer: Response = read_frame(&mut stream).await.unwrap();
+    assert!(matches!(answer, Response::Error(tokend_proto::Error::BadRequest { .. })), "{answer:?}");
+    assert!(closed_by_daemon(&mut stream).await);
+    let after = rss_kib(tokend.pid());
+    assert!(after < before + 32 * 1024, "50 claims of 4 GiB cost no memory: {before} KiB -> {after} KiB");
+    still_serves(&tokend, &fake).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_bytes_are_refused() {
+    let (fake, tokend) = daemon().await;
+    for garbage in [&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], &[0, 0, 0, 3, 0xff, 0xfe, 0xfd], &[0, 0, 0, 0], &[7; 64]] {
+        let mut stream = UnixStream::connect(&tokend.socket).await.unwrap();
+        stream.write_all(garbage).await.unwrap();
+        if let Some(reply) = read_frame::<HelloReply>(&mut stream).await {
+            assert_eq!(reply.refusal, Some(Refusal::NotAClient), "{garbage:?}");
+        }
+        assert!(closed_by_daemon(&mut stream).await, "{garbage:?}");
+    }
+    // A well-formed frame with a garbage payload after the handshake.
+    let mut stream = handshake(&tokend).await;
+    stream.write_all(&[0, 0, 0, 4, 0xee, 0xee, 0xee, 0xee]).await.unwrap();
+    let answer: Response = read_frame(&mut stream).await.unwrap();
+    match answer {
+        Response::Error(tokend_proto::Error::BadRequest { message }) => assert!(message.contains("malformed"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    still_serves(&tokend, &fake).await;
+    assert!(tokend.log().lines().all(|l| !l.contains("panicked")), "{}", tokend.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_protocol_version_is_told_so() {
+    let (_fake, tokend) = daemon().await;
+    let mut stream = UnixStream::connect(&tokend.socket).await.unwrap();
+    let hello = Hello { version: 99, client: "tokenctl/9.0.0".into(), ..Hello::new() };
+    stream.write_all(&frame(&hello)).await.unwrap();
+    let reply: HelloReply = read_frame(&mut stream).await.unwrap();
+    assert_eq!(reply.refusal, Some(Refusal::VersionMismatch));
+    assert!(reply.message.contains("protocol 99") && reply.message.contains("protocol 1"), "{}", reply.message);
+    assert!(closed_by_daemon(&mut stream).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_says_nothing_is_disconnected() {
+    let (fake, tokend) = daemon().await;
+    let mut silent = UnixStream::connect(&tokend.socket).await.unwrap();
+    still_serves(&tokend, &fake).await;
+    assert!(closed_by_daemon(&mut silent).await, "dropped after the handshake timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_frame_times_out() {
+    let (fake, tokend) = daemon().await;
+    let mut stream = handshake(&tokend).await;
+    let whole = frame(&Request::Token { profile: "p".into(), min_valid: None });
+    stream.write_all(&whole[..whole.len() - 2]).await.unwrap();
+    still_serves(&tokend, &fake).await;
+    assert!(closed_by_daemon(&mut stream).await, "dropped once the rest of the frame is overdue");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_answers_is_dropped_while_others_are_served() {
+    let (fake, tokend) = daemon().await;
+    tokend.tokenctl_ok(&["token", "p"]).await;
+    let mut greedy = handshake(&tokend).await;
+    let request = frame(&Request::Token { profile: "p".into(), min_valid: None });
+    let burst: Vec<u8> = request.iter().copied().cycle().take(request.len() * 20_000).collect();
+    // Write as much as the daemon accepts; it stops reading once its answers back up.
+    let _ = tokio::time::timeout(Duration::from_secs(3), greedy.write_all(&burst)).await;
+    for _ in 0..5 {
+        still_serves(&tokend, &fake).await;
+    }
+    // Not reading for longer than the daemon's write timeout (10 s): then what is buffered ends
+    // in EOF rather than in more answers.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert!(closed_by_daemon(&mut greedy).await, "dropped once its answers could not be written in time");
+    still_serves(&tokend, &fake).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_idle_connections_do_not_hold_anyone_up() {
+    tokend_e2e::raise_fd_limit();
+    let (fake, tokend) = daemon().await;
+    let mut idle = Vec::new();
+    for i in 0..4000 {
+        let stream = if i % 2 == 0 { handshake(&tokend).await } else { UnixStream::connect(&tokend.socket).await.unwrap() };
+        idle.push(stream);
+    }
+    for _ in 0..5 {
+        still_serves(&tokend, &fake).await;
+    }
+    let mut client = tokend.client().await;
+    for _ in 0..100 {
+        client.token("p").await.unwrap();
+    }
+}
