@@ -86,6 +86,8 @@ pub struct Recorded {
 
 #[derive(Debug, Clone)]
 struct Issued {
+    /// The refresh token issued in the same response, if any.
+    refresh: Option<String>,
     client_id: String,
     expires_at: SystemTime,
     scope: Option<String>,
@@ -95,6 +97,8 @@ struct Issued {
 
 #[derive(Debug, Clone)]
 struct Refresh {
+    /// Issue order, 1 for the first refresh token ever issued.
+    sequence: u64,
     client_id: String,
     grant: u64,
     scope: Option<String>,
@@ -314,9 +318,17 @@ impl Fake {
 
     /// The newest refresh token issued, if any.
     pub fn newest_refresh_token(&self) -> Option<String> {
-        self.with(|i| {
-            i.refresh.iter().filter(|(_, r)| !r.used && !r.revoked).max_by_key(|(_, r)| r.grant).map(|(t, _)| t.clone())
-        })
+        self.with(|i| i.refresh.iter().max_by_key(|(_, r)| r.sequence).map(|(t, _)| t.clone()))
+    }
+
+    /// The issue order of a refresh token (1 for the first ever issued).
+    pub fn refresh_sequence(&self, refresh_token: &str) -> Option<u64> {
+        self.with(|i| i.refresh.get(refresh_token).map(|r| r.sequence))
+    }
+
+    /// The refresh token issued in the same response as `access_token`.
+    pub fn refresh_issued_with(&self, access_token: &str) -> Option<String> {
+        self.with(|i| i.issued.get(access_token).and_then(|t| t.refresh.clone()))
     }
 
     /// Revokes every token of every grant (as if the user revoked the app at the server).
@@ -561,10 +573,20 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
             return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", &format!("{other:?}"));
         }
     };
+    let refresh = with_refresh.then(|| {
+        let token = random("rt_");
+        let sequence = i.refresh.len() as u64 + 1;
+        i.refresh.insert(
+            token.clone(),
+            Refresh { sequence, client_id: client_id.clone(), grant, scope: scope.clone(), used: false, revoked: false },
+        );
+        token
+    });
     let access = random("at_");
     i.issued.insert(
         access.clone(),
         Issued {
+            refresh: refresh.clone(),
             client_id: client_id.clone(),
             expires_at: now + i.lifetime,
             scope: scope.clone(),
@@ -572,14 +594,6 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
             revoked: false,
         },
     );
-    let refresh = with_refresh.then(|| {
-        let token = random("rt_");
-        i.refresh.insert(
-            token.clone(),
-            Refresh { client_id: client_id.clone(), grant, scope: scope.clone(), used: false, revoked: false },
-        );
-        token
-    });
     let secs = i.lifetime.as_secs();
     match i.style {
         Style::Minut => json(
