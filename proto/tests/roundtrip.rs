@@ -45,7 +45,14 @@ fn state() -> impl Strategy<Value = ProfileState> {
 
 fn failure() -> impl Strategy<Value = Failure> {
     (time(), option::of(any::<u16>()), option::of(text()), option::of(text()), text(), any::<bool>()).prop_map(
-        |(at, status, error, description, message, transient)| Failure { at, status, error, description, message, transient },
+        |(at, status, error, description, message, transient)| Failure {
+            at,
+            status,
+            error,
+            description,
+            message,
+            transient,
+        },
     )
 }
 
@@ -104,8 +111,11 @@ fn error() -> impl Strategy<Value = Error> {
         (text(), time(), option::of(time()), failure()).prop_map(|(profile, since, retry_at, last)| {
             Error::UpstreamUnavailable { profile, since, retry_at, last: Box::new(last) }
         }),
-        (text(), duration(), duration())
-            .prop_map(|(profile, requested, lifetime)| Error::MinValidUnsatisfiable { profile, requested, lifetime }),
+        (text(), duration(), duration()).prop_map(|(profile, requested, lifetime)| Error::MinValidUnsatisfiable {
+            profile,
+            requested,
+            lifetime
+        }),
         (text(), text()).prop_map(|(profile, message)| Error::NotSupported { profile, message }),
         (text(), text()).prop_map(|(profile, message)| Error::Login { profile, message }),
         text().prop_map(|message| Error::InvalidConfig { message }),

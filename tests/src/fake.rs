@@ -495,12 +495,14 @@ async fn token(fake: &Fake, path: &str, headers: &HeaderMap, form: HashMap<Strin
                 .into_response();
         }
         Some(Fault::Hangup) => {
-            // A body shorter than its Content-Length makes the server drop the connection
-            // mid-response.
+            // A body stream that fails after its first chunk makes the server drop the
+            // connection mid-response.
+            let chunks: Vec<Result<axum::body::Bytes, std::io::Error>> =
+                vec![Ok("{\"access_tok".into()), Err(std::io::Error::other("hang up"))];
             return Response::builder()
                 .status(200)
-                .header(header::CONTENT_LENGTH, "100")
-                .body(Body::from("{\"access_tok"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from_stream(futures_util::stream::iter(chunks)))
                 .unwrap();
         }
         None => {}
@@ -578,7 +580,14 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
         let sequence = i.refresh.len() as u64 + 1;
         i.refresh.insert(
             token.clone(),
-            Refresh { sequence, client_id: client_id.clone(), grant, scope: scope.clone(), used: false, revoked: false },
+            Refresh {
+                sequence,
+                client_id: client_id.clone(),
+                grant,
+                scope: scope.clone(),
+                used: false,
+                revoked: false,
+            },
         );
         token
     });

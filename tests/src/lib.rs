@@ -22,9 +22,12 @@ pub fn bin(name: &str) -> PathBuf {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("the test executable's path");
-    // target/debug/deps/test-hash -> target/debug/NAME
-    let dir = exe.parent().and_then(Path::parent).expect("target directory");
-    let path = dir.join(name);
+    // Tests live in target/debug/deps/, tools such as tokend-soak in target/debug/.
+    let dir = exe.parent().expect("target directory");
+    let path = [dir.join(name), dir.parent().map(|d| d.join(name)).unwrap_or_default()]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| dir.join(name));
     assert!(
         path.exists(),
         "{} is not built; run the tests with `cargo test --workspace` (or set {}_BIN)",

@@ -21,7 +21,12 @@ async fn sigkill_at_random_moments_never_loses_a_refresh_token() {
     let redirect = format!("http://127.0.0.1:{}/callback", free_port());
     fake.register(
         "mm",
-        Client { secret: Some("s".into()), auth: ClientAuth::Post, required_params: vec![], redirect_uri: Some(redirect.clone()) },
+        Client {
+            secret: Some("s".into()),
+            auth: ClientAuth::Post,
+            required_params: vec![],
+            redirect_uri: Some(redirect.clone()),
+        },
     );
     fake.set_style(Style::Movemint);
     fake.set_lifetime(Duration::from_secs(2));
@@ -48,7 +53,10 @@ client_auth = "post"
             let socket = tokend.socket.clone();
             let last_served = last_served.clone();
             tokio::spawn(async move {
-                let Ok(mut client) = tokend_client::Client::connect_to(tokend_client::Endpoint::new(socket)).await else { return };
+                let Ok(mut client) = tokend_client::Client::connect_to(tokend_client::Endpoint::new(socket)).await
+                else {
+                    return;
+                };
                 while let Ok(token) = client.token("mm").await {
                     *last_served.lock().unwrap() = Some(token.access_token.expose().to_owned());
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -60,11 +68,13 @@ client_auth = "post"
         let _ = poller.await;
 
         let state = std::fs::read_to_string(tokend.state.join("mm.json")).expect("the state file exists");
-        let json: serde_json::Value = serde_json::from_str(&state).unwrap_or_else(|e| panic!("cycle {cycle}: unreadable state: {e}\n{state}"));
+        let json: serde_json::Value =
+            serde_json::from_str(&state).unwrap_or_else(|e| panic!("cycle {cycle}: unreadable state: {e}\n{state}"));
         let saved = json["refresh_token"].as_str().expect("a refresh token is saved").to_owned();
         if let Some(access) = last_served.lock().unwrap().clone() {
             let served_with = fake.refresh_issued_with(&access).expect("every access token came with a refresh token");
-            let (saved_seq, served_seq) = (fake.refresh_sequence(&saved).unwrap(), fake.refresh_sequence(&served_with).unwrap());
+            let (saved_seq, served_seq) =
+                (fake.refresh_sequence(&saved).unwrap(), fake.refresh_sequence(&served_with).unwrap());
             assert!(
                 saved_seq >= served_seq,
                 "cycle {cycle}: a client was served an access token whose refresh token (#{served_seq}) is not on disk (#{saved_seq})"
@@ -78,7 +88,8 @@ client_auth = "post"
             // Killed after the server rotated the refresh token but before the answer arrived:
             // then what is on disk is exactly one rotation behind, and nothing was served with
             // the newest one.
-            let (saved_seq, newest_seq) = (fake.refresh_sequence(&saved).unwrap(), fake.refresh_sequence(&newest).unwrap());
+            let (saved_seq, newest_seq) =
+                (fake.refresh_sequence(&saved).unwrap(), fake.refresh_sequence(&newest).unwrap());
             assert_eq!(saved_seq + 1, newest_seq, "cycle {cycle}: only the very last rotation can be missed");
             relogins += 1;
             log_in(&tokend).await;

@@ -31,7 +31,10 @@ fn frame<T: serde::Serialize>(message: &T) -> Vec<u8> {
 /// Reads one frame, or `None` if the daemon closed the connection first.
 async fn read_frame<T: serde::de::DeserializeOwned>(stream: &mut UnixStream) -> Option<T> {
     let mut header = [0u8; HEADER_LEN];
-    tokio::time::timeout(Duration::from_secs(30), stream.read_exact(&mut header)).await.expect("an answer in time").ok()?;
+    tokio::time::timeout(Duration::from_secs(30), stream.read_exact(&mut header))
+        .await
+        .expect("an answer in time")
+        .ok()?;
     let mut payload = vec![0; codec::payload_len(header).unwrap()];
     stream.read_exact(&mut payload).await.ok()?;
     Some(codec::decode(&payload).unwrap())
@@ -101,7 +104,8 @@ async fn an_oversize_length_prefix_is_refused_before_anything_is_allocated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_bytes_are_refused() {
     let (fake, tokend) = daemon().await;
-    for garbage in [&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], &[0, 0, 0, 3, 0xff, 0xfe, 0xfd], &[0, 0, 0, 0], &[7; 64]] {
+    for garbage in [&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], &[0, 0, 0, 3, 0xff, 0xfe, 0xfd], &[0, 0, 0, 0], &[7; 64]]
+    {
         let mut stream = UnixStream::connect(&tokend.socket).await.unwrap();
         stream.write_all(garbage).await.unwrap();
         if let Some(reply) = read_frame::<HelloReply>(&mut stream).await {
@@ -114,7 +118,9 @@ async fn garbage_bytes_are_refused() {
     stream.write_all(&[0, 0, 0, 4, 0xee, 0xee, 0xee, 0xee]).await.unwrap();
     let answer: Response = read_frame(&mut stream).await.unwrap();
     match answer {
-        Response::Error(tokend_proto::Error::BadRequest { message }) => assert!(message.contains("malformed"), "{message}"),
+        Response::Error(tokend_proto::Error::BadRequest { message }) => {
+            assert!(message.contains("malformed"), "{message}")
+        }
         other => panic!("{other:?}"),
     }
     still_serves(&tokend, &fake).await;
@@ -176,7 +182,8 @@ async fn thousands_of_idle_connections_do_not_hold_anyone_up() {
     let (fake, tokend) = daemon().await;
     let mut idle = Vec::new();
     for i in 0..4000 {
-        let stream = if i % 2 == 0 { handshake(&tokend).await } else { UnixStream::connect(&tokend.socket).await.unwrap() };
+        let stream =
+            if i % 2 == 0 { handshake(&tokend).await } else { UnixStream::connect(&tokend.socket).await.unwrap() };
         idle.push(stream);
     }
     for _ in 0..5 {
