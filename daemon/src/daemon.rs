@@ -176,8 +176,13 @@ impl Daemon {
         *self.profiles.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
         self.version.send_modify(|v| *v += 1);
 
-        if new.daemon.socket != current.daemon.socket || new.daemon.state_dir != current.daemon.state_dir {
-            tracing::warn!("changes to [daemon] socket and state_dir take effect when tokend restarts");
+        if new.daemon.socket != current.daemon.socket
+            || new.daemon.state_dir != current.daemon.state_dir
+            || new.daemon.encryption_key != current.daemon.encryption_key
+        {
+            tracing::warn!(
+                "changes to [daemon] socket, state_dir and encryption keys take effect when tokend restarts"
+            );
         }
         self.notifier.set_global(new.daemon.notify_command.clone());
         crate::logging::set_config_level(new.daemon.log_level.as_deref());

@@ -35,6 +35,7 @@ pub mod oauth;
 pub mod persist;
 pub mod profile;
 pub mod sdnotify;
+pub mod seal;
 pub mod server;
 pub mod signals;
 
@@ -84,7 +85,24 @@ pub fn run(cli: Cli) -> ExitCode {
         tracing::error!("cannot tell where to keep state (no home directory); pass --state-dir DIR");
         return ExitCode::FAILURE;
     };
-    let store = match Store::open(&state_dir) {
+    let sealer = match &config.daemon.encryption_key {
+        None => None,
+        Some(source) => {
+            let loaded = match source {
+                config::KeySource::File(path) => seal::Sealer::from_key_file(path),
+                config::KeySource::Credential(name) => seal::Sealer::from_credential(name),
+            };
+            match loaded {
+                Ok(sealer) => Some(sealer),
+                Err(e) => {
+                    tracing::error!("cannot load the state encryption key: {e}");
+                    eprintln!("tokend: cannot load the state encryption key: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
+        }
+    };
+    let store = match Store::open(&state_dir, sealer) {
         Ok(store) => store,
         Err(e) => {
             tracing::error!("{e}");

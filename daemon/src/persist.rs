@@ -9,23 +9,30 @@
 //! Each file records the profile's security fingerprint (see
 //! [`Profile::security_fingerprint`]); tokens stored under other settings (another server,
 //! client, secret source or scopes) are not reused.
+//!
+//! With a state encryption key ([`crate::seal`]), the JSON is sealed inside an envelope,
+//! `{"format": "tokend-state-sealed", "version": 1, "profile": NAME, "sealed": BASE64}`.
+//! Plain files written before a key was configured are still read, and sealed when next saved.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::Engine;
 use serde::{Deserialize, Serialize};
 use tokend_proto::Secret;
 use zeroize::Zeroizing;
 
 use crate::config::Profile;
 use crate::profile::state::Current;
+use crate::seal::Sealer;
 
 /// The version of the state file format this build writes.
 pub const FORMAT_VERSION: u32 = 1;
 
 const FORMAT_NAME: &str = "tokend-state";
+const SEALED_FORMAT_NAME: &str = "tokend-state-sealed";
 
 /// The tokens restored for a profile.
 #[derive(Debug, Default)]
@@ -40,6 +47,16 @@ pub struct Restored {
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
+    sealer: Option<Sealer>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SealedFile {
+    format: String,
+    version: u32,
+    profile: String,
+    sealed: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -73,9 +90,10 @@ struct VersionProbe {
 
 impl Store {
     /// Opens (creating if needed) the state directory, refusing one that others can enter.
-    pub fn open(dir: &Path) -> Result<Store, String> {
+    /// With a `sealer`, state is encrypted at rest.
+    pub fn open(dir: &Path, sealer: Option<Sealer>) -> Result<Store, String> {
         crate::fsperm::ensure_private_dir(dir, "state directory")?;
-        let store = Store { dir: dir.to_owned() };
+        let store = Store { dir: dir.to_owned(), sealer };
         store.remove_leftover_temporaries();
         Ok(store)
     }
@@ -101,9 +119,13 @@ impl Store {
         };
         let probe: VersionProbe = serde_json::from_slice(&bytes)
             .map_err(|e| format!("{} is not a tokend state file: {e}", path.display()))?;
-        if probe.format.as_deref() != Some(FORMAT_NAME) {
-            return Err(format!("{} is not a tokend state file", path.display()));
-        }
+        let bytes = match probe.format.as_deref() {
+            Some(FORMAT_NAME) => bytes,
+            Some(SEALED_FORMAT_NAME) => self.unseal(&path, &profile.name, &bytes)?,
+            _ => return Err(format!("{} is not a tokend state file", path.display())),
+        };
+        let probe: VersionProbe = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{} is not a tokend state file: {e}", path.display()))?;
         match probe.version {
             Some(FORMAT_VERSION) => {}
             Some(v) => {
@@ -157,8 +179,39 @@ impl Store {
                 scope: t.scope.clone(),
             }),
         };
-        let bytes = Zeroizing::new(serde_json::to_vec_pretty(&file).map_err(io::Error::other)?);
+        let mut bytes = Zeroizing::new(serde_json::to_vec_pretty(&file).map_err(io::Error::other)?);
+        if let Some(sealer) = &self.sealer {
+            let envelope = SealedFile {
+                format: SEALED_FORMAT_NAME.to_owned(),
+                version: FORMAT_VERSION,
+                profile: profile.name.clone(),
+                sealed: base64::engine::general_purpose::STANDARD.encode(sealer.seal(&profile.name, &bytes)),
+            };
+            bytes = Zeroizing::new(serde_json::to_vec_pretty(&envelope).map_err(io::Error::other)?);
+        }
         write_atomically(&self.dir, &self.path_of(&profile.name), &bytes)
+    }
+
+    fn unseal(&self, path: &Path, profile: &str, bytes: &[u8]) -> Result<Zeroizing<Vec<u8>>, String> {
+        let Some(sealer) = &self.sealer else {
+            return Err(format!(
+                "{} is encrypted, and no state encryption key is configured ([daemon] encryption_key_file or encryption_key_credential)",
+                path.display()
+            ));
+        };
+        let envelope: SealedFile =
+            serde_json::from_slice(bytes).map_err(|e| format!("{} is damaged: {e}", path.display()))?;
+        if envelope.version != FORMAT_VERSION {
+            return Err(format!(
+                "{} was written in state format {} by another tokend",
+                path.display(),
+                envelope.version
+            ));
+        }
+        let sealed = base64::engine::general_purpose::STANDARD
+            .decode(envelope.sealed.as_bytes())
+            .map_err(|_| format!("{} is damaged: its sealed part is not Base64", path.display()))?;
+        sealer.open(profile, &sealed).map_err(|e| format!("{}: {e}", path.display()))
     }
 
     /// Forgets profile `name`'s tokens.
@@ -268,7 +321,7 @@ mod tests {
     #[test]
     fn saved_tokens_come_back() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("state")).unwrap();
+        let store = Store::open(&dir.path().join("state"), None).unwrap();
         let p = profile("abc");
         store.save(&p, Some(&token("at")), Some(&Secret::from("rt"))).unwrap();
         let restored = store.load(&p).unwrap().unwrap();
@@ -282,7 +335,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
-        let store = Store::open(&state).unwrap();
+        let store = Store::open(&state, None).unwrap();
         store.save(&profile("abc"), None, Some(&Secret::from("rt"))).unwrap();
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&state), 0o700);
@@ -292,7 +345,7 @@ mod tests {
     #[test]
     fn tokens_saved_under_other_settings_are_not_reused() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("state")).unwrap();
+        let store = Store::open(&dir.path().join("state"), None).unwrap();
         store.save(&profile("abc"), Some(&token("at")), Some(&Secret::from("rt"))).unwrap();
         assert!(store.load(&profile("other-client")).unwrap().is_none());
     }
@@ -300,7 +353,7 @@ mod tests {
     #[test]
     fn a_damaged_file_is_an_error_and_is_left_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("state")).unwrap();
+        let store = Store::open(&dir.path().join("state"), None).unwrap();
         fs::write(store.path_of("mm"), b"{\"format\":\"tokend-state\",\"version\":1,").unwrap();
         let err = store.load(&profile("abc")).unwrap_err();
         assert!(err.contains("not a tokend state file") || err.contains("damaged"), "{err}");
@@ -310,7 +363,7 @@ mod tests {
     #[test]
     fn a_newer_format_is_reported_as_such() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("state")).unwrap();
+        let store = Store::open(&dir.path().join("state"), None).unwrap();
         fs::write(store.path_of("mm"), br#"{"format":"tokend-state","version":99}"#).unwrap();
         assert!(store.load(&profile("abc")).unwrap_err().contains("newer tokend"));
     }
@@ -318,7 +371,7 @@ mod tests {
     #[test]
     fn saving_nothing_removes_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("state")).unwrap();
+        let store = Store::open(&dir.path().join("state"), None).unwrap();
         let p = profile("abc");
         store.save(&p, Some(&token("at")), None).unwrap();
         store.save(&p, None, None).unwrap();
@@ -330,10 +383,41 @@ mod tests {
     fn leftover_temporary_files_are_cleaned_up() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
-        Store::open(&state).unwrap();
+        Store::open(&state, None).unwrap();
         fs::write(state.join(".tmp-1-abc"), b"partial").unwrap();
-        Store::open(&state).unwrap();
+        Store::open(&state, None).unwrap();
         assert!(!state.join(".tmp-1-abc").exists());
+    }
+
+    #[test]
+    fn sealed_state_hides_the_tokens_and_comes_back_with_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Sealer::from_key_bytes(&[9; 32]).unwrap();
+        let store = Store::open(&dir.path().join("state"), Some(key.clone())).unwrap();
+        let p = profile("abc");
+        store.save(&p, Some(&token("at-secret-value")), Some(&Secret::from("rt-secret-value"))).unwrap();
+        let on_disk = fs::read_to_string(store.path_of("mm")).unwrap();
+        assert!(on_disk.contains("tokend-state-sealed"));
+        assert!(!on_disk.contains("secret-value"), "{on_disk}");
+        let restored = store.load(&p).unwrap().unwrap();
+        assert_eq!(restored.refresh_token.unwrap().expose(), "rt-secret-value");
+
+        let wrong = Store::open(&dir.path().join("state"), Some(Sealer::from_key_bytes(&[8; 32]).unwrap())).unwrap();
+        assert!(wrong.load(&p).unwrap_err().contains("key is wrong"));
+        let none = Store::open(&dir.path().join("state"), None).unwrap();
+        assert!(none.load(&p).unwrap_err().contains("no state encryption key"));
+    }
+
+    #[test]
+    fn plain_state_is_read_and_sealed_once_a_key_is_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = profile("abc");
+        let plain = Store::open(&dir.path().join("state"), None).unwrap();
+        plain.save(&p, None, Some(&Secret::from("rt"))).unwrap();
+        let sealed = Store::open(&dir.path().join("state"), Some(Sealer::from_key_bytes(&[9; 32]).unwrap())).unwrap();
+        assert_eq!(sealed.load(&p).unwrap().unwrap().refresh_token.unwrap().expose(), "rt");
+        sealed.save(&p, None, Some(&Secret::from("rt"))).unwrap();
+        assert!(fs::read_to_string(sealed.path_of("mm")).unwrap().contains("tokend-state-sealed"));
     }
 
     #[cfg(unix)]
@@ -342,7 +426,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        let err = Store::open(dir.path()).unwrap_err();
+        let err = Store::open(dir.path(), None).unwrap_err();
         assert!(err.contains("chmod 700"), "{err}");
     }
 }

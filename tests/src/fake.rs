@@ -134,6 +134,7 @@ struct Inner {
     deny_authorization: Option<String>,
     issuer_param: Option<String>,
     info_requests: u64,
+    codes_issued: Vec<String>,
 }
 
 /// The provider's shared state.
@@ -192,6 +193,7 @@ impl FakeProvider {
                 deny_authorization: None,
                 issuer_param: None,
                 info_requests: 0,
+                codes_issued: Vec::new(),
             })),
         };
         let app = axum::Router::new().fallback(handle).with_state(fake.clone());
@@ -350,6 +352,12 @@ impl Fake {
                 t.revoked = true;
             }
         });
+    }
+
+    /// Every secret the provider ever handed out: access tokens, refresh tokens and
+    /// authorization codes.
+    pub fn every_secret_issued(&self) -> Vec<String> {
+        self.with(|i| i.issued.keys().chain(i.refresh.keys()).chain(i.codes_issued.iter()).cloned().collect())
     }
 
     /// Whether any grant was revoked because a rotated-out refresh token was used again.
@@ -665,6 +673,7 @@ fn authorize(fake: &Fake, query: HashMap<String, String>) -> Response {
                 }
                 None => {
                     let code = random("code_");
+                    i.codes_issued.push(code.clone());
                     i.codes.insert(
                         code.clone(),
                         Code {

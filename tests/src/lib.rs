@@ -337,6 +337,30 @@ impl Tokend {
     }
 }
 
+/// Creates (once) an unprivileged user for tests that need a second UID; returns its UID and
+/// GID. The tests that use it run as root, as CI does.
+pub fn other_user() -> (u32, u32) {
+    static CREATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _once = CREATE.lock().unwrap_or_else(|e| e.into_inner());
+    let name = "tokend-test-other";
+    let id = |flag: &str| {
+        std::process::Command::new("id")
+            .args([flag, name])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| stdout(&o).trim().parse::<u32>().unwrap())
+    };
+    if id("-u").is_none() {
+        let out = std::process::Command::new("useradd")
+            .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name])
+            .output()
+            .expect("useradd (these tests run as root)");
+        assert!(out.status.success() || id("-u").is_some(), "useradd failed: {}", stderr(&out));
+    }
+    (id("-u").unwrap(), id("-g").unwrap())
+}
+
 /// Writes a file with mode 0600.
 pub fn write_private(path: &Path, text: &str) {
     use std::os::unix::fs::PermissionsExt;

@@ -4,7 +4,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use tokend_e2e::fake::ClientAuth;
-use tokend_e2e::{FakeProvider, Tokend, bin, stderr, stdout};
+use tokend_e2e::{FakeProvider, Tokend, bin, other_user, stderr, stdout};
 
 async fn provider() -> FakeProvider {
     let fake = FakeProvider::start().await;
@@ -160,27 +160,6 @@ async fn thousands_of_concurrent_connections_are_served() {
     // With 3000 connections open, a new client is still answered at once.
     let out = tokend.tokenctl(&["ping"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-}
-
-/// Creates (once) an unprivileged user for tests that need a second UID.
-fn other_user() -> (u32, u32) {
-    let name = "tokend-test-other";
-    let id = |flag: &str| {
-        std::process::Command::new("id")
-            .args([flag, name])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| stdout(&o).trim().parse::<u32>().unwrap())
-    };
-    if id("-u").is_none() {
-        let out = std::process::Command::new("useradd")
-            .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name])
-            .output()
-            .expect("useradd (the e2e tests run as root)");
-        assert!(out.status.success() || id("-u").is_some(), "useradd failed: {}", stderr(&out));
-    }
-    (id("-u").unwrap(), id("-g").unwrap())
 }
 
 fn tokenctl_as(uid: u32, gid: u32, socket: &std::path::Path, args: &[&str]) -> std::process::Output {

@@ -69,6 +69,17 @@ pub struct DaemonSettings {
     pub max_connections: usize,
     /// Per-request timeout for OAuth servers.
     pub http_timeout: Duration,
+    /// Where the state encryption key comes from, if state is encrypted.
+    pub encryption_key: Option<KeySource>,
+}
+
+/// Where the state encryption key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// `encryption_key_file`: a file (mode 0600).
+    File(PathBuf),
+    /// `encryption_key_credential`: a systemd credential in `$CREDENTIALS_DIRECTORY`.
+    Credential(String),
 }
 
 /// How the client authenticates at the token endpoint (RFC 6749 §2.3.1).
@@ -230,8 +241,16 @@ impl Config {
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let located = Locator { path, text };
         let raw: RawConfig = toml::from_str(text).map_err(|e| located.toml_error(&e))?;
-        let daemon = raw.daemon.map(|d| d.into_settings()).unwrap_or_default();
         let base = path.parent().unwrap_or(Path::new("."));
+        let daemon = match raw.daemon {
+            Some(d) => d.into_settings(base).map_err(|(key, message)| ConfigError {
+                path: path.to_owned(),
+                line: located.text.find("[daemon]").map(|offset| located.line_of(offset)),
+                key: key.name.map(|k| format!("daemon.{k}")),
+                message,
+            })?,
+            None => DaemonSettings::default(),
+        };
         let mut profiles = BTreeMap::new();
         for (name, table) in raw.profiles {
             let line = located.line_of(table.span().start);
@@ -256,6 +275,7 @@ impl Default for DaemonSettings {
             notify_command: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             http_timeout: DEFAULT_HTTP_TIMEOUT,
+            encryption_key: None,
         }
     }
 }
@@ -310,19 +330,35 @@ struct RawDaemon {
     notify_command: Option<String>,
     max_connections: Option<value::Positive>,
     http_timeout: Option<HumanDuration>,
+    encryption_key_file: Option<PathBuf>,
+    encryption_key_credential: Option<value::NonEmpty>,
 }
 
 impl RawDaemon {
-    fn into_settings(self) -> DaemonSettings {
+    fn into_settings(self, base: &Path) -> Result<DaemonSettings, (KeyRef, String)> {
         let defaults = DaemonSettings::default();
-        DaemonSettings {
+        let encryption_key = match (self.encryption_key_file, self.encryption_key_credential) {
+            (Some(_), Some(_)) => {
+                return Err((
+                    KeyRef::key("encryption_key_credential"),
+                    "give at most one of encryption_key_file and encryption_key_credential".into(),
+                ));
+            }
+            (Some(file), None) => Some(KeySource::File(
+                source::expand_path(&file, base).map_err(|m| (KeyRef::key("encryption_key_file"), m))?,
+            )),
+            (None, Some(name)) => Some(KeySource::Credential(name.0)),
+            (None, None) => None,
+        };
+        Ok(DaemonSettings {
+            encryption_key,
             socket: self.socket,
             state_dir: self.state_dir,
             log_level: self.log_level.map(|l| l.0),
             notify_command: self.notify_command.filter(|c| !c.trim().is_empty()),
             max_connections: self.max_connections.map_or(defaults.max_connections, |n| n.0),
             http_timeout: self.http_timeout.map_or(defaults.http_timeout, |d| d.0),
-        }
+        })
     }
 }
 
