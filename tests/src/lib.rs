@@ -6,6 +6,7 @@
 
 pub mod fake;
 pub mod oidc;
+pub mod systemd;
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Output, Stdio};

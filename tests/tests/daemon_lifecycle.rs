@@ -200,3 +200,61 @@ async fn a_client_running_as_another_user_is_refused() {
     // The owner is still served.
     tokend.tokenctl_ok(&["token", "p"]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_journald_log_lines_carry_priorities_and_no_timestamps() {
+    use std::os::unix::fs::MetadataExt;
+    let fake = provider().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    tokend_e2e::write_private(&config, &self::config(&fake));
+    let log_path = dir.path().join("journal-stream");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let meta = log.metadata().unwrap();
+    // What systemd sets when stderr is connected to the journal.
+    let stream = format!("{}:{}", meta.dev(), meta.ino());
+    let socket = dir.path().join("run/tokend.sock");
+    let mut daemon = std::process::Command::new(bin("tokend"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .env("JOURNAL_STREAM", stream)
+        .env("RUST_LOG", "info")
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    assert!(tokend_e2e::eventually(Duration::from_secs(10), || socket.exists()).await);
+    let _ = std::process::Command::new(bin("tokenctl"))
+        .args(["token", "p"])
+        .env("TOKEND_SOCKET", &socket)
+        .output()
+        .unwrap();
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    assert!(daemon.wait().unwrap().success());
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(text.lines().count() >= 3, "{text}");
+    for line in text.lines() {
+        assert!(
+            line.starts_with("<6>") || line.starts_with("<4>") || line.starts_with("<3>"),
+            "a priority prefix: {line}"
+        );
+        assert!(!has_timestamp(line), "no timestamp of its own: {line}");
+        assert!(!line.contains('\u{1b}'), "no colours: {line}");
+    }
+    assert!(text.contains("<6>tokend 0.1.0 ready"), "{text}");
+}
+
+/// Whether `line` holds an RFC 3339 date such as `2026-11-22T17:02:49`.
+fn has_timestamp(line: &str) -> bool {
+    let b = line.as_bytes();
+    b.windows(11).any(|w| {
+        w[..4].iter().all(u8::is_ascii_digit)
+            && w[4] == b'-'
+            && w[5..7].iter().all(u8::is_ascii_digit)
+            && w[7] == b'-'
+            && w[10] == b'T'
+    })
+}

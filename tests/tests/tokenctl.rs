@@ -1,0 +1,122 @@
+//! tokenctl for people and scripts: `exec`, `watch`, output formats.
+
+use std::time::Duration;
+
+use tokend_e2e::fake::ClientAuth;
+use tokend_e2e::{FakeProvider, Tokend, stderr, stdout};
+
+async fn daemon(lifetime: Duration) -> (FakeProvider, Tokend) {
+    let fake = FakeProvider::start().await;
+    fake.client("c", "s", ClientAuth::Basic);
+    fake.set_lifetime(lifetime);
+    let config = format!(
+        "[profiles.p]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
+        fake.url("/oauth/token")
+    );
+    let tokend = Tokend::start(&config).await;
+    (fake, tokend)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_runs_the_command_with_the_token_and_passes_its_exit_status_through() {
+    let (fake, tokend) = daemon(Duration::from_secs(3600)).await;
+    let out = tokend.tokenctl(&["exec", "p", "--", "sh", "-c", "printf %s \"$TOKEN\"; exit 7"]).await;
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert!(fake.accepts(&stdout(&out)), "the command saw a valid token in $TOKEN");
+    let out = tokend
+        .tokenctl(&[
+            "exec",
+            "p",
+            "--env",
+            "API_AUTH",
+            "--format",
+            "header",
+            "--",
+            "sh",
+            "-c",
+            "printf %s \"$API_AUTH\"",
+        ])
+        .await;
+    assert!(out.status.success());
+    let header = stdout(&out);
+    assert!(fake.accepts(header.strip_prefix("Bearer ").expect("a header value")));
+    let missing = tokend.tokenctl(&["exec", "p", "--", "/nonexistent/program"]).await;
+    assert_eq!(missing.status.code(), Some(127));
+    let unknown = tokend.tokenctl(&["exec", "nope", "--", "true"]).await;
+    assert_eq!(unknown.status.code(), Some(4), "no token, no command");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_prints_each_new_token_and_state_change_as_it_happens() {
+    let (fake, tokend) = daemon(Duration::from_secs(2)).await;
+    let first = tokend.tokenctl_ok(&["token", "p"]).await;
+    let mut watch = tokio::process::Command::new(tokend_e2e::bin("tokenctl"))
+        .args(["watch", "p", "--json"])
+        .env("TOKEND_SOCKET", &tokend.socket)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut tokens = Vec::new();
+    let mut states = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    while tokens.len() < 4 {
+        let line = tokio::time::timeout_at(deadline, lines.next_line())
+            .await
+            .expect("events arrive as tokens are refreshed")
+            .unwrap()
+            .expect("the stream goes on");
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        match event["event"].as_str().unwrap() {
+            "token" => tokens.push(event["access_token"].as_str().unwrap().to_owned()),
+            "status" => states.push(event["state"].as_str().unwrap().to_owned()),
+            other => panic!("unexpected event {other}"),
+        }
+    }
+    assert_eq!(tokens[0], first.trim(), "the current token comes first");
+    for pair in tokens.windows(2) {
+        assert_ne!(pair[0], pair[1], "each line is a new token");
+    }
+    assert!(states.contains(&"valid".to_owned()) && states.contains(&"refreshing".to_owned()), "{states:?}");
+    // Pushed, not polled: the watcher caused no requests of its own beyond the refreshes.
+    assert!(fake.token_requests() <= tokens.len() + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_for_people_reads_like_a_log() {
+    let (_fake, tokend) = daemon(Duration::from_secs(2)).await;
+    let mut watch = tokio::process::Command::new(tokend_e2e::bin("tokenctl"))
+        .args(["watch"])
+        .env("TOKEND_SOCKET", &tokend.socket)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut seen = String::new();
+    while !seen.contains("new token") || !seen.contains(": refreshing") {
+        let line = tokio::time::timeout(Duration::from_secs(8), lines.next_line()).await.unwrap().unwrap().unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    assert!(seen.lines().all(|l| l.contains(" p: ")), "{seen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_and_json_output_are_stable_for_scripts() {
+    let (_fake, tokend) = daemon(Duration::from_secs(3600)).await;
+    let pong: serde_json::Value = serde_json::from_str(&tokend.tokenctl_ok(&["ping", "--json"]).await).unwrap();
+    assert_eq!(pong["pid"], tokend.pid());
+    assert_eq!(pong["profiles"], 1);
+    let token: serde_json::Value = serde_json::from_str(&tokend.tokenctl_ok(&["token", "p", "--json"]).await).unwrap();
+    for field in ["profile", "access_token", "token_type", "expires_at", "expires_in", "fingerprint"] {
+        assert!(!token[field].is_null(), "{field}");
+    }
+    let list: serde_json::Value = serde_json::from_str(&tokend.tokenctl_ok(&["list", "--json"]).await).unwrap();
+    assert_eq!(list[0]["name"], "p");
+    let human = tokend.tokenctl_ok(&["ping"]).await;
+    assert!(human.contains("is running"), "{human}");
+}
