@@ -136,7 +136,7 @@ retry_max = "1s"
 "#,
         base = fake.base
     );
-    let tokend = Tokend::start_with(
+    let mut tokend = Tokend::start_with(
         &config,
         tokend_e2e::Options { env: vec![("RUST_LOG".into(), "warn".into())], ..Default::default() },
     )
@@ -224,6 +224,7 @@ retry_max = "1s"
         let _ = task.await;
     }
     let outages = injector.await.unwrap_or(0);
+    let stopped = tokend.stop().await;
 
     let served = counts.served.load(Ordering::Relaxed);
     let rejected = counts.rejected_by_provider.load(Ordering::Relaxed);
@@ -243,8 +244,9 @@ retry_max = "1s"
     println!("  upstream token requests               {}", fake.token_requests());
     println!("  tokend RSS (KiB) over time            {samples:?}");
     println!("  RSS change after warm-up              {:+.1}%", growth * 100.0);
+    println!("  tokend stopped on SIGTERM with        {stopped}");
     let memory_ok = growth < 0.34 || last.saturating_sub(baseline) < 2048;
-    if rejected == 0 && errors_healthy == 0 && memory_ok {
+    if rejected == 0 && errors_healthy == 0 && memory_ok && stopped.success() {
         println!("PASS");
         ExitCode::SUCCESS
     } else {

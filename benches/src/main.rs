@@ -1,0 +1,425 @@
+//! tokend-bench: measures tokend against the physical limit, in one run.
+//!
+//!     benches/run              # builds release binaries, then runs the whole suite
+//!     benches/run --quick      # a short smoke run
+//!     benches/run --json out.json
+//!
+//! Every tokend number is printed beside a raw Unix-socket baseline measured in the same run —
+//! a minimal server (its own process, same tokio worker count) and client exchanging frames of
+//! exactly the sizes of tokend's token request and response — or beside `/bin/true` for process
+//! start, and reported as a ratio, because these machines are too noisy for absolute numbers to
+//! mean much from one run to the next. See BENCHMARKS.md.
+
+mod raw;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokend_client::{Client, Endpoint};
+use tokend_e2e::fake::ClientAuth;
+use tokend_e2e::{FakeProvider, Options, Tokend, bin};
+use tokend_proto::{Request, Response, codec};
+
+use stats::{Latency, ms, us, verdict};
+
+/// tokend's tokio worker count on this machine (it uses up to four).
+fn workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4)
+}
+
+struct Plan {
+    latency_samples: usize,
+    throughput_for: Duration,
+    process_runs: usize,
+    herd: usize,
+    many_profiles: usize,
+    many_connections: usize,
+    idle_for: Duration,
+}
+
+impl Plan {
+    fn full() -> Plan {
+        Plan {
+            latency_samples: 50_000,
+            throughput_for: Duration::from_secs(5),
+            process_runs: 300,
+            herd: 10_000,
+            many_profiles: 1_000,
+            many_connections: 10_000,
+            idle_for: Duration::from_secs(60),
+        }
+    }
+
+    fn quick() -> Plan {
+        Plan {
+            latency_samples: 3_000,
+            throughput_for: Duration::from_millis(500),
+            process_runs: 20,
+            herd: 1_000,
+            many_profiles: 100,
+            many_connections: 1_000,
+            idle_for: Duration::from_secs(5),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--raw-server") {
+        let parse = |i: usize| args[i].parse::<usize>().expect("a number");
+        raw::serve(Path::new(&args[2]), parse(3), parse(4), parse(5));
+        return ExitCode::SUCCESS;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let json_out = args.iter().position(|a| a == "--json").and_then(|i| args.get(i + 1)).map(PathBuf::from);
+    tokend_e2e::raise_fd_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let results = runtime.block_on(suite(if quick { Plan::quick() } else { Plan::full() }));
+    if let Some(path) = json_out {
+        std::fs::write(&path, serde_json::to_string_pretty(&results).unwrap()).expect("write the JSON results");
+        println!("\nresults written to {}", path.display());
+    }
+    ExitCode::SUCCESS
+}
+
+fn profiles(fake: &FakeProvider, n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "[profiles.p{i}]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"c\"\nclient_secret = \"s\"\n\n",
+                fake.url("/oauth/token")
+            )
+        })
+        .collect()
+}
+
+async fn start(config: &str) -> Tokend {
+    Tokend::start_with(config, Options { env: vec![("RUST_LOG".into(), "info".into())], ..Default::default() }).await
+}
+
+async fn provider(lifetime: Duration) -> FakeProvider {
+    let fake = FakeProvider::start().await;
+    fake.client("c", "s", ClientAuth::Basic);
+    fake.set_lifetime(lifetime);
+    fake
+}
+
+async fn suite(plan: Plan) -> serde_json::Value {
+    let mut results = serde_json::Map::new();
+    machine(&mut results);
+
+    let fake = provider(Duration::from_secs(24 * 3600)).await;
+    let tokend = start(&profiles(&fake, 1)).await;
+    let endpoint = Endpoint::new(&tokend.socket);
+    let token = Client::connect_to(endpoint.clone()).await.unwrap().token("p0").await.unwrap();
+    let frame_len = |message: &dyn Fn(&mut Vec<u8>)| {
+        let mut buf = Vec::new();
+        message(&mut buf);
+        buf.len()
+    };
+    let request_len = frame_len(&|b| codec::encode(&Request::Token { profile: "p0".into(), min_valid: None }, b).unwrap());
+    let response_len = frame_len(&|b| codec::encode(&Response::Token(token.clone()), b).unwrap());
+    println!("frames: request {request_len} bytes, response {response_len} bytes; tokend and the baseline use {} worker threads\n", workers());
+
+    let raw_dir = tempfile_dir();
+    let raw_socket = raw_dir.join("raw.sock");
+    let mut raw_server = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .arg("--raw-server")
+        .arg(&raw_socket)
+        .arg(request_len.to_string())
+        .arg(response_len.to_string())
+        .arg(workers().to_string())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    // 1. Latency on one persistent connection.
+    println!("== Client::token round trip on one persistent connection ({} samples)", plan.latency_samples);
+    let raw = {
+        let mut client = raw::RawClient::connect(&raw_socket, request_len, response_len).await;
+        let mut samples = Vec::with_capacity(plan.latency_samples);
+        for i in 0..plan.latency_samples + 2000 {
+            let t = Instant::now();
+            client.round_trip().await;
+            if i >= 2000 {
+                samples.push(t.elapsed());
+            }
+        }
+        Latency::of(samples)
+    };
+    let ours = {
+        let mut client = Client::connect_to(endpoint.clone()).await.unwrap();
+        let mut samples = Vec::with_capacity(plan.latency_samples);
+        for i in 0..plan.latency_samples + 2000 {
+            let t = Instant::now();
+            client.token("p0").await.unwrap();
+            if i >= 2000 {
+                samples.push(t.elapsed());
+            }
+        }
+        Latency::of(samples)
+    };
+    println!("                 median      p99         p99.9       mean");
+    println!("  raw socket     {:<11} {:<11} {:<11} {}", us(raw.median), us(raw.p99), us(raw.p999), us(raw.mean));
+    println!("  tokend         {:<11} {:<11} {:<11} {}", us(ours.median), us(ours.p99), us(ours.p999), us(ours.mean));
+    let latency_ratio = ours.median.as_secs_f64() / raw.median.as_secs_f64();
+    println!("  median ratio   {}\n", verdict(latency_ratio, 1.5, true));
+    results.insert(
+        "latency_us".into(),
+        json!({
+            "raw": { "median": raw.median.as_secs_f64() * 1e6, "p99": raw.p99.as_secs_f64() * 1e6, "p999": raw.p999.as_secs_f64() * 1e6 },
+            "tokend": { "median": ours.median.as_secs_f64() * 1e6, "p99": ours.p99.as_secs_f64() * 1e6, "p999": ours.p999.as_secs_f64() * 1e6 },
+            "median_ratio": latency_ratio,
+        }),
+    );
+
+    // 2. Throughput with many connections.
+    println!("== throughput (requests per second, {} per level)", humantime::format_duration(plan.throughput_for));
+    println!("  connections    raw socket      tokend          ratio");
+    let mut throughput = Vec::new();
+    for connections in [1usize, 8, 64, 1024] {
+        let raw_rps = raw_throughput(&raw_socket, request_len, response_len, connections, plan.throughput_for).await;
+        let ours_rps = tokend_throughput(&endpoint, connections, plan.throughput_for).await;
+        let ratio = ours_rps / raw_rps;
+        let note = if connections == 64 { format!("   {}", verdict(ratio, 0.5, false)) } else { String::new() };
+        println!("  {connections:<14} {raw_rps:<15.0} {ours_rps:<15.0} {ratio:.2}×{note}");
+        throughput.push(json!({ "connections": connections, "raw": raw_rps, "tokend": ours_rps, "ratio": ratio }));
+    }
+    results.insert("throughput_rps".into(), serde_json::Value::Array(throughput));
+    let _ = raw_server.kill().await;
+
+    // 3. tokenctl end to end, process start included.
+    println!("\n== one `tokenctl token` process, start to exit ({} runs each)", plan.process_runs);
+    let true_runs = run_processes(Path::new("/bin/true"), &[], &tokend.socket, plan.process_runs).await;
+    let tokenctl_runs = run_processes(&bin("tokenctl"), &["token", "p0"], &tokend.socket, plan.process_runs).await;
+    let process_ratio = tokenctl_runs.median.as_secs_f64() / true_runs.median.as_secs_f64();
+    println!("                 median      p99");
+    println!("  /bin/true      {:<11} {}", us(true_runs.median), us(true_runs.p99));
+    println!("  tokenctl token {:<11} {}", us(tokenctl_runs.median), us(tokenctl_runs.p99));
+    println!("  median ratio   {}", verdict(process_ratio, 3.0, true));
+    results.insert(
+        "process_us".into(),
+        json!({ "true": true_runs.median.as_secs_f64() * 1e6, "tokenctl": tokenctl_runs.median.as_secs_f64() * 1e6, "ratio": process_ratio }),
+    );
+    drop(tokend);
+
+    // 4. A herd on an expired token.
+    let (requests, release_to_all, all_served) = herd(plan.herd).await;
+    println!("\n== a herd of {} concurrent requests on an expired token", plan.herd);
+    println!("  upstream requests for the herd   {requests}   (must be 1)");
+    println!("  all served, from the refresh     {}", ms(release_to_all));
+    println!("  all served, from the first ask   {}", ms(all_served));
+    results.insert(
+        "herd".into(),
+        json!({ "clients": plan.herd, "upstream_requests": requests, "ms_after_refresh": release_to_all.as_secs_f64() * 1e3, "ms_total": all_served.as_secs_f64() * 1e3 }),
+    );
+
+    // 5. Memory, and 6. idle cost.
+    println!("\n== memory (resident set size of tokend)");
+    let fake = provider(Duration::from_secs(24 * 3600)).await;
+    let ten = start(&profiles(&fake, 10)).await;
+    wait_for_requests(&fake, 10).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_ten = rss_kib(ten.pid());
+    println!("  idle, 10 profiles                 {:>7} KiB   (target ≤ 10240 KiB) {}", rss_ten, if rss_ten <= 10240 { "met" } else { "NOT met" });
+    let rss_conns = {
+        let mut clients = Vec::with_capacity(plan.many_connections);
+        for _ in 0..plan.many_connections {
+            clients.push(Client::connect_to(Endpoint::new(&ten.socket)).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        rss_kib(ten.pid())
+    };
+    println!("  10 profiles, {:>5} open clients   {:>7} KiB", plan.many_connections, rss_conns);
+    let fake_many = provider(Duration::from_secs(24 * 3600)).await;
+    let many = start(&profiles(&fake_many, plan.many_profiles)).await;
+    wait_for_requests(&fake_many, plan.many_profiles).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_many = rss_kib(many.pid());
+    println!("  idle, {:>5} profiles              {:>7} KiB", plan.many_profiles, rss_many);
+    drop(many);
+    results.insert(
+        "memory_kib".into(),
+        json!({ "profiles_10": rss_ten, "profiles_many": rss_many, "many_profiles": plan.many_profiles, "connections": plan.many_connections, "with_connections": rss_conns }),
+    );
+
+    println!("\n== idle cost: context switches of every tokend thread over {}, nothing due", humantime::format_duration(plan.idle_for));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = context_switches(ten.pid());
+    tokio::time::sleep(plan.idle_for).await;
+    let after = context_switches(ten.pid());
+    let switches = after.saturating_sub(before);
+    println!("  threads {}, context switches {switches}   (target 0: no periodic wake-ups) {}", thread_count(ten.pid()), if switches == 0 { "met" } else { "NOT met" });
+    results.insert("idle".into(), json!({ "seconds": plan.idle_for.as_secs(), "context_switches": switches, "threads": thread_count(ten.pid()) }));
+    drop(ten);
+    serde_json::Value::Object(results)
+}
+
+fn machine(results: &mut serde_json::Map<String, serde_json::Value>) {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("machine: {cores} cores, {cpu}, Linux {kernel}");
+    results.insert("machine".into(), json!({ "cores": cores, "cpu": cpu, "kernel": kernel }));
+}
+
+fn tempfile_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tokend-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn raw_throughput(socket: &Path, request_len: usize, response_len: usize, connections: usize, span: Duration) -> f64 {
+    let mut clients = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        clients.push(raw::RawClient::connect(socket, request_len, response_len).await);
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let stop = start + span;
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            let done = done.clone();
+            tokio::spawn(async move {
+                while Instant::now() < stop {
+                    client.round_trip().await;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn tokend_throughput(endpoint: &Endpoint, connections: usize, span: Duration) -> f64 {
+    let mut clients = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        clients.push(Client::connect_to(endpoint.clone()).await.unwrap());
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let stop = start + span;
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            let done = done.clone();
+            tokio::spawn(async move {
+                while Instant::now() < stop {
+                    client.token("p0").await.unwrap();
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn run_processes(program: &Path, args: &[&str], socket: &Path, runs: usize) -> Latency {
+    let (program, args, socket) = (program.to_owned(), args.iter().map(|a| a.to_string()).collect::<Vec<_>>(), socket.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let mut samples = Vec::with_capacity(runs);
+        for i in 0..runs + 10 {
+            let t = Instant::now();
+            let status = std::process::Command::new(&program)
+                .args(&args)
+                .env("TOKEND_SOCKET", &socket)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .unwrap();
+            let elapsed = t.elapsed();
+            assert!(status.success(), "{} failed", program.display());
+            if i >= 10 {
+                samples.push(elapsed);
+            }
+        }
+        Latency::of(samples)
+    })
+    .await
+    .unwrap()
+}
+
+/// Upstream requests for the herd, time from the refresh to the last answer, and time from the
+/// first request to the last answer.
+async fn herd(clients: usize) -> (usize, Duration, Duration) {
+    let fake = provider(Duration::from_secs(2)).await;
+    let tokend = start(&profiles(&fake, 1)).await;
+    let endpoint = Endpoint::new(&tokend.socket);
+    let first = Client::connect_to(endpoint.clone()).await.unwrap().token("p0").await.unwrap();
+    // Hold the token endpoint: the scheduled refresh stays in flight while the token expires.
+    fake.hold();
+    fake.set_lifetime(Duration::from_secs(24 * 3600));
+    let left = first.expires_at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+    let mut connected = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        connected.push(Client::connect_to(endpoint.clone()).await.unwrap());
+    }
+    tokio::time::sleep(left + Duration::from_millis(100)).await;
+    let before = fake.token_requests();
+    let asked = Instant::now();
+    let tasks: Vec<_> = connected
+        .into_iter()
+        .map(|mut client| tokio::spawn(async move { client.token("p0").await.map(|t| (t, Instant::now())) }))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let released = Instant::now();
+    fake.release();
+    let mut last = released;
+    for task in tasks {
+        let (token, at) = task.await.unwrap().expect("every client is served");
+        assert_ne!(token.fingerprint, first.fingerprint);
+        last = last.max(at);
+    }
+    // The refresh held in flight is the one request the herd waited for.
+    (fake.token_requests() - before + 1, last - released, last - asked)
+}
+
+async fn wait_for_requests(fake: &FakeProvider, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while fake.token_requests() < n {
+        assert!(Instant::now() < deadline, "tokend fetched {} of {n} tokens", fake.token_requests());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    status_field(&format!("/proc/{pid}/status"), "VmRSS:")
+}
+
+fn status_field(path: &str, field: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .flatten()
+        .map(|t| {
+            let status = format!("{}/status", t.path().display());
+            status_field(&status, "voluntary_ctxt_switches:") + status_field(&status, "nonvoluntary_ctxt_switches:")
+        })
+        .sum()
+}
+
+fn thread_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |t| t.count())
+}
