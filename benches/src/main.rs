@@ -40,9 +40,15 @@ struct Plan {
     many_profiles: usize,
     many_connections: usize,
     idle_for: Duration,
+    /// Sections to run (`latency`, `throughput`, `process`, `herd`, `memory`); empty for all.
+    only: Vec<String>,
 }
 
 impl Plan {
+    fn runs(&self, section: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == section)
+    }
+
     fn full() -> Plan {
         Plan {
             latency_samples: 50_000,
@@ -52,6 +58,7 @@ impl Plan {
             many_profiles: 1_000,
             many_connections: 10_000,
             idle_for: Duration::from_secs(60),
+            only: Vec::new(),
         }
     }
 
@@ -64,6 +71,7 @@ impl Plan {
             many_profiles: 100,
             many_connections: 1_000,
             idle_for: Duration::from_secs(5),
+            only: Vec::new(),
         }
     }
 }
@@ -76,10 +84,18 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let quick = args.iter().any(|a| a == "--quick");
+    let only: Vec<String> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|list| list.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
     let json_out = args.iter().position(|a| a == "--json").and_then(|i| args.get(i + 1)).map(PathBuf::from);
     tokend_e2e::raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let results = runtime.block_on(suite(if quick { Plan::quick() } else { Plan::full() }));
+    let mut plan = if quick { Plan::quick() } else { Plan::full() };
+    plan.only = only;
+    let results = runtime.block_on(suite(plan));
     if let Some(path) = json_out {
         std::fs::write(&path, serde_json::to_string_pretty(&results).unwrap()).expect("write the JSON results");
         println!("\nresults written to {}", path.display());
@@ -102,10 +118,14 @@ async fn start(config: &str) -> Tokend {
     Tokend::start_with(config, Options { env: vec![("RUST_LOG".into(), "info".into())], ..Default::default() }).await
 }
 
+/// The size of the access tokens served: a typical JWT.
+const TOKEN_SIZE: usize = 1024;
+
 async fn provider(lifetime: Duration) -> FakeProvider {
     let fake = FakeProvider::start().await;
     fake.client("c", "s", ClientAuth::Basic);
     fake.set_lifetime(lifetime);
+    fake.set_token_size(TOKEN_SIZE);
     fake
 }
 
@@ -122,9 +142,14 @@ async fn suite(plan: Plan) -> serde_json::Value {
         message(&mut buf);
         buf.len()
     };
-    let request_len = frame_len(&|b| codec::encode(&Request::Token { profile: "p0".into(), min_valid: None }, b).unwrap());
+    let request_len =
+        frame_len(&|b| codec::encode(&Request::Token { profile: "p0".into(), min_valid: None }, b).unwrap());
     let response_len = frame_len(&|b| codec::encode(&Response::Token(token.clone()), b).unwrap());
-    println!("frames: request {request_len} bytes, response {response_len} bytes; tokend and the baseline use {} worker threads\n", workers());
+    println!(
+        "frames: request {request_len} bytes, response {response_len} bytes (a {}-byte token); tokend and the baseline use {} worker threads\n",
+        token.access_token.expose().len(),
+        workers()
+    );
 
     let raw_dir = tempfile_dir();
     let raw_socket = raw_dir.join("raw.sock");
@@ -139,37 +164,44 @@ async fn suite(plan: Plan) -> serde_json::Value {
         .unwrap();
 
     // 1. Latency on one persistent connection.
-    println!("== Client::token round trip on one persistent connection ({} samples)", plan.latency_samples);
-    let raw = {
-        let mut client = raw::RawClient::connect(&raw_socket, request_len, response_len).await;
-        let mut samples = Vec::with_capacity(plan.latency_samples);
-        for i in 0..plan.latency_samples + 2000 {
-            let t = Instant::now();
-            client.round_trip().await;
-            if i >= 2000 {
-                samples.push(t.elapsed());
+    if plan.runs("latency") {
+        println!("== Client::token round trip on one persistent connection ({} samples)", plan.latency_samples);
+        let raw = {
+            let mut client = raw::RawClient::connect(&raw_socket, request_len, response_len).await;
+            let mut samples = Vec::with_capacity(plan.latency_samples);
+            for i in 0..plan.latency_samples + 2000 {
+                let t = Instant::now();
+                client.round_trip().await;
+                if i >= 2000 {
+                    samples.push(t.elapsed());
+                }
             }
-        }
-        Latency::of(samples)
-    };
-    let ours = {
-        let mut client = Client::connect_to(endpoint.clone()).await.unwrap();
-        let mut samples = Vec::with_capacity(plan.latency_samples);
-        for i in 0..plan.latency_samples + 2000 {
-            let t = Instant::now();
-            client.token("p0").await.unwrap();
-            if i >= 2000 {
-                samples.push(t.elapsed());
+            Latency::of(samples)
+        };
+        let ours = {
+            let mut client = Client::connect_to(endpoint.clone()).await.unwrap();
+            let mut samples = Vec::with_capacity(plan.latency_samples);
+            for i in 0..plan.latency_samples + 2000 {
+                let t = Instant::now();
+                client.token("p0").await.unwrap();
+                if i >= 2000 {
+                    samples.push(t.elapsed());
+                }
             }
-        }
-        Latency::of(samples)
-    };
-    println!("                 median      p99         p99.9       mean");
-    println!("  raw socket     {:<11} {:<11} {:<11} {}", us(raw.median), us(raw.p99), us(raw.p999), us(raw.mean));
-    println!("  tokend         {:<11} {:<11} {:<11} {}", us(ours.median), us(ours.p99), us(ours.p999), us(ours.mean));
-    let latency_ratio = ours.median.as_secs_f64() / raw.median.as_secs_f64();
-    println!("  median ratio   {}\n", verdict(latency_ratio, 1.5, true));
-    results.insert(
+            Latency::of(samples)
+        };
+        println!("                 median      p99         p99.9       mean");
+        println!("  raw socket     {:<11} {:<11} {:<11} {}", us(raw.median), us(raw.p99), us(raw.p999), us(raw.mean));
+        println!(
+            "  tokend         {:<11} {:<11} {:<11} {}",
+            us(ours.median),
+            us(ours.p99),
+            us(ours.p999),
+            us(ours.mean)
+        );
+        let latency_ratio = ours.median.as_secs_f64() / raw.median.as_secs_f64();
+        println!("  median ratio   {}\n", verdict(latency_ratio, 1.5, true));
+        results.insert(
         "latency_us".into(),
         json!({
             "raw": { "median": raw.median.as_secs_f64() * 1e6, "p99": raw.p99.as_secs_f64() * 1e6, "p999": raw.p999.as_secs_f64() * 1e6 },
@@ -177,56 +209,71 @@ async fn suite(plan: Plan) -> serde_json::Value {
             "median_ratio": latency_ratio,
         }),
     );
+    }
 
     // 2. Throughput with many connections.
-    println!("== throughput (requests per second, {} per level)", humantime::format_duration(plan.throughput_for));
-    println!("  connections    raw socket      tokend          ratio");
-    let mut throughput = Vec::new();
-    for connections in [1usize, 8, 64, 1024] {
-        let raw_rps = raw_throughput(&raw_socket, request_len, response_len, connections, plan.throughput_for).await;
-        let ours_rps = tokend_throughput(&endpoint, connections, plan.throughput_for).await;
-        let ratio = ours_rps / raw_rps;
-        let note = if connections == 64 { format!("   {}", verdict(ratio, 0.5, false)) } else { String::new() };
-        println!("  {connections:<14} {raw_rps:<15.0} {ours_rps:<15.0} {ratio:.2}×{note}");
-        throughput.push(json!({ "connections": connections, "raw": raw_rps, "tokend": ours_rps, "ratio": ratio }));
+    if plan.runs("throughput") {
+        println!("== throughput (requests per second, {} per level)", humantime::format_duration(plan.throughput_for));
+        println!("  connections    raw socket      tokend          ratio");
+        let mut throughput = Vec::new();
+        for connections in [1usize, 8, 64, 1024] {
+            let raw_rps =
+                raw_throughput(&raw_socket, request_len, response_len, connections, plan.throughput_for).await;
+            let ours_rps = tokend_throughput(&endpoint, connections, plan.throughput_for).await;
+            let ratio = ours_rps / raw_rps;
+            let note = if connections == 64 { format!("   {}", verdict(ratio, 0.5, false)) } else { String::new() };
+            println!("  {connections:<14} {raw_rps:<15.0} {ours_rps:<15.0} {ratio:.2}×{note}");
+            throughput.push(json!({ "connections": connections, "raw": raw_rps, "tokend": ours_rps, "ratio": ratio }));
+        }
+        results.insert("throughput_rps".into(), serde_json::Value::Array(throughput));
     }
-    results.insert("throughput_rps".into(), serde_json::Value::Array(throughput));
     let _ = raw_server.kill().await;
 
     // 3. tokenctl end to end, process start included.
-    println!("\n== one `tokenctl token` process, start to exit ({} runs each)", plan.process_runs);
-    let true_runs = run_processes(Path::new("/bin/true"), &[], &tokend.socket, plan.process_runs).await;
-    let tokenctl_runs = run_processes(&bin("tokenctl"), &["token", "p0"], &tokend.socket, plan.process_runs).await;
-    let process_ratio = tokenctl_runs.median.as_secs_f64() / true_runs.median.as_secs_f64();
-    println!("                 median      p99");
-    println!("  /bin/true      {:<11} {}", us(true_runs.median), us(true_runs.p99));
-    println!("  tokenctl token {:<11} {}", us(tokenctl_runs.median), us(tokenctl_runs.p99));
-    println!("  median ratio   {}", verdict(process_ratio, 3.0, true));
-    results.insert(
+    if plan.runs("process") {
+        println!("\n== one `tokenctl token` process, start to exit ({} runs each)", plan.process_runs);
+        let true_runs = run_processes(Path::new("/bin/true"), &[], &tokend.socket, plan.process_runs).await;
+        let tokenctl_runs = run_processes(&bin("tokenctl"), &["token", "p0"], &tokend.socket, plan.process_runs).await;
+        let process_ratio = tokenctl_runs.median.as_secs_f64() / true_runs.median.as_secs_f64();
+        println!("                 median      p99");
+        println!("  /bin/true      {:<11} {}", us(true_runs.median), us(true_runs.p99));
+        println!("  tokenctl token {:<11} {}", us(tokenctl_runs.median), us(tokenctl_runs.p99));
+        println!("  median ratio   {}", verdict(process_ratio, 3.0, true));
+        results.insert(
         "process_us".into(),
         json!({ "true": true_runs.median.as_secs_f64() * 1e6, "tokenctl": tokenctl_runs.median.as_secs_f64() * 1e6, "ratio": process_ratio }),
     );
+    }
     drop(tokend);
 
     // 4. A herd on an expired token.
-    let (requests, release_to_all, all_served) = herd(plan.herd).await;
-    println!("\n== a herd of {} concurrent requests on an expired token", plan.herd);
-    println!("  upstream requests for the herd   {requests}   (must be 1)");
-    println!("  all served, from the refresh     {}", ms(release_to_all));
-    println!("  all served, from the first ask   {}", ms(all_served));
-    results.insert(
+    if plan.runs("herd") {
+        let (requests, release_to_all, all_served) = herd(plan.herd).await;
+        println!("\n== a herd of {} concurrent requests on an expired token", plan.herd);
+        println!("  upstream requests for the herd   {requests}   (must be 1)");
+        println!("  all served, from the refresh     {}", ms(release_to_all));
+        println!("  all served, from the first ask   {}", ms(all_served));
+        results.insert(
         "herd".into(),
         json!({ "clients": plan.herd, "upstream_requests": requests, "ms_after_refresh": release_to_all.as_secs_f64() * 1e3, "ms_total": all_served.as_secs_f64() * 1e3 }),
     );
+    }
 
     // 5. Memory, and 6. idle cost.
+    if !plan.runs("memory") {
+        return serde_json::Value::Object(results);
+    }
     println!("\n== memory (resident set size of tokend)");
     let fake = provider(Duration::from_secs(24 * 3600)).await;
     let ten = start(&profiles(&fake, 10)).await;
     wait_for_requests(&fake, 10).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_ten = rss_kib(ten.pid());
-    println!("  idle, 10 profiles                 {:>7} KiB   (target ≤ 10240 KiB) {}", rss_ten, if rss_ten <= 10240 { "met" } else { "NOT met" });
+    println!(
+        "  idle, 10 profiles                 {:>7} KiB   (target ≤ 10240 KiB) {}",
+        rss_ten,
+        if rss_ten <= 10240 { "met" } else { "NOT met" }
+    );
     let rss_conns = {
         let mut clients = Vec::with_capacity(plan.many_connections);
         for _ in 0..plan.many_connections {
@@ -248,14 +295,24 @@ async fn suite(plan: Plan) -> serde_json::Value {
         json!({ "profiles_10": rss_ten, "profiles_many": rss_many, "many_profiles": plan.many_profiles, "connections": plan.many_connections, "with_connections": rss_conns }),
     );
 
-    println!("\n== idle cost: context switches of every tokend thread over {}, nothing due", humantime::format_duration(plan.idle_for));
+    println!(
+        "\n== idle cost: context switches of every tokend thread over {}, nothing due",
+        humantime::format_duration(plan.idle_for)
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     let before = context_switches(ten.pid());
     tokio::time::sleep(plan.idle_for).await;
     let after = context_switches(ten.pid());
     let switches = after.saturating_sub(before);
-    println!("  threads {}, context switches {switches}   (target 0: no periodic wake-ups) {}", thread_count(ten.pid()), if switches == 0 { "met" } else { "NOT met" });
-    results.insert("idle".into(), json!({ "seconds": plan.idle_for.as_secs(), "context_switches": switches, "threads": thread_count(ten.pid()) }));
+    println!(
+        "  threads {}, context switches {switches}   (target 0: no periodic wake-ups) {}",
+        thread_count(ten.pid()),
+        if switches == 0 { "met" } else { "NOT met" }
+    );
+    results.insert(
+        "idle".into(),
+        json!({ "seconds": plan.idle_for.as_secs(), "context_switches": switches, "threads": thread_count(ten.pid()) }),
+    );
     drop(ten);
     serde_json::Value::Object(results)
 }
@@ -263,7 +320,9 @@ async fn suite(plan: Plan) -> serde_json::Value {
 fn machine(results: &mut serde_json::Map<String, serde_json::Value>) {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|c| {
+            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_default();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -277,7 +336,13 @@ fn tempfile_dir() -> PathBuf {
     dir
 }
 
-async fn raw_throughput(socket: &Path, request_len: usize, response_len: usize, connections: usize, span: Duration) -> f64 {
+async fn raw_throughput(
+    socket: &Path,
+    request_len: usize,
+    response_len: usize,
+    connections: usize,
+    span: Duration,
+) -> f64 {
     let mut clients = Vec::with_capacity(connections);
     for _ in 0..connections {
         clients.push(raw::RawClient::connect(socket, request_len, response_len).await);
@@ -330,7 +395,8 @@ async fn tokend_throughput(endpoint: &Endpoint, connections: usize, span: Durati
 }
 
 async fn run_processes(program: &Path, args: &[&str], socket: &Path, runs: usize) -> Latency {
-    let (program, args, socket) = (program.to_owned(), args.iter().map(|a| a.to_string()).collect::<Vec<_>>(), socket.to_owned());
+    let (program, args, socket) =
+        (program.to_owned(), args.iter().map(|a| a.to_string()).collect::<Vec<_>>(), socket.to_owned());
     tokio::task::spawn_blocking(move || {
         let mut samples = Vec::with_capacity(runs);
         for i in 0..runs + 10 {

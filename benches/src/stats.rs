@@ -32,5 +32,9 @@ pub fn ms(d: Duration) -> String {
 /// A ratio, with a check mark against a target (`at_most`: whether lower is better).
 pub fn verdict(ratio: f64, target: f64, at_most: bool) -> String {
     let met = if at_most { ratio <= target } else { ratio >= target };
-    format!("{ratio:.2}× (target {} {target}×) {}", if at_most { "≤" } else { "≥" }, if met { "met" } else { "NOT met" })
+    format!(
+        "{ratio:.2}× (target {} {target}×) {}",
+        if at_most { "≤" } else { "≥" },
+        if met { "met" } else { "NOT met" }
+    )
 }

@@ -58,7 +58,13 @@ impl Daemon {
     pub fn start(config: Config, store: Store, http: Http) -> Arc<Daemon> {
         let notifier = Notifier::new(config.daemon.notify_command.clone());
         let (login_needed_tx, login_needed_rx) = mpsc::unbounded_channel();
-        let shared = Shared { http, store, clock: ClockChanges::start(), login_needed: login_needed_tx };
+        let shared = Shared {
+            http,
+            store,
+            clock: ClockChanges::start(),
+            login_needed: login_needed_tx,
+            upstream: Arc::new(tokio::sync::Semaphore::new(actor::UPSTREAM_CONCURRENCY)),
+        };
         let mut profiles = Profiles::new();
         for (name, profile) in &config.profiles {
             let restored = restore(&shared.store, profile);

@@ -100,8 +100,8 @@ pub enum Error {
     /// The server's tokens never live as long as the client asked for.
     #[error(
         "profile `{profile}`: the server issues tokens valid for {}, less than the {} asked for with --min-valid",
-        humantime::format_duration(*lifetime),
-        humantime::format_duration(*requested)
+        seconds(*lifetime),
+        seconds(*requested)
     )]
     MinValidUnsatisfiable {
         /// The profile's name.
@@ -206,6 +206,12 @@ fn upstream(profile: &str, failure: &Failure) -> String {
         text.push_str(advice);
     }
     text
+}
+
+/// A duration in whole seconds, rounded up: a token's lifetime is counted from the whole
+/// second its request was sent in, so it falls just short of the server's nominal lifetime.
+fn seconds(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0)))
 }
 
 fn when(time: SystemTime) -> String {

@@ -135,6 +135,7 @@ struct Inner {
     issuer_param: Option<String>,
     info_requests: u64,
     codes_issued: Vec<String>,
+    token_size: usize,
 }
 
 /// The provider's shared state.
@@ -194,6 +195,7 @@ impl FakeProvider {
                 issuer_param: None,
                 info_requests: 0,
                 codes_issued: Vec::new(),
+                token_size: 0,
             })),
         };
         let app = axum::Router::new().fallback(handle).with_state(fake.clone());
@@ -247,6 +249,11 @@ impl Fake {
     /// Whether client_credentials responses carry a refresh token (default: no).
     pub fn set_client_credentials_refresh(&self, on: bool) {
         self.with(|i| i.cc_refresh = on);
+    }
+
+    /// Makes access tokens at least `bytes` long (real JWTs are around a kilobyte).
+    pub fn set_token_size(&self, bytes: usize) {
+        self.with(|i| i.token_size = bytes);
     }
 
     /// Delays every token response.
@@ -599,7 +606,10 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
         );
         token
     });
-    let access = random("at_");
+    let mut access = random("at_");
+    while access.len() < i.token_size {
+        access.push_str(&random("."));
+    }
     i.issued.insert(
         access.clone(),
         Issued {

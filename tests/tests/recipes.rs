@@ -29,7 +29,8 @@ async fn run_twice(recipe: impl Fn() -> Command) {
     let url = fake.url("/v8/users/me");
     let run = || {
         let mut command = recipe();
-        let path = format!("{}:{}", bin("tokenctl").parent().unwrap().display(), std::env::var("PATH").unwrap_or_default());
+        let path =
+            format!("{}:{}", bin("tokenctl").parent().unwrap().display(), std::env::var("PATH").unwrap_or_default());
         command.arg("minut").arg(&url).env("PATH", path).env("TOKEND_SOCKET", &tokend.socket);
         command.output().unwrap()
     };

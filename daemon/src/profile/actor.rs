@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use tokend_proto::{Error, RevocationOutcome, RevocationReport, Secret};
 use tokio::sync::{mpsc, oneshot, watch};
+use zeroize::Zeroizing;
 
 use super::state::{Current, Effects, Event, Machine, Phase, RequestKind, Tuning};
 use super::{Command, Demand, ProfileHandle, Snapshot};
@@ -36,7 +37,13 @@ pub struct Shared {
     pub clock: ClockChanges,
     /// Where to report that a profile needs a login: `(profile, reason)`.
     pub login_needed: mpsc::UnboundedSender<(String, String)>,
+    /// Bounds the token requests in flight across all profiles, so that a daemon with many
+    /// profiles does not send them all at once (at start, or after the network returns).
+    pub upstream: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many token requests may be in flight at once across all profiles.
+pub const UPSTREAM_CONCURRENCY: usize = 16;
 
 /// Starts the actor of `profile` with the tokens restored from disk and returns its handle.
 pub fn spawn(profile: Arc<Profile>, restored: Restored, shared: Shared) -> Arc<ProfileHandle> {
@@ -81,6 +88,13 @@ struct Actor {
     /// A code exchange waiting for the request in flight to finish.
     queued_exchange: Option<PendingExchange>,
     login_pending_until: Option<SystemTime>,
+}
+
+/// The owned secrets of a request about to be made.
+enum Grant {
+    ClientCredentials,
+    RefreshToken(Secret),
+    Code(Secret, Secret),
 }
 
 struct PendingExchange {
@@ -239,24 +253,26 @@ impl Actor {
     fn request(&mut self, kind: RequestKind) -> InFlight {
         let http = self.shared.http.clone();
         let profile = self.profile.clone();
-        match kind {
-            RequestKind::ClientCredentials => {
-                Box::pin(async move { token::request(&http, &profile, TokenGrant::ClientCredentials).await })
-            }
-            RequestKind::RefreshToken => {
-                let refresh_token =
-                    self.machine.refresh_token().cloned().expect("the machine only refreshes with a refresh token");
-                Box::pin(async move { token::request(&http, &profile, TokenGrant::RefreshToken(&refresh_token)).await })
-            }
+        let upstream = self.shared.upstream.clone();
+        let grant = match kind {
+            RequestKind::ClientCredentials => Grant::ClientCredentials,
+            RequestKind::RefreshToken => Grant::RefreshToken(
+                self.machine.refresh_token().cloned().expect("the machine only refreshes with a refresh token"),
+            ),
             RequestKind::CodeExchange => {
                 let exchange = self.exchange.as_ref().expect("an exchange is pending");
-                let (code, verifier) = (exchange.code.clone(), exchange.verifier.clone());
-                Box::pin(async move {
-                    token::request(&http, &profile, TokenGrant::AuthorizationCode { code: &code, verifier: &verifier })
-                        .await
-                })
+                Grant::Code(exchange.code.clone(), exchange.verifier.clone())
             }
-        }
+        };
+        Box::pin(async move {
+            let _permit = upstream.acquire().await.expect("the upstream semaphore is never closed");
+            let grant = match &grant {
+                Grant::ClientCredentials => TokenGrant::ClientCredentials,
+                Grant::RefreshToken(refresh_token) => TokenGrant::RefreshToken(refresh_token),
+                Grant::Code(code, verifier) => TokenGrant::AuthorizationCode { code, verifier },
+            };
+            token::request(&http, &profile, grant).await
+        })
     }
 
     async fn persist(&mut self) {
@@ -315,8 +331,17 @@ impl Actor {
 }
 
 fn snapshot(profile: &Profile, machine: &Machine, login_pending_until: Option<SystemTime>) -> Snapshot {
+    let token = machine.servable(&profile.name);
+    // Encoded once per token, so that serving it is a single write of these bytes.
+    let token_frame = token.as_ref().map(|t| {
+        let mut frame = Zeroizing::new(Vec::new());
+        tokend_proto::codec::encode(&tokend_proto::Response::Token(t.clone()), &mut frame)
+            .expect("a token response fits in a frame");
+        Arc::new(frame)
+    });
     Snapshot {
-        token: machine.servable(&profile.name),
+        token,
+        token_frame,
         lifetime: machine.token().map(Current::lifetime).unwrap_or_default(),
         generation: machine.generation(),
         refreshing: matches!(machine.phase(), Phase::Refreshing(_)),

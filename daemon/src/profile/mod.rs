@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokend_proto::{Error, Fingerprint, ProfileStatus, RevocationReport, Secret, Token};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
+use zeroize::Zeroizing;
 
 use crate::config::Profile;
 
@@ -31,6 +32,8 @@ pub struct Snapshot {
     /// The token to serve, unless a server rejected it. It may have expired: the server checks
     /// expiry when serving.
     pub token: Option<Token>,
+    /// `Response::Token(token)` as a complete frame, encoded once when the token arrived.
+    pub token_frame: Option<Arc<Zeroizing<Vec<u8>>>>,
     /// The lifetime of the newest token, which sets the default serving margin.
     pub lifetime: Duration,
     /// Bumped whenever a new token arrives.
@@ -80,6 +83,22 @@ pub(crate) enum Command {
     LoginPending(Option<SystemTime>),
 }
 
+/// A token chosen to be served: the snapshot it came from.
+#[derive(Debug, Clone)]
+pub struct Served(Arc<Snapshot>);
+
+impl Served {
+    /// The token.
+    pub fn token(&self) -> &Token {
+        self.0.token.as_ref().expect("a served snapshot has a token")
+    }
+
+    /// The token's response, ready to write.
+    pub fn frame(&self) -> &[u8] {
+        self.0.token_frame.as_ref().expect("a served snapshot has a token frame")
+    }
+}
+
 /// Why a request to a profile ended without an answer of its own.
 #[derive(Debug)]
 pub enum Gone {
@@ -118,7 +137,7 @@ impl ProfileHandle {
 
     /// A token with at least `min_valid` left (the profile's default margin when `None`),
     /// waiting for a refresh if the cached one is not good enough, until `deadline`.
-    pub async fn token(&self, min_valid: Option<Duration>, deadline: Instant) -> Result<Result<Token, Error>, Gone> {
+    pub async fn token(&self, min_valid: Option<Duration>, deadline: Instant) -> Result<Result<Served, Error>, Gone> {
         self.wait_for_token(min_valid, None, deadline).await
     }
 
@@ -128,7 +147,7 @@ impl ProfileHandle {
         &self,
         rejected: Option<Fingerprint>,
         deadline: Instant,
-    ) -> Result<Result<Token, Error>, Gone> {
+    ) -> Result<Result<Served, Error>, Gone> {
         let current = self.snapshot.borrow().token.as_ref().map(|t| t.fingerprint);
         let Some(rejected) = rejected.or(current) else {
             return self.token(None, deadline).await;
@@ -140,7 +159,7 @@ impl ProfileHandle {
     }
 
     /// Refreshes now (joining a refresh already in flight) and returns the new token.
-    pub async fn refresh(&self, deadline: Instant) -> Result<Result<Token, Error>, Gone> {
+    pub async fn refresh(&self, deadline: Instant) -> Result<Result<Served, Error>, Gone> {
         let (reply, done) = oneshot::channel();
         self.commands.send(Command::Refresh(reply)).await.map_err(|_| Gone::Stopped)?;
         match tokio::time::timeout_at(deadline, done).await {
@@ -185,18 +204,21 @@ impl ProfileHandle {
         min_valid: Option<Duration>,
         exclude: Option<Fingerprint>,
         deadline: Instant,
-    ) -> Result<Result<Token, Error>, Gone> {
+    ) -> Result<Result<Served, Error>, Gone> {
         let mut rx = self.snapshot.clone();
         let mut asked_at_generation = None;
         loop {
             let snap = rx.borrow_and_update().clone();
             let now = SystemTime::now();
             let need = min_valid.unwrap_or_else(|| schedule::default_min_valid(self.config.min_valid, snap.lifetime));
-            if let Some(token) = snap.token.as_ref().filter(|t| Some(t.fingerprint) != exclude) {
-                // `need` may be zero, but a token at or past its expiry is never served.
-                if token.expires_at > now && token.expires_at.duration_since(now).unwrap_or_default() >= need {
-                    return Ok(Ok(token.clone()));
-                }
+            // `need` may be zero, but a token at or past its expiry is never served.
+            let good_enough = snap.token.as_ref().is_some_and(|token| {
+                Some(token.fingerprint) != exclude
+                    && token.expires_at > now
+                    && token.expires_at.duration_since(now).unwrap_or_default() >= need
+            });
+            if good_enough {
+                return Ok(Ok(Served(snap)));
             }
             if let Some(error) = &snap.blocked {
                 return Ok(Err(error.clone()));

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokend_proto::FrameError;
-use tokend_proto::codec::{self, HEADER_LEN, MAX_FRAME_LEN};
+use tokend_proto::codec::{self, HEADER_LEN};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use zeroize::Zeroize;
 
@@ -49,7 +49,9 @@ pub struct Connection<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Wraps a stream.
     pub fn new(stream: S) -> Self {
-        Connection { stream, read_buf: Vec::with_capacity(1024), write_buf: Vec::with_capacity(1024) }
+        // Requests are a few dozen bytes and tokens are answered from pre-encoded frames, so
+        // buffers start small: thousands of idle connections cost little.
+        Connection { stream, read_buf: Vec::with_capacity(256), write_buf: Vec::new() }
     }
 
     /// Reads the next message. `Ok(None)` means the client closed the connection between
@@ -62,11 +64,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 self.read_buf.drain(..len);
                 return Ok(Some(message?));
             }
-            let spare = self.read_buf.capacity() - self.read_buf.len();
-            if spare < 512 {
-                let limit = HEADER_LEN + MAX_FRAME_LEN;
-                let want = (self.read_buf.len() + 4096).min(limit).saturating_sub(self.read_buf.len());
-                self.read_buf.reserve(want.max(1));
+            // Grow only for what the frame being read needs (its length is checked against the
+            // limit first); small requests never make the buffer grow.
+            if self.read_buf.capacity() - self.read_buf.len() < 64 {
+                let frame = match self.read_buf.first_chunk::<HEADER_LEN>() {
+                    Some(header) => HEADER_LEN + codec::payload_len(*header)?,
+                    None => HEADER_LEN,
+                };
+                self.read_buf.reserve(frame.saturating_sub(self.read_buf.len()).max(256));
             }
             let read = if self.read_buf.is_empty() {
                 self.stream.read_buf(&mut self.read_buf).await?
@@ -95,6 +100,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let written = tokio::time::timeout(WRITE_TIMEOUT, self.stream.write_all(&self.write_buf)).await;
         self.write_buf.zeroize();
         written.map_err(|_| ConnError::Timeout("writing a response"))??;
+        Ok(())
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// Writes a frame that is already encoded.
+    pub async fn write_frame(&mut self, frame: &[u8]) -> Result<(), ConnError> {
+        tokio::time::timeout(WRITE_TIMEOUT, self.stream.write_all(frame))
+            .await
+            .map_err(|_| ConnError::Timeout("writing a response"))??;
         Ok(())
     }
 }

@@ -10,15 +10,14 @@ use std::time::{Duration, SystemTime};
 
 use interprocess::local_socket::tokio::Stream;
 use tokend_proto::{
-    Error, Event, Hello, HelloReply, MAGIC, PROTOCOL_VERSION, Pong, ProfileSummary, Request, Response, Token,
-    message::Refusal,
+    Error, Event, Hello, HelloReply, MAGIC, PROTOCOL_VERSION, Pong, ProfileSummary, Request, Response, message::Refusal,
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::connection::{ConnError, Connection};
 use crate::daemon::Daemon;
-use crate::profile::{Gone, ProfileHandle, Snapshot};
+use crate::profile::{Gone, ProfileHandle, Served, Snapshot};
 
 /// How long a new connection has to send its hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -127,13 +126,17 @@ async fn handle(daemon: &Arc<Daemon>, conn: &mut Conn, request: Request) -> Resu
             profiles: daemon.profiles().len() as u32,
         }),
         Request::Token { profile, min_valid } => {
-            token_response(with_profile(daemon, &profile, |h| async move { h.token(min_valid, deadline).await }).await)
+            let served = with_profile(daemon, &profile, |h| async move { h.token(min_valid, deadline).await }).await;
+            return write_token(conn, served).await;
         }
-        Request::Invalidate { profile, rejected } => token_response(
-            with_profile(daemon, &profile, |h| async move { h.invalidate(rejected, deadline).await }).await,
-        ),
+        Request::Invalidate { profile, rejected } => {
+            let served =
+                with_profile(daemon, &profile, |h| async move { h.invalidate(rejected, deadline).await }).await;
+            return write_token(conn, served).await;
+        }
         Request::Refresh { profile } => {
-            token_response(with_profile(daemon, &profile, |h| async move { h.refresh(deadline).await }).await)
+            let served = with_profile(daemon, &profile, |h| async move { h.refresh(deadline).await }).await;
+            return write_token(conn, served).await;
         }
         Request::Status { profile: Some(name) } => match daemon.profile(&name) {
             Ok(handle) => Response::Status(vec![handle.status()]),
@@ -150,7 +153,9 @@ async fn handle(daemon: &Arc<Daemon>, conn: &mut Conn, request: Request) -> Resu
                 })
                 .collect(),
         ),
-        Request::Reload => match daemon.reload().await {
+        // Rare requests with large futures are boxed, so they do not make every connection's
+        // task bigger.
+        Request::Reload => match Box::pin(daemon.reload()).await {
             Ok(summary) => Response::Reloaded(summary),
             Err(e) => Response::Error(e),
         },
@@ -160,23 +165,23 @@ async fn handle(daemon: &Arc<Daemon>, conn: &mut Conn, request: Request) -> Resu
             daemon.begin_shutdown();
             return Ok(());
         }
-        Request::Login { profile } => return login(daemon, conn, &profile).await,
-        Request::LoginRedirect { profile, url } => match daemon.logins.paste(&profile, url).await {
+        Request::Login { profile } => return Box::pin(login(daemon, conn, &profile)).await,
+        Request::LoginRedirect { profile, url } => match Box::pin(daemon.logins.paste(&profile, url)).await {
             Ok(()) => Response::LoginDone { profile },
             Err(e) => Response::Error(e),
         },
         Request::Logout { profile } => {
-            daemon.logins.cancel(&profile, "logged out").await;
-            match with_profile(daemon, &profile, |h| async move { h.logout().await.map(Ok) }).await {
+            Box::pin(daemon.logins.cancel(&profile, "logged out")).await;
+            match Box::pin(with_profile(daemon, &profile, |h| async move { h.logout().await.map(Ok) })).await {
                 Ok(report) => Response::LoggedOut(report),
                 Err(e) => Response::Error(e),
             }
         }
-        Request::Info { profile } => match info(daemon, &profile, deadline).await {
+        Request::Info { profile } => match Box::pin(info(daemon, &profile, deadline)).await {
             Ok(response) => response,
             Err(e) => Response::Error(e),
         },
-        Request::Watch { profile } => return watch(daemon, conn, profile).await,
+        Request::Watch { profile } => return Box::pin(watch(daemon, conn, profile)).await,
     };
     conn.write(&response).await
 }
@@ -203,10 +208,11 @@ where
     Err(Error::Internal { message: format!("profile `{name}` kept being reloaded; try again") })
 }
 
-fn token_response(result: Result<Token, Error>) -> Response {
-    match result {
-        Ok(token) => Response::Token(token),
-        Err(e) => Response::Error(e),
+/// Answers with a token's pre-encoded frame: serving a cached token encodes nothing.
+async fn write_token(conn: &mut Conn, served: Result<Served, Error>) -> Result<(), ConnError> {
+    match served {
+        Ok(served) => conn.write_frame(served.frame()).await,
+        Err(e) => conn.write(&Response::Error(e)).await,
     }
 }
 
@@ -252,15 +258,16 @@ async fn info(daemon: &Daemon, name: &str, deadline: Instant) -> Result<Response
         });
     };
     let http = daemon.http().clone();
-    let mut token = with_profile(daemon, name, |h| async move { h.token(None, deadline).await }).await?;
+    let mut served = with_profile(daemon, name, |h| async move { h.token(None, deadline).await }).await?;
     for attempt in 0..2 {
-        let answer = crate::oauth::info::fetch(&http, &url, &token.access_token).await.map_err(|e| {
+        let answer = crate::oauth::info::fetch(&http, &url, &served.token().access_token).await.map_err(|e| {
             Error::Upstream { profile: name.to_owned(), failure: Box::new(e.to_failure(SystemTime::now())) }
         })?;
         if answer.status == 401 && attempt == 0 {
             tracing::info!(profile = %name, "the info endpoint rejected the token; getting a new one");
-            let rejected = token.fingerprint;
-            token = with_profile(daemon, name, |h| async move { h.invalidate(Some(rejected), deadline).await }).await?;
+            let rejected = served.token().fingerprint;
+            served =
+                with_profile(daemon, name, |h| async move { h.invalidate(Some(rejected), deadline).await }).await?;
             continue;
         }
         return Ok(Response::Info { profile: name.to_owned(), status: answer.status, body: answer.body });
