@@ -26,7 +26,10 @@ pub struct Client {
 #[derive(Debug)]
 struct Conn {
     stream: Stream,
-    buf: Vec<u8>,
+    /// Bytes read but not yet decoded.
+    read_buf: Vec<u8>,
+    /// Scratch space for encoding.
+    write_buf: Vec<u8>,
 }
 
 /// Why one attempt at a request failed.
@@ -64,9 +67,11 @@ impl Client {
 
     /// Sets how long a request may take (default [`DEFAULT_TIMEOUT`]).
     pub fn with_timeout(mut self, timeout: Duration) -> Client {
-        self.timeout = timeout;
-        if let Some(conn) = &self.conn {
-            let _ = conn.set_timeout(Some(timeout));
+        if timeout != self.timeout {
+            self.timeout = timeout;
+            if let Some(conn) = &self.conn {
+                let _ = conn.set_timeout(Some(timeout));
+            }
         }
         self
     }
@@ -219,7 +224,7 @@ impl Conn {
     fn open(endpoint: &Endpoint, timeout: Duration) -> Result<Conn> {
         let name = endpoint.name().map_err(|e| protocol::connect_error(endpoint, e))?;
         let stream = Stream::connect(name).map_err(|e| protocol::connect_error(endpoint, e))?;
-        let mut conn = Conn { stream, buf: Vec::with_capacity(512) };
+        let mut conn = Conn { stream, read_buf: Vec::with_capacity(4096), write_buf: Vec::with_capacity(256) };
         conn.set_timeout(Some(timeout))?;
         let hello = conn.send(&Hello::new()).and_then(|()| conn.recv_frame::<HelloReply>());
         match hello {
@@ -244,7 +249,7 @@ impl Conn {
     }
 
     fn send(&mut self, request: &impl serde::Serialize) -> Result<(), Failure> {
-        codec::write_frame(&mut self.stream, request, &mut self.buf).map_err(read_failure)
+        codec::write_frame(&mut self.stream, request, &mut self.write_buf).map_err(read_failure)
     }
 
     fn recv(&mut self) -> Result<Response, Failure> {
@@ -252,7 +257,7 @@ impl Conn {
     }
 
     fn recv_frame<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, Failure> {
-        match codec::read_frame(&mut self.stream, &mut self.buf) {
+        match codec::read_frame(&mut self.stream, &mut self.read_buf) {
             Ok(Some(message)) => Ok(message),
             Ok(None) => Err(Failure::Stale),
             Err(e) => Err(read_failure(e)),

@@ -129,25 +129,47 @@ pub enum ReadError {
 
 /// Reads one frame from a blocking reader and decodes it.
 ///
-/// Returns `Ok(None)` if the stream ended cleanly before the first byte of a frame. `buf` is
-/// scratch space, reused across calls to avoid an allocation per frame.
+/// Returns `Ok(None)` if the stream ended cleanly before the first byte of a frame. `buf` holds
+/// bytes read beyond the frame for the next call, so give every call on one stream the same
+/// buffer. Reads ask for as much as is available, so a frame usually costs one read.
 pub fn read_frame<T: DeserializeOwned>(reader: &mut impl Read, buf: &mut Vec<u8>) -> Result<Option<T>, ReadError> {
-    let mut header = [0u8; HEADER_LEN];
-    let got = read_full(reader, &mut header)?;
-    if got == 0 {
-        return Ok(None);
+    loop {
+        if let Some(len) = complete_frame(buf)? {
+            let message = decode(&buf[HEADER_LEN..len]);
+            buf.drain(..len);
+            return Ok(Some(message?));
+        }
+        let want = match buf.first_chunk::<HEADER_LEN>() {
+            Some(header) => (HEADER_LEN + payload_len(*header)?).saturating_sub(buf.len()),
+            None => HEADER_LEN - buf.len(),
+        };
+        let filled = buf.len();
+        buf.resize(filled + want.max(4096), 0);
+        let got = loop {
+            match reader.read(&mut buf[filled..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => break other,
+            }
+        };
+        match got {
+            Ok(0) => {
+                buf.truncate(filled);
+                if buf.is_empty() {
+                    return Ok(None);
+                }
+                let expected = match buf.first_chunk::<HEADER_LEN>() {
+                    Some(header) => HEADER_LEN + payload_len(*header)?,
+                    None => HEADER_LEN,
+                };
+                return Err(FrameError::Truncated { got: buf.len(), expected }.into());
+            }
+            Ok(n) => buf.truncate(filled + n),
+            Err(e) => {
+                buf.truncate(filled);
+                return Err(e.into());
+            }
+        }
     }
-    if got < HEADER_LEN {
-        return Err(FrameError::Truncated { got, expected: HEADER_LEN }.into());
-    }
-    let len = payload_len(header)?;
-    buf.clear();
-    buf.resize(len, 0);
-    let got = read_full(reader, buf)?;
-    if got < len {
-        return Err(FrameError::Truncated { got: HEADER_LEN + got, expected: HEADER_LEN + len }.into());
-    }
-    Ok(Some(decode(buf)?))
 }
 
 /// Encodes `message` as one frame and writes it with a single `write_all`.
@@ -156,20 +178,6 @@ pub fn write_frame<T: Serialize>(writer: &mut impl Write, message: &T, buf: &mut
     encode(message, buf)?;
     writer.write_all(buf)?;
     Ok(())
-}
-
-/// Fills `buf` as far as the stream allows; returns how many bytes arrived before EOF.
-fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 #[cfg(test)]
@@ -243,13 +251,22 @@ mod tests {
     #[test]
     fn a_truncated_frame_on_a_blocking_stream_is_reported() {
         let frame = frame_of(&Request::Status { profile: Some("a".into()) });
-        let mut scratch = Vec::new();
         let cut = &frame[..frame.len() - 1];
-        let err = read_frame::<Request>(&mut &cut[..], &mut scratch).unwrap_err();
+        let err = read_frame::<Request>(&mut &cut[..], &mut Vec::new()).unwrap_err();
         assert!(matches!(err, ReadError::Frame(FrameError::Truncated { .. })), "{err}");
-        let err = read_frame::<Request>(&mut &frame[..2], &mut scratch).unwrap_err();
+        let err = read_frame::<Request>(&mut &frame[..2], &mut Vec::new()).unwrap_err();
         assert!(matches!(err, ReadError::Frame(FrameError::Truncated { got: 2, expected: 4 })));
-        assert!(read_frame::<Request>(&mut &[][..], &mut scratch).unwrap().is_none());
+        assert!(read_frame::<Request>(&mut &[][..], &mut Vec::new()).unwrap().is_none());
+    }
+
+    #[test]
+    fn frames_read_together_are_returned_one_at_a_time() {
+        let mut stream = frame_of(&Request::Ping);
+        stream.extend(frame_of(&Request::List));
+        let (mut reader, mut buf) = (&stream[..], Vec::new());
+        assert_eq!(read_frame::<Request>(&mut reader, &mut buf).unwrap(), Some(Request::Ping));
+        assert_eq!(read_frame::<Request>(&mut reader, &mut buf).unwrap(), Some(Request::List));
+        assert_eq!(read_frame::<Request>(&mut reader, &mut buf).unwrap(), None);
     }
 
     #[test]
