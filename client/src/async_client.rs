@@ -223,7 +223,7 @@ impl Conn {
     async fn open(endpoint: &Endpoint) -> Result<Conn> {
         let name = endpoint.name().map_err(|e| protocol::connect_error(endpoint, e))?;
         let stream = Stream::connect(name).await.map_err(|e| protocol::connect_error(endpoint, e))?;
-        let mut conn = Conn { stream, read_buf: Vec::with_capacity(512), write_buf: Vec::with_capacity(256) };
+        let mut conn = Conn { stream, read_buf: Vec::with_capacity(4096), write_buf: Vec::with_capacity(256) };
         let hello = match conn.send(&Hello::new()).await {
             Ok(()) => conn.recv_frame::<HelloReply>().await,
             Err(failure) => Err(failure),
@@ -259,6 +259,10 @@ impl Conn {
                 let message = codec::decode(&self.read_buf[HEADER_LEN..len]).map_err(frame_failure);
                 self.read_buf.drain(..len);
                 return message;
+            }
+            // Read in large pieces: a token frame then arrives in one read, not in 64-byte steps.
+            if self.read_buf.capacity() - self.read_buf.len() < 1024 {
+                self.read_buf.reserve(4096);
             }
             let read = self.stream.read_buf(&mut self.read_buf).await.map_err(io_failure)?;
             if read == 0 {

@@ -56,6 +56,9 @@ pub enum Fault {
     RetryAfter(u64),
     /// Close the connection without answering.
     Hangup,
+    /// Carry out the grant (issuing and rotating tokens), then close the connection without
+    /// delivering the answer.
+    LostAnswer,
 }
 
 /// A registered client.
@@ -509,20 +512,26 @@ async fn token(fake: &Fake, path: &str, headers: &HeaderMap, form: HashMap<Strin
             return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, secs.to_string())], "busy")
                 .into_response();
         }
-        Some(Fault::Hangup) => {
-            // A body stream that fails after its first chunk makes the server drop the
-            // connection mid-response.
-            let chunks: Vec<Result<axum::body::Bytes, std::io::Error>> =
-                vec![Ok("{\"access_tok".into()), Err(std::io::Error::other("hang up"))];
-            return Response::builder()
-                .status(200)
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from_stream(futures_util::stream::iter(chunks)))
-                .unwrap();
+        Some(Fault::Hangup) => return hang_up(),
+        Some(Fault::LostAnswer) => {
+            fake.with(|i| issue(i, headers, &form));
+            return hang_up();
         }
         None => {}
     }
     fake.with(|i| issue(i, headers, &form))
+}
+
+/// A response whose body stream fails after its first chunk, which makes the server drop the
+/// connection mid-response.
+fn hang_up() -> Response {
+    let chunks: Vec<Result<axum::body::Bytes, std::io::Error>> =
+        vec![Ok("{\"access_tok".into()), Err(std::io::Error::other("hang up"))];
+    Response::builder()
+        .status(200)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(futures_util::stream::iter(chunks)))
+        .unwrap()
 }
 
 fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> Response {

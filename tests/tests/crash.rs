@@ -10,13 +10,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokend_e2e::fake::{Client, ClientAuth, Style};
-use tokend_e2e::{FakeProvider, Tokend, free_port};
+use tokend_e2e::fake::{Client, ClientAuth, Fault, Style};
+use tokend_e2e::{FakeProvider, Tokend, eventually, free_port};
 
 const CYCLES: usize = 25;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_at_random_moments_never_loses_a_refresh_token() {
+async fn movemint_fake(lifetime: Duration) -> (FakeProvider, String) {
     let fake = FakeProvider::start().await;
     let redirect = format!("http://127.0.0.1:{}/callback", free_port());
     fake.register(
@@ -29,7 +28,7 @@ async fn sigkill_at_random_moments_never_loses_a_refresh_token() {
         },
     );
     fake.set_style(Style::Movemint);
-    fake.set_lifetime(Duration::from_secs(2));
+    fake.set_lifetime(lifetime);
     let config = format!(
         r#"
 [profiles.mm]
@@ -40,9 +39,17 @@ redirect_uri = "{redirect}"
 client_id = "mm"
 client_secret = "s"
 client_auth = "post"
+retry_min = "100ms"
+retry_max = "200ms"
 "#,
         base = fake.base
     );
+    (fake, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_never_loses_a_refresh_token() {
+    let (fake, config) = movemint_fake(Duration::from_secs(2)).await;
     let mut tokend = Tokend::start(&config).await;
     log_in(&tokend).await;
     let mut relogins = 0;
@@ -66,6 +73,9 @@ client_auth = "post"
         tokio::time::sleep(Duration::from_millis(rand::random_range(50..1500))).await;
         tokend.kill().await;
         let _ = poller.await;
+        // A refresh request already on the wire is still answered by the server; let it finish
+        // before reading which refresh token is the newest.
+        tokio::time::sleep(Duration::from_millis(100)).await;
 
         let state = std::fs::read_to_string(tokend.state.join("mm.json")).expect("the state file exists");
         let json: serde_json::Value =
@@ -82,15 +92,17 @@ client_auth = "post"
             checked += 1;
         }
         let newest = fake.newest_refresh_token().unwrap();
+        let (saved_seq, newest_seq) = (fake.refresh_sequence(&saved).unwrap(), fake.refresh_sequence(&newest).unwrap());
         tokend.restart().await;
         assert!(!tokend.log().contains("cannot use the saved tokens"), "cycle {cycle}:\n{}", tokend.log());
-        if tokend.tokenctl(&["token", "mm"]).await.status.code() == Some(5) {
+        if saved_seq < newest_seq {
             // Killed after the server rotated the refresh token but before the answer arrived:
-            // then what is on disk is exactly one rotation behind, and nothing was served with
-            // the newest one.
-            let (saved_seq, newest_seq) =
-                (fake.refresh_sequence(&saved).unwrap(), fake.refresh_sequence(&newest).unwrap());
+            // then what is on disk is exactly one rotation behind, nothing was served with the
+            // newest one, and the server will take the next refresh for a replay and revoke the
+            // grant. A forced refresh shows tokend turning that into "login needed".
             assert_eq!(saved_seq + 1, newest_seq, "cycle {cycle}: only the very last rotation can be missed");
+            let refresh = tokend.tokenctl(&["refresh", "mm"]).await;
+            assert_eq!(refresh.status.code(), Some(5), "cycle {cycle}: {refresh:?}");
             relogins += 1;
             log_in(&tokend).await;
         }
@@ -99,6 +111,42 @@ client_auth = "post"
     assert!(checked >= CYCLES / 2, "most cycles served a token before the kill: {checked}");
     assert!(relogins <= 4, "{relogins} of {CYCLES} kills landed between rotation and receipt");
     eprintln!("{CYCLES} kills, {checked} checked against a served token, {relogins} re-logins");
+}
+
+/// The situation a kill between rotation and receipt leaves behind, made deterministic: the
+/// server rotates the refresh token and the answer never arrives. tokend can only retry with the
+/// refresh token it has, the server takes that for a replay and revokes the grant, and tokend
+/// must then stop and ask for a login instead of retrying forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_after_rotation_ends_in_login_needed_not_a_retry_loop() {
+    let (fake, config) = movemint_fake(Duration::from_secs(3600)).await;
+    let tokend = Tokend::start(&config).await;
+    log_in(&tokend).await;
+    let before = fake.token_requests();
+    fake.fail_next([Fault::LostAnswer]);
+    let _ = tokend.tokenctl(&["refresh", "mm"]).await;
+    let needs_login = || async {
+        let status = tokend.tokenctl_ok(&["status", "mm", "--json"]).await;
+        serde_json::from_str::<serde_json::Value>(&status).unwrap()["state"] == "needs-login"
+    };
+    let mut reached = false;
+    for _ in 0..50 {
+        if needs_login().await {
+            reached = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reached, "{}", tokend.log());
+    assert!(fake.reuse_detected(), "the retry presented the rotated-out refresh token");
+    let requests = fake.token_requests();
+    assert_eq!(requests - before, 2, "one lost answer, one refused retry");
+    let out = tokend.tokenctl(&["token", "mm"]).await;
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    // No retry loop: the profile waits for the user.
+    assert!(!eventually(Duration::from_millis(800), || fake.token_requests() > requests).await);
+    log_in(&tokend).await;
+    assert!(fake.accepts(tokend.tokenctl_ok(&["token", "mm"]).await.trim()));
 }
 
 async fn log_in(tokend: &Tokend) {

@@ -11,7 +11,8 @@
 //! - **A rejected token is never served again.** `invalidate` marks the current token rejected;
 //!   only a new token clears the mark.
 //! - **A refresh token is only replaced or dropped deliberately**: replaced by a rotated one,
-//!   dropped only when the server says it is dead (`invalid_grant`) or the user logs out.
+//!   dropped only when the server says it is dead (`invalid_grant`, which drops the access token
+//!   of the dead grant too) or the user logs out.
 //!   Transient failures and failed logins leave it untouched.
 //! - **Backoff and permanent failures stop the clock**: nothing is retried before `retry_at`,
 //!   and a permanent failure is not retried until the user asks or the config changes.
@@ -278,7 +279,14 @@ impl Machine {
                     self.phase = Phase::Backoff { retry_at: now + delay };
                     self.last_error = Some(failure);
                 } else if kind == RequestKind::RefreshToken && error.is_invalid_grant() {
+                    // The grant is dead at the server, and the access token issued under it
+                    // almost always with it (servers revoke the whole grant on refresh token
+                    // replay or when the user withdraws consent): clients are told to log in
+                    // rather than handed a token that will be refused.
                     self.refresh_token = None;
+                    if self.token.take().is_some() {
+                        self.generation += 1;
+                    }
                     let reason = match &failure.description {
                         Some(d) => format!("the server no longer accepts the refresh token: {d}"),
                         None => "the server no longer accepts the refresh token (invalid_grant)".to_owned(),
