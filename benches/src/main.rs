@@ -151,45 +151,39 @@ async fn suite(plan: Plan) -> serde_json::Value {
         workers()
     );
 
-    let raw_dir = tempfile_dir();
-    let raw_socket = raw_dir.join("raw.sock");
-    let mut raw_server = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .arg("--raw-server")
-        .arg(&raw_socket)
-        .arg(request_len.to_string())
-        .arg(response_len.to_string())
-        .arg(workers().to_string())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let raw_server = RawServer::spawn("raw.sock", request_len, response_len);
+    let raw_socket = raw_server.socket.clone();
 
     // 1. Latency on one persistent connection.
     if plan.runs("latency") {
-        println!("== Client::token round trip on one persistent connection ({} samples)", plan.latency_samples);
-        let raw = {
-            let mut client = raw::RawClient::connect(&raw_socket, request_len, response_len).await;
-            let mut samples = Vec::with_capacity(plan.latency_samples);
-            for i in 0..plan.latency_samples + 2000 {
+        println!(
+            "== Client::token round trip on one persistent connection ({} samples each, in alternating blocks)",
+            plan.latency_samples
+        );
+        // Both connections stay open, and the two are measured in alternating blocks, so that
+        // drift in the machine's state (frequency, which cores the threads land on) hits both.
+        const ROUNDS: usize = 20;
+        let mut raw_client = raw::RawClient::connect(&raw_socket, request_len, response_len).await;
+        let mut client = Client::connect_to(endpoint.clone()).await.unwrap();
+        for _ in 0..2000 {
+            raw_client.round_trip().await;
+            client.token("p0").await.unwrap();
+        }
+        let per_round = plan.latency_samples.div_ceil(ROUNDS);
+        let (mut raw_samples, mut our_samples) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            for _ in 0..per_round {
                 let t = Instant::now();
-                client.round_trip().await;
-                if i >= 2000 {
-                    samples.push(t.elapsed());
-                }
+                raw_client.round_trip().await;
+                raw_samples.push(t.elapsed());
             }
-            Latency::of(samples)
-        };
-        let ours = {
-            let mut client = Client::connect_to(endpoint.clone()).await.unwrap();
-            let mut samples = Vec::with_capacity(plan.latency_samples);
-            for i in 0..plan.latency_samples + 2000 {
+            for _ in 0..per_round {
                 let t = Instant::now();
                 client.token("p0").await.unwrap();
-                if i >= 2000 {
-                    samples.push(t.elapsed());
-                }
+                our_samples.push(t.elapsed());
             }
-            Latency::of(samples)
-        };
+        }
+        let (raw, ours) = (Latency::of(raw_samples), Latency::of(our_samples));
         println!("                 median      p99         p99.9       mean");
         println!("  raw socket     {:<11} {:<11} {:<11} {}", us(raw.median), us(raw.p99), us(raw.p999), us(raw.mean));
         println!(
@@ -227,7 +221,7 @@ async fn suite(plan: Plan) -> serde_json::Value {
         }
         results.insert("throughput_rps".into(), serde_json::Value::Array(throughput));
     }
-    let _ = raw_server.kill().await;
+    drop(raw_server);
 
     // 3. tokenctl end to end, process start included.
     if plan.runs("process") {
@@ -249,72 +243,141 @@ async fn suite(plan: Plan) -> serde_json::Value {
     // 4. A herd on an expired token.
     if plan.runs("herd") {
         let (requests, release_to_all, all_served) = herd(plan.herd).await;
+        let raw_server = RawServer::spawn("raw-herd.sock", request_len, response_len);
+        let raw_all = raw_herd(&raw_server.socket, request_len, response_len, plan.herd).await;
+        drop(raw_server);
+        let ratio = release_to_all.as_secs_f64() / raw_all.as_secs_f64();
         println!("\n== a herd of {} concurrent requests on an expired token", plan.herd);
         println!("  upstream requests for the herd   {requests}   (must be 1)");
         println!("  all served, from the refresh     {}", ms(release_to_all));
         println!("  all served, from the first ask   {}", ms(all_served));
+        println!("  raw socket, {} round trips at once   {}   (ratio {ratio:.2}×)", plan.herd, ms(raw_all));
         results.insert(
-        "herd".into(),
-        json!({ "clients": plan.herd, "upstream_requests": requests, "ms_after_refresh": release_to_all.as_secs_f64() * 1e3, "ms_total": all_served.as_secs_f64() * 1e3 }),
-    );
+            "herd".into(),
+            json!({ "clients": plan.herd, "upstream_requests": requests, "ms_after_refresh": release_to_all.as_secs_f64() * 1e3, "ms_total": all_served.as_secs_f64() * 1e3, "raw_ms": raw_all.as_secs_f64() * 1e3, "ratio": ratio }),
+        );
     }
 
     // 5. Memory, and 6. idle cost.
     if !plan.runs("memory") {
         return serde_json::Value::Object(results);
     }
-    println!("\n== memory (resident set size of tokend)");
+    println!("\n== memory (resident set size; the raw baseline is a tokio server with the same workers)");
+    let raw_server = RawServer::spawn("raw-memory.sock", request_len, response_len);
+    // Connect once so that the baseline has set up everything it needs to serve.
+    raw::RawClient::connect(&raw_server.socket, request_len, response_len).await.round_trip().await;
     let fake = provider(Duration::from_secs(24 * 3600)).await;
     let ten = start(&profiles(&fake, 10)).await;
     wait_for_requests(&fake, 10).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_ten = rss_kib(ten.pid());
+    let (rss_ten, raw_idle) = (rss_kib(ten.pid()), rss_kib(raw_server.pid()));
+    println!("                                      tokend       raw socket   ratio");
     println!(
-        "  idle, 10 profiles                 {:>7} KiB   (target ≤ 10240 KiB) {}",
-        rss_ten,
+        "  idle, 10 profiles                 {rss_ten:>7} KiB  {raw_idle:>7} KiB  {:.2}×   (target ≤ 10240 KiB) {}",
+        rss_ten as f64 / raw_idle as f64,
         if rss_ten <= 10240 { "met" } else { "NOT met" }
     );
-    let rss_conns = {
+    let (rss_conns, raw_conns) = {
         let mut clients = Vec::with_capacity(plan.many_connections);
+        let mut raw_clients = Vec::with_capacity(plan.many_connections);
         for _ in 0..plan.many_connections {
             clients.push(Client::connect_to(Endpoint::new(&ten.socket)).await.unwrap());
+            raw_clients.push(raw::RawClient::connect(&raw_server.socket, request_len, response_len).await);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-        rss_kib(ten.pid())
+        (rss_kib(ten.pid()), rss_kib(raw_server.pid()))
     };
-    println!("  10 profiles, {:>5} open clients   {:>7} KiB", plan.many_connections, rss_conns);
+    println!(
+        "  10 profiles, {:>5} open clients   {rss_conns:>7} KiB  {raw_conns:>7} KiB  {:.2}×",
+        plan.many_connections,
+        rss_conns as f64 / raw_conns as f64
+    );
     let fake_many = provider(Duration::from_secs(24 * 3600)).await;
     let many = start(&profiles(&fake_many, plan.many_profiles)).await;
     wait_for_requests(&fake_many, plan.many_profiles).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_many = rss_kib(many.pid());
-    println!("  idle, {:>5} profiles              {:>7} KiB", plan.many_profiles, rss_many);
+    println!(
+        "  idle, {:>5} profiles              {rss_many:>7} KiB  {raw_idle:>7} KiB  {:.2}×   (baseline: idle, no profiles)",
+        plan.many_profiles,
+        rss_many as f64 / raw_idle as f64
+    );
     drop(many);
     results.insert(
         "memory_kib".into(),
-        json!({ "profiles_10": rss_ten, "profiles_many": rss_many, "many_profiles": plan.many_profiles, "connections": plan.many_connections, "with_connections": rss_conns }),
+        json!({ "profiles_10": rss_ten, "profiles_many": rss_many, "many_profiles": plan.many_profiles, "connections": plan.many_connections, "with_connections": rss_conns, "raw_idle": raw_idle, "raw_with_connections": raw_conns }),
     );
 
     println!(
-        "\n== idle cost: context switches of every tokend thread over {}, nothing due",
+        "\n== idle cost: context switches of every thread over {}, nothing due",
         humantime::format_duration(plan.idle_for)
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let before = context_switches(ten.pid());
+    let (before, raw_before) = (context_switches(ten.pid()), context_switches(raw_server.pid()));
     tokio::time::sleep(plan.idle_for).await;
-    let after = context_switches(ten.pid());
-    let switches = after.saturating_sub(before);
+    let switches = context_switches(ten.pid()).saturating_sub(before);
+    let raw_switches = context_switches(raw_server.pid()).saturating_sub(raw_before);
     println!(
-        "  threads {}, context switches {switches}   (target 0: no periodic wake-ups) {}",
+        "  tokend: threads {}, context switches {switches}   (target 0: no periodic wake-ups) {}",
         thread_count(ten.pid()),
         if switches == 0 { "met" } else { "NOT met" }
     );
+    println!("  raw socket: threads {}, context switches {raw_switches}", thread_count(raw_server.pid()));
     results.insert(
         "idle".into(),
-        json!({ "seconds": plan.idle_for.as_secs(), "context_switches": switches, "threads": thread_count(ten.pid()) }),
+        json!({ "seconds": plan.idle_for.as_secs(), "context_switches": switches, "threads": thread_count(ten.pid()), "raw_context_switches": raw_switches }),
     );
     drop(ten);
     serde_json::Value::Object(results)
+}
+
+/// The raw baseline server, in its own process; killed on drop.
+struct RawServer {
+    child: std::process::Child,
+    socket: PathBuf,
+}
+
+impl RawServer {
+    fn spawn(name: &str, request_len: usize, response_len: usize) -> RawServer {
+        let socket = tempfile_dir().join(name);
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .arg("--raw-server")
+            .arg(&socket)
+            .arg(request_len.to_string())
+            .arg(response_len.to_string())
+            .arg(workers().to_string())
+            .spawn()
+            .expect("start the raw baseline server");
+        RawServer { child, socket }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for RawServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// The raw baseline for a herd: `clients` connections, each making one round trip at once;
+/// the time until the last is answered.
+async fn raw_herd(socket: &Path, request_len: usize, response_len: usize, clients: usize) -> Duration {
+    let mut connected = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        connected.push(raw::RawClient::connect(socket, request_len, response_len).await);
+    }
+    let start = Instant::now();
+    let tasks: Vec<_> =
+        connected.into_iter().map(|mut client| tokio::spawn(async move { client.round_trip().await })).collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    start.elapsed()
 }
 
 fn machine(results: &mut serde_json::Map<String, serde_json::Value>) {
