@@ -177,13 +177,17 @@ fn backoff_without_a_valid_token_tells_clients_since_when() {
 }
 
 #[test]
-fn invalid_grant_on_refresh_needs_a_login_and_drops_the_dead_refresh_token() {
-    let mut m = ac(None, Some("rt"));
+fn invalid_grant_on_refresh_needs_a_login_and_drops_the_dead_grant() {
+    let mut m = ac(Some(current("a", T0, 3600)), Some("rt"));
     m.handle(Event::Start, T0, 0.0);
+    m.handle(Event::Force, T0, 0.0);
+    let generation = m.generation();
     let fx = m.handle(Event::Failed(upstream(Retry::Permanent, Some("invalid_grant"))), T0, 0.0);
     assert!(fx.persist);
     assert!(fx.login_needed.is_some());
     assert_eq!(m.refresh_token(), None);
+    assert!(m.servable("p").is_none(), "the access token of the dead grant is not served");
+    assert!(m.generation() > generation, "waiting clients see the change");
     assert_eq!(m.deadline(), None, "no retries");
     assert!(matches!(m.blocked_error(), Some(Error::LoginNeeded { .. })));
 }
