@@ -37,7 +37,10 @@ impl Http {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .timeout(timeout)
-            .pool_idle_timeout(Duration::from_secs(30))
+            // Connections are reused within a burst (start-up, profiles refreshing together) and
+            // closed soon after, so that the pool's expiry timer stops and an idle tokend is not
+            // woken until the next refresh is due.
+            .pool_idle_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(2)
             .build()
             .map_err(|e| format!("cannot set up the HTTP client: {}", root_cause(&e)))?;
