@@ -120,3 +120,39 @@ async fn ping_and_json_output_are_stable_for_scripts() {
     let human = tokend.tokenctl_ok(&["ping"]).await;
     assert!(human.contains("is running"), "{human}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_with_no_profiles_waits_for_a_reload_that_adds_one() {
+    let fake = FakeProvider::start().await;
+    fake.client("c", "s", ClientAuth::Basic);
+    let tokend = Tokend::start("").await;
+    let mut watch = tokio::process::Command::new(tokend_e2e::bin("tokenctl"))
+        .args(["watch", "--json"])
+        .env("TOKEND_SOCKET", &tokend.socket)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(watch.try_wait().unwrap().is_none(), "the watch is still running with nothing to watch");
+    tokend.write_config(&format!(
+        "[profiles.p]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
+        fake.url("/oauth/token")
+    ));
+    tokend.tokenctl_ok(&["reload"]).await;
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    loop {
+        let line = tokio::time::timeout_at(deadline, lines.next_line())
+            .await
+            .expect("the added profile's events arrive")
+            .unwrap()
+            .expect("the stream goes on");
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if event["event"] == "token" {
+            assert!(fake.accepts(event["access_token"].as_str().unwrap()));
+            break;
+        }
+    }
+}

@@ -313,8 +313,18 @@ async fn watch(daemon: &Arc<Daemon>, conn: &mut Conn, only: Option<String>) -> R
                 Reloaded,
                 Leave,
             }
+            // With no profiles (an empty config, or a reload that removed them all) only a
+            // reload, the client or a shutdown can wake the watch.
+            let changes = async {
+                if receivers.is_empty() {
+                    return std::future::pending().await;
+                }
+                let (result, index, _) =
+                    futures_util::future::select_all(receivers.iter_mut().map(|rx| Box::pin(rx.changed()))).await;
+                (result, index)
+            };
             let woke = tokio::select! {
-                (result, index, _) = futures_util::future::select_all(receivers.iter_mut().map(|rx| Box::pin(rx.changed()))) => {
+                (result, index) = changes => {
                     if result.is_ok() { Woke::Changed(index) } else { Woke::ProfileStopped }
                 }
                 _ = versions.changed() => Woke::Reloaded,
