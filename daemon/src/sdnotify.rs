@@ -3,36 +3,50 @@
 //! at shutdown, and a one-line `STATUS=`. Outside systemd (no `NOTIFY_SOCKET`) these do
 //! nothing.
 
-use sd_notify::NotifyState;
+pub use imp::{ready, reloading, status, stopping};
 
-/// The daemon is ready to serve.
-pub fn ready(status: &str) {
-    send(&[NotifyState::Ready, NotifyState::Status(status)]);
-}
+#[cfg(unix)]
+mod imp {
+    use sd_notify::NotifyState;
 
-/// A reload has begun.
-pub fn reloading() {
-    match NotifyState::monotonic_usec_now() {
-        Ok(now) => send(&[NotifyState::Reloading, now]),
-        Err(_) => send(&[NotifyState::Reloading]),
+    /// The daemon is ready to serve.
+    pub fn ready(status: &str) {
+        send(&[NotifyState::Ready, NotifyState::Status(status)]);
+    }
+
+    /// A reload has begun.
+    pub fn reloading() {
+        match NotifyState::monotonic_usec_now() {
+            Ok(now) => send(&[NotifyState::Reloading, now]),
+            Err(_) => send(&[NotifyState::Reloading]),
+        }
+    }
+
+    /// Shutdown has begun.
+    pub fn stopping() {
+        send(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
+    }
+
+    /// Updates the one-line status shown by `systemctl status`.
+    pub fn status(text: &str) {
+        send(&[NotifyState::Status(text)]);
+    }
+
+    fn send(states: &[NotifyState<'_>]) {
+        if std::env::var_os("NOTIFY_SOCKET").is_none() {
+            return;
+        }
+        if let Err(e) = sd_notify::notify(states) {
+            tracing::debug!("cannot notify systemd: {e}");
+        }
     }
 }
 
-/// Shutdown has begun.
-pub fn stopping() {
-    send(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
-}
-
-/// Updates the one-line status shown by `systemctl status`.
-pub fn status(text: &str) {
-    send(&[NotifyState::Status(text)]);
-}
-
-fn send(states: &[NotifyState<'_>]) {
-    if std::env::var_os("NOTIFY_SOCKET").is_none() {
-        return;
-    }
-    if let Err(e) = sd_notify::notify(states) {
-        tracing::debug!("cannot notify systemd: {e}");
-    }
+/// There is no service manager to tell outside Unix.
+#[cfg(not(unix))]
+mod imp {
+    pub fn ready(_status: &str) {}
+    pub fn reloading() {}
+    pub fn stopping() {}
+    pub fn status(_text: &str) {}
 }
