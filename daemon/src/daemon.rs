@@ -185,9 +185,11 @@ impl Daemon {
         if new.daemon.socket != current.daemon.socket
             || new.daemon.state_dir != current.daemon.state_dir
             || new.daemon.encryption_key != current.daemon.encryption_key
+            || new.daemon.max_connections != current.daemon.max_connections
+            || new.daemon.http_timeout != current.daemon.http_timeout
         {
             tracing::warn!(
-                "changes to [daemon] socket, state_dir and encryption keys take effect when tokend restarts"
+                "changes to [daemon] socket, state_dir, max_connections, http_timeout and encryption keys take effect when tokend restarts"
             );
         }
         self.notifier.set_global(new.daemon.notify_command.clone());

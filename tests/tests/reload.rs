@@ -137,3 +137,19 @@ async fn sighup_reloads_the_config() {
     assert!(listed, "{}", tokend.log());
     assert!(fake.accepts(tokend.tokenctl_ok(&["token", "d"]).await.trim()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_settings_that_need_a_restart_say_so() {
+    let fake = provider().await;
+    let config = profile(&fake, "a", "a", "");
+    let tokend = Tokend::start(&config).await;
+    tokend.tokenctl_ok(&["token", "a"]).await;
+    tokend.write_config(&format!("[daemon]\nhttp_timeout = \"7s\"\nmax_connections = 100\n\n{config}"));
+    tokend.tokenctl_ok(&["reload"]).await;
+    assert!(
+        eventually(Duration::from_secs(5), || tokend.log().contains("take effect when tokend restarts")).await,
+        "{}",
+        tokend.log()
+    );
+    tokend.tokenctl_ok(&["token", "a"]).await;
+}
