@@ -243,12 +243,15 @@ impl Config {
         let raw: RawConfig = toml::from_str(text).map_err(|e| located.toml_error(&e))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let daemon = match raw.daemon {
-            Some(d) => d.into_settings(base).map_err(|(key, message)| ConfigError {
-                path: path.to_owned(),
-                line: located.text.find("[daemon]").map(|offset| located.line_of(offset)),
-                key: key.name.map(|k| format!("daemon.{k}")),
-                message,
-            })?,
+            Some(d) => {
+                let line = located.line_of(d.span().start);
+                d.into_inner().into_settings(base).map_err(|(key, message)| ConfigError {
+                    path: path.to_owned(),
+                    line: key.line.map(|span_start| located.line_of(span_start)).or(Some(line)),
+                    key: key.name.map(|k| format!("daemon.{k}")),
+                    message,
+                })?
+            }
             None => DaemonSettings::default(),
         };
         let mut profiles = BTreeMap::new();
@@ -316,7 +319,7 @@ impl Locator<'_> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    daemon: Option<RawDaemon>,
+    daemon: Option<Spanned<RawDaemon>>,
     #[serde(default)]
     profiles: BTreeMap<String, Spanned<RawProfile>>,
 }
@@ -330,24 +333,24 @@ struct RawDaemon {
     notify_command: Option<String>,
     max_connections: Option<value::Positive>,
     http_timeout: Option<HumanDuration>,
-    encryption_key_file: Option<PathBuf>,
-    encryption_key_credential: Option<value::NonEmpty>,
+    encryption_key_file: Option<Spanned<PathBuf>>,
+    encryption_key_credential: Option<Spanned<value::NonEmpty>>,
 }
 
 impl RawDaemon {
     fn into_settings(self, base: &Path) -> Result<DaemonSettings, (KeyRef, String)> {
         let defaults = DaemonSettings::default();
         let encryption_key = match (self.encryption_key_file, self.encryption_key_credential) {
-            (Some(_), Some(_)) => {
+            (Some(_), Some(credential)) => {
                 return Err((
-                    KeyRef::key("encryption_key_credential"),
+                    KeyRef::at("encryption_key_credential", &credential),
                     "give at most one of encryption_key_file and encryption_key_credential".into(),
                 ));
             }
             (Some(file), None) => Some(KeySource::File(
-                source::expand_path(&file, base).map_err(|m| (KeyRef::key("encryption_key_file"), m))?,
+                source::expand_path(file.get_ref(), base).map_err(|m| (KeyRef::at("encryption_key_file", &file), m))?,
             )),
-            (None, Some(name)) => Some(KeySource::Credential(name.0)),
+            (None, Some(name)) => Some(KeySource::Credential(name.into_inner().0)),
             (None, None) => None,
         };
         Ok(DaemonSettings {
