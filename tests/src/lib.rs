@@ -7,6 +7,7 @@
 pub mod fake;
 pub mod oidc;
 pub mod systemd;
+pub mod wire;
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Output, Stdio};

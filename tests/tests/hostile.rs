@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use tokend_e2e::fake::ClientAuth;
+use tokend_e2e::wire::{self, frame, read_frame};
 use tokend_e2e::{FakeProvider, Tokend};
-use tokend_proto::codec::{self, HEADER_LEN};
 use tokend_proto::message::Refusal;
 use tokend_proto::{Hello, HelloReply, Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,24 +20,6 @@ async fn daemon() -> (FakeProvider, Tokend) {
     );
     let tokend = Tokend::start(&config).await;
     (fake, tokend)
-}
-
-fn frame<T: serde::Serialize>(message: &T) -> Vec<u8> {
-    let mut out = Vec::new();
-    codec::encode(message, &mut out).unwrap();
-    out
-}
-
-/// Reads one frame, or `None` if the daemon closed the connection first.
-async fn read_frame<T: serde::de::DeserializeOwned>(stream: &mut UnixStream) -> Option<T> {
-    let mut header = [0u8; HEADER_LEN];
-    tokio::time::timeout(Duration::from_secs(30), stream.read_exact(&mut header))
-        .await
-        .expect("an answer in time")
-        .ok()?;
-    let mut payload = vec![0; codec::payload_len(header).unwrap()];
-    stream.read_exact(&mut payload).await.ok()?;
-    Some(codec::decode(&payload).unwrap())
 }
 
 /// Waits (at most 30 s) for the daemon to close the connection.
@@ -56,11 +38,7 @@ async fn closed_by_daemon(stream: &mut UnixStream) -> bool {
 }
 
 async fn handshake(tokend: &Tokend) -> UnixStream {
-    let mut stream = UnixStream::connect(&tokend.socket).await.unwrap();
-    stream.write_all(&frame(&Hello::new())).await.unwrap();
-    let reply: HelloReply = read_frame(&mut stream).await.unwrap();
-    assert_eq!(reply.refusal, None);
-    stream
+    wire::handshake(&tokend.socket).await
 }
 
 fn rss_kib(pid: u32) -> u64 {

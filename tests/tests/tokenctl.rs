@@ -80,8 +80,35 @@ async fn watch_prints_each_new_token_and_state_change_as_it_happens() {
         assert_ne!(pair[0], pair[1], "each line is a new token");
     }
     assert!(states.contains(&"valid".to_owned()) && states.contains(&"refreshing".to_owned()), "{states:?}");
-    // Pushed, not polled: the watcher caused no requests of its own beyond the refreshes.
+    // Every new token the server issued reached the watcher.
     assert!(fake.token_requests() <= tokens.len() + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_events_are_pushed_over_one_request() {
+    use tokend_proto::{Event, Request, Response};
+    use tokio::io::AsyncWriteExt;
+    let (fake, tokend) = daemon(Duration::from_secs(2)).await;
+    // One Watch request on a connection, then nothing but reading: every event that arrives
+    // was pushed by the daemon.
+    let mut stream = tokend_e2e::wire::handshake(&tokend.socket).await;
+    let request = tokend_e2e::wire::frame(&Request::Watch { profile: Some("p".into()) });
+    stream.write_all(&request).await.unwrap();
+    let mut tokens = std::collections::HashSet::new();
+    for _ in 0..200 {
+        match tokend_e2e::wire::read_frame::<Response>(&mut stream).await.expect("the stream goes on") {
+            Response::Event(Event::Token(token)) => {
+                assert!(fake.accepts(token.access_token.expose()) || token.expires_at <= std::time::SystemTime::now());
+                tokens.insert(token.fingerprint);
+            }
+            Response::Event(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        if tokens.len() >= 3 {
+            break;
+        }
+    }
+    assert!(tokens.len() >= 3, "refreshed tokens kept arriving without another request");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
