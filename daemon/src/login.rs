@@ -236,6 +236,8 @@ async fn run(
     let profile = expect.profile.clone();
     let login_error = |message: String| Error::Login { profile: profile.clone(), message };
     let deadline = tokio::time::Instant::now() + timeout;
+    let (requests_tx, mut requests) = mpsc::channel(1);
+    let acceptor = tokio::spawn(accept_requests(listener, requests_tx));
     let result = loop {
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {
@@ -245,9 +247,7 @@ async fn run(
                 )));
             }
             why = &mut cancel => break Err(login_error(why.unwrap_or_else(|_| "the login was cancelled".into()))),
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let Some((mut stream, target)) = read_request(stream).await else { continue };
+            Some((mut stream, target)) = requests.recv() => {
                 match check_redirect(&expect, &target, true) {
                     Checked::Ignore(status, page) => {
                         respond(&mut stream, status, &page).await;
@@ -285,7 +285,9 @@ async fn run(
             }
         }
     };
-    drop(listener);
+    // The port is free again once this returns: a newer login may be waiting to bind it.
+    acceptor.abort();
+    let _ = acceptor.await;
     match &result {
         Ok(()) => tracing::info!(profile = %profile, "login complete"),
         Err(e) => tracing::warn!(profile = %profile, "login ended: {e}"),
@@ -367,6 +369,36 @@ fn check_redirect(expect: &Expect, target: &str, from_listener: bool) -> Checked
 }
 
 /// Reads one HTTP request line within the limits; returns the request target.
+/// Connections whose request line is still being read, at most. Browsers open spare
+/// connections that send nothing, so requests are read side by side: a silent connection must
+/// not hold up the redirect on another.
+const MAX_READERS: usize = 64;
+
+/// Accepts connections on the login listener and passes on each GET request read from them.
+async fn accept_requests(listener: TcpListener, found: mpsc::Sender<(TcpStream, String)>) {
+    let readers = Arc::new(tokio::sync::Semaphore::new(MAX_READERS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, most likely: wait instead of spinning.
+                tracing::debug!("login listener: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // Over the limit, the connection is closed at once; the browser retries.
+        let Ok(permit) = readers.clone().try_acquire_owned() else { continue };
+        let found = found.clone();
+        tokio::spawn(async move {
+            if let Some(request) = read_request(stream).await {
+                drop(permit);
+                let _ = found.send(request).await;
+            }
+        });
+    }
+}
+
 async fn read_request(mut stream: TcpStream) -> Option<(TcpStream, String)> {
     let mut buf = Vec::with_capacity(1024);
     let read = tokio::time::timeout(REQUEST_TIMEOUT, async {

@@ -59,7 +59,13 @@ pub enum Fault {
     /// Carry out the grant (issuing and rotating tokens), then close the connection without
     /// delivering the answer.
     LostAnswer,
+    /// Answer 200 with a token response that is well-formed but [`HUGE_BODY`] bytes long, far
+    /// over tokend's 1 MiB cap on response bodies. The token in it is not issued.
+    Huge,
 }
+
+/// The size of a [`Fault::Huge`] body: four times tokend's cap on response bodies.
+pub const HUGE_BODY: usize = 4 * 1024 * 1024;
 
 /// A registered client.
 #[derive(Debug, Clone)]
@@ -124,6 +130,7 @@ struct Inner {
     rotate: bool,
     cc_refresh: bool,
     delay: Duration,
+    answer_delay: Duration,
     faults: VecDeque<Fault>,
     standing_fault: Option<Fault>,
     hold: Option<Arc<Notify>>,
@@ -184,6 +191,7 @@ impl FakeProvider {
                 rotate: true,
                 cc_refresh: false,
                 delay: Duration::ZERO,
+                answer_delay: Duration::ZERO,
                 faults: VecDeque::new(),
                 standing_fault: None,
                 hold: None,
@@ -259,7 +267,13 @@ impl Fake {
         self.with(|i| i.token_size = bytes);
     }
 
-    /// Delays every token response.
+    /// Delays token responses by `delay` after the grant has been carried out (tokens issued,
+    /// refresh token rotated): the server has acted, the answer is still on its way.
+    pub fn set_answer_delay(&self, delay: Duration) {
+        self.with(|i| i.answer_delay = delay);
+    }
+
+    /// Delays every token request before the grant is carried out.
     pub fn set_delay(&self, delay: Duration) {
         self.with(|i| i.delay = delay);
     }
@@ -513,13 +527,18 @@ async fn token(fake: &Fake, path: &str, headers: &HeaderMap, form: HashMap<Strin
                 .into_response();
         }
         Some(Fault::Hangup) => return hang_up(),
+        Some(Fault::Huge) => return huge(),
         Some(Fault::LostAnswer) => {
             fake.with(|i| issue(i, headers, &form));
             return hang_up();
         }
         None => {}
     }
-    fake.with(|i| issue(i, headers, &form))
+    let (response, answer_delay) = fake.with(|i| (issue(i, headers, &form), i.answer_delay));
+    if !answer_delay.is_zero() {
+        tokio::time::sleep(answer_delay).await;
+    }
+    response
 }
 
 /// A response whose body stream fails after its first chunk, which makes the server drop the
@@ -532,6 +551,18 @@ fn hang_up() -> Response {
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from_stream(futures_util::stream::iter(chunks)))
         .unwrap()
+}
+
+/// A token response that would be accepted but for its size: [`HUGE_BODY`] bytes of JSON.
+fn huge() -> Response {
+    let head = r#"{"token_type":"Bearer","expires_in":3600,"access_token":"at_huge_"#;
+    let tail = r#""}"#;
+    let mut body = String::with_capacity(HUGE_BODY);
+    body.push_str(head);
+    body.extend(std::iter::repeat_n('x', HUGE_BODY - head.len() - tail.len()));
+    body.push_str(tail);
+    debug_assert_eq!(body.len(), HUGE_BODY);
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> Response {

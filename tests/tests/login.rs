@@ -297,6 +297,58 @@ async fn logout_revokes_at_the_server_and_forgets_locally() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_send_nothing_do_not_hold_up_the_redirect() {
+    let s = movemint().await;
+    let tokend = Tokend::start(&config(&s)).await;
+    let mut login = tokend.spawn_tokenctl(&["login", "mm", "--no-browser"]);
+    let url = login.login_url().await;
+    // Browsers open spare connections ahead of time; a local program could do the same on
+    // purpose. Neither may delay the real redirect until their read timeout (10 s) passes.
+    let port = url::Url::parse(&s.redirect).unwrap().port().unwrap();
+    let mut silent = Vec::new();
+    for _ in 0..5 {
+        silent.push(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    }
+    let redirect = approve(&url).await;
+    let (status, page) = tokio::time::timeout(Duration::from_secs(5), follow(&redirect))
+        .await
+        .expect("the redirect is answered while the silent connections are still open");
+    assert_eq!(status, 200, "{page}");
+    let (exit, output) = login.finish().await;
+    assert!(exit.success(), "{output}");
+    drop(silent);
+    assert!(s.fake.accepts(tokend.tokenctl_ok(&["token", "mm"]).await.trim()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_during_a_refresh_revokes_what_the_refresh_brings() {
+    let s = movemint().await;
+    let tokend = Tokend::start(&config(&s)).await;
+    log_in(&tokend).await;
+    let requests = s.fake.token_requests();
+    // The server rotates the refresh token at once, but its answer takes a while to arrive.
+    s.fake.set_answer_delay(Duration::from_millis(800));
+    let refresh = tokend.spawn_tokenctl(&["refresh", "mm"]);
+    assert!(
+        eventually(Duration::from_secs(5), || s.fake.token_requests() > requests).await,
+        "the refresh is in flight"
+    );
+    let logout = tokend.spawn_tokenctl(&["logout", "mm"]);
+    let (_, _) = refresh.finish().await;
+    let (exit, output) = logout.finish().await;
+    assert!(exit.success(), "{output}");
+    // The refresh token the delayed answer brought is the one revoked, and nothing survives.
+    let newest = s.fake.newest_refresh_token().unwrap();
+    assert!(!s.fake.refresh_token_is_live(&newest), "the rotated refresh token was revoked");
+    assert!(s.fake.revocations().iter().any(|r| r["token"] == newest), "{:?}", s.fake.revocations());
+    assert!(!tokend.state.join("mm.json").exists(), "the state file is gone");
+    assert_eq!(tokend.tokenctl(&["token", "mm"]).await.status.code(), Some(5));
+    let status: serde_json::Value =
+        serde_json::from_str(&tokend.tokenctl_ok(&["status", "mm", "--json"]).await).unwrap();
+    assert_eq!(status["has_refresh_token"], false, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_forgets_locally_even_when_the_server_is_unreachable() {
     let s = movemint().await;
     let dead = format!("http://127.0.0.1:{}/oauth/revoke", free_port());

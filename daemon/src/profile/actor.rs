@@ -152,7 +152,7 @@ impl Actor {
                 Ok(()) = clock.changed() => continue,
             };
             next = match input {
-                Input::Command(command) => self.command(command, in_flight.is_some()).await,
+                Input::Command(command) => self.command(command, &mut in_flight).await,
                 Input::Outcome(Ok(set)) => self.step(Event::Obtained(set)).await,
                 Input::Outcome(Err(error)) => {
                     tracing::warn!(profile = %self.profile.name, error = %error, "token request failed");
@@ -213,7 +213,8 @@ impl Actor {
         fx.request
     }
 
-    async fn command(&mut self, command: Command, busy: bool) -> Option<RequestKind> {
+    async fn command(&mut self, command: Command, in_flight: &mut Option<InFlight>) -> Option<RequestKind> {
+        let busy = in_flight.is_some();
         match command {
             Command::Invalidate(fingerprint) => {
                 tracing::info!(profile = %self.profile.name, token = %fingerprint, "a client reports the token was rejected");
@@ -238,6 +239,15 @@ impl Actor {
                 }
             }
             Command::Logout(reply) => {
+                // A request in flight may bring a rotated refresh token the server already
+                // counts as live: let it land first, so that logout revokes and forgets that
+                // one instead of having it arrive afterwards and revive the session.
+                if let Some(request) = in_flight.take() {
+                    match request.await {
+                        Ok(set) => self.step(Event::Obtained(set)).await,
+                        Err(error) => self.step(Event::Failed(error)).await,
+                    };
+                }
                 let report = self.logout().await;
                 let _ = reply.send(report);
                 None
