@@ -51,6 +51,101 @@ async fn sigterm_answers_in_flight_requests_removes_the_socket_and_exits_zero() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_shuts_down_like_sigterm() {
+    let fake = provider().await;
+    let mut tokend = Tokend::start(&config(&fake)).await;
+    tokend.tokenctl_ok(&["token", "p"]).await;
+    // A request waiting for a slow refresh is in flight when SIGINT arrives.
+    fake.set_delay(Duration::from_millis(1500));
+    let socket = tokend.socket.clone();
+    let waiting = tokio::spawn(async move {
+        let mut client = tokend_client::Client::connect_to(tokend_client::Endpoint::new(socket)).await.unwrap();
+        client.refresh("p").await
+    });
+    assert!(tokend_e2e::eventually(Duration::from_secs(5), || fake.token_requests() == 2).await, "{}", tokend.log());
+    tokend.signal(libc::SIGINT);
+    let status = tokend.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "exit status {status}:\n{}", tokend.log());
+    let answer = waiting.await.unwrap();
+    assert!(answer.is_ok(), "the in-flight request was answered: {answer:?}");
+    assert!(!tokend.socket.exists(), "the socket is removed");
+    assert!(tokend.log().contains("shutting down"), "{}", tokend.log());
+    let out = tokend.tokenctl(&["ping"]).await;
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_beyond_max_connections_is_refused_clearly() {
+    let fake = provider().await;
+    let tokend = Tokend::start(&format!("[daemon]\nmax_connections = 2\n\n{}", config(&fake))).await;
+    // The connections tokend was probed with at start-up free their places a moment after they close.
+    let mut first = connect_when_admitted(&tokend).await;
+    let mut second = connect_when_admitted(&tokend).await;
+    first.token("p").await.expect("the first connection is served");
+    second.ping().await.expect("the second connection is served");
+    // A third connection, while both are open, is turned away and told why — every time, also
+    // when tokend's refusal and close arrive before the client has sent its hello.
+    for _ in 0..20 {
+        let out = tokend.tokenctl(&["ping"]).await;
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        let message = stderr(&out);
+        assert!(message.contains("tokend refused the connection"), "{message}");
+        assert!(message.contains("at its connection limit ([daemon] max_connections)"), "{message}");
+    }
+    for _ in 0..20 {
+        let json = tokend.tokenctl(&["--json", "token", "p"]).await;
+        assert_eq!(json.status.code(), Some(3), "{}", stderr(&json));
+        let error: serde_json::Value = serde_json::from_str(stderr(&json).trim()).unwrap();
+        assert_eq!(error["error"]["class"], "not_reachable", "{error}");
+        assert!(error["error"]["message"].as_str().unwrap().contains("max_connections"), "{error}");
+    }
+    let refused = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokend_client::Client::connect_to(tokend_client::Endpoint::new(&tokend.socket)),
+    )
+    .await
+    .expect("a refusal is prompt");
+    assert!(
+        matches!(&refused, Err(tokend_client::Error::Refused { message }) if message.contains("max_connections")),
+        "the library is refused too: {refused:?}"
+    );
+    // The refusals did not disturb the two connections being served.
+    let token = first.token("p").await.expect("the first connection still works");
+    assert!(fake.accepts(token.access_token.expose()));
+    assert_eq!(second.token("p").await.expect("the second connection still works").fingerprint, token.fingerprint);
+    // Once one closes, its place is free again.
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = tokend.tokenctl(&["ping"]).await;
+        if out.status.success() {
+            break;
+        }
+        let message = stderr(&out);
+        assert!(message.contains("max_connections"), "{message}");
+        assert!(std::time::Instant::now() < deadline, "no connection was admitted after one closed:\n{}", tokend.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    second.ping().await.expect("the second connection still works");
+    assert_eq!(fake.token_requests(), 1, "{}", tokend.log());
+}
+
+/// A client connection, retried (for at most 10 s) while tokend is at its connection limit.
+async fn connect_when_admitted(tokend: &Tokend) -> tokend_client::Client {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokend_client::Client::connect_to(tokend_client::Endpoint::new(&tokend.socket)).await {
+            Ok(client) => return client,
+            Err(e) => {
+                assert!(matches!(e, tokend_client::Error::Refused { .. }), "{e}");
+                assert!(std::time::Instant::now() < deadline, "never admitted: {e}\n{}", tokend.log());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokenctl_says_how_to_start_a_daemon_that_is_not_running() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(bin("tokenctl"))
