@@ -332,7 +332,7 @@ struct RawDaemon {
     log_level: Option<LogLevel>,
     notify_command: Option<String>,
     max_connections: Option<value::Positive>,
-    http_timeout: Option<HumanDuration>,
+    http_timeout: Option<value::PositiveDuration>,
     encryption_key_file: Option<Spanned<PathBuf>>,
     encryption_key_credential: Option<Spanned<value::NonEmpty>>,
 }

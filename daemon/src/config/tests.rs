@@ -268,9 +268,47 @@ fn the_security_fingerprint_follows_whose_tokens_these_are() {
         ("[\"public\", \"write\"]", "[\"public\"]"),
         ("client_secret = \"def\"", "client_secret = \"deg\""),
         ("https://movemint.example/oauth/token\"", "https://other.example/oauth/token\""),
+        ("\"https://movemint.example/oauth/authorize\"", "\"https://other.example/oauth/authorize\""),
         ("8976", "8977"),
     ] {
+        assert!(MOVEMINT.contains(from), "{from}");
         let changed = parse(&MOVEMINT.replace(from, to)).unwrap().profiles["movemint"].security_fingerprint();
         assert_ne!(base, changed, "{from} -> {to}");
     }
+    // The grant alone: a config cannot change only the grant (client_credentials refuses
+    // authorize_url and redirect_uri), so change it on the parsed profile.
+    let mut other_grant = Profile::clone(&parse(MOVEMINT).unwrap().profiles["movemint"]);
+    other_grant.grant = Grant::ClientCredentials;
+    assert_ne!(base, other_grant.security_fingerprint(), "grant");
+    // And as a config would: the same client, server and scopes under the other grant.
+    let as_client_credentials = MOVEMINT
+        .replace("grant = \"authorization_code\"", "grant = \"client_credentials\"")
+        .replace("authorize_url = \"https://movemint.example/oauth/authorize\"\n", "")
+        .replace("redirect_uri = \"http://127.0.0.1:8976/callback\"\n", "");
+    let changed = parse(&as_client_credentials).unwrap().profiles["movemint"].security_fingerprint();
+    assert_ne!(base, changed, "authorization_code -> client_credentials");
+}
+
+#[test]
+fn durations_are_bounded() {
+    let err = parse(&format!("[daemon]\nhttp_timeout = \"0s\"\n{MINUT}")).unwrap_err();
+    assert_eq!(err.line, Some(2), "{err}");
+    assert!(err.message.contains("longer than zero"), "{err}");
+    for huge in ["\"500000000000years\"", "9223372036854775807"] {
+        let err = parse(&format!("[daemon]\nhttp_timeout = {huge}\n{MINUT}")).unwrap_err();
+        assert!(err.message.contains("at most 100 years"), "{err}");
+        let err = parse(&MINUT.replace("grant =", &format!("retry_max = {huge}\ngrant ="))).unwrap_err();
+        assert!(err.message.contains("at most 100 years"), "{err}");
+    }
+    assert!(parse(&format!("[daemon]\nhttp_timeout = \"2m\"\n{MINUT}")).is_ok());
+}
+
+#[test]
+fn a_daemon_key_error_names_that_key_s_line() {
+    let text = format!(
+        "# [daemon] settings follow\n\n[daemon]\nlog_level = \"info\"\nencryption_key_file = \"/k\"\nencryption_key_credential = \"k\"\n{MINUT}"
+    );
+    let err = parse(&text).unwrap_err();
+    assert_eq!(err.line, Some(6), "{err}");
+    assert_eq!(err.key.as_deref(), Some("daemon.encryption_key_credential"));
 }

@@ -36,9 +36,17 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 Ok(HumanDuration(Duration::from_secs(v)))
             }
         }
-        deserializer.deserialize_any(V)
+        let HumanDuration(d) = deserializer.deserialize_any(V)?;
+        if d > MAX_DURATION {
+            return Err(de::Error::custom("must be at most 100 years"));
+        }
+        Ok(HumanDuration(d))
     }
 }
+
+/// The longest duration any key takes: far beyond any sensible setting, and far enough from
+/// the limits of time arithmetic that adding it to a date can never overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// A [`HumanDuration`] that must be longer than zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
