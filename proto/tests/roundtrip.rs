@@ -8,8 +8,8 @@ use proptest::option;
 use proptest::prelude::*;
 use tokend_proto::codec::{self, HEADER_LEN, MAX_FRAME_LEN};
 use tokend_proto::{
-    Error, Event, Failure, Fingerprint, Grant, Hello, HelloReply, ProfileState, ProfileStatus, Request, Response,
-    RevocationOutcome, RevocationReport, Secret, Token, TokenSummary,
+    Error, Event, Failure, Fingerprint, Grant, Hello, HelloReply, Pong, ProfileState, ProfileStatus, ProfileSummary,
+    ReloadSummary, Request, Response, RevocationOutcome, RevocationReport, Secret, Token, TokenSummary,
 };
 
 fn text() -> impl Strategy<Value = String> {
@@ -153,10 +153,31 @@ fn outcome() -> impl Strategy<Value = RevocationOutcome> {
     ]
 }
 
+fn pong() -> impl Strategy<Value = Pong> {
+    (text(), any::<u32>(), time(), any::<u32>()).prop_map(|(daemon_version, pid, started_at, profiles)| Pong {
+        daemon_version,
+        pid,
+        started_at,
+        profiles,
+    })
+}
+
+fn summary() -> impl Strategy<Value = ProfileSummary> {
+    (text(), grant(), state()).prop_map(|(name, grant, state)| ProfileSummary { name, grant, state })
+}
+
+fn reload_summary() -> impl Strategy<Value = ReloadSummary> {
+    (vec(text(), 0..4), vec(text(), 0..4), vec(text(), 0..4), vec(text(), 0..4))
+        .prop_map(|(added, changed, removed, unchanged)| ReloadSummary { added, changed, removed, unchanged })
+}
+
 fn response() -> impl Strategy<Value = Response> {
     prop_oneof![
+        pong().prop_map(Response::Pong),
         token().prop_map(Response::Token),
         vec(status(), 0..4).prop_map(Response::Status),
+        vec(summary(), 0..4).prop_map(Response::List),
+        reload_summary().prop_map(Response::Reloaded),
         Just(Response::ShuttingDown),
         (text(), text(), time()).prop_map(|(profile, url, expires_at)| Response::LoginUrl { profile, url, expires_at }),
         text().prop_map(|profile| Response::LoginDone { profile }),
@@ -166,6 +187,7 @@ fn response() -> impl Strategy<Value = Response> {
         (text(), any::<u16>(), text()).prop_map(|(profile, status, body)| Response::Info { profile, status, body }),
         token().prop_map(|t| Response::Event(Event::Token(t))),
         status().prop_map(|s| Response::Event(Event::Status(s))),
+        text().prop_map(|profile| Response::Event(Event::Removed { profile })),
         error().prop_map(Response::Error),
     ]
 }

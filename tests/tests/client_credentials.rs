@@ -283,9 +283,72 @@ async fn status_and_list_describe_the_profiles() {
     assert_eq!(json["grant"], "client_credentials");
     assert_eq!(json["upstream_requests"], 1);
     assert!(json["token"]["fingerprint"].as_str().unwrap().len() == 32);
+    // The token lives an hour; the default refresh_margin of 5m (less up to a fifth at random)
+    // puts the next refresh 5 to 6 minutes before expiry.
+    let expires_in = json["token"]["expires_in"].as_i64().unwrap();
+    let next_refresh_in = json["next_refresh_in"].as_i64().unwrap();
+    assert!((3500..=3600).contains(&expires_in), "{json}");
+    assert!(next_refresh_in > 0 && next_refresh_in < expires_in, "{json}");
+    assert!((299..=361).contains(&(expires_in - next_refresh_in)), "{json}");
+    let expires_at = rfc3339(&json["token"]["expires_at"]);
+    let next_refresh = rfc3339(&json["next_refresh"]);
+    let obtained_at = rfc3339(&json["token"]["obtained_at"]);
+    let now = SystemTime::now();
+    assert!(obtained_at <= now + Duration::from_secs(1) && obtained_at < next_refresh, "{json}");
+    assert!(now < next_refresh && next_refresh < expires_at, "{json}");
+    let left = expires_at.duration_since(now).unwrap().as_secs() as i64;
+    assert!((expires_in - left).abs() <= 2, "expires_at and expires_in agree: {json}");
+    let until_refresh = next_refresh.duration_since(now).unwrap().as_secs() as i64;
+    assert!((next_refresh_in - until_refresh).abs() <= 2, "next_refresh and next_refresh_in agree: {json}");
+    // The table shows the same in its EXPIRES IN and NEXT REFRESH columns.
+    let expires_cell = column(&table, "minut", "EXPIRES IN");
+    let next_cell = column(&table, "minut", "NEXT REFRESH");
+    let table_expires = seconds(&expires_cell);
+    let table_next = seconds(next_cell.strip_prefix("in ").unwrap_or_else(|| panic!("{next_cell:?}\n{table}")));
+    assert!((3500..=3600).contains(&table_expires), "{expires_cell:?}\n{table}");
+    assert!(table_next > 0 && table_next < table_expires, "{next_cell:?}\n{table}");
+    assert!((298..=362).contains(&(table_expires - table_next)), "{expires_cell:?} {next_cell:?}\n{table}");
     let list = tokend.tokenctl_ok(&["list"]).await;
     assert!(list.contains("minut") && list.contains("client_credentials"), "{list}");
     let unknown = tokend.tokenctl(&["token", "nope"]).await;
     assert_eq!(unknown.status.code(), Some(4));
     assert!(stderr(&unknown).contains("configured profiles: minut"), "{}", stderr(&unknown));
+}
+
+/// A time in tokenctl's JSON output (RFC 3339).
+fn rfc3339(value: &serde_json::Value) -> SystemTime {
+    let text = value.as_str().unwrap_or_else(|| panic!("an RFC 3339 time, not {value}"));
+    humantime::parse_rfc3339(text).unwrap_or_else(|e| panic!("{text:?}: {e}"))
+}
+
+/// The cell of `row`'s line in the status `table` under the column headed `heading`.
+fn column(table: &str, row: &str, heading: &str) -> String {
+    let mut lines = table.lines();
+    let header = lines.next().unwrap();
+    let start = header.find(heading).unwrap_or_else(|| panic!("no {heading:?} column:\n{table}"));
+    let end = header[start + heading.len()..]
+        .find(|c: char| !c.is_whitespace())
+        .map_or(usize::MAX, |next| start + heading.len() + next);
+    let line = lines
+        .find(|l| l.split_whitespace().next() == Some(row))
+        .unwrap_or_else(|| panic!("no row for {row}:\n{table}"));
+    line.get(start..end.min(line.len())).unwrap_or_else(|| panic!("short row:\n{table}")).trim().to_owned()
+}
+
+/// The seconds in a short duration such as "59m 12s", "1h 5m" or "3s".
+fn seconds(text: &str) -> i64 {
+    text.split_whitespace()
+        .map(|part| {
+            let (number, unit) = part.split_at(part.len() - 1);
+            let number: i64 = number.parse().unwrap_or_else(|_| panic!("not a duration: {text:?}"));
+            number
+                * match unit {
+                    "s" => 1,
+                    "m" => 60,
+                    "h" => 3600,
+                    "d" => 86400,
+                    _ => panic!("not a duration: {text:?}"),
+                }
+        })
+        .sum()
 }

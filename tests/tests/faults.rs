@@ -147,3 +147,71 @@ async fn a_redirecting_token_endpoint_is_not_followed() {
     assert_eq!(out.status.code(), Some(6));
     assert!(stderr(&out).contains("does not follow redirects"), "{}", stderr(&out));
 }
+
+/// `tokenctl status p --json`, polled (for at most 10 s) until `state` is `wanted`.
+async fn status_once_in_state(tokend: &Tokend, wanted: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status: serde_json::Value =
+            serde_json::from_str(&tokend.tokenctl_ok(&["status", "p", "--json"]).await).unwrap();
+        if status["state"] == wanted {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "never {wanted:?}: {status}\n{}", tokend.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_token_response_is_transient_and_never_served() {
+    let fake = provider(Duration::from_secs(3600)).await;
+    fake.fail_always(Some(Fault::Huge));
+    let tokend = Tokend::start(&config(&fake.url("/oauth/token"), "")).await;
+    let out = tokend.tokenctl(&["token", "p"]).await;
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    let message = stderr(&out);
+    assert!(message.contains("larger than 1024 KiB"), "names the size: {message}");
+    assert!(message.contains("unavailable since") && message.contains("retrying at"), "transient: {message}");
+    assert!(!tokend_e2e::stdout(&out).contains("at_huge_"), "the oversized token is not served");
+    // Transient: retried with backoff, not given up on.
+    assert!(eventually(Duration::from_secs(5), || fake.token_requests() >= 3).await, "{}", tokend.log());
+    let status = status_once_in_state(&tokend, "backoff").await;
+    assert_eq!(status["last_error"]["transient"], true, "{status}");
+    assert!(status["action"].as_str().unwrap().contains("keeps retrying"), "{status}");
+    assert_eq!(status["last_error"]["status"], 200, "{status}");
+    let recorded = status["last_error"]["message"].as_str().unwrap();
+    assert!(recorded.contains("larger than 1024 KiB"), "{status}");
+    assert!(status["token"].is_null(), "no token from an oversized answer: {status}");
+    // Once the server answers normally again, tokend recovers by itself.
+    fake.fail_always(None);
+    let status = status_once_in_state(&tokend, "valid").await;
+    assert!(status["last_error"].is_null(), "{status}");
+    let token = tokend.tokenctl_ok(&["token", "p"]).await;
+    assert!(fake.accepts(token.trim()), "{token}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_endpoint_slower_than_http_timeout_is_a_transient_timeout() {
+    let fake = provider(Duration::from_secs(3600)).await;
+    fake.set_delay(Duration::from_secs(4));
+    let config = format!("[daemon]\nhttp_timeout = \"1s\"\n\n{}", config(&fake.url("/oauth/token"), ""));
+    let tokend = Tokend::start(&config).await;
+    let out = tokend.tokenctl(&["token", "p"]).await;
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    let message = stderr(&out);
+    assert!(message.contains("timed out"), "names the timeout: {message}");
+    assert!(message.contains("unavailable since") && message.contains("retrying at"), "transient: {message}");
+    // Transient: retried with backoff (each attempt giving up after http_timeout).
+    assert!(eventually(Duration::from_secs(10), || fake.token_requests() >= 3).await, "{}", tokend.log());
+    let status = status_once_in_state(&tokend, "backoff").await;
+    assert_eq!(status["last_error"]["transient"], true, "{status}");
+    assert!(status["action"].as_str().unwrap().contains("keeps retrying"), "{status}");
+    assert!(status["last_error"]["status"].is_null(), "no HTTP status for a timeout: {status}");
+    let recorded = status["last_error"]["message"].as_str().unwrap();
+    assert!(recorded.contains("timed out"), "{status}");
+    // A server that is fast again is used again.
+    fake.set_delay(Duration::ZERO);
+    status_once_in_state(&tokend, "valid").await;
+    let token = tokend.tokenctl_ok(&["token", "p"]).await;
+    assert!(fake.accepts(token.trim()), "{token}");
+}
