@@ -406,14 +406,19 @@ async fn the_login_listener_is_loopback_only_and_bounded() {
         "listening on 127.0.0.1:{port}"
     );
     assert!(!listening.lines().any(|l| l.split_whitespace().nth(1) == Some(format!("00000000:{port:04X}").as_str())));
-    // A huge request is cut off, not buffered, and does not end the login.
     {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A connection that sends nothing is closed once the read time (10 s) is up.
+        let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        // A huge request is cut off at 8 KiB, not buffered, and closed at once — long before
+        // the read time is up — and it does not end the login.
         let mut flood = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        let _ = flood.write_all(&vec![b'A'; 1024 * 1024]).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), flood.write_all(&vec![b'A'; 1024 * 1024])).await;
         let mut sink = Vec::new();
-        let closed = tokio::time::timeout(Duration::from_secs(15), flood.read_to_end(&mut sink)).await;
-        assert!(closed.is_ok(), "the listener closed the flooding connection");
+        let closed = tokio::time::timeout(Duration::from_secs(5), flood.read_to_end(&mut sink)).await;
+        assert!(closed.is_ok(), "the listener closed the flooding connection without waiting for the read time");
+        let closed = tokio::time::timeout(Duration::from_secs(20), silent.read_to_end(&mut sink)).await;
+        assert!(closed.is_ok(), "the listener closed the silent connection");
     }
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let location = http.get(&url).send().await.unwrap().headers()["location"].to_str().unwrap().to_owned();
