@@ -460,3 +460,38 @@ async fn a_refresh_without_a_new_refresh_token_keeps_the_old_one() {
     assert!(s.fake.refresh_token_is_live(&refresh));
     assert_eq!(s.fake.requests().iter().filter(|r| r.form.get("refresh_token") == Some(&refresh)).count(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profiles_own_notify_command_beats_the_daemon_default() {
+    let s = movemint().await;
+    s.fake.set_lifetime(Duration::from_secs(2));
+    let dir = tempfile::tempdir().unwrap();
+    let global = dir.path().join("global");
+    let own = dir.path().join("own");
+    let config = config(&s).replace(
+        "[profiles.mm]",
+        &format!("[daemon]\nnotify_command = \"env | grep ^TOKEND_ | sort > {}\"\n\n[profiles.mm]", global.display()),
+    ) + &format!("notify_command = \"env | grep ^TOKEND_ | sort > {}\"\n", own.display());
+    let tokend = Tokend::start(&config).await;
+    log_in(&tokend).await;
+    s.fake.revoke_everything();
+    assert!(
+        eventually(Duration::from_secs(10), || own.exists() && std::fs::metadata(&own).unwrap().len() > 0).await,
+        "the profile's notify command ran:\n{}",
+        tokend.log()
+    );
+    // Give a wrongly chosen (or additional) global command time to show up too.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let env = std::fs::read_to_string(&own).unwrap();
+    assert!(env.contains("TOKEND_EVENT=login-needed"), "{env}");
+    assert!(env.contains("TOKEND_PROFILE=mm"), "{env}");
+    assert!(env.contains("TOKEND_LOGIN_COMMAND=tokenctl login mm"), "{env}");
+    assert!(
+        s.fake.requests().iter().any(|r| r.form.get("grant_type").map(String::as_str) == Some("refresh_token")),
+        "the notification followed a refresh the server refused"
+    );
+    assert!(!global.exists(), "the [daemon] notify_command did not run:\n{}", tokend.log());
+    let status: serde_json::Value =
+        serde_json::from_str(&tokend.tokenctl_ok(&["status", "mm", "--json"]).await).unwrap();
+    assert_eq!(status["state"], "needs-login");
+}
