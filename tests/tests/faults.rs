@@ -215,3 +215,30 @@ async fn a_token_endpoint_slower_than_http_timeout_is_a_transient_timeout() {
     let token = tokend.tokenctl_ok(&["token", "p"]).await;
     assert!(fake.accepts(token.trim()), "{token}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_file_that_cannot_be_written_is_logged_and_the_token_still_served() {
+    let fake = provider(Duration::from_secs(3600)).await;
+    let tokend = Tokend::start(&config(&fake.url("/oauth/token"), "")).await;
+    let first = tokend.tokenctl_ok(&["token", "p"]).await;
+    let saved = tokend.state.join("p.json");
+    assert!(saved.is_file());
+    // A directory where the state file goes makes the rename fail, even for root.
+    std::fs::remove_file(&saved).unwrap();
+    std::fs::create_dir(&saved).unwrap();
+    std::fs::write(saved.join("occupied"), "").unwrap();
+    let second = tokend.tokenctl_ok(&["refresh", "p"]).await;
+    assert_ne!(first, second);
+    assert!(fake.accepts(second.trim()), "the new token is served although it could not be saved");
+    assert!(
+        eventually(Duration::from_secs(5), || tokend.log().contains("cannot save tokens")).await,
+        "{}",
+        tokend.log()
+    );
+    assert!(!tokend.log().contains(second.trim()), "the log names the problem, not the token");
+    // Once the obstacle is gone, the next change is saved.
+    std::fs::remove_dir_all(&saved).unwrap();
+    let third = tokend.tokenctl_ok(&["refresh", "p"]).await;
+    let state = std::fs::read_to_string(&saved).expect("saved again");
+    assert!(state.contains(third.trim()));
+}
