@@ -224,13 +224,8 @@ impl Conn {
         let name = endpoint.name().map_err(|e| protocol::connect_error(endpoint, e))?;
         let stream = Stream::connect(name).await.map_err(|e| protocol::connect_error(endpoint, e))?;
         let mut conn = Conn { stream, read_buf: Vec::with_capacity(4096), write_buf: Vec::with_capacity(256) };
-        // A daemon that refuses the connection answers and closes without waiting for the
-        // hello, so sending it can fail while the refusal is already here to be read.
         let sent = conn.send(&Hello::new()).await;
-        let hello = match (sent, conn.recv_frame::<HelloReply>().await) {
-            (_, Ok(reply)) => Ok(reply),
-            (Err(failure), Err(_)) | (Ok(()), Err(failure)) => Err(failure),
-        };
+        let hello = protocol::hello_outcome(sent, conn.recv_frame::<HelloReply>().await);
         match hello {
             Ok(reply) => protocol::check_hello(reply)?,
             Err(Failure::Stale) => {

@@ -226,13 +226,8 @@ impl Conn {
         let stream = Stream::connect(name).map_err(|e| protocol::connect_error(endpoint, e))?;
         let mut conn = Conn { stream, read_buf: Vec::with_capacity(4096), write_buf: Vec::with_capacity(256) };
         conn.set_timeout(Some(timeout))?;
-        // A daemon that refuses the connection answers and closes without waiting for the
-        // hello, so sending it can fail while the refusal is already here to be read.
         let sent = conn.send(&Hello::new());
-        let hello = match (sent, conn.recv_frame::<HelloReply>()) {
-            (_, Ok(reply)) => Ok(reply),
-            (Err(failure), Err(_)) | (Ok(()), Err(failure)) => Err(failure),
-        };
+        let hello = protocol::hello_outcome(sent, conn.recv_frame::<HelloReply>());
         match hello {
             Ok(reply) => protocol::check_hello(reply)?,
             Err(Failure::Stale) => {

@@ -44,6 +44,19 @@ pub(crate) fn is_stale(error: &io::Error) -> bool {
     )
 }
 
+/// The outcome of the handshake from its two halves. A daemon that refuses a connection answers
+/// and closes without waiting for the hello, so sending it can fail while the refusal is already
+/// there to be read: a reply wins over a failed send.
+pub(crate) fn hello_outcome<F>(
+    sent: std::result::Result<(), F>,
+    reply: std::result::Result<HelloReply, F>,
+) -> std::result::Result<HelloReply, F> {
+    match (sent, reply) {
+        (_, Ok(reply)) => Ok(reply),
+        (Err(failure), Err(_)) | (Ok(()), Err(failure)) => Err(failure),
+    }
+}
+
 pub(crate) fn check_hello(reply: HelloReply) -> Result<()> {
     match reply.refusal {
         None => Ok(()),

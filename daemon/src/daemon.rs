@@ -182,15 +182,19 @@ impl Daemon {
         *self.profiles.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
         self.version.send_modify(|v| *v += 1);
 
-        if new.daemon.socket != current.daemon.socket
-            || new.daemon.state_dir != current.daemon.state_dir
-            || new.daemon.encryption_key != current.daemon.encryption_key
-            || new.daemon.max_connections != current.daemon.max_connections
-            || new.daemon.http_timeout != current.daemon.http_timeout
-        {
-            tracing::warn!(
-                "changes to [daemon] socket, state_dir, max_connections, http_timeout and encryption keys take effect when tokend restarts"
-            );
+        let (old, fresh) = (&current.daemon, &new.daemon);
+        let need_restart: Vec<&str> = [
+            ("socket", old.socket != fresh.socket),
+            ("state_dir", old.state_dir != fresh.state_dir),
+            ("the encryption key", old.encryption_key != fresh.encryption_key),
+            ("max_connections", old.max_connections != fresh.max_connections),
+            ("http_timeout", old.http_timeout != fresh.http_timeout),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect();
+        if !need_restart.is_empty() {
+            tracing::warn!("changes to [daemon] {} take effect when tokend restarts", need_restart.join(", "));
         }
         self.notifier.set_global(new.daemon.notify_command.clone());
         crate::logging::set_config_level(new.daemon.log_level.as_deref());

@@ -368,7 +368,6 @@ fn check_redirect(expect: &Expect, target: &str, from_listener: bool) -> Checked
     }
 }
 
-/// Reads one HTTP request line within the limits; returns the request target.
 /// Connections whose request line is still being read, at most. Browsers open spare
 /// connections that send nothing, so requests are read side by side: a silent connection must
 /// not hold up the redirect on another.
@@ -399,6 +398,7 @@ async fn accept_requests(listener: TcpListener, found: mpsc::Sender<(TcpStream, 
     }
 }
 
+/// Reads one HTTP request line within the limits; returns the request target.
 async fn read_request(mut stream: TcpStream) -> Option<(TcpStream, String)> {
     let mut buf = Vec::with_capacity(1024);
     let read = tokio::time::timeout(REQUEST_TIMEOUT, async {

@@ -129,14 +129,7 @@ impl Actor {
             let input = tokio::select! {
                 biased;
                 _ = stop.changed() => {
-                    // Let the request in flight finish and persist its outcome: dropping it
-                    // could lose a refresh token the server has already rotated.
-                    if let Some(request) = in_flight.take() {
-                        match request.await {
-                            Ok(set) => self.step(Event::Obtained(set)).await,
-                            Err(error) => self.step(Event::Failed(error)).await,
-                        };
-                    }
+                    self.land(&mut in_flight).await;
                     break;
                 }
                 command = commands.recv() => match command {
@@ -153,11 +146,7 @@ impl Actor {
             };
             next = match input {
                 Input::Command(command) => self.command(command, &mut in_flight).await,
-                Input::Outcome(Ok(set)) => self.step(Event::Obtained(set)).await,
-                Input::Outcome(Err(error)) => {
-                    tracing::warn!(profile = %self.profile.name, error = %error, "token request failed");
-                    self.step(Event::Failed(error)).await
-                }
+                Input::Outcome(outcome) => self.outcome(outcome).await,
                 Input::Demand => match demand.take() {
                     Some(until) => self.step(Event::Demand(until)).await,
                     None => None,
@@ -172,6 +161,26 @@ impl Actor {
             }
         }
         tracing::debug!(profile = %self.profile.name, "profile actor stopped");
+    }
+
+    /// Feeds the outcome of a token request to the machine.
+    async fn outcome(&mut self, outcome: Result<TokenSet, UpstreamError>) -> Option<RequestKind> {
+        match outcome {
+            Ok(set) => self.step(Event::Obtained(set)).await,
+            Err(error) => {
+                tracing::warn!(profile = %self.profile.name, error = %error, "token request failed");
+                self.step(Event::Failed(error)).await
+            }
+        }
+    }
+
+    /// Waits for the request in flight, if any, and feeds its outcome to the machine (which
+    /// persists it). Dropping it instead could lose a refresh token the server has already
+    /// rotated.
+    async fn land(&mut self, in_flight: &mut Option<InFlight>) {
+        if let Some(request) = in_flight.take() {
+            self.outcome(request.await).await;
+        }
     }
 
     /// Feeds one event to the machine and carries out its effects. Returns the request to
@@ -240,14 +249,9 @@ impl Actor {
             }
             Command::Logout(reply) => {
                 // A request in flight may bring a rotated refresh token the server already
-                // counts as live: let it land first, so that logout revokes and forgets that
-                // one instead of having it arrive afterwards and revive the session.
-                if let Some(request) = in_flight.take() {
-                    match request.await {
-                        Ok(set) => self.step(Event::Obtained(set)).await,
-                        Err(error) => self.step(Event::Failed(error)).await,
-                    };
-                }
+                // counts as live: logout revokes and forgets that one, instead of having it
+                // arrive afterwards and revive the session.
+                self.land(in_flight).await;
                 let report = self.logout().await;
                 let _ = reply.send(report);
                 None
