@@ -8,6 +8,7 @@ pub mod fake;
 pub mod oidc;
 pub mod systemd;
 pub mod wire;
+pub mod xdg;
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Output, Stdio};
@@ -262,6 +263,23 @@ pub struct Running {
 }
 
 impl Running {
+    /// Starts `command` with stdin, stdout and stderr piped, and no way to open a browser.
+    pub fn spawn(mut command: Command) -> Running {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = command
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY")
+            .env_remove("BROWSER")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn tokenctl");
+        let stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        Running { child, stderr, seen: String::new() }
+    }
+
     /// Reads stderr until a line contains `needle` (at most 20 s); returns that line.
     pub async fn wait_for_line(&mut self, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -314,21 +332,9 @@ impl Running {
 impl Tokend {
     /// Starts `tokenctl ARGS` and leaves it running, with stdin and stderr piped.
     pub fn spawn_tokenctl(&self, args: &[&str]) -> Running {
-        use tokio::io::AsyncBufReadExt;
-        let mut child = Command::new(bin("tokenctl"))
-            .args(args)
-            .env("TOKEND_SOCKET", &self.socket)
-            .env_remove("DISPLAY")
-            .env_remove("WAYLAND_DISPLAY")
-            .env_remove("BROWSER")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn tokenctl");
-        let stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        Running { child, stderr, seen: String::new() }
+        let mut command = Command::new(bin("tokenctl"));
+        command.args(args).env("TOKEND_SOCKET", &self.socket);
+        Running::spawn(command)
     }
 
     /// The refresh token saved for `profile`, read from the state file.

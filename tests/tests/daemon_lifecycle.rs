@@ -30,32 +30,20 @@ async fn the_socket_is_private_to_the_user() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_answers_in_flight_requests_removes_the_socket_and_exits_zero() {
-    let fake = provider().await;
-    let mut tokend = Tokend::start(&config(&fake)).await;
-    tokend.tokenctl_ok(&["token", "p"]).await;
-    // A request waiting for a slow refresh is in flight when SIGTERM arrives.
-    fake.set_delay(Duration::from_millis(1500));
-    let socket = tokend.socket.clone();
-    let waiting = tokio::spawn(async move {
-        let mut client = tokend_client::Client::connect_to(tokend_client::Endpoint::new(socket)).await.unwrap();
-        client.refresh("p").await
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let status = tokend.stop().await;
-    assert!(status.success(), "exit status {status}:\n{}", tokend.log());
-    let answer = waiting.await.unwrap();
-    assert!(answer.is_ok(), "the in-flight request was answered: {answer:?}");
-    assert!(!tokend.socket.exists(), "the socket is removed");
-    let out = tokend.tokenctl(&["ping"]).await;
-    assert_eq!(out.status.code(), Some(3));
+    shuts_down_gracefully_on(libc::SIGTERM).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_shuts_down_like_sigterm() {
+    shuts_down_gracefully_on(libc::SIGINT).await;
+}
+
+/// `signal` arrives while a request waits for a slow refresh: the request is answered, the
+/// socket removed, and tokend exits 0.
+async fn shuts_down_gracefully_on(signal: i32) {
     let fake = provider().await;
     let mut tokend = Tokend::start(&config(&fake)).await;
     tokend.tokenctl_ok(&["token", "p"]).await;
-    // A request waiting for a slow refresh is in flight when SIGINT arrives.
     fake.set_delay(Duration::from_millis(1500));
     let socket = tokend.socket.clone();
     let waiting = tokio::spawn(async move {
@@ -63,7 +51,7 @@ async fn sigint_shuts_down_like_sigterm() {
         client.refresh("p").await
     });
     assert!(tokend_e2e::eventually(Duration::from_secs(5), || fake.token_requests() == 2).await, "{}", tokend.log());
-    tokend.signal(libc::SIGINT);
+    tokend.signal(signal);
     let status = tokend.wait_exit().await;
     assert_eq!(status.code(), Some(0), "exit status {status}:\n{}", tokend.log());
     let answer = waiting.await.unwrap();

@@ -231,26 +231,36 @@ async fn a_restart_needs_no_login_and_no_request_while_the_token_lasts() {
     assert!(s.fake.accepts(fresh.trim()));
 }
 
+/// A `notify_command` line that writes the `TOKEND_*` environment it gets to `file`.
+fn notify_into(file: &std::path::Path) -> String {
+    format!("notify_command = \"env | grep ^TOKEND_ | sort > {}\"\n", file.display())
+}
+
+/// Waits (at most 10 s) for the command of [`notify_into`] to have written `file`; returns
+/// what it wrote.
+async fn notification(tokend: &Tokend, file: &std::path::Path) -> String {
+    assert!(
+        eventually(Duration::from_secs(10), || std::fs::metadata(file).is_ok_and(|m| m.len() > 0)).await,
+        "the notify command writing {} ran:\n{}",
+        file.display(),
+        tokend.log()
+    );
+    // The command may still be writing.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    std::fs::read_to_string(file).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_grant_needs_a_login_and_runs_the_notify_command() {
     let s = movemint().await;
     s.fake.set_lifetime(Duration::from_secs(2));
     let dir = tempfile::tempdir().unwrap();
     let note = dir.path().join("note");
-    let config = config(&s).replace(
-        "[profiles.mm]",
-        &format!("[daemon]\nnotify_command = \"env | grep ^TOKEND_ | sort > {}\"\n\n[profiles.mm]", note.display()),
-    );
+    let config = config(&s).replace("[profiles.mm]", &format!("[daemon]\n{}\n[profiles.mm]", notify_into(&note)));
     let tokend = Tokend::start(&config).await;
     log_in(&tokend).await;
     s.fake.revoke_everything();
-    assert!(
-        eventually(Duration::from_secs(10), || note.exists() && std::fs::metadata(&note).unwrap().len() > 0).await,
-        "the notify command ran:\n{}",
-        tokend.log()
-    );
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let env = std::fs::read_to_string(&note).unwrap();
+    let env = notification(&tokend, &note).await;
     assert!(env.contains("TOKEND_EVENT=login-needed"), "{env}");
     assert!(env.contains("TOKEND_PROFILE=mm"), "{env}");
     assert!(env.contains("TOKEND_LOGIN_COMMAND=tokenctl login mm"), "{env}");
@@ -468,21 +478,14 @@ async fn a_profiles_own_notify_command_beats_the_daemon_default() {
     let dir = tempfile::tempdir().unwrap();
     let global = dir.path().join("global");
     let own = dir.path().join("own");
-    let config = config(&s).replace(
-        "[profiles.mm]",
-        &format!("[daemon]\nnotify_command = \"env | grep ^TOKEND_ | sort > {}\"\n\n[profiles.mm]", global.display()),
-    ) + &format!("notify_command = \"env | grep ^TOKEND_ | sort > {}\"\n", own.display());
+    let config = config(&s).replace("[profiles.mm]", &format!("[daemon]\n{}\n[profiles.mm]", notify_into(&global)))
+        + &notify_into(&own);
     let tokend = Tokend::start(&config).await;
     log_in(&tokend).await;
     s.fake.revoke_everything();
-    assert!(
-        eventually(Duration::from_secs(10), || own.exists() && std::fs::metadata(&own).unwrap().len() > 0).await,
-        "the profile's notify command ran:\n{}",
-        tokend.log()
-    );
+    let env = notification(&tokend, &own).await;
     // Give a wrongly chosen (or additional) global command time to show up too.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let env = std::fs::read_to_string(&own).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(env.contains("TOKEND_EVENT=login-needed"), "{env}");
     assert!(env.contains("TOKEND_PROFILE=mm"), "{env}");
     assert!(env.contains("TOKEND_LOGIN_COMMAND=tokenctl login mm"), "{env}");

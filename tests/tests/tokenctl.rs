@@ -9,12 +9,33 @@ async fn daemon(lifetime: Duration) -> (FakeProvider, Tokend) {
     let fake = FakeProvider::start().await;
     fake.client("c", "s", ClientAuth::Basic);
     fake.set_lifetime(lifetime);
-    let config = format!(
+    let tokend = Tokend::start(&profile_p(&fake)).await;
+    (fake, tokend)
+}
+
+/// Profile `p`: client_credentials against `fake`.
+fn profile_p(fake: &FakeProvider) -> String {
+    format!(
         "[profiles.p]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
         fake.url("/oauth/token")
-    );
-    let tokend = Tokend::start(&config).await;
-    (fake, tokend)
+    )
+}
+
+type Lines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>;
+
+/// Starts `tokenctl watch ARGS`; returns the process and its output, line by line.
+fn watch(tokend: &Tokend, args: &[&str]) -> (tokio::process::Child, Lines) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(tokend_e2e::bin("tokenctl"))
+        .arg("watch")
+        .args(args)
+        .env("TOKEND_SOCKET", &tokend.socket)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,15 +71,7 @@ async fn exec_runs_the_command_with_the_token_and_passes_its_exit_status_through
 async fn watch_prints_each_new_token_and_state_change_as_it_happens() {
     let (fake, tokend) = daemon(Duration::from_secs(2)).await;
     let first = tokend.tokenctl_ok(&["token", "p"]).await;
-    let mut watch = tokio::process::Command::new(tokend_e2e::bin("tokenctl"))
-        .args(["watch", "p", "--json"])
-        .env("TOKEND_SOCKET", &tokend.socket)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    use tokio::io::AsyncBufReadExt;
-    let mut lines = tokio::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let (_watch, mut lines) = watch(&tokend, &["p", "--json"]);
     let mut tokens = Vec::new();
     let mut states = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
@@ -114,15 +127,7 @@ async fn watch_events_are_pushed_over_one_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_for_people_reads_like_a_log() {
     let (_fake, tokend) = daemon(Duration::from_secs(2)).await;
-    let mut watch = tokio::process::Command::new(tokend_e2e::bin("tokenctl"))
-        .args(["watch"])
-        .env("TOKEND_SOCKET", &tokend.socket)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    use tokio::io::AsyncBufReadExt;
-    let mut lines = tokio::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let (_watch, mut lines) = watch(&tokend, &[]);
     let mut seen = String::new();
     while !seen.contains("new token") || !seen.contains(": refreshing") {
         let line = tokio::time::timeout(Duration::from_secs(8), lines.next_line()).await.unwrap().unwrap().unwrap();
@@ -153,22 +158,11 @@ async fn watch_with_no_profiles_waits_for_a_reload_that_adds_one() {
     let fake = FakeProvider::start().await;
     fake.client("c", "s", ClientAuth::Basic);
     let tokend = Tokend::start("").await;
-    let mut watch = tokio::process::Command::new(tokend_e2e::bin("tokenctl"))
-        .args(["watch", "--json"])
-        .env("TOKEND_SOCKET", &tokend.socket)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let (mut watch, mut lines) = watch(&tokend, &["--json"]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(watch.try_wait().unwrap().is_none(), "the watch is still running with nothing to watch");
-    tokend.write_config(&format!(
-        "[profiles.p]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
-        fake.url("/oauth/token")
-    ));
+    tokend.write_config(&profile_p(&fake));
     tokend.tokenctl_ok(&["reload"]).await;
-    use tokio::io::AsyncBufReadExt;
-    let mut lines = tokio::io::BufReader::new(watch.stdout.take().unwrap()).lines();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
     loop {
         let line = tokio::time::timeout_at(deadline, lines.next_line())
