@@ -152,7 +152,6 @@ async fn suite(plan: Plan) -> serde_json::Value {
     );
 
     let raw_server = RawServer::spawn("raw.sock", request_len, response_len);
-    let raw_socket = raw_server.socket.clone();
 
     // 1. Latency on one persistent connection.
     if plan.runs("latency") {
@@ -163,7 +162,7 @@ async fn suite(plan: Plan) -> serde_json::Value {
         // Both connections stay open, and the two are measured in alternating blocks, so that
         // drift in the machine's state (frequency, which cores the threads land on) hits both.
         const ROUNDS: usize = 20;
-        let mut raw_client = raw::RawClient::connect(&raw_socket, request_len, response_len).await;
+        let mut raw_client = raw_server.client().await;
         let mut client = Client::connect_to(endpoint.clone()).await.unwrap();
         for _ in 0..2000 {
             raw_client.round_trip().await;
@@ -211,8 +210,7 @@ async fn suite(plan: Plan) -> serde_json::Value {
         println!("  connections    raw socket      tokend          ratio");
         let mut throughput = Vec::new();
         for connections in [1usize, 8, 64, 1024] {
-            let raw_rps =
-                raw_throughput(&raw_socket, request_len, response_len, connections, plan.throughput_for).await;
+            let raw_rps = raw_throughput(&raw_server, connections, plan.throughput_for).await;
             let ours_rps = tokend_throughput(&endpoint, connections, plan.throughput_for).await;
             let ratio = ours_rps / raw_rps;
             let note = if connections == 64 { format!("   {}", verdict(ratio, 0.5, false)) } else { String::new() };
@@ -244,7 +242,7 @@ async fn suite(plan: Plan) -> serde_json::Value {
     if plan.runs("herd") {
         let (requests, release_to_all, all_served) = herd(plan.herd).await;
         let raw_server = RawServer::spawn("raw-herd.sock", request_len, response_len);
-        let raw_all = raw_herd(&raw_server.socket, request_len, response_len, plan.herd).await;
+        let raw_all = raw_herd(&raw_server, plan.herd).await;
         drop(raw_server);
         let ratio = release_to_all.as_secs_f64() / raw_all.as_secs_f64();
         println!("\n== a herd of {} concurrent requests on an expired token", plan.herd);
@@ -265,7 +263,7 @@ async fn suite(plan: Plan) -> serde_json::Value {
     println!("\n== memory (resident set size; the raw baseline is a tokio server with the same workers)");
     let raw_server = RawServer::spawn("raw-memory.sock", request_len, response_len);
     // Connect once so that the baseline has set up everything it needs to serve.
-    raw::RawClient::connect(&raw_server.socket, request_len, response_len).await.round_trip().await;
+    raw_server.client().await.round_trip().await;
     let fake = provider(Duration::from_secs(24 * 3600)).await;
     let ten = start(&profiles(&fake, 10)).await;
     wait_for_requests(&fake, 10).await;
@@ -289,7 +287,7 @@ async fn suite(plan: Plan) -> serde_json::Value {
     let raw_conns = {
         let mut clients = Vec::with_capacity(plan.many_connections);
         for _ in 0..plan.many_connections {
-            clients.push(raw::RawClient::connect(&raw_server.socket, request_len, response_len).await);
+            clients.push(raw_server.client().await);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
         rss_kib(raw_server.pid())
@@ -342,6 +340,8 @@ async fn suite(plan: Plan) -> serde_json::Value {
 struct RawServer {
     child: std::process::Child,
     socket: PathBuf,
+    request_len: usize,
+    response_len: usize,
 }
 
 impl RawServer {
@@ -355,7 +355,12 @@ impl RawServer {
             .arg(workers().to_string())
             .spawn()
             .expect("start the raw baseline server");
-        RawServer { child, socket }
+        RawServer { child, socket, request_len, response_len }
+    }
+
+    /// A client exchanging frames of the server's sizes.
+    async fn client(&self) -> raw::RawClient {
+        raw::RawClient::connect(&self.socket, self.request_len, self.response_len).await
     }
 
     fn pid(&self) -> u32 {
@@ -373,10 +378,10 @@ impl Drop for RawServer {
 
 /// The raw baseline for a herd: `clients` connections, each making one round trip at once;
 /// the time until the last is answered.
-async fn raw_herd(socket: &Path, request_len: usize, response_len: usize, clients: usize) -> Duration {
+async fn raw_herd(server: &RawServer, clients: usize) -> Duration {
     let mut connected = Vec::with_capacity(clients);
     for _ in 0..clients {
-        connected.push(raw::RawClient::connect(socket, request_len, response_len).await);
+        connected.push(server.client().await);
     }
     let start = Instant::now();
     let tasks: Vec<_> =
@@ -406,16 +411,10 @@ fn tempfile_dir() -> PathBuf {
     dir
 }
 
-async fn raw_throughput(
-    socket: &Path,
-    request_len: usize,
-    response_len: usize,
-    connections: usize,
-    span: Duration,
-) -> f64 {
+async fn raw_throughput(server: &RawServer, connections: usize, span: Duration) -> f64 {
     let mut clients = Vec::with_capacity(connections);
     for _ in 0..connections {
-        clients.push(raw::RawClient::connect(socket, request_len, response_len).await);
+        clients.push(server.client().await);
     }
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
