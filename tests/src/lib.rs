@@ -5,6 +5,7 @@
 //! `cargo test --workspace` builds them, or at `$TOKEND_BIN` and `$TOKENCTL_BIN`.
 
 pub mod fake;
+pub mod needs;
 pub mod oidc;
 pub mod systemd;
 pub mod wire;
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
 pub use fake::FakeProvider;
+pub use needs::Need;
 
 /// The path of a workspace binary.
 pub fn bin(name: &str) -> PathBuf {

@@ -4,7 +4,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use tokend_e2e::fake::ClientAuth;
-use tokend_e2e::{FakeProvider, Tokend, bin, other_user, stderr, stdout};
+use tokend_e2e::{FakeProvider, Need, Tokend, bin, other_user, require, stderr, stdout};
 
 async fn provider() -> FakeProvider {
     let fake = FakeProvider::start().await;
@@ -260,7 +260,7 @@ fn tokenctl_as(uid: u32, gid: u32, socket: &std::path::Path, args: &[&str]) -> s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_running_as_another_user_is_refused() {
-    assert_eq!(unsafe { libc::geteuid() }, 0, "this test creates a user and must run as root");
+    require!(Need::OtherUser);
     let fake = provider().await;
     let tokend = Tokend::start(&config(&fake)).await;
     let (uid, gid) = other_user();

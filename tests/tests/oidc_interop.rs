@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use tokend_e2e::oidc::{OidcProvider, browser_login};
-use tokend_e2e::{Tokend, free_port};
+use tokend_e2e::{Need, Tokend, free_port, require};
 
 fn cc_config(oidc: &OidcProvider) -> String {
     format!(
@@ -60,6 +60,7 @@ async fn log_in(tokend: &Tokend, redirect: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_credentials_with_basic_and_with_post() {
+    require!(Need::Node);
     let oidc = OidcProvider::start("http://127.0.0.1:1/unused", Duration::from_secs(3600)).await;
     let tokend = Tokend::start(&cc_config(&oidc)).await;
     for (profile, client) in [("basic", "cc-basic"), ("post", "cc-post")] {
@@ -73,6 +74,7 @@ async fn client_credentials_with_basic_and_with_post() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_authorization_code_flow_with_pkce_through_real_login_and_consent_pages() {
+    require!(Need::Node);
     let redirect = format!("http://127.0.0.1:{}/callback", free_port());
     let oidc = OidcProvider::start(&redirect, Duration::from_secs(3600)).await;
     let tokend = Tokend::start(&web_config(&oidc, &redirect)).await;
@@ -88,6 +90,7 @@ async fn the_authorization_code_flow_with_pkce_through_real_login_and_consent_pa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_token_rotation_over_several_short_lifetimes_and_a_restart() {
+    require!(Need::Node);
     let redirect = format!("http://127.0.0.1:{}/callback", free_port());
     let oidc = OidcProvider::start(&redirect, Duration::from_secs(2)).await;
     let mut tokend = Tokend::start(&web_config(&oidc, &redirect)).await;
@@ -117,6 +120,7 @@ async fn refresh_token_rotation_over_several_short_lifetimes_and_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_revokes_and_introspection_reports_the_tokens_inactive() {
+    require!(Need::Node);
     let redirect = format!("http://127.0.0.1:{}/callback", free_port());
     let oidc = OidcProvider::start(&redirect, Duration::from_secs(3600)).await;
     let tokend = Tokend::start(&web_config(&oidc, &redirect)).await;

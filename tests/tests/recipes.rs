@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use tokend_e2e::fake::ClientAuth;
-use tokend_e2e::{FakeProvider, Tokend, bin, stderr, stdout};
+use tokend_e2e::{FakeProvider, Need, Tokend, bin, require, stderr, stdout};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
@@ -50,6 +50,7 @@ async fn run_twice(recipe: impl Fn() -> Command) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shell_recipe_retries_once_after_a_401() {
+    require!(Need::Program("curl"));
     run_twice(|| {
         let mut command = Command::new("sh");
         command.arg(root().join("examples/shell/call-api.sh"));
@@ -60,6 +61,7 @@ async fn the_shell_recipe_retries_once_after_a_401() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_recipe_retries_once_after_a_401() {
+    require!(Need::Program("python3"));
     run_twice(|| {
         let mut command = Command::new("python3");
         command.arg(root().join("examples/python/tokend_token.py"));

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokend_e2e::fake::ClientAuth;
 use tokend_e2e::systemd::UserManager;
-use tokend_e2e::{FakeProvider, bin, eventually, stderr, stdout, write_private};
+use tokend_e2e::{FakeProvider, Need, bin, eventually, require, stderr, stdout, write_private};
 
 fn tokenctl(manager: &UserManager, args: &[&str]) -> Output {
     Command::new(bin("tokenctl"))
@@ -60,6 +60,7 @@ fn uninstall(manager: &UserManager) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_user_units_work_under_a_real_systemd() {
+    require!(Need::SystemdUserManager);
     let manager = UserManager::start();
     uninstall(&manager);
     let fake = FakeProvider::start().await;
