@@ -15,6 +15,7 @@ use tokend_proto::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::protocol::{self, LoginStarted};
+use crate::trust;
 use crate::{DEFAULT_TIMEOUT, Error, Info, Result};
 
 /// An async connection to tokend that reconnects when the daemon restarts.
@@ -221,8 +222,10 @@ impl Failure {
 
 impl Conn {
     async fn open(endpoint: &Endpoint) -> Result<Conn> {
+        trust::check_directory(endpoint)?;
         let name = endpoint.name().map_err(|e| protocol::connect_error(endpoint, e))?;
         let stream = Stream::connect(name).await.map_err(|e| protocol::connect_error(endpoint, e))?;
+        trust::check_peer(endpoint, &stream)?;
         let mut conn = Conn { stream, read_buf: Vec::with_capacity(4096), write_buf: Vec::with_capacity(256) };
         let sent = conn.send(&Hello::new()).await;
         let hello = protocol::hello_outcome(sent, conn.recv_frame::<HelloReply>().await);

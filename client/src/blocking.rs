@@ -13,6 +13,7 @@ use tokend_proto::{
 };
 
 use crate::protocol::{self, LoginStarted};
+use crate::trust;
 use crate::{DEFAULT_TIMEOUT, Error, Info, Result};
 
 /// A blocking connection to tokend that reconnects when the daemon restarts.
@@ -222,8 +223,10 @@ impl Iterator for Watch {
 
 impl Conn {
     fn open(endpoint: &Endpoint, timeout: Duration) -> Result<Conn> {
+        trust::check_directory(endpoint)?;
         let name = endpoint.name().map_err(|e| protocol::connect_error(endpoint, e))?;
         let stream = Stream::connect(name).map_err(|e| protocol::connect_error(endpoint, e))?;
+        trust::check_peer(endpoint, &stream)?;
         let mut conn = Conn { stream, read_buf: Vec::with_capacity(4096), write_buf: Vec::with_capacity(256) };
         conn.set_timeout(Some(timeout))?;
         let sent = conn.send(&Hello::new());

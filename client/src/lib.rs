@@ -11,6 +11,10 @@
 //! - [`blocking::Client`] for everything else, with no runtime at all.
 //!
 //! Each keeps one connection open and reconnects transparently when the daemon restarts.
+//! Before sending anything on a new connection, each checks that what answers is this user's
+//! tokend (on Unix: the socket's directory belongs to the user or root and nobody else can write
+//! in it, and the process listening runs as the user or root); otherwise it fails with
+//! [`ErrorClass::Untrusted`], so that a daemon planted by another user never sees a request.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), tokend_client::Error> {
@@ -32,6 +36,7 @@
 mod async_client;
 pub mod blocking;
 mod protocol;
+mod trust;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -63,6 +68,9 @@ pub struct Info {
 pub enum ErrorClass {
     /// The daemon is not running, refused the connection, or went away.
     NotReachable,
+    /// What answers at the endpoint is not this user's tokend: another user runs it, or could
+    /// have put it there. Nothing was sent to it.
+    Untrusted,
     /// No such profile.
     UnknownProfile,
     /// A user must run `tokenctl login`.
@@ -91,6 +99,15 @@ pub enum Error {
         endpoint: Endpoint,
         /// Why the connection failed.
         source: io::Error,
+    },
+    /// The endpoint is not trustworthy: another user runs what listens there, or could have put
+    /// it there. Raised before anything is sent.
+    #[error("refusing to talk to {endpoint}: {message}")]
+    Untrusted {
+        /// Where the client looked.
+        endpoint: Endpoint,
+        /// What is wrong and what to do.
+        message: String,
     },
     /// The daemon refused the connection.
     #[error("tokend refused the connection: {message}")]
@@ -123,6 +140,7 @@ impl Error {
     pub fn class(&self) -> ErrorClass {
         match self {
             Error::NotRunning { .. } | Error::Refused { .. } | Error::Io(_) => ErrorClass::NotReachable,
+            Error::Untrusted { .. } => ErrorClass::Untrusted,
             Error::VersionMismatch { .. } | Error::Protocol(_) => ErrorClass::Protocol,
             Error::Timeout(_) => ErrorClass::Other,
             Error::Daemon(e) => match e.class() {

@@ -1,31 +1,100 @@
 //! File-system permission rules, in the spirit of ssh: tokend refuses to read secrets from, or
-//! put its socket and state in, places that other users can read or enter, and says how to fix
-//! them instead of silently loosening or tightening anything the user made.
+//! put its socket and state in, places that other users can read or enter; refuses to take its
+//! configuration or a secret from a file that another user could have written; and says how to
+//! fix them instead of silently loosening or tightening anything the user made.
 
-use std::fs::File;
+use std::fs::{File, Metadata};
 use std::io;
 use std::path::Path;
 
-/// Refuses a file holding a secret if its group or others may read it.
-#[cfg(unix)]
-pub fn refuse_if_readable_by_others(file: &File, path: &Path, what: &str) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = file.metadata().map_err(|e| format!("cannot inspect {}: {e}", path.display()))?.permissions().mode();
-    if mode & 0o044 != 0 {
-        return Err(format!(
-            "the {what} {} is readable by other users (mode {:04o}); run `chmod 600 {}`",
-            path.display(),
-            mode & 0o7777,
-            path.display()
-        ));
-    }
-    Ok(())
+/// Refuses a file that tokend takes its configuration from if someone other than the user
+/// running tokend could have written it: another user owns it (root aside), or its group or
+/// others may write to it. This is OpenSSH's rule for its own files: a config names commands
+/// that run as this user and says where secrets are sent, so what it says must be the user's own.
+///
+/// The check is made on the opened file, so it applies to exactly what is read. A directory
+/// others can write in is not refused: they could swap the file only for one they own (refused
+/// here) or for a link to a file that is not theirs to write.
+pub fn refuse_if_others_could_have_written(file: &File, path: &Path, what: &str) -> Result<(), String> {
+    let meta = inspect(file, path)?;
+    platform::refuse_foreign_owner(&meta, path, what)?;
+    platform::refuse_writable_by_others(&meta, path, what)
 }
 
-/// Refuses a file holding a secret if its group or others may read it.
+/// Refuses a file holding a secret (a client secret file, the state encryption key) if another
+/// user could have written it, as [`refuse_if_others_could_have_written`] does, or if its group
+/// or others may read it.
+pub fn refuse_unless_private(file: &File, path: &Path, what: &str) -> Result<(), String> {
+    let meta = inspect(file, path)?;
+    platform::refuse_foreign_owner(&meta, path, what)?;
+    // Before the write check: `chmod 600` fixes both.
+    platform::refuse_readable_by_others(&meta, path, what)?;
+    platform::refuse_writable_by_others(&meta, path, what)
+}
+
+fn inspect(file: &File, path: &Path) -> Result<Metadata, String> {
+    file.metadata().map_err(|e| format!("cannot inspect {}: {e}", path.display()))
+}
+
+#[cfg(unix)]
+mod platform {
+    use std::fs::Metadata;
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
+
+    pub fn refuse_foreign_owner(meta: &Metadata, path: &Path, what: &str) -> Result<(), String> {
+        let me = super::current_euid();
+        let owner = meta.uid();
+        if owner != me && owner != 0 {
+            return Err(format!(
+                "the {what} {p} belongs to uid {owner}, not to uid {me} who runs tokend (or root), so another user could have written it; check what it says, then replace it with a copy of your own (`cp {p} {p}.mine && mv {p}.mine {p}`)",
+                p = path.display()
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn refuse_writable_by_others(meta: &Metadata, path: &Path, what: &str) -> Result<(), String> {
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o022 != 0 {
+            return Err(format!(
+                "the {what} {p} can be changed by other users (mode {mode:04o}), so another user could have written it; check what it says, then run `chmod go-w {p}`",
+                p = path.display()
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn refuse_readable_by_others(meta: &Metadata, path: &Path, what: &str) -> Result<(), String> {
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o044 != 0 {
+            return Err(format!(
+                "the {what} {p} is readable by other users (mode {mode:04o}); run `chmod 600 {p}`",
+                p = path.display()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Without Unix owners and modes there is nothing to check here; a Windows install relies on
+/// the ACLs of the user's profile directory.
 #[cfg(not(unix))]
-pub fn refuse_if_readable_by_others(_file: &File, _path: &Path, _what: &str) -> Result<(), String> {
-    Ok(())
+mod platform {
+    use std::fs::Metadata;
+    use std::path::Path;
+
+    pub fn refuse_foreign_owner(_meta: &Metadata, _path: &Path, _what: &str) -> Result<(), String> {
+        Ok(())
+    }
+
+    pub fn refuse_writable_by_others(_meta: &Metadata, _path: &Path, _what: &str) -> Result<(), String> {
+        Ok(())
+    }
+
+    pub fn refuse_readable_by_others(_meta: &Metadata, _path: &Path, _what: &str) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Creates `dir` (and its parents) if needed, with mode 0700 for the directory itself, then
@@ -82,9 +151,9 @@ pub fn current_euid() -> u32 {
 }
 
 /// Refuses a config file that carries an inline secret if others may read it.
-pub fn refuse_inline_secret_in_shared_file(path: &Path) -> Result<(), String> {
-    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    refuse_if_readable_by_others(&file, path, "config file, which contains an inline client_secret,").map_err(|m| {
-        format!("{m}, or move the secret to client_secret_file, client_secret_env or client_secret_command")
-    })
+pub fn refuse_inline_secret_in_shared_file(file: &File, path: &Path) -> Result<(), String> {
+    let meta = inspect(file, path)?;
+    platform::refuse_readable_by_others(&meta, path, "config file, which contains an inline client_secret,").map_err(
+        |m| format!("{m}, or move the secret to client_secret_file, client_secret_env or client_secret_command"),
+    )
 }

@@ -38,11 +38,12 @@ impl Clone for Sealer {
 }
 
 impl Sealer {
-    /// Reads a key file, which must not be readable by other users.
+    /// Reads a key file, which must be the user's own (or root's) and not readable or writable by
+    /// other users.
     pub fn from_key_file(path: &Path) -> Result<Sealer, String> {
         let mut file =
             std::fs::File::open(path).map_err(|e| format!("cannot open the key file {}: {e}", path.display()))?;
-        crate::fsperm::refuse_if_readable_by_others(&file, path, "state encryption key")?;
+        crate::fsperm::refuse_unless_private(&file, path, "state encryption key")?;
         let mut bytes = Zeroizing::new(Vec::new());
         file.by_ref().take(4096).read_to_end(&mut bytes).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         Sealer::from_key_bytes(&bytes).map_err(|m| format!("{}: {m}", path.display()))

@@ -5,6 +5,7 @@
 //! `cargo test --workspace` builds them, or at `$TOKEND_BIN` and `$TOKENCTL_BIN`.
 
 pub mod fake;
+pub mod impostor;
 pub mod needs;
 pub mod oidc;
 pub mod systemd;

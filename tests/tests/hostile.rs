@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use tokend::server::connection::FRAME_TIMEOUT;
 use tokend_e2e::fake::ClientAuth;
 use tokend_e2e::wire::{self, frame, read_frame};
 use tokend_e2e::{FakeProvider, Tokend};
@@ -133,6 +134,58 @@ async fn a_truncated_frame_times_out() {
     stream.write_all(&whole[..whole.len() - 2]).await.unwrap();
     still_serves(&tokend, &fake).await;
     assert!(closed_by_daemon(&mut stream).await, "dropped once the rest of the frame is overdue");
+}
+
+/// Whether the daemon has closed `stream` (it reads as ended, or a write fails).
+async fn is_closed(stream: &mut UnixStream) -> bool {
+    let mut sink = [0u8; 64];
+    loop {
+        match stream.try_read(&mut sink) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(_) => return true,
+        }
+    }
+    stream.write_all(&[0]).await.is_err()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_frame_trickled_a_byte_at_a_time_is_dropped_at_the_frame_timeout() {
+    let (_fake, tokend) = daemon().await;
+    let mut client = tokend.client().await;
+    client.token("p").await.unwrap();
+    // Each connection sends half of a 60,000-byte frame, then one more byte every half second:
+    // every read is quick, but the frame never ends.
+    let mut tricklers = Vec::new();
+    for _ in 0..8 {
+        let mut stream = handshake(&tokend).await;
+        let mut start = 60_000u32.to_be_bytes().to_vec();
+        start.resize(4 + 30_000, 0);
+        stream.write_all(&start).await.unwrap();
+        tricklers.push(Some(stream));
+    }
+    let began = std::time::Instant::now();
+    let bound = FRAME_TIMEOUT + Duration::from_secs(5);
+    while tricklers.iter().any(Option::is_some) {
+        let open = tricklers.iter().flatten().count();
+        assert!(
+            began.elapsed() < bound,
+            "{open} connections still open {:?} after their frames began (the frame timeout is {FRAME_TIMEOUT:?})",
+            began.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for slot in &mut tricklers {
+            if let Some(stream) = slot
+                && is_closed(stream).await
+            {
+                *slot = None;
+            }
+        }
+        // A well-behaved client on another connection is served all along.
+        let token = tokio::time::timeout(Duration::from_secs(5), client.token("p")).await;
+        token.expect("served within 5s while others trickle").expect("a token");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,8 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use tokend_e2e::fake::{Client, ClientAuth, Style};
+use tokend_e2e::impostor::{Impostor, PLANTED_TOKEN};
 use tokend_e2e::{
-    FakeProvider, Need, Options, Tokend, bin, eventually, free_port, other_user, require, stderr, write_private,
+    FakeProvider, Need, Options, Tokend, bin, eventually, free_port, other_user, require, stderr, stdout, write_private,
 };
 
 fn cc_config(fake: &FakeProvider, secret: &str) -> String {
@@ -212,6 +213,148 @@ async fn a_socket_directory_owned_by_another_user_is_refused() {
     assert_eq!(out.status.code(), Some(1));
     let message = stderr(&out);
     assert!(message.contains(&format!("belongs to uid {uid}")) && message.contains("remove it"), "{message}");
+}
+
+/// The authorization code in the redirect URL the tests paste into `tokenctl login`.
+const PASTED_CODE: &str = "code-meant-for-the-real-tokend";
+
+/// Runs `command` (a `tokenctl login … --no-browser`) and pastes a redirect URL carrying an
+/// authorization code at once, as a user logging in over SSH would. Returns the exit code and
+/// stderr; `None` if it was still waiting after 20 s (then it is killed).
+async fn login_with_paste(mut command: tokio::process::Command) -> (Option<i32>, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let paste = format!("http://127.0.0.1:8976/callback?code={PASTED_CODE}&state=s\n");
+    let _ = child.stdin.as_mut().unwrap().write_all(paste.as_bytes()).await;
+    match tokio::time::timeout(Duration::from_secs(20), child.wait_with_output()).await {
+        Ok(out) => {
+            let out = out.unwrap();
+            (out.status.code(), stderr(&out))
+        }
+        Err(_) => (None, String::new()),
+    }
+}
+
+/// Whether a transcript of the impostor shows connections that carried nothing at all.
+fn nothing_was_sent(transcript: &[String]) -> bool {
+    transcript.iter().all(|line| line.ends_with(" accepted") || line.ends_with(" closed after 0 bytes"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokenctl_refuses_a_socket_directory_another_user_planted_and_sends_it_nothing() {
+    require!(Need::OtherUser);
+    let (uid, gid) = other_user();
+    // Without XDG_RUNTIME_DIR the default socket is $TMPDIR/tokend-UID/tokend.sock, and in a
+    // shared temporary directory another user can create tokend-UID first and listen there.
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    // SAFETY: getuid has no preconditions.
+    let me = unsafe { libc::getuid() };
+    let planted = shared.path().join(format!("tokend-{me}"));
+    let mut impostor = Impostor::start_as(uid, gid, &planted.join("tokend.sock")).await;
+    let home = tempfile::tempdir().unwrap();
+    let tokenctl = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(bin("tokenctl"));
+        command
+            .args(args)
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("TOKEND_SOCKET")
+            .env_remove("TOKEND_CONFIG")
+            .env("TMPDIR", shared.path())
+            .env("HOME", home.path())
+            .env("XDG_CONFIG_HOME", home.path().join("config"));
+        command
+    };
+
+    let out = tokenctl(&["token", "p"]).output().await.unwrap();
+    assert!(!stdout(&out).contains(PLANTED_TOKEN), "tokenctl printed the other user's token");
+    assert_eq!(out.status.code(), Some(9), "{}", stderr(&out));
+    let message = stderr(&out);
+    assert!(
+        message.contains(&planted.display().to_string()) && message.contains(&format!("belongs to uid {uid}")),
+        "{message}"
+    );
+
+    let (code, message) = login_with_paste(tokenctl(&["login", "p", "--no-browser"])).await;
+    let transcript = impostor.transcript().await;
+    assert!(
+        !transcript.iter().any(|line| line.contains(PASTED_CODE)),
+        "the authorization code reached the other user: {transcript:?}"
+    );
+    assert!(nothing_was_sent(&transcript), "{transcript:?}");
+    assert_eq!(code, Some(9), "tokenctl login refused at once: {message}");
+    assert!(message.contains(&format!("belongs to uid {uid}")), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_refuse_a_daemon_run_by_another_user_before_sending_anything() {
+    require!(Need::OtherUser);
+    let (uid, gid) = other_user();
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let mut impostor = Impostor::start_as(uid, gid, &shared.path().join("impostor/tokend.sock")).await;
+    // Moved into a private directory of this user's, the socket passes the directory check:
+    // only the credentials of the process behind it give the impostor away.
+    let private = tempfile::tempdir().unwrap();
+    let socket = private.path().join("tokend.sock");
+    impostor.move_socket(&socket);
+
+    let tokenctl = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(bin("tokenctl"));
+        command.args(args).env("TOKEND_SOCKET", &socket).env_remove("TOKEND_CONFIG");
+        command
+    };
+    let out = tokenctl(&["token", "p"]).output().await.unwrap();
+    assert!(!stdout(&out).contains(PLANTED_TOKEN), "tokenctl printed the other user's token");
+    assert_eq!(out.status.code(), Some(9), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("runs as uid {uid}")), "{}", stderr(&out));
+    let (code, message) = login_with_paste(tokenctl(&["login", "p", "--no-browser"])).await;
+    assert_eq!(code, Some(9), "tokenctl login refused at once: {message}");
+
+    // The library, blocking and async alike.
+    let endpoint = tokend_client::Endpoint::new(&socket);
+    let blocking = std::thread::spawn({
+        let endpoint = endpoint.clone();
+        move || tokend_client::blocking::Client::connect_to(endpoint).and_then(|mut c| c.token("p")).map(|t| t.profile)
+    })
+    .join()
+    .unwrap();
+    let error = blocking.expect_err("the blocking client refused the impostor");
+    assert_eq!(error.class(), tokend_client::ErrorClass::Untrusted, "{error}");
+    let error = match tokend_client::Client::connect_to(endpoint).await {
+        Ok(mut client) => client.token("p").await.map(|t| t.profile),
+        Err(e) => Err(e),
+    }
+    .expect_err("the async client refused the impostor");
+    assert_eq!(error.class(), tokend_client::ErrorClass::Untrusted, "{error}");
+
+    let transcript = impostor.transcript().await;
+    assert!(nothing_was_sent(&transcript), "{transcript:?}");
+    assert!(!transcript.is_empty(), "the clients did connect, and the check came after connecting");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokenctl_refuses_a_socket_directory_others_can_write() {
+    let fake = FakeProvider::start().await;
+    fake.client("c", "s", ClientAuth::Basic);
+    let tokend = Tokend::start(&cc_config(&fake, "s")).await;
+    let dir = tokend.socket.parent().unwrap();
+    for mode in [0o777, 0o730, 0o1777] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = tokend.tokenctl(&["token", "p"]).await;
+        assert_eq!(out.status.code(), Some(9), "{}", stderr(&out));
+        let message = stderr(&out);
+        assert!(message.contains(&format!("can be written by other users (mode {mode:04o})")), "{message}");
+        assert!(stdout(&out).is_empty());
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    tokend.tokenctl_ok(&["token", "p"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

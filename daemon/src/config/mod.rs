@@ -8,11 +8,13 @@
 //! the old configuration running when the new one is broken. Every error names the file, the
 //! line and the key.
 
+mod command;
 mod source;
 mod value;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -209,29 +211,27 @@ impl Config {
 
     /// Reads, checks and resolves the configuration at `path`.
     ///
-    /// This may run `client_secret_command`s, so call it off the async runtime.
+    /// A file that another user could have written is refused before anything in it runs (see
+    /// [`crate::fsperm::refuse_if_others_could_have_written`]). Loading may run
+    /// `client_secret_command`s, so call it off the async runtime.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            path: path.to_owned(),
-            line: None,
-            key: None,
-            message: match e.kind() {
+        let error = |message: String| ConfigError { path: path.to_owned(), line: None, key: None, message };
+        let mut file = std::fs::File::open(path).map_err(|e| {
+            error(match e.kind() {
                 std::io::ErrorKind::NotFound => {
                     "no such file; create it (see `examples/` and the README's config reference) or pass --config PATH"
                         .to_owned()
                 }
                 _ => format!("cannot read: {e}"),
-            },
+            })
         })?;
+        crate::fsperm::refuse_if_others_could_have_written(&file, path, "config file").map_err(error)?;
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(|e| error(format!("cannot read: {e}")))?;
         let config = Config::parse(path, &text)?;
         let inline = config.profiles.values().any(|p| matches!(p.client_secret_source, SecretSource::Inline(_)));
         if inline {
-            crate::fsperm::refuse_inline_secret_in_shared_file(path).map_err(|message| ConfigError {
-                path: path.to_owned(),
-                line: None,
-                key: None,
-                message,
-            })?;
+            crate::fsperm::refuse_inline_secret_in_shared_file(&file, path).map_err(error)?;
         }
         Ok(config)
     }
@@ -380,6 +380,7 @@ struct RawProfile {
     client_secret_file: Option<Spanned<PathBuf>>,
     client_secret_env: Option<Spanned<String>>,
     client_secret_command: Option<Spanned<String>>,
+    client_secret_command_timeout: Option<Spanned<value::PositiveDuration>>,
     client_auth: Option<ClientAuth>,
     #[serde(default)]
     scopes: Vec<value::Scope>,
@@ -441,6 +442,12 @@ impl RawProfile {
             ));
         }
 
+        if let (Some(timeout), None) = (&self.client_secret_command_timeout, &self.client_secret_command) {
+            return Err((
+                KeyRef::at("client_secret_command_timeout", timeout),
+                "only used with client_secret_command; remove it".into(),
+            ));
+        }
         let source = if let Some(s) = self.client_secret {
             SecretSource::Inline(Secret::new(s.into_inner()))
         } else if let Some(p) = self.client_secret_file {
@@ -450,7 +457,8 @@ impl RawProfile {
         } else if let Some(v) = self.client_secret_env {
             SecretSource::Env(v.into_inner())
         } else if let Some(c) = self.client_secret_command {
-            SecretSource::Command(c.into_inner())
+            let timeout = self.client_secret_command_timeout.map_or(command::DEFAULT_TIMEOUT, |t| t.into_inner().0);
+            SecretSource::Command { command: c.into_inner(), timeout }
         } else {
             SecretSource::None
         };
@@ -458,7 +466,7 @@ impl RawProfile {
             SecretSource::None | SecretSource::Inline(_) => KeyRef::key("client_secret"),
             SecretSource::File(_) => KeyRef::key("client_secret_file"),
             SecretSource::Env(_) => KeyRef::key("client_secret_env"),
-            SecretSource::Command(_) => KeyRef::key("client_secret_command"),
+            SecretSource::Command { .. } => KeyRef::key("client_secret_command"),
         };
         let client_secret = source.resolve().map_err(|m| (secret_key, m))?;
 

@@ -6,14 +6,10 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokend_proto::Secret;
-
-/// How long a `client_secret_command` may run.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The configured source of a client secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +23,12 @@ pub enum SecretSource {
     /// `client_secret_env`: an environment variable of the daemon holding the secret.
     Env(String),
     /// `client_secret_command`: a shell command that prints the secret.
-    Command(String),
+    Command {
+        /// The command, for `/bin/sh -c`.
+        command: String,
+        /// How long it and everything it starts may run (`client_secret_command_timeout`).
+        timeout: Duration,
+    },
 }
 
 impl SecretSource {
@@ -42,7 +43,7 @@ impl SecretSource {
             }
             SecretSource::File(path) => format!("file:{}", path.display()),
             SecretSource::Env(var) => format!("env:{var}"),
-            SecretSource::Command(command) => format!("command:{command}"),
+            SecretSource::Command { command, .. } => format!("command:{command}"),
         }
     }
 
@@ -63,7 +64,7 @@ impl SecretSource {
                     return Err(format!("environment variable {var} is not valid UTF-8"));
                 }
             },
-            SecretSource::Command(command) => run_secret_command(command)?,
+            SecretSource::Command { command, timeout } => super::command::run(command, *timeout)?,
         };
         let trimmed = value.expose().trim_end_matches(['\n', '\r']);
         if trimmed.is_empty() {
@@ -84,56 +85,8 @@ pub fn expand_path(path: &Path, base: &Path) -> Result<PathBuf, String> {
 
 fn read_secret_file(path: &Path) -> Result<Secret, String> {
     let mut file = std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    crate::fsperm::refuse_if_readable_by_others(&file, path, "client secret file")?;
+    crate::fsperm::refuse_unless_private(&file, path, "client secret file")?;
     let mut text = String::new();
     file.read_to_string(&mut text).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     Ok(Secret::new(text))
-}
-
-fn run_secret_command(command: &str) -> Result<Secret, String> {
-    let mut child = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(command)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run the command: {e}"))?;
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let mut stderr = child.stderr.take().expect("stderr is piped");
-    let out = std::thread::spawn(move || {
-        let mut buf = String::new();
-        stdout.read_to_string(&mut buf).map(|_| Secret::new(buf))
-    });
-    let err = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stderr.by_ref().take(4096).read_to_end(&mut buf);
-        String::from_utf8_lossy(&buf).into_owned()
-    });
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("the command did not finish within {}s", COMMAND_TIMEOUT.as_secs()));
-            }
-            Err(e) => return Err(format!("cannot wait for the command: {e}")),
-        }
-    };
-    let stdout = out.join().map_err(|_| "the command's output could not be read".to_owned())?;
-    let stderr = err.join().unwrap_or_default();
-    if !status.success() {
-        let stderr = stderr.trim();
-        let detail = if stderr.is_empty() { String::new() } else { format!(": {}", first_line(stderr)) };
-        return Err(format!("the command failed ({status}){detail}"));
-    }
-    stdout.map_err(|e| format!("the command printed something that is not UTF-8 text: {e}"))
-}
-
-fn first_line(text: &str) -> &str {
-    let line = text.lines().next().unwrap_or_default();
-    line.char_indices().nth(200).map_or(line, |(end, _)| &line[..end])
 }

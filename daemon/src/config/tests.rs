@@ -121,6 +121,45 @@ fn a_failing_secret_command_is_a_config_error_with_its_stderr() {
     assert!(err.message.contains("vault sealed"), "{err}");
 }
 
+#[test]
+fn a_secret_command_timeout_is_read_and_belongs_with_a_command() {
+    let text = MINUT.replace(
+        "client_secret = \"s3cret\"",
+        "client_secret_command = \"echo s\"\nclient_secret_command_timeout = \"2m\"",
+    );
+    let config = parse(&text).unwrap();
+    assert_eq!(
+        config.profiles["minut"].client_secret_source,
+        SecretSource::Command { command: "echo s".into(), timeout: Duration::from_secs(120) }
+    );
+    let text = MINUT.replace("client_secret = \"s3cret\"", "client_secret_command = \"echo s\"");
+    let config = parse(&text).unwrap();
+    assert!(matches!(
+        config.profiles["minut"].client_secret_source,
+        SecretSource::Command { timeout, .. } if timeout == Duration::from_secs(30)
+    ));
+    let text = MINUT.replace("token_params", "client_secret_command_timeout = \"2m\"\ntoken_params");
+    let err = parse(&text).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("profiles.minut.client_secret_command_timeout"));
+    assert!(err.message.contains("only used with client_secret_command"), "{err}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_config_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, MINUT.replace("client_secret = \"s3cret\"", "client_secret_env = \"HOME\"")).unwrap();
+    for mode in [0o664, 0o646] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let err = Config::load(&path).unwrap_err();
+        assert!(err.message.contains("can be changed by other users") && err.message.contains("chmod go-w"), "{err}");
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    Config::load(&path).unwrap();
+}
+
 #[cfg(unix)]
 #[test]
 fn a_secret_file_readable_by_others_is_refused() {

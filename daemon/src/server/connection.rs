@@ -3,8 +3,11 @@
 //!
 //! - A frame's length prefix is checked before its payload is buffered (see
 //!   `tokend_proto::codec`), so a client can make the daemon buffer at most one maximal frame.
-//! - Once a frame has started, the rest must arrive within [`FRAME_TIMEOUT`]; a client that
-//!   stops mid-frame is dropped. Between frames a client may idle as long as it likes.
+//! - A frame must be complete within [`FRAME_TIMEOUT`] of its first byte, however its bytes are
+//!   spread out: a client that stops mid-frame, or trickles a frame a byte at a time, is dropped
+//!   then. The deadline belongs to the frame, not to each read, so that a partly read frame (up
+//!   to 64 KiB of buffer) cannot be kept alive indefinitely. Between frames a client may idle as
+//!   long as it likes.
 //! - Every write must complete within [`WRITE_TIMEOUT`]; a client that stops reading is
 //!   dropped.
 //!
@@ -18,9 +21,10 @@ use serde::de::DeserializeOwned;
 use tokend_proto::FrameError;
 use tokend_proto::codec::{self, HEADER_LEN};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 use zeroize::Zeroize;
 
-/// How long the rest of a frame may take once its first byte arrived.
+/// How long a frame may take to arrive, from its first byte to its last.
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a response may take to write.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,6 +48,11 @@ pub struct Connection<S> {
     stream: S,
     read_buf: Vec<u8>,
     write_buf: Vec<u8>,
+    /// When the frame being read must be complete: set when its first byte arrives, so it is
+    /// `Some` exactly while `read_buf` holds part of a frame. It lives here, not in
+    /// [`Connection::read`], because that future is dropped and called again (the handler
+    /// selects on shutdown), and a new call must not restart the frame's clock.
+    frame_deadline: Option<Instant>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -51,7 +60,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub fn new(stream: S) -> Self {
         // Requests are a few dozen bytes and tokens are answered from pre-encoded frames, so
         // buffers start small: thousands of idle connections cost little.
-        Connection { stream, read_buf: Vec::with_capacity(256), write_buf: Vec::new() }
+        Connection { stream, read_buf: Vec::with_capacity(256), write_buf: Vec::new(), frame_deadline: None }
     }
 
     /// Reads the next message. `Ok(None)` means the client closed the connection between
@@ -62,6 +71,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 let message = codec::decode(&self.read_buf[HEADER_LEN..len]);
                 self.read_buf[..len].zeroize();
                 self.read_buf.drain(..len);
+                // Bytes already here begin the next frame, whose clock starts now.
+                self.frame_deadline = (!self.read_buf.is_empty()).then(|| Instant::now() + FRAME_TIMEOUT);
                 return Ok(Some(message?));
             }
             // Grow only for what the frame being read needs (its length is checked against the
@@ -73,13 +84,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 };
                 self.read_buf.reserve(frame.saturating_sub(self.read_buf.len()).max(256));
             }
-            let read = if self.read_buf.is_empty() {
-                self.stream.read_buf(&mut self.read_buf).await?
-            } else {
-                tokio::time::timeout(FRAME_TIMEOUT, self.stream.read_buf(&mut self.read_buf))
+            let read = match self.frame_deadline {
+                None => self.stream.read_buf(&mut self.read_buf).await?,
+                Some(deadline) => tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.read_buf))
                     .await
-                    .map_err(|_| ConnError::Timeout("waiting for the rest of a frame"))??
+                    .map_err(|_| ConnError::Timeout("waiting for the rest of a frame"))??,
             };
+            if read > 0 && self.frame_deadline.is_none() {
+                self.frame_deadline = Some(Instant::now() + FRAME_TIMEOUT);
+            }
             if read == 0 {
                 if self.read_buf.is_empty() {
                     return Ok(None);

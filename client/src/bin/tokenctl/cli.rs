@@ -18,6 +18,8 @@ Exit status:
   6  the OAuth server failed or refused (see `tokenctl status PROFILE`)
   7  tokend rejected its new configuration (reload); the old one keeps running
   8  tokenctl and tokend are from different releases (protocol mismatch)
+  9  what answers at the socket is not your tokend: another user runs it, or could have
+     put it there (nothing was sent to it)
 `tokenctl exec` exits with the command's own status.";
 
 /// Ask tokend for OAuth access tokens, and manage it.

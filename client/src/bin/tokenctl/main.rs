@@ -45,6 +45,7 @@ fn exit_code(class: ErrorClass) -> u8 {
         ErrorClass::Upstream => 6,
         ErrorClass::Config => 7,
         ErrorClass::Protocol => 8,
+        ErrorClass::Untrusted => 9,
     }
 }
 
@@ -58,6 +59,7 @@ fn class_name(class: ErrorClass) -> &'static str {
         ErrorClass::Upstream => "upstream",
         ErrorClass::Config => "config",
         ErrorClass::Protocol => "protocol",
+        ErrorClass::Untrusted => "untrusted",
     }
 }
 
