@@ -59,7 +59,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct Info {
     /// The HTTP status.
     pub status: u16,
-    /// The body, usually JSON.
+    /// The body, usually JSON, as the server sent it (at most 32 KiB): it may hold control
+    /// characters, so escape it before showing it on a terminal.
     pub body: String,
 }
 

@@ -7,7 +7,8 @@
 //! stopped *first* — it finishes any request in flight and persists its outcome — and a new
 //! actor starts from what is on disk, so a rotated refresh token can never be lost or reused
 //! across the switch; removed ones are stopped. Requests that were waiting on a stopped actor
-//! look the profile up again once the new set of profiles is in place.
+//! look the profile up again once the new set of profiles is in place. A profile whose actor
+//! died counts as changed, so a reload restarts it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -148,7 +149,9 @@ impl Daemon {
         let mut retired = Vec::new();
         for (name, handle) in old.iter() {
             match new.profiles.get(name) {
-                Some(profile) if **profile == *handle.config => summary.unchanged.push(name.clone()),
+                Some(profile) if **profile == *handle.config && !handle.has_died() => {
+                    summary.unchanged.push(name.clone())
+                }
                 Some(_) => {
                     summary.changed.push(name.clone());
                     retired.push(handle.clone());
@@ -169,7 +172,7 @@ impl Daemon {
         let mut next = Profiles::new();
         for (name, profile) in &new.profiles {
             let handle = match old.get(name) {
-                Some(handle) if **profile == *handle.config => handle.clone(),
+                Some(handle) if **profile == *handle.config && !handle.has_died() => handle.clone(),
                 _ => {
                     let store = self.shared.store.clone();
                     let p = profile.clone();
@@ -233,11 +236,36 @@ impl Daemon {
 }
 
 /// Reads a profile's saved tokens. A damaged file is moved aside (so that it is neither lost
-/// nor silently overwritten) and the profile starts without tokens.
+/// nor silently overwritten) and the profile starts without tokens. So is a file with a token
+/// that cannot be used (one an older tokend accepted from a hostile server, say), except that
+/// what can be used of it is kept and saved again at once, so that a refresh token is not lost
+/// even if tokend stops before its next save.
 fn restore(store: &Store, profile: &Profile) -> Restored {
     match store.load(profile) {
-        Ok(Some(restored)) => {
-            tracing::debug!(profile = %profile.name, "restored saved tokens");
+        Ok(Some(mut restored)) => {
+            let Some(why) = restored.unusable.take() else {
+                tracing::debug!(profile = %profile.name, "restored saved tokens");
+                return restored;
+            };
+            let path = store.path_of(&profile.name);
+            match store.quarantine(&profile.name) {
+                Ok(aside) => {
+                    tracing::error!(
+                        profile = %profile.name,
+                        "{} holds {why}, which tokend cannot use; the file was kept as {}, and the profile starts without it",
+                        path.display(),
+                        aside.display()
+                    );
+                    if let Err(e) = store.save(profile, restored.token.as_ref(), restored.refresh_token.as_ref()) {
+                        tracing::error!(profile = %profile.name, "cannot save the usable tokens again: {e}");
+                    }
+                }
+                Err(e) => tracing::error!(
+                    profile = %profile.name,
+                    "{} holds {why}, which tokend cannot use, and it could not be moved aside ({e}); the profile starts without it",
+                    path.display()
+                ),
+            }
             restored
         }
         Ok(None) => Restored::default(),
@@ -253,5 +281,51 @@ fn restore(store: &Store, profile: &Profile) -> Restored {
             );
             Restored::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::UNIX_EPOCH;
+
+    use tokend_proto::Secret;
+
+    use super::*;
+    use crate::profile::state::Current;
+
+    #[test]
+    fn an_unusable_saved_token_is_set_aside_and_the_usable_refresh_token_saved_again_at_once() {
+        let text = "[profiles.mm]\ngrant = \"authorization_code\"\ntoken_url = \"http://127.0.0.1:1/token\"\nauthorize_url = \"http://127.0.0.1:1/authorize\"\nredirect_uri = \"http://127.0.0.1:2/cb\"\nclient_id = \"c\"\n";
+        let config = Config::parse(Path::new("/x/config.toml"), text).unwrap();
+        let profile = &config.profiles["mm"];
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state"), None).unwrap();
+        let huge = Secret::new("a".repeat(70_000));
+        let now = UNIX_EPOCH + Duration::from_secs(1_900_000_000);
+        let token = Current {
+            fingerprint: huge.fingerprint(),
+            access_token: huge,
+            token_type: "Bearer".into(),
+            obtained_at: now,
+            expires_at: now + Duration::from_secs(3600),
+            scope: None,
+            rejected: false,
+        };
+        store.save(profile, Some(&token), Some(&Secret::from("rt"))).unwrap();
+
+        let restored = restore(&store, profile);
+        assert!(restored.token.is_none());
+        assert_eq!(restored.refresh_token.unwrap().expose(), "rt");
+        // Saved again without the unusable token, before the profile even starts.
+        let saved = std::fs::read_to_string(store.path_of("mm")).unwrap();
+        assert!(saved.contains("\"rt\"") && !saved.contains("aaaa"), "{saved}");
+        let aside: Vec<_> = std::fs::read_dir(store.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("mm.json.damaged-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert!(std::fs::read_to_string(store.dir().join(&aside[0])).unwrap().contains("aaaa"));
     }
 }

@@ -8,6 +8,7 @@
 //! |---|---|
 //! | [`config`] | the TOML file: parsing, checking, resolving client secrets |
 //! | [`oauth`] | requests to OAuth servers: token, revocation, info endpoints |
+//! | [`limits`] | what tokend accepts from a server: token sizes and characters, lifetimes |
 //! | [`profile`] | one profile's token state machine, its actor, and the handle that serves it |
 //! | [`persist`] | tokens on disk, written atomically |
 //! | [`login`] | the authorization code flow with PKCE and its loopback listener |
@@ -28,6 +29,7 @@ pub mod config;
 pub mod daemon;
 pub mod fsperm;
 pub mod harden;
+pub mod limits;
 pub mod logging;
 pub mod login;
 pub mod notify;
@@ -41,6 +43,9 @@ pub mod signals;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+#[doc(hidden)]
+pub use oauth::fuzz_upstream_answer;
 
 use tokend_proto::Endpoint;
 

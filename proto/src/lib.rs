@@ -27,6 +27,7 @@ pub mod endpoint;
 pub mod error;
 pub mod message;
 pub mod secret;
+pub mod time;
 
 pub use codec::{FrameError, MAX_FRAME_LEN};
 pub use endpoint::Endpoint;

@@ -4,9 +4,10 @@
 //! It issues random tokens and remembers them, so a test can ask whether a token tokend served
 //! is one the server would accept right now. It counts requests, can insist on HTTP Basic or on
 //! body authentication and on extra form parameters, can hold requests until released, delay
-//! them, answer any status or garbage, rotate refresh tokens (and revoke the whole grant when a
-//! rotated-out refresh token is used again, as careful servers do), run the authorization
-//! endpoint with PKCE, revoke tokens, and describe them.
+//! them, answer any status or garbage (or a real answer with any field replaced), rotate
+//! refresh tokens (and revoke the whole grant when a rotated-out refresh token is used again,
+//! as careful servers do), run the authorization endpoint with PKCE, revoke tokens, and
+//! describe them (or answer the info request with any body).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -62,6 +63,9 @@ pub enum Fault {
     /// Answer 200 with a token response that is well-formed but [`HUGE_BODY`] bytes long, far
     /// over tokend's 1 MiB cap on response bodies. The token in it is not issued.
     Huge,
+    /// Carry out the grant (issuing and rotating tokens), then answer with the token response's
+    /// field set to this value: a hostile answer built on a real one.
+    Field(&'static str, serde_json::Value),
 }
 
 /// The size of a [`Fault::Huge`] body: four times tokend's cap on response bodies.
@@ -144,6 +148,7 @@ struct Inner {
     deny_authorization: Option<String>,
     issuer_param: Option<String>,
     info_requests: u64,
+    info_answer: Option<(u16, String)>,
     codes_issued: Vec<String>,
     token_size: usize,
 }
@@ -205,6 +210,7 @@ impl FakeProvider {
                 deny_authorization: None,
                 issuer_param: None,
                 info_requests: 0,
+                info_answer: None,
                 codes_issued: Vec::new(),
                 token_size: 0,
             })),
@@ -308,6 +314,13 @@ impl Fake {
     /// The authorization endpoint adds `iss=VALUE` to its redirects (RFC 9207).
     pub fn send_issuer(&self, issuer: Option<&str>) {
         self.with(|i| i.issuer_param = issuer.map(str::to_owned));
+    }
+
+    /// The info endpoint answers a request that carries a live token with this status and
+    /// body (sent as JSON, whatever it holds) instead of describing the token; `None` restores
+    /// the description.
+    pub fn set_info_answer(&self, answer: Option<(u16, String)>) {
+        self.with(|i| i.info_answer = answer);
     }
 
     /// How many token requests arrived.
@@ -532,6 +545,10 @@ async fn token(fake: &Fake, path: &str, headers: &HeaderMap, form: HashMap<Strin
             fake.with(|i| issue(i, headers, &form));
             return hang_up();
         }
+        Some(Fault::Field(field, value)) => {
+            let response = fake.with(|i| issue(i, headers, &form));
+            return with_field(response, field, value).await;
+        }
         None => {}
     }
     let (response, answer_delay) = fake.with(|i| (issue(i, headers, &form), i.answer_delay));
@@ -563,6 +580,15 @@ fn huge() -> Response {
     body.push_str(tail);
     debug_assert_eq!(body.len(), HUGE_BODY);
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// `response`, a JSON token response, with `field` set to `value`.
+async fn with_field(response: Response, field: &str, value: serde_json::Value) -> Response {
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    let mut json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    json[field] = value;
+    (parts.status, [(header::CONTENT_TYPE, "application/json")], json.to_string()).into_response()
 }
 
 fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> Response {
@@ -776,6 +802,10 @@ fn info(fake: &Fake, headers: &HeaderMap) -> Response {
             .unwrap_or("");
         if !accepts(i, token, SystemTime::now()) {
             return json(StatusCode::UNAUTHORIZED, serde_json::json!({ "error": "invalid_token" }));
+        }
+        if let Some((status, body)) = i.info_answer.clone() {
+            return (StatusCode::from_u16(status).unwrap(), [(header::CONTENT_TYPE, "application/json")], body)
+                .into_response();
         }
         let t = &i.issued[token];
         json(

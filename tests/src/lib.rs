@@ -191,6 +191,86 @@ impl Tokend {
             .expect("tokenctl ran")
     }
 
+    /// Runs `tokenctl` with its stdout and stderr on a pseudo-terminal, as when a person runs it
+    /// (at most 60 s); returns its exit status and everything it showed, with the terminal's
+    /// `\r\n` line ends turned back into `\n`.
+    pub async fn tokenctl_in_terminal(&self, args: &[&str]) -> (ExitStatus, String) {
+        use std::io::Read;
+        use std::os::fd::{FromRawFd, OwnedFd};
+        let (mut master, mut slave) = (-1, -1);
+        // SAFETY: openpty writes two descriptors it opened, which are then owned here.
+        let (master, slave) = unsafe {
+            let opened =
+                libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null());
+            assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
+            (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave))
+        };
+        let mut command = std::process::Command::new(bin("tokenctl"));
+        command
+            .args(args)
+            .env("TOKEND_SOCKET", &self.socket)
+            .env_remove("TOKEND_CONFIG")
+            .env("XDG_CONFIG_HOME", self.dir.path().join("xdg-config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(slave.try_clone().expect("dup the terminal")))
+            .stderr(Stdio::from(slave));
+        let mut child = command.spawn().expect("spawn tokenctl");
+        // The child holds the only copies of the terminal's slave side now, so reading the
+        // master ends (with EIO) when the child exits.
+        drop(command);
+        let reader = std::thread::spawn(move || {
+            let mut master = std::fs::File::from(master);
+            let mut shown = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = master.read(&mut buf) {
+                shown.extend_from_slice(&buf[..n]);
+            }
+            shown
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("poll tokenctl") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!("tokenctl {args:?} did not finish within 60s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let shown = tokio::task::spawn_blocking(move || reader.join().expect("terminal reader")).await.unwrap();
+        (status, String::from_utf8_lossy(&shown).replace("\r\n", "\n"))
+    }
+
+    /// Runs `tokenctl` with its stdout on a pipe whose reader has already gone, as in
+    /// `tokenctl … | head -0`; stderr is captured.
+    pub async fn tokenctl_into_closed_pipe(&self, args: &[&str]) -> Output {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        let mut fds = [-1; 2];
+        // SAFETY: pipe writes two descriptors it opened, which are then owned here.
+        let write_end = unsafe {
+            assert_eq!(libc::pipe(fds.as_mut_ptr()), 0, "pipe: {}", std::io::Error::last_os_error());
+            drop(OwnedFd::from_raw_fd(fds[0]));
+            OwnedFd::from_raw_fd(fds[1])
+        };
+        let mut command = Command::new(bin("tokenctl"));
+        command
+            .args(args)
+            .env("TOKEND_SOCKET", &self.socket)
+            .env_remove("TOKEND_CONFIG")
+            .env("XDG_CONFIG_HOME", self.dir.path().join("xdg-config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(write_end))
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let child = command.spawn().expect("spawn tokenctl");
+        drop(command);
+        tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+            .await
+            .expect("tokenctl finished within 2 minutes")
+            .expect("tokenctl ran")
+    }
+
     /// Runs `tokenctl` and returns its stdout, failing the test on a non-zero exit.
     pub async fn tokenctl_ok(&self, args: &[&str]) -> String {
         let out = self.tokenctl(args).await;

@@ -9,13 +9,18 @@
 //! each other. Only when the cached token is not good enough does a request ask the actor for
 //! a fresher one and wait for the next snapshot — however many requests ask, the actor starts
 //! one upstream request.
+//!
+//! The actor is supervised: if it ever panics, the supervisor publishes a last snapshot that
+//! shows the profile failed and names the cause, records the error in the handle, and every
+//! request to the profile gets that error until a reload starts it afresh. Other profiles
+//! have their own actors and keep serving.
 
 pub mod actor;
 pub mod schedule;
 pub mod state;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokend_proto::{Error, Fingerprint, ProfileStatus, RevocationReport, Secret, Token};
@@ -24,6 +29,7 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use crate::config::Profile;
+use crate::limits;
 
 /// What the actor publishes after every change: everything a request needs to be answered
 /// without asking the actor.
@@ -116,7 +122,11 @@ pub struct ProfileHandle {
     commands: mpsc::Sender<Command>,
     demand: Arc<Demand>,
     stop: watch::Sender<bool>,
+    /// The supervisor's task, which ends when the actor does.
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Why the actor died, once it has: set by the supervisor before it lets go of the snapshot
+    /// channel.
+    died: Arc<OnceLock<Error>>,
 }
 
 impl ProfileHandle {
@@ -152,8 +162,8 @@ impl ProfileHandle {
         let Some(rejected) = rejected.or(current) else {
             return self.token(None, deadline).await;
         };
-        if current == Some(rejected) {
-            self.commands.send(Command::Invalidate(rejected)).await.map_err(|_| Gone::Stopped)?;
+        if current == Some(rejected) && self.commands.send(Command::Invalidate(rejected)).await.is_err() {
+            return self.stopped().await;
         }
         self.wait_for_token(None, Some(rejected), deadline).await
     }
@@ -161,10 +171,12 @@ impl ProfileHandle {
     /// Refreshes now (joining a refresh already in flight) and returns the new token.
     pub async fn refresh(&self, deadline: Instant) -> Result<Result<Served, Error>, Gone> {
         let (reply, done) = oneshot::channel();
-        self.commands.send(Command::Refresh(reply)).await.map_err(|_| Gone::Stopped)?;
+        if self.commands.send(Command::Refresh(reply)).await.is_err() {
+            return self.stopped().await;
+        }
         match tokio::time::timeout_at(deadline, done).await {
             Err(_) => Ok(Err(timeout(&self.config.name))),
-            Ok(Err(_)) => Err(Gone::Stopped),
+            Ok(Err(_)) => self.stopped().await,
             Ok(Ok(Err(e))) => Ok(Err(e)),
             Ok(Ok(Ok(()))) => self.token(Some(Duration::ZERO), deadline).await,
         }
@@ -173,15 +185,25 @@ impl ProfileHandle {
     /// Exchanges a login's authorization code for tokens.
     pub async fn exchange(&self, code: Secret, verifier: Secret) -> Result<Result<(), Error>, Gone> {
         let (reply, done) = oneshot::channel();
-        self.commands.send(Command::Exchange { code, verifier, reply }).await.map_err(|_| Gone::Stopped)?;
-        done.await.map_err(|_| Gone::Stopped)
+        if self.commands.send(Command::Exchange { code, verifier, reply }).await.is_err() {
+            return self.stopped().await;
+        }
+        match done.await {
+            Ok(result) => Ok(result),
+            Err(_) => self.stopped().await,
+        }
     }
 
     /// Revokes the tokens at the server (when a `revoke_url` is set) and forgets them.
-    pub async fn logout(&self) -> Result<RevocationReport, Gone> {
+    pub async fn logout(&self) -> Result<Result<RevocationReport, Error>, Gone> {
         let (reply, done) = oneshot::channel();
-        self.commands.send(Command::Logout(reply)).await.map_err(|_| Gone::Stopped)?;
-        done.await.map_err(|_| Gone::Stopped)
+        if self.commands.send(Command::Logout(reply)).await.is_err() {
+            return self.stopped().await;
+        }
+        match done.await {
+            Ok(report) => Ok(Ok(report)),
+            Err(_) => self.stopped().await,
+        }
     }
 
     /// Records whether a login is pending, for status output.
@@ -199,12 +221,39 @@ impl ProfileHandle {
         }
     }
 
+    /// Whether the actor died (panicked), rather than being stopped.
+    pub fn has_died(&self) -> bool {
+        self.died.get().is_some()
+    }
+
+    /// The answer for a request that found the actor gone: the error that killed it, or
+    /// [`Gone::Stopped`] for an actor that was stopped (by a reload or a shutdown).
+    async fn stopped<T>(&self) -> Result<Result<T, Error>, Gone> {
+        // The supervisor records a death before it lets go of the snapshot channel, and lets go
+        // as soon as the actor has ended, so this wait is short.
+        let mut rx = self.snapshot.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(5), async { while rx.changed().await.is_ok() {} }).await;
+        match self.died.get() {
+            Some(error) => Ok(Err(error.clone())),
+            None => Err(Gone::Stopped),
+        }
+    }
+
     async fn wait_for_token(
         &self,
         min_valid: Option<Duration>,
         exclude: Option<Fingerprint>,
         deadline: Instant,
     ) -> Result<Result<Served, Error>, Gone> {
+        if let Some(asked) = min_valid.filter(|&d| d > limits::MAX_LIFETIME) {
+            return Ok(Err(Error::BadRequest {
+                message: format!(
+                    "a min_valid of {} is longer than any token tokend holds (at most {}); ask for less",
+                    humantime::format_duration(asked),
+                    humantime::format_duration(limits::MAX_LIFETIME)
+                ),
+            }));
+        }
         let mut rx = self.snapshot.clone();
         let mut asked_at_generation = None;
         loop {
@@ -234,14 +283,14 @@ impl ProfileHandle {
                 Some(_) => {}
                 None => {
                     if exclude.is_none() || !snap.refreshing {
-                        self.demand.ask(now + need);
+                        self.demand.ask(limits::after(now, need));
                     }
                     asked_at_generation = Some(snap.generation);
                 }
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Err(_) => return Ok(Err(timeout(&self.config.name))),
-                Ok(Err(_)) => return Err(Gone::Stopped),
+                Ok(Err(_)) => return self.stopped().await,
                 Ok(Ok(())) => {}
             }
         }

@@ -10,7 +10,8 @@
 //!   is [`Phase::Refreshing`] until its outcome is handled; nothing starts a second one.
 //! - **A rejected token is never served again.** `invalidate` marks the current token rejected;
 //!   only a new token clears the mark.
-//! - **A refresh token is only replaced or dropped deliberately**: replaced by a rotated one,
+//! - **A refresh token is only replaced or dropped deliberately**: replaced by a rotated one
+//!   (even one that came in an answer unusable otherwise: the server has retired the old one),
 //!   dropped only when the server says it is dead (`invalid_grant`, which drops the access token
 //!   of the dead grant too) or the user logs out.
 //!   Transient failures and failed logins leave it untouched.
@@ -255,7 +256,13 @@ impl Machine {
                 fx.persist = true;
                 fx.finished = Some(Ok(()));
             }
-            Event::Failed(error) => {
+            Event::Failed(mut error) => {
+                if let Some(rotated) =
+                    error.rotated_refresh_token.take().filter(|_| self.grant == Grant::AuthorizationCode)
+                {
+                    self.refresh_token = Some(rotated);
+                    fx.persist = true;
+                }
                 let kind = match self.phase {
                     Phase::Refreshing(kind) => kind,
                     _ => RequestKind::RefreshToken,
@@ -276,7 +283,7 @@ impl Machine {
                         error.retry_after,
                         jitter,
                     );
-                    self.phase = Phase::Backoff { retry_at: now + delay };
+                    self.phase = Phase::Backoff { retry_at: crate::limits::after(now, delay) };
                     self.last_error = Some(failure);
                 } else if kind == RequestKind::RefreshToken && error.is_invalid_grant() {
                     // The grant is dead at the server, and the access token issued under it

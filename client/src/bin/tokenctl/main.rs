@@ -4,8 +4,9 @@
 mod cli;
 mod login;
 mod output;
+mod term;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
@@ -15,6 +16,7 @@ use tokend_client::{Error, ErrorClass, Event, Fingerprint, RevocationOutcome, To
 
 use crate::cli::{Cli, Command, ExecFormat, Format};
 use crate::output::{StatusView, TokenView};
+use crate::term::{errln, outln};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -25,9 +27,9 @@ fn main() -> ExitCode {
             let class = e.class();
             if json {
                 let error = serde_json::json!({ "error": { "class": class_name(class), "message": e.to_string() } });
-                eprintln!("{error}");
+                errln!("{error}");
             } else {
-                eprintln!("tokenctl: {e}");
+                errln!("tokenctl: {e}");
             }
             ExitCode::from(exit_code(class))
         }
@@ -84,11 +86,11 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                     serde_json::to_value(&views)
                 });
             } else if profile.is_some() {
-                print!("{}", output::status_detail(&statuses[0], now));
+                term::out(&output::status_detail(&statuses[0], now));
             } else if statuses.is_empty() {
-                println!("no profiles are configured");
+                outln!("no profiles are configured");
             } else {
-                print!("{}", output::status_table(&statuses, now));
+                term::out(&output::status_table(&statuses, now));
             }
         }
         Command::List => {
@@ -104,7 +106,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             } else {
                 let width = profiles.iter().map(|p| p.name.len()).max().unwrap_or(0);
                 for p in &profiles {
-                    println!("{:<width$}  {:<18}  {}", p.name, p.grant.as_str(), p.state.as_str());
+                    outln!("{:<width$}  {:<18}  {}", p.name, p.grant.as_str(), p.state.as_str());
                 }
             }
         }
@@ -129,24 +131,24 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                     "access_token": outcome_json(&report.access_token),
                 })));
             } else {
-                println!("Logged out of `{}`; its tokens are forgotten.", report.profile);
-                println!("  refresh token: {}", outcome_text(&report.refresh_token));
-                println!("  access token:  {}", outcome_text(&report.access_token));
+                outln!("Logged out of `{}`; its tokens are forgotten.", report.profile);
+                outln!("  refresh token: {}", outcome_text(&report.refresh_token));
+                outln!("  access token:  {}", outcome_text(&report.access_token));
             }
         }
         Command::Info { profile } => {
             let info = connect()?.info(&profile)?;
             let ok = (200..300).contains(&info.status);
             if json || !ok {
-                println!("{}", info.body);
+                outln!("{}", info.body);
             } else {
                 match serde_json::from_str::<serde_json::Value>(&info.body) {
-                    Ok(value) => println!("{}", serde_json::to_string_pretty(&value).unwrap_or(info.body)),
-                    Err(_) => println!("{}", info.body),
+                    Ok(value) => outln!("{}", serde_json::to_string_pretty(&value).unwrap_or(info.body)),
+                    Err(_) => outln!("{}", info.body),
                 }
             }
             if !ok {
-                eprintln!("tokenctl: the info endpoint of `{profile}` answered HTTP {}", info.status);
+                errln!("tokenctl: the info endpoint of `{profile}` answered HTTP {}", info.status);
                 return Ok(ExitCode::from(exit_code(ErrorClass::Upstream)));
             }
         }
@@ -167,13 +169,13 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                     }
                 }
                 parts.push(format!("{} unchanged", summary.unchanged.len()));
-                println!("Reloaded: {}", parts.join("; "));
+                outln!("Reloaded: {}", parts.join("; "));
             }
         }
         Command::Shutdown => {
             connect()?.shutdown()?;
             if !json {
-                println!("tokend is shutting down");
+                outln!("tokend is shutting down");
             }
         }
         Command::Ping => {
@@ -185,9 +187,11 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 })));
             } else {
                 let up = output::short(now().duration_since(pong.started_at).unwrap_or_default());
-                println!(
+                outln!(
                     "tokend {} is running (pid {}, up {up}, {} profiles) at {endpoint}",
-                    pong.daemon_version, pong.pid, pong.profiles
+                    pong.daemon_version,
+                    pong.pid,
+                    pong.profiles
                 );
             }
         }
@@ -197,7 +201,10 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             return exec(&token, &env, format, &command);
         }
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "tokenctl", &mut std::io::stdout());
+            // Generated whole first: clap_complete panics on a failed write.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "tokenctl", &mut script);
+            term::out(&String::from_utf8_lossy(&script));
         }
         Command::Man { dir } => man(dir)?,
     }
@@ -206,16 +213,16 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
 
 fn print_token(token: &Token, format: Format) {
     match format {
-        Format::Raw => println!("{}", token.access_token.expose()),
-        Format::Header => println!("Authorization: {}", token.header_value()),
+        Format::Raw => outln!("{}", token.access_token.expose()),
+        Format::Header => outln!("Authorization: {}", token.header_value()),
         Format::Json => print_json(&serde_json::to_value(TokenView::new(token))),
     }
 }
 
 fn print_json(value: &Result<serde_json::Value, serde_json::Error>) {
     match value {
-        Ok(value) => println!("{value}"),
-        Err(e) => eprintln!("tokenctl: cannot format JSON: {e}"),
+        Ok(value) => outln!("{value}"),
+        Err(e) => errln!("tokenctl: cannot format JSON: {e}"),
     }
 }
 
@@ -249,7 +256,6 @@ fn outcome_text(outcome: &RevocationOutcome) -> String {
 
 fn watch(client: Client, profile: Option<&str>, json: bool) -> Result<(), Error> {
     let mut states = std::collections::HashMap::new();
-    let stdout = std::io::stdout();
     for event in client.watch(profile)? {
         let now = output::rfc3339(SystemTime::now());
         let line = match event? {
@@ -287,11 +293,8 @@ fn watch(client: Client, profile: Option<&str>, json: bool) -> Result<(), Error>
             }
             Event::Removed { profile } => format!("{now} {profile}: removed from the configuration"),
         };
-        let mut out = stdout.lock();
-        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-            // The reader went away (e.g. `| head`): stop quietly.
-            return Ok(());
-        }
+        // A reader that went away (e.g. `| head`) ends tokenctl quietly here.
+        outln!("{line}");
     }
     Err(Error::Io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "tokend closed the watch stream")))
 }
@@ -310,7 +313,7 @@ fn exec(token: &Token, var: &str, format: ExecFormat, command: &[std::ffi::OsStr
 fn exec_command(mut command: std::process::Command, program: &std::ffi::OsStr) -> Result<ExitCode, Error> {
     use std::os::unix::process::CommandExt;
     let error = command.exec();
-    eprintln!("tokenctl: cannot run {}: {error}", program.to_string_lossy());
+    errln!("tokenctl: cannot run {}: {error}", program.to_string_lossy());
     Ok(ExitCode::from(if error.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 }))
 }
 
@@ -319,7 +322,7 @@ fn exec_command(mut command: std::process::Command, program: &std::ffi::OsStr) -
     match command.status() {
         Ok(status) => Ok(ExitCode::from(status.code().unwrap_or(1) as u8)),
         Err(error) => {
-            eprintln!("tokenctl: cannot run {}: {error}", program.to_string_lossy());
+            errln!("tokenctl: cannot run {}: {error}", program.to_string_lossy());
             Ok(ExitCode::from(127))
         }
     }
@@ -348,7 +351,7 @@ fn man(dir: Option<std::path::PathBuf>) -> Result<(), Error> {
     }
     render("tokenctl".into(), command)?;
     for path in written {
-        println!("{}", path.display());
+        outln!("{}", path.display());
     }
     Ok(())
 }

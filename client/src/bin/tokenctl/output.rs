@@ -1,7 +1,8 @@
 //! How `tokenctl` shows things: tidy text for people, JSON for scripts.
 //!
 //! The JSON views are this program's stable output format: times are RFC 3339 strings (UTC)
-//! alongside seconds-from-now, and field names are snake_case.
+//! alongside seconds-from-now, and field names are snake_case. A time RFC 3339 cannot write
+//! (after 9999) is shown as the latest it can, and seconds-from-now saturate, rather than fail.
 
 use std::time::{Duration, SystemTime};
 
@@ -9,14 +10,15 @@ use serde::Serialize;
 use tokend_client::{Failure, ProfileStatus, Token, TokenSummary};
 
 pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
+    tokend_proto::time::rfc3339(t)
 }
 
 /// Seconds from now (negative in the past).
 pub fn seconds_from_now(t: SystemTime, now: SystemTime) -> i64 {
+    let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
     match t.duration_since(now) {
-        Ok(d) => d.as_secs() as i64,
-        Err(e) => -(e.duration().as_secs() as i64),
+        Ok(d) => secs(d),
+        Err(e) => -secs(e.duration()),
     }
 }
 
@@ -250,5 +252,15 @@ mod tests {
         assert_eq!(short(Duration::from_secs(3552)), "59m 12s");
         assert_eq!(short(Duration::from_secs(3900)), "1h 5m");
         assert_eq!(short(Duration::from_secs(3 * 86400 + 7200)), "3d 2h");
+        assert!(short(Duration::MAX).ends_with('h'));
+    }
+
+    #[test]
+    fn far_times_print_without_a_panic() {
+        let now = SystemTime::now();
+        let far = SystemTime::UNIX_EPOCH + Duration::from_secs(1 << 40);
+        assert_eq!(rfc3339(far), "9999-12-31T23:59:59Z");
+        assert!(seconds_from_now(far, now) > 30_000_000_000);
+        assert!(left(far, now).ends_with('h'));
     }
 }

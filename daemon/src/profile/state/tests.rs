@@ -34,6 +34,7 @@ fn upstream(retry: Retry, error: Option<&str>) -> UpstreamError {
         description: None,
         message: "test".into(),
         retry_after: None,
+        rotated_refresh_token: None,
     }
 }
 
@@ -143,6 +144,20 @@ fn a_response_without_refresh_token_keeps_the_old_one() {
     m.handle(Event::Start, T0, 0.0);
     m.handle(Event::Obtained(set("a", T0, 60, None)), T0, 0.0);
     assert_eq!(m.refresh_token().unwrap().expose(), "rt1");
+}
+
+#[test]
+fn a_rotated_refresh_token_in_an_unusable_answer_is_kept_and_the_failure_is_transient() {
+    let mut m = ac(Some(current("a", T0, 600)), Some("rt1"));
+    m.handle(Event::Start, T0, 0.0);
+    m.handle(Event::Due, T0 + secs(300), 0.0);
+    let error = UpstreamError { rotated_refresh_token: Some(Secret::from("rt2")), ..upstream(Retry::Transient, None) };
+    let fx = m.handle(Event::Failed(error), T0 + secs(300), 0.0);
+    assert!(fx.persist, "saved at once");
+    assert_eq!(m.refresh_token().unwrap().expose(), "rt2");
+    assert!(matches!(m.phase(), Phase::Backoff { .. }));
+    assert_eq!(m.servable("movemint").unwrap().access_token.expose(), "a", "the old token is still served");
+    assert_eq!(m.handle(Event::Due, T0 + secs(301), 0.0).request, Some(RequestKind::RefreshToken));
 }
 
 #[test]
