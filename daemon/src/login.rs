@@ -89,8 +89,14 @@ impl Logins {
     pub async fn start(&self, handle: Arc<ProfileHandle>) -> Result<Started, Error> {
         let profile = handle.config.clone();
         let name = profile.name.clone();
+        if profile.grant == Grant::AuthorizationCode && profile.authorize_url().is_none() {
+            return Err(Error::Login {
+                profile: name,
+                message: "the authorization endpoint is not known yet: tokend has not discovered it from the profile's issuer; see `tokenctl status` for why".into(),
+            });
+        }
         let (Grant::AuthorizationCode, Some(authorize_url), Some(redirect)) =
-            (profile.grant, &profile.authorize_url, &profile.redirect_uri)
+            (profile.grant, profile.authorize_url(), &profile.redirect_uri)
         else {
             return Err(Error::NotSupported {
                 profile: name,

@@ -120,6 +120,27 @@ pub struct ProfileHandle {
 }
 
 impl ProfileHandle {
+    /// A handle with no actor behind it, for a profile that cannot run yet (its endpoints are
+    /// still to be discovered, see [`crate::endpoints`]). Whoever holds the returned sender and
+    /// receiver publishes its snapshots and answers its commands; dropping them makes requests
+    /// that wait on it look the profile up again.
+    pub(crate) fn detached(
+        config: Arc<Profile>,
+        initial: Snapshot,
+    ) -> (Arc<ProfileHandle>, watch::Sender<Arc<Snapshot>>, mpsc::Receiver<Command>) {
+        let (snapshot_tx, snapshot) = watch::channel(Arc::new(initial));
+        let (commands, commands_rx) = mpsc::channel(64);
+        let handle = ProfileHandle {
+            config,
+            snapshot,
+            commands,
+            demand: Arc::new(Demand::default()),
+            stop: watch::Sender::new(false),
+            task: std::sync::Mutex::new(None),
+        };
+        (Arc::new(handle), snapshot_tx, commands_rx)
+    }
+
     /// The latest snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.borrow().clone()
