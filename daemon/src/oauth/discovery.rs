@@ -90,18 +90,30 @@ pub async fn discover(http: &Http, issuer: &str) -> Result<Found, DiscoveryError
     let failed =
         |attempts: Vec<String>, transient: bool| DiscoveryError { issuer: issuer.to_owned(), attempts, transient };
     let urls = well_known_urls(issuer).map_err(|e| failed(vec![e], false))?;
-    let mut attempts = Vec::new();
+    let mut attempts: Vec<(Vec<Url>, String)> = Vec::new();
     let mut transient = false;
     for url in urls {
-        match fetch(http, &url, issuer).await {
+        let why = match fetch(http, &url, issuer).await {
             Ok(found) => return Ok(found),
-            Err(Attempt::Unusable(why)) => attempts.push(format!("{url}: {why}")),
+            Err(Attempt::Unusable(why)) => why,
             Err(Attempt::Unreachable(why)) => {
                 transient = true;
-                attempts.push(format!("{url}: {why}"));
+                why
             }
+        };
+        // Both documents often fail the same way; say so once.
+        match attempts.last_mut() {
+            Some((urls, last)) if *last == why => urls.push(url),
+            _ => attempts.push((vec![url], why)),
         }
     }
+    let attempts = attempts
+        .into_iter()
+        .map(|(urls, why)| {
+            let urls: Vec<String> = urls.iter().map(Url::to_string).collect();
+            format!("{}: {why}", urls.join(" and "))
+        })
+        .collect();
     Err(failed(attempts, transient))
 }
 
