@@ -868,7 +868,8 @@ fn metadata(fake: &Fake, path: &str) -> Response {
         match m.body {
             None => json(StatusCode::OK, document),
             Some(MetadataBody::Garbage) => {
-                (StatusCode::OK, [(header::CONTENT_TYPE, "text/html")], "<html>Under maintenance</html>").into_response()
+                (StatusCode::OK, [(header::CONTENT_TYPE, "text/html")], "<html>Under maintenance</html>")
+                    .into_response()
             }
             Some(MetadataBody::Huge) => {
                 let mut text = document.to_string();

@@ -169,10 +169,8 @@ async fn a_restart_while_the_server_is_unreachable_uses_the_cached_metadata() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_config_prints_each_endpoint_and_where_it_came_from() {
     let fake = provider(rfc8414()).await;
-    let config = by_issuer("api", &fake.issuer()).replace(
-        "client_id",
-        &format!("revoke_url = \"{}\"\nclient_id", fake.url("/my/revoke")),
-    );
+    let config = by_issuer("api", &fake.issuer())
+        .replace("client_id", &format!("revoke_url = \"{}\"\nclient_id", fake.url("/my/revoke")));
     let mut tokend = Tokend::start(&config).await;
     let base = fake.base.clone();
 
@@ -191,10 +189,7 @@ async fn check_config_prints_each_endpoint_and_where_it_came_from() {
     tokend.stop().await;
     drop(fake);
     let cached = check_config(&tokend);
-    assert!(
-        cached.contains(&format!("token_url                 {base}/oauth/token (cache, fetched ")),
-        "{cached}"
-    );
+    assert!(cached.contains(&format!("token_url                 {base}/oauth/token (cache, fetched ")), "{cached}");
     assert!(cached.contains("ago from") && cached.contains("using the cached copy"), "{cached}");
 
     std::fs::remove_dir_all(tokend.state.join("discovery")).unwrap();
