@@ -16,6 +16,7 @@
 //! | [`endpoints`] | where each profile's endpoints come from: config, discovery, the cache |
 //! | [`clock`] | re-arming timers when the wall clock jumps |
 //! | [`signals`], [`sdnotify`], [`logging`], [`harden`], [`fsperm`], [`notify`] | the process |
+//! | [`desktop`] | desktop notifications over the session bus, when no notify command is set |
 //!
 //! The flow: [`run`] hardens the process, loads the config, opens the state directory, binds
 //! the socket and starts one actor per profile. Each actor fetches or restores its token and
@@ -27,6 +28,8 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+#[cfg(unix)]
+pub mod desktop;
 pub mod endpoints;
 pub mod fsperm;
 pub mod harden;
