@@ -27,10 +27,7 @@ const PATH: &str = "/org/freedesktop/Notifications";
 pub fn login_needed_text(profile: &str, reason: &str) -> (String, String) {
     // Servers may read the body as markup; the reason can carry a server's words.
     let reason: String = reason.chars().filter(|c| !matches!(c, '<' | '>' | '&')).collect();
-    (
-        format!("tokend: profile {profile} needs a login"),
-        format!("{reason}. Run: tokenctl login {profile}"),
-    )
+    (format!("tokend: profile {profile} needs a login"), format!("{reason}. Run: tokenctl login {profile}"))
 }
 
 /// Shows that `profile` needs a login, in the background; returns at once.

@@ -74,7 +74,7 @@ pub struct Notification {
 /// A notification server owning `org.freedesktop.Notifications` on a bus; stops when dropped.
 pub struct NotificationServer {
     received: Arc<Mutex<Vec<Notification>>>,
-    _connection: zbus::Connection,
+    connection: zbus::Connection,
 }
 
 struct Server {
@@ -122,7 +122,26 @@ impl NotificationServer {
             .build()
             .await
             .expect("register the notification server");
-        NotificationServer { received, _connection: connection }
+        NotificationServer { received, connection }
+    }
+
+    /// The unique names of the bus's other connections (`ListNames`), which tells whether
+    /// anyone else is still connected.
+    pub async fn other_connections(&self) -> Vec<String> {
+        let reply = self
+            .connection
+            .call_method(
+                Some("org.freedesktop.DBus"),
+                "/org/freedesktop/DBus",
+                Some("org.freedesktop.DBus"),
+                "ListNames",
+                &(),
+            )
+            .await
+            .expect("ListNames");
+        let names: Vec<String> = reply.body().deserialize().expect("a list of names");
+        let mine = self.connection.unique_name().map(|n| n.to_string());
+        names.into_iter().filter(|n| n.starts_with(':') && Some(n) != mine.as_ref()).collect()
     }
 
     /// Every notification received so far.

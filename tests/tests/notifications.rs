@@ -76,6 +76,17 @@ async fn a_login_needed_without_a_notify_command_is_a_desktop_notification() {
     assert!(note.summary.contains("mm"), "the summary names the profile: {note:?}");
     assert!(note.body.contains("tokenctl login mm"), "the body names the command to run: {note:?}");
     assert!(note.body.contains("no longer accepts the refresh token"), "and why: {note:?}");
+
+    // tokend hung up after its one call: nothing of it stays on the bus to wake it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !server.other_connections().await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tokend is still connected: {:?}",
+            server.other_connections().await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
