@@ -65,8 +65,11 @@ impl fmt::Display for DiscoveryError {
 
 impl std::error::Error for DiscoveryError {}
 
+/// Where in [`Endpoints`] a metadata field goes.
+type Slot = fn(&mut Endpoints) -> &mut Option<Url>;
+
 /// The metadata document fields tokend reads, and where each goes.
-const FIELDS: &[(&str, fn(&mut Endpoints) -> &mut Option<Url>)] = &[
+const FIELDS: &[(&str, Slot)] = &[
     ("token_endpoint", |e| &mut e.token),
     ("authorization_endpoint", |e| &mut e.authorization),
     ("device_authorization_endpoint", |e| &mut e.device_authorization),
