@@ -7,7 +7,9 @@
 //! them, answer any status or garbage (or a real answer with any field replaced), rotate
 //! refresh tokens (and revoke the whole grant when a rotated-out refresh token is used again,
 //! as careful servers do), run the authorization endpoint with PKCE, revoke tokens, and
-//! describe them (or answer the info request with any body).
+//! describe them (or answer the info request with any body). It can also publish its endpoints
+//! as authorization server metadata (RFC 8414 and OpenID Connect Discovery), for an issuer with
+//! or without a path, and make those documents lie or misbehave.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -70,6 +72,32 @@ pub enum Fault {
 
 /// The size of a [`Fault::Huge`] body: four times tokend's cap on response bodies.
 pub const HUGE_BODY: usize = 4 * 1024 * 1024;
+
+/// The metadata documents the provider publishes; none until [`Fake::publish`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metadata {
+    /// The issuer's path: `""` for the issuer `BASE`, `"/tenant/a"` for `BASE/tenant/a`.
+    pub issuer_path: String,
+    /// Serve RFC 8414's document, at `/.well-known/oauth-authorization-server{issuer_path}`.
+    pub rfc8414: bool,
+    /// Serve OpenID Connect's document, at `{issuer_path}/.well-known/openid-configuration`.
+    pub openid: bool,
+    /// Name this issuer in the documents instead of the right one.
+    pub issuer_override: Option<String>,
+    /// List this as the token endpoint instead of the provider's own.
+    pub token_endpoint: Option<String>,
+    /// Answer with this body instead of a document.
+    pub body: Option<MetadataBody>,
+}
+
+/// A metadata answer that is not a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataBody {
+    /// A valid document padded to [`HUGE_BODY`] bytes.
+    Huge,
+    /// An HTML page.
+    Garbage,
+}
 
 /// A registered client.
 #[derive(Debug, Clone)]
@@ -151,6 +179,8 @@ struct Inner {
     info_answer: Option<(u16, String)>,
     codes_issued: Vec<String>,
     token_size: usize,
+    metadata: Option<Metadata>,
+    metadata_requests: Vec<String>,
 }
 
 /// The provider's shared state.
@@ -213,6 +243,8 @@ impl FakeProvider {
                 info_answer: None,
                 codes_issued: Vec::new(),
                 token_size: 0,
+                metadata: None,
+                metadata_requests: Vec::new(),
             })),
         };
         let app = axum::Router::new().fallback(handle).with_state(fake.clone());
@@ -323,6 +355,22 @@ impl Fake {
         self.with(|i| i.info_answer = answer);
     }
 
+    /// Publishes (or with `None`, withdraws) metadata documents.
+    pub fn publish(&self, metadata: Option<Metadata>) {
+        self.with(|i| i.metadata = metadata);
+    }
+
+    /// The issuer of the published metadata: the base URL and the issuer path.
+    pub fn issuer(&self) -> String {
+        let path = self.with(|i| i.metadata.as_ref().map(|m| m.issuer_path.clone()).unwrap_or_default());
+        format!("{}{path}", self.base)
+    }
+
+    /// The path of every request for a `.well-known` document so far, in order.
+    pub fn metadata_requests(&self) -> Vec<String> {
+        self.with(|i| i.metadata_requests.clone())
+    }
+
     /// How many token requests arrived.
     pub fn token_requests(&self) -> usize {
         self.with(|i| i.requests.len())
@@ -427,6 +475,9 @@ async fn handle(State(fake): State<Fake>, request: Request) -> Response {
         url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect();
     let body = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    if path.contains("/.well-known/") {
+        return metadata(&fake, &path);
+    }
     match (parts.method.clone(), path.as_str()) {
         (Method::POST, "/oauth/token" | "/v8/oauth/token") => token(&fake, &path, &parts.headers, form).await,
         (Method::GET, "/oauth/authorize") => authorize(&fake, query),
@@ -819,4 +870,49 @@ fn info(fake: &Fake, headers: &HeaderMap) -> Response {
             }),
         )
     })
+}
+
+fn metadata(fake: &Fake, path: &str) -> Response {
+    fake.with(|i| {
+        i.metadata_requests.push(path.to_owned());
+        let Some(m) = &i.metadata else {
+            return (StatusCode::NOT_FOUND, "not found").into_response();
+        };
+        let served = (m.rfc8414 && path == format!("/.well-known/oauth-authorization-server{}", m.issuer_path))
+            || (m.openid && path == format!("{}/.well-known/openid-configuration", m.issuer_path));
+        if !served {
+            return (StatusCode::NOT_FOUND, "not found").into_response();
+        }
+        let base = &fake.base;
+        let document = serde_json::json!({
+            "issuer": m.issuer_override.clone().unwrap_or_else(|| format!("{base}{}", m.issuer_path)),
+            "token_endpoint": m.token_endpoint.clone().unwrap_or_else(|| format!("{base}/oauth/token")),
+            "authorization_endpoint": format!("{base}/oauth/authorize"),
+            "revocation_endpoint": format!("{base}/oauth/revoke"),
+            "userinfo_endpoint": format!("{base}/oauth/token/info"),
+            "device_authorization_endpoint": format!("{base}/oauth/device"),
+            "response_types_supported": ["code"],
+            "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+            "code_challenge_methods_supported": ["S256"],
+        });
+        match m.body {
+            None => json(StatusCode::OK, document),
+            Some(MetadataBody::Garbage) => {
+                (StatusCode::OK, [(header::CONTENT_TYPE, "text/html")], "<html>Under maintenance</html>")
+                    .into_response()
+            }
+            Some(MetadataBody::Huge) => {
+                let mut text = document.to_string();
+                text.pop();
+                text.push_str(",\"padding\":\"");
+                text.extend(std::iter::repeat_n('x', HUGE_BODY.saturating_sub(text.len() + 2)));
+                text.push_str("\"}");
+                json_text(text)
+            }
+        }
+    })
+}
+
+fn json_text(text: String) -> Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], text).into_response()
 }

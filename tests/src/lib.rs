@@ -4,6 +4,7 @@
 //! The binaries are looked up next to the test executable (`target/debug/`), where
 //! `cargo test --workspace` builds them, or at `$TOKEND_BIN` and `$TOKENCTL_BIN`.
 
+pub mod dbus;
 pub mod fake;
 pub mod impostor;
 pub mod needs;
@@ -126,6 +127,8 @@ impl Tokend {
             .env_remove("NOTIFY_SOCKET")
             .env_remove("LISTEN_FDS")
             .env_remove("JOURNAL_STREAM")
+            // No desktop notifications on the developer's own session bus.
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
             .env("HOME", self.dir.path())
             .env("XDG_CONFIG_HOME", self.dir.path().join("xdg-config"))
             .env("XDG_RUNTIME_DIR", self.dir.path().join("xdg-run"))

@@ -10,6 +10,7 @@
 //! token response) or not ([`Retry::Permanent`]: `invalid_grant`, `invalid_client`, other 4xx),
 //! following RFC 6749 §5.2.
 
+pub mod discovery;
 pub mod info;
 pub mod revoke;
 pub mod token;
@@ -113,6 +114,20 @@ impl UpstreamError {
             error: None,
             description: None,
             message,
+            retry_after: None,
+            rotated_refresh_token: None,
+        }
+    }
+
+    /// A request that cannot be made because the endpoint is not known: the profile's issuer
+    /// has not been discovered. Transient, since discovery is retried.
+    pub fn unresolved(what: &str) -> Self {
+        UpstreamError {
+            retry: Retry::Transient,
+            status: None,
+            error: None,
+            description: None,
+            message: format!("{what} is not known yet: discovery from the profile's issuer has not succeeded"),
             retry_after: None,
             rotated_refresh_token: None,
         }

@@ -95,7 +95,10 @@ pub async fn request(http: &Http, profile: &Profile, grant: TokenGrant<'_>) -> R
         form.push((key, value));
     }
 
-    let mut builder = http.client().post(profile.token_url.clone()).header(ACCEPT, "application/json");
+    let Some(token_url) = profile.token_url() else {
+        return Err(UpstreamError::unresolved("the token endpoint"));
+    };
+    let mut builder = http.client().post(token_url.clone()).header(ACCEPT, "application/json");
     builder = authenticate(builder, profile, &mut form);
     let sent_at = SystemTime::now();
     let response = builder.form(&form).send().await.map_err(|e| UpstreamError::transport("the token endpoint", &e))?;

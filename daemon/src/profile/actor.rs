@@ -386,7 +386,7 @@ impl Actor {
             let profile = self.profile.clone();
             async move {
                 let Some(token) = token else { return RevocationOutcome::NoToken };
-                let Some(url) = profile.revoke_url.clone() else { return RevocationOutcome::NotConfigured };
+                let Some(url) = profile.revoke_url().cloned() else { return RevocationOutcome::NotConfigured };
                 match revoke::revoke(&http, &profile, &url, &token, hint).await {
                     Ok(()) => RevocationOutcome::Revoked,
                     Err(e) => RevocationOutcome::Failed(e.to_string()),

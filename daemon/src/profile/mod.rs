@@ -130,6 +130,28 @@ pub struct ProfileHandle {
 }
 
 impl ProfileHandle {
+    /// A handle with no actor behind it, for a profile that cannot run yet (its endpoints are
+    /// still to be discovered, see [`crate::endpoints`]). Whoever holds the returned sender and
+    /// receiver publishes its snapshots and answers its commands; dropping them makes requests
+    /// that wait on it look the profile up again.
+    pub(crate) fn detached(
+        config: Arc<Profile>,
+        initial: Snapshot,
+    ) -> (Arc<ProfileHandle>, watch::Sender<Arc<Snapshot>>, mpsc::Receiver<Command>) {
+        let (snapshot_tx, snapshot) = watch::channel(Arc::new(initial));
+        let (commands, commands_rx) = mpsc::channel(64);
+        let handle = ProfileHandle {
+            config,
+            snapshot,
+            commands,
+            demand: Arc::new(Demand::default()),
+            stop: watch::Sender::new(false),
+            task: std::sync::Mutex::new(None),
+            died: Arc::new(OnceLock::new()),
+        };
+        (Arc::new(handle), snapshot_tx, commands_rx)
+    }
+
     /// The latest snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.borrow().clone()
@@ -256,6 +278,7 @@ impl ProfileHandle {
         }
         let mut rx = self.snapshot.clone();
         let mut asked_at_generation = None;
+        let mut reasks = 0;
         loop {
             let snap = rx.borrow_and_update().clone();
             let now = SystemTime::now();
@@ -273,12 +296,20 @@ impl ProfileHandle {
                 return Ok(Err(error.clone()));
             }
             match asked_at_generation {
+                // A new token came and is still not good enough. If tokens live long enough,
+                // this one only aged while the machine was busy: ask again, a bounded number of
+                // times. Otherwise no token the server issues can satisfy the request.
                 Some(asked) if snap.generation > asked && !snap.refreshing => {
-                    return Ok(Err(Error::MinValidUnsatisfiable {
-                        profile: self.config.name.clone(),
-                        requested: need,
-                        lifetime: snap.lifetime,
-                    }));
+                    if snap.lifetime <= need || reasks == MAX_REASKS {
+                        return Ok(Err(Error::MinValidUnsatisfiable {
+                            profile: self.config.name.clone(),
+                            requested: need,
+                            lifetime: snap.lifetime,
+                        }));
+                    }
+                    reasks += 1;
+                    self.demand.ask(limits::after(now, need));
+                    asked_at_generation = Some(snap.generation);
                 }
                 Some(_) => {}
                 None => {
@@ -296,6 +327,10 @@ impl ProfileHandle {
         }
     }
 }
+
+/// How many times a request asks for another token when the new one aged past its margin
+/// before it could be served.
+const MAX_REASKS: u32 = 3;
 
 fn timeout(profile: &str) -> Error {
     Error::Timeout {

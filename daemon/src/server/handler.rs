@@ -263,7 +263,7 @@ async fn login(daemon: &Arc<Daemon>, conn: &mut Conn, name: &str) -> Result<(), 
 /// `tokenctl info`: GET the info endpoint with the token; on 401, invalidate and retry once.
 async fn info(daemon: &Daemon, name: &str, deadline: Instant) -> Result<Response, Error> {
     let handle = daemon.profile(name)?;
-    let Some(url) = handle.config.info_url.clone() else {
+    let Some(url) = handle.config.info_url().cloned() else {
         return Err(Error::NotSupported {
             profile: name.to_owned(),
             message: "no info_url is configured for this profile; add one (for example the server's user or token-info endpoint)".into(),
