@@ -267,7 +267,7 @@ fn rss_kib(pid: u32) -> u64 {
 async fn log_in(tokend: &Tokend) {
     let mut login = tokend.spawn_tokenctl(&["login", "ac", "--no-browser"]);
     let url = login.login_url().await;
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let http = tokend_e2e::http().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let location = http.get(&url).send().await.unwrap().headers()["location"].to_str().unwrap().to_owned();
     http.get(&location).send().await.unwrap();
     let (exit, output) = login.finish().await;
