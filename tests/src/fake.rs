@@ -5,8 +5,10 @@
 //! is one the server would accept right now. It counts requests, can insist on HTTP Basic or on
 //! body authentication and on extra form parameters, can hold requests until released, delay
 //! them, answer any status or garbage, rotate refresh tokens (and revoke the whole grant when a
-//! rotated-out refresh token is used again, as careful servers do), run the authorization
-//! endpoint with PKCE, revoke tokens, and describe them.
+//! rotated-out refresh token is used again, as careful servers do), revoke the access token a
+//! refresh replaces (at the refresh, or when the new token is first used, as Doorkeeper and
+//! Django OAuth Toolkit do), run the authorization endpoint with PKCE, revoke tokens, and
+//! describe them.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -64,6 +66,22 @@ pub enum Fault {
     Huge,
 }
 
+/// When the server revokes the access tokens a refresh replaces. Doorkeeper and Django OAuth
+/// Toolkit keep an access token and its refresh token as one record, and revoke the record once
+/// its refresh token has been used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeOnRefresh {
+    /// Never: an access token lives until it expires (the default).
+    Never,
+    /// When the refresh happens: every earlier access token of the grant is revoked (Django
+    /// OAuth Toolkit, and Doorkeeper by default).
+    AtRefresh,
+    /// When an access token is first used at an API endpoint (`/oauth/token/info`,
+    /// `/v8/users/me`): every access token of its grant issued before it is revoked
+    /// (Doorkeeper's `revoke_previous_refresh_token_on_use`).
+    OnFirstUse,
+}
+
 /// The size of a [`Fault::Huge`] body: four times tokend's cap on response bodies.
 pub const HUGE_BODY: usize = 4 * 1024 * 1024;
 
@@ -102,6 +120,10 @@ struct Issued {
     scope: Option<String>,
     grant: u64,
     revoked: bool,
+    /// Issue order among all access tokens.
+    order: usize,
+    /// Presented at an API endpoint at least once.
+    used: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -146,6 +168,8 @@ struct Inner {
     info_requests: u64,
     codes_issued: Vec<String>,
     token_size: usize,
+    revoke_on_refresh: RevokeOnRefresh,
+    reject_every_use: bool,
 }
 
 /// The provider's shared state.
@@ -207,6 +231,8 @@ impl FakeProvider {
                 info_requests: 0,
                 codes_issued: Vec::new(),
                 token_size: 0,
+                revoke_on_refresh: RevokeOnRefresh::Never,
+                reject_every_use: false,
             })),
         };
         let app = axum::Router::new().fallback(handle).with_state(fake.clone());
@@ -265,6 +291,17 @@ impl Fake {
     /// Makes access tokens at least `bytes` long (real JWTs are around a kilobyte).
     pub fn set_token_size(&self, bytes: usize) {
         self.with(|i| i.token_size = bytes);
+    }
+
+    /// Whether and when a refresh revokes the grant's earlier access tokens (default: never).
+    pub fn set_revoke_on_refresh(&self, mode: RevokeOnRefresh) {
+        self.with(|i| i.revoke_on_refresh = mode);
+    }
+
+    /// The API endpoints answer 401 to every token, as a server whose tokens all fail to verify
+    /// would (default: off).
+    pub fn reject_every_use(&self, on: bool) {
+        self.with(|i| i.reject_every_use = on);
     }
 
     /// Delays token responses by `delay` after the grant has been carried out (tokens issued,
@@ -387,6 +424,19 @@ impl Fake {
     /// Whether any grant was revoked because a rotated-out refresh token was used again.
     pub fn reuse_detected(&self) -> bool {
         self.with(|i| !i.revoked_grants.is_empty())
+    }
+}
+
+/// Marks `token` used; on its first use, revokes the earlier tokens of its grant if the server
+/// does so ([`RevokeOnRefresh::OnFirstUse`]).
+fn first_use(i: &mut Inner, token: &str) {
+    let Some(t) = i.issued.get_mut(token).filter(|t| !t.used) else { return };
+    t.used = true;
+    let (grant, order) = (t.grant, t.order);
+    if i.revoke_on_refresh == RevokeOnRefresh::OnFirstUse {
+        for earlier in i.issued.values_mut().filter(|e| e.grant == grant && e.order < order) {
+            earlier.revoked = true;
+        }
     }
 }
 
@@ -630,6 +680,12 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
             return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", &format!("{other:?}"));
         }
     };
+    let refreshed = form.get("grant_type").map(String::as_str) == Some("refresh_token");
+    if refreshed && i.revoke_on_refresh == RevokeOnRefresh::AtRefresh {
+        for t in i.issued.values_mut().filter(|t| t.grant == grant) {
+            t.revoked = true;
+        }
+    }
     let refresh = with_refresh.then(|| {
         let token = random("rt_");
         let sequence = i.refresh.len() as u64 + 1;
@@ -650,6 +706,7 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
     while access.len() < i.token_size {
         access.push_str(&random("."));
     }
+    let order = i.issued.len();
     i.issued.insert(
         access.clone(),
         Issued {
@@ -659,6 +716,8 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
             scope: scope.clone(),
             grant,
             revoked: false,
+            order,
+            used: false,
         },
     );
     let secs = i.lifetime.as_secs();
@@ -774,9 +833,10 @@ fn info(fake: &Fake, headers: &HeaderMap) -> Response {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        if !accepts(i, token, SystemTime::now()) {
+        if i.reject_every_use || !accepts(i, token, SystemTime::now()) {
             return json(StatusCode::UNAUTHORIZED, serde_json::json!({ "error": "invalid_token" }));
         }
+        first_use(i, token);
         let t = &i.issued[token];
         json(
             StatusCode::OK,

@@ -18,7 +18,7 @@ Exit status:
   6  the OAuth server failed or refused (see `tokenctl status PROFILE`)
   7  tokend rejected its new configuration (reload); the old one keeps running
   8  tokenctl and tokend are from different releases (protocol mismatch)
-`tokenctl exec` exits with the command's own status.";
+`tokenctl exec` exits with the command's own status (of its second run, with --retry-on-exit).";
 
 /// Ask tokend for OAuth access tokens, and manage it.
 ///
@@ -156,6 +156,15 @@ pub enum Command {
     /// The command replaces tokenctl, so its exit status is tokenctl's.
     ///
     ///   tokenctl exec minut -- sh -c 'curl -H "Authorization: Bearer $TOKEN" https://…'
+    ///
+    /// With --retry-on-exit CODE, the command says "the server rejected the token" (HTTP 401) by
+    /// exiting with CODE: tokenctl then reports exactly that token to tokend, as `invalidate`
+    /// does, and runs the command once more with a new token. Any other exit status of the first
+    /// run, and whatever the second run exits with, is tokenctl's: there is no third run.
+    ///
+    ///   tokenctl exec minut --retry-on-exit 77 -- ./sync.sh     # sync.sh exits 77 on a 401
+    ///
+    /// docs/recipes.md has a curl one-liner that does this.
     Exec {
         /// The profile
         profile: String,
@@ -168,6 +177,10 @@ pub enum Command {
         /// The least the token must have left
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         min_valid: Option<Duration>,
+        /// If the command exits with CODE (1-255), report its token as rejected and run it once
+        /// more with a new one
+        #[arg(long, value_name = "CODE", value_parser = clap::value_parser!(u8).range(1..))]
+        retry_on_exit: Option<u8>,
         /// The command and its arguments
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<OsString>,
