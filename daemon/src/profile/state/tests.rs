@@ -372,9 +372,11 @@ fn a_refresh_by_hand_goes_through_the_window_and_joins_one_under_way() {
     let now = T0 + secs(10);
     let fx = m.handle(Event::Force, now, 0.0);
     assert_eq!((fx.request, fx.finished), (None, None), "answered when the new token is there");
-    assert!(matches!(m.phase(), Phase::Quiet { .. }));
-    let fx = m.handle(Event::Force, now, 0.0);
+    let window = m.phase().clone();
+    assert!(matches!(window, Phase::Quiet { .. }));
+    let fx = m.handle(Event::Force, now + ms(100), 0.0);
     assert_eq!((fx.request, fx.finished), (None, None));
+    assert_eq!(m.phase(), &window, "the window under way goes on as it was");
     assert_eq!(m.handle(Event::Due, now, 0.0).request, Some(RequestKind::RefreshToken));
     let fx = m.handle(Event::Obtained(set("b", now, 3600, Some("rt2"))), now, 0.0);
     assert_eq!(fx.finished, Some(Ok(())));
