@@ -17,7 +17,7 @@
 //!
 //! It exits non-zero if a must-be-zero count is not zero or memory grew by more than a third.
 //!
-//!     tokend-soak --revoking [--clients 50] [--refreshes 50] [--lifetime 5s] [--max-hold 500ms]
+//!     tokend-soak --revoking [--clients 50] [--refreshes 50] [--lifetime 8s] [--max-hold 500ms]
 //!                            [--revoke at-refresh|on-first-use]
 //!
 //! measures instead how often a token fails when it is used against a server that revokes the
@@ -73,7 +73,7 @@ impl Health {
 }
 
 const USAGE: &str = "usage: tokend-soak [--duration 10m] [--clients 100]
-       tokend-soak --revoking [--clients 50] [--refreshes 50] [--lifetime 5s] [--max-hold 500ms] [--revoke at-refresh|on-first-use]";
+       tokend-soak --revoking [--clients 50] [--refreshes 50] [--lifetime 8s] [--max-hold 500ms] [--revoke at-refresh|on-first-use]";
 
 /// What to run.
 enum Soak {
@@ -90,7 +90,7 @@ fn parse_args() -> Result<Soak, String> {
     let mut plan = revoking::Plan {
         clients: 50,
         refreshes: 50,
-        lifetime: Duration::from_secs(5),
+        lifetime: Duration::from_secs(8),
         max_hold: Duration::from_millis(500),
         revoke: RevokeOnRefresh::AtRefresh,
     };

@@ -8,13 +8,15 @@
 //! `--clients` programs that each, over and over: ask tokend for a token, hold it for a random
 //! time up to `--max-hold` (what a program does between asking and calling), and use it at the
 //! provider's token info endpoint. After `--refreshes` refreshes it reports the uses the server
-//! refused, per 10,000, and how long asking for a token took.
+//! refused, per 10,000, how long asking for a token took, how late uses came (beyond the hold:
+//! the time to wake up and make the call, which the window must cover too), and the machine's
+//! load average, because on a busy machine lateness is what decides.
 //!
 //! It fails if any use made through `with_token` was refused, or if plain fetch-then-use with
 //! the default window was refused once or more per 10,000 uses.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokend_client::{Attempt, TokenExt};
@@ -42,7 +44,9 @@ struct Outcome {
     refused: u64,
     retried: u64,
     waits: Vec<Duration>,
+    lateness: Vec<Duration>,
     elapsed: Duration,
+    load: (String, String),
 }
 
 impl Outcome {
@@ -75,30 +79,31 @@ pub async fn run(plan: Plan) -> bool {
     for (name, setting, retrying) in setups {
         let outcome = measure(&plan, name, setting, retrying).await;
         println!(
-            "  {name:<40} {:>7} uses  {:>5} refused  ({:.2} per 10,000)  in {}",
+            "  {name:<40} {:>7} uses  {:>5} refused  ({:.2} per 10,000)  in {}, load average {} -> {}",
             outcome.uses,
             outcome.refused,
             outcome.per_10k(),
-            humantime::format_duration(Duration::from_secs(outcome.elapsed.as_secs()))
+            humantime::format_duration(Duration::from_secs(outcome.elapsed.as_secs())),
+            outcome.load.0,
+            outcome.load.1
         );
         outcomes.push(outcome);
     }
     println!("\nrevoking-server report");
     println!(
-        "  {:<40} {:>8} {:>8} {:>12} {:>8} {:>14} {:>14}",
-        "setup", "uses", "refused", "per 10,000", "retried", "token wait p99", "token wait max"
+        "  {:<40} {:>8} {:>8} {:>11} {:>8} {:>20} {:>20}",
+        "setup", "uses", "refused", "per 10,000", "retried", "token wait p99/max", "use late p99/max"
     );
     for o in &outcomes {
-        let (p99, max) = percentiles(&o.waits);
         println!(
-            "  {:<40} {:>8} {:>8} {:>12.2} {:>8} {:>14} {:>14}",
+            "  {:<40} {:>8} {:>8} {:>11.2} {:>8} {:>20} {:>20}",
             o.name,
             o.uses,
             o.refused,
             o.per_10k(),
             if o.name.starts_with("with_token") { o.retried.to_string() } else { "-".into() },
-            p99,
-            max
+            percentiles(&o.waits),
+            percentiles(&o.lateness),
         );
     }
     let retrying_ok = outcomes.iter().filter(|o| o.name.starts_with("with_token")).all(|o| o.refused == 0);
@@ -108,15 +113,23 @@ pub async fn run(plan: Plan) -> bool {
     retrying_ok && window_ok
 }
 
-fn percentiles(waits: &[Duration]) -> (String, String) {
-    if waits.is_empty() {
-        return ("-".into(), "-".into());
+/// "p99 / max" in milliseconds.
+fn percentiles(samples: &[Duration]) -> String {
+    if samples.is_empty() {
+        return "-".into();
     }
-    let mut sorted = waits.to_vec();
+    let mut sorted = samples.to_vec();
     sorted.sort();
     let p99 = sorted[(sorted.len() * 99 / 100).min(sorted.len() - 1)];
-    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
-    (ms(p99), ms(*sorted.last().unwrap()))
+    format!("{} / {} ms", p99.as_millis(), sorted.last().unwrap().as_millis())
+}
+
+/// The one-minute load average.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
 }
 
 /// Refresh grants the provider has answered.
@@ -158,6 +171,7 @@ client_auth = "post"
             .await;
     tokend.log_in("mm").await;
 
+    let load_before = load_average();
     let stop = Arc::new(AtomicBool::new(false));
     let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
     let url = fake.url("/oauth/token/info");
@@ -169,6 +183,7 @@ client_auth = "post"
         programs.push(tokio::spawn(async move {
             let http = reqwest::Client::new();
             let mut waits = Vec::new();
+            let lateness = &Mutex::new(Vec::new());
             while !stop.load(Ordering::Relaxed) {
                 let (status, runs) = if retrying {
                     let runs = &AtomicU64::new(0);
@@ -177,7 +192,8 @@ client_auth = "post"
                     let status = client
                         .with_token("mm", |token| async move {
                             runs.fetch_add(1, Ordering::Relaxed);
-                            let status = hold_then_use(http, url, &token, max_hold).await;
+                            let (status, late) = hold_then_use(http, url, &token, max_hold).await;
+                            lateness.lock().unwrap().push(late);
                             if status == 401 { Attempt::Rejected(status) } else { Attempt::Done(status) }
                         })
                         .await
@@ -187,7 +203,9 @@ client_auth = "post"
                     let asked = Instant::now();
                     let token = client.token("mm").await.expect("tokend answers");
                     waits.push(asked.elapsed());
-                    (hold_then_use(&http, &url, &token, max_hold).await, 1)
+                    let (status, late) = hold_then_use(&http, &url, &token, max_hold).await;
+                    lateness.lock().unwrap().push(late);
+                    (status, 1)
                 };
                 counts[0].fetch_add(1, Ordering::Relaxed);
                 match status {
@@ -199,16 +217,20 @@ client_auth = "post"
                 }
                 counts[2].fetch_add(runs - 1, Ordering::Relaxed);
             }
-            waits
+            let lateness = std::mem::take(&mut *lateness.lock().unwrap());
+            (waits, lateness)
         }));
     }
     let limit = plan.lifetime * (plan.refreshes as u32 + 2) + Duration::from_secs(60);
     let reached = eventually(limit, || refreshes(&fake) >= plan.refreshes).await;
     stop.store(true, Ordering::Relaxed);
     let elapsed = started.elapsed();
-    let mut waits = Vec::new();
+    let load_after = load_average();
+    let (mut waits, mut lateness) = (Vec::new(), Vec::new());
     for program in programs {
-        waits.extend(program.await.expect("a program panicked"));
+        let (w, l) = program.await.expect("a program panicked");
+        waits.extend(w);
+        lateness.extend(l);
     }
     assert!(reached, "{name}: only {} refreshes in {}", refreshes(&fake), humantime::format_duration(limit));
     let stopped = tokend.stop().await;
@@ -219,14 +241,24 @@ client_auth = "post"
         refused: counts[1].load(Ordering::Relaxed),
         retried: counts[2].load(Ordering::Relaxed),
         waits,
+        lateness,
         elapsed,
+        load: (load_before, load_after),
     }
 }
 
-/// What a program does with a token: something else for a while, then the API call.
-async fn hold_then_use(http: &reqwest::Client, url: &str, token: &tokend_client::Token, max_hold: Duration) -> u16 {
+/// What a program does with a token: something else for a while, then the API call. Returns
+/// the status, and how much later than the hold the answer came.
+async fn hold_then_use(
+    http: &reqwest::Client,
+    url: &str,
+    token: &tokend_client::Token,
+    max_hold: Duration,
+) -> (u16, Duration) {
+    let started = Instant::now();
     let hold = max_hold.mul_f64(rand::random::<f64>());
     tokio::time::sleep(hold).await;
     let response = http.get(url).header("Authorization", token.header_value()).send().await;
-    response.expect("the provider answers").status().as_u16()
+    let status = response.expect("the provider answers").status().as_u16();
+    (status, started.elapsed().saturating_sub(hold))
 }
