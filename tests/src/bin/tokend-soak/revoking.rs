@@ -52,6 +52,7 @@ struct Outcome {
     elapsed: Duration,
     load: (String, String),
     clock_jumps: u64,
+    warnings: Vec<String>,
 }
 
 impl Outcome {
@@ -99,6 +100,9 @@ pub async fn run(plan: Plan) -> bool {
             outcome.load.0,
             outcome.load.1
         );
+        for warning in &outcome.warnings {
+            println!("      tokend: {warning}");
+        }
         outcomes.push(outcome);
     }
     println!("\nrevoking-server report");
@@ -253,6 +257,9 @@ client_auth = "post"
     assert!(reached, "{name}: only {} refreshes in {}", refreshes(&fake), humantime::format_duration(limit));
     let stopped = tokend.stop().await;
     assert!(stopped.success(), "{name}: tokend stopped with {stopped}:\n{}", tokend.log());
+    // tokend logs warnings only (a failed token request, say): each one explains an outlier.
+    let warnings: Vec<String> =
+        tokend.log().lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).map(str::to_owned).collect();
     Outcome {
         name,
         uses: counts[0].load(Ordering::Relaxed),
@@ -263,6 +270,7 @@ client_auth = "post"
         elapsed,
         load: (load_before, load_after),
         clock_jumps,
+        warnings,
     }
 }
 
