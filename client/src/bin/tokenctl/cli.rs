@@ -93,6 +93,10 @@ pub enum Command {
     /// List the configured profiles
     List,
     /// Refresh a profile's token now and print the new one
+    ///
+    /// If the current token was handed out moments ago, the refresh waits for the profile's
+    /// quiet window first (2 s by default), so that programs using it are not cut off by
+    /// servers that revoke the old token when they issue a new one.
     Refresh {
         /// The profile
         profile: String,
