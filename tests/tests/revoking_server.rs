@@ -111,9 +111,9 @@ async fn a_token_used_promptly_is_not_revoked_when_its_successor_is_first_used()
     assert_eq!(refused, 0, "{refused} of {made} uses were refused:\n{}", tokend.log());
 }
 
-/// The same programs without a quiet window: the server revokes tokens they hold. (With four
-/// programs holding a token 97% of the time, a refresh that catches none of them is a one in a
-/// million chance, and three refreshes in a row are not going to.)
+/// The same programs without a quiet window: the server revokes tokens they hold. (Each program
+/// holds a token about 95% of the time, so a refresh that catches none of the four is a 1 in
+/// 100,000 chance, and three such refreshes in a row do not happen.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_quiet_window_tokens_in_use_are_revoked_by_the_refresh() {
     let (fake, tokend) = doorkeeper(SHORT, RevokeOnRefresh::AtRefresh, "quiet_window = \"0s\"").await;

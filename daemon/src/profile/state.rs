@@ -411,8 +411,8 @@ impl Machine {
         let Some(token) = &self.token else { return since };
         let window = schedule::quiet_window(self.tuning.quiet_window, token.lifetime());
         let after = |t: SystemTime| t.checked_add(window).unwrap_or(t);
-        let quiet_from = self.handed_out.map_or(since, after);
-        quiet_from.max(since).min(after(since)).min(token.expires_at)
+        let after_last_hand_out = self.handed_out.map_or(since, after);
+        after_last_hand_out.max(since).min(after(since)).min(token.expires_at)
     }
 
     /// Starts a request if one can be made; otherwise the profile needs a login.
