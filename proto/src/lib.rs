@@ -42,7 +42,9 @@ pub use secret::{Fingerprint, Secret};
 ///
 /// Bump it whenever the encoding of [`Request`], [`Response`] or anything they contain changes
 /// in a way an older peer would misread. The handshake messages never change.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// 2: [`ProfileState::Quiet`], which a version-1 client could not decode in a status.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The four bytes every [`Hello`] starts with, so that a daemon can tell a tokend client from
 /// a stray program that connected to its socket by mistake.

@@ -6,10 +6,12 @@
 //! body authentication and on extra form parameters, can hold requests until released, delay
 //! them, answer any status or garbage (or a real answer with any field replaced), rotate
 //! refresh tokens (and revoke the whole grant when a rotated-out refresh token is used again,
-//! as careful servers do), run the authorization endpoint with PKCE, revoke tokens, and
-//! describe them (or answer the info request with any body). It can also publish its endpoints
-//! as authorization server metadata (RFC 8414 and OpenID Connect Discovery), for an issuer with
-//! or without a path, and make those documents lie or misbehave.
+//! as careful servers do), revoke the access token a refresh replaces (at the refresh, or when
+//! the new token is first used, as Doorkeeper and Django OAuth Toolkit do), run the
+//! authorization endpoint with PKCE, revoke tokens, and describe them (or answer the info
+//! request with any body). It can also publish its endpoints as authorization server metadata
+//! (RFC 8414 and OpenID Connect Discovery), for an issuer with or without a path, and make
+//! those documents lie or misbehave.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -68,6 +70,22 @@ pub enum Fault {
     /// Carry out the grant (issuing and rotating tokens), then answer with the token response's
     /// field set to this value: a hostile answer built on a real one.
     Field(&'static str, serde_json::Value),
+}
+
+/// When the server revokes the access tokens a refresh replaces. Doorkeeper and Django OAuth
+/// Toolkit keep an access token and its refresh token as one record, and revoke the record once
+/// its refresh token has been used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeOnRefresh {
+    /// Never: an access token lives until it expires (the default).
+    Never,
+    /// When the refresh happens: every earlier access token of the grant is revoked (Django
+    /// OAuth Toolkit, and Doorkeeper by default).
+    AtRefresh,
+    /// When an access token is first used at an API endpoint (`/oauth/token/info`,
+    /// `/v8/users/me`): every access token of its grant issued before it is revoked
+    /// (Doorkeeper's `revoke_previous_refresh_token_on_use`).
+    OnFirstUse,
 }
 
 /// The size of a [`Fault::Huge`] body: four times tokend's cap on response bodies.
@@ -134,6 +152,10 @@ struct Issued {
     scope: Option<String>,
     grant: u64,
     revoked: bool,
+    /// Issue order among all access tokens.
+    order: usize,
+    /// Presented at an API endpoint at least once.
+    used: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -181,6 +203,8 @@ struct Inner {
     token_size: usize,
     metadata: Option<Metadata>,
     metadata_requests: Vec<String>,
+    revoke_on_refresh: RevokeOnRefresh,
+    reject_every_use: bool,
 }
 
 /// The provider's shared state.
@@ -245,6 +269,8 @@ impl FakeProvider {
                 token_size: 0,
                 metadata: None,
                 metadata_requests: Vec::new(),
+                revoke_on_refresh: RevokeOnRefresh::Never,
+                reject_every_use: false,
             })),
         };
         let app = axum::Router::new().fallback(handle).with_state(fake.clone());
@@ -303,6 +329,17 @@ impl Fake {
     /// Makes access tokens at least `bytes` long (real JWTs are around a kilobyte).
     pub fn set_token_size(&self, bytes: usize) {
         self.with(|i| i.token_size = bytes);
+    }
+
+    /// Whether and when a refresh revokes the grant's earlier access tokens (default: never).
+    pub fn set_revoke_on_refresh(&self, mode: RevokeOnRefresh) {
+        self.with(|i| i.revoke_on_refresh = mode);
+    }
+
+    /// The API endpoints answer 401 to every token, as a server whose tokens all fail to verify
+    /// would (default: off).
+    pub fn reject_every_use(&self, on: bool) {
+        self.with(|i| i.reject_every_use = on);
     }
 
     /// Delays token responses by `delay` after the grant has been carried out (tokens issued,
@@ -448,6 +485,19 @@ impl Fake {
     /// Whether any grant was revoked because a rotated-out refresh token was used again.
     pub fn reuse_detected(&self) -> bool {
         self.with(|i| !i.revoked_grants.is_empty())
+    }
+}
+
+/// Marks `token` used; on its first use, revokes the earlier tokens of its grant if the server
+/// does so ([`RevokeOnRefresh::OnFirstUse`]).
+fn first_use(i: &mut Inner, token: &str) {
+    let Some(t) = i.issued.get_mut(token).filter(|t| !t.used) else { return };
+    t.used = true;
+    let (grant, order) = (t.grant, t.order);
+    if i.revoke_on_refresh == RevokeOnRefresh::OnFirstUse {
+        for earlier in i.issued.values_mut().filter(|e| e.grant == grant && e.order < order) {
+            earlier.revoked = true;
+        }
     }
 }
 
@@ -707,6 +757,12 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
             return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", &format!("{other:?}"));
         }
     };
+    let refreshed = form.get("grant_type").map(String::as_str) == Some("refresh_token");
+    if refreshed && i.revoke_on_refresh == RevokeOnRefresh::AtRefresh {
+        for t in i.issued.values_mut().filter(|t| t.grant == grant) {
+            t.revoked = true;
+        }
+    }
     let refresh = with_refresh.then(|| {
         let token = random("rt_");
         let sequence = i.refresh.len() as u64 + 1;
@@ -727,6 +783,7 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
     while access.len() < i.token_size {
         access.push_str(&random("."));
     }
+    let order = i.issued.len();
     i.issued.insert(
         access.clone(),
         Issued {
@@ -736,6 +793,8 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
             scope: scope.clone(),
             grant,
             revoked: false,
+            order,
+            used: false,
         },
     );
     let secs = i.lifetime.as_secs();
@@ -851,9 +910,10 @@ fn info(fake: &Fake, headers: &HeaderMap) -> Response {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        if !accepts(i, token, SystemTime::now()) {
+        if i.reject_every_use || !accepts(i, token, SystemTime::now()) {
             return json(StatusCode::UNAUTHORIZED, serde_json::json!({ "error": "invalid_token" }));
         }
+        first_use(i, token);
         if let Some((status, body)) = i.info_answer.clone() {
             return (StatusCode::from_u16(status).unwrap(), [(header::CONTENT_TYPE, "application/json")], body)
                 .into_response();

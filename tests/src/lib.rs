@@ -432,6 +432,19 @@ impl Tokend {
         Running::spawn(command)
     }
 
+    /// Logs `profile` in against the fake provider, which approves at once: runs `tokenctl login
+    /// --no-browser`, visits the URL it prints and follows the redirect, as a browser would.
+    pub async fn log_in(&self, profile: &str) {
+        let mut login = self.spawn_tokenctl(&["login", profile, "--no-browser"]);
+        let url = login.login_url().await;
+        let http = crate::http().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let approved = http.get(&url).send().await.expect("visit the authorization URL");
+        let location = approved.headers()["location"].to_str().unwrap().to_owned();
+        http.get(&location).send().await.expect("follow the redirect to tokend");
+        let (exit, output) = login.finish().await;
+        assert!(exit.success(), "{output}\n{}", self.log());
+    }
+
     /// The refresh token saved for `profile`, read from the state file.
     pub fn saved_refresh_token(&self, profile: &str) -> Option<String> {
         let text = std::fs::read_to_string(self.state.join(format!("{profile}.json"))).ok()?;

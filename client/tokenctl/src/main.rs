@@ -196,9 +196,21 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             }
         }
         Command::Watch { profile } => watch(connect()?, profile.as_deref(), json)?,
-        Command::Exec { profile, env, format, min_valid, command } => {
-            let token = connect()?.token_with(&profile, min_valid)?;
-            return exec(&token, &env, format, &command);
+        Command::Exec { profile, env, format, min_valid, retry_on_exit, command } => {
+            let mut tokend = connect()?;
+            let token = tokend.token_with(&profile, min_valid)?;
+            let Some(rejected) = retry_on_exit else {
+                return exec(&token, &env, format, &command);
+            };
+            let status = match with_token(&token, &env, format, &command).status() {
+                Ok(status) => status,
+                Err(error) => return Ok(cannot_run(&command[0], &error)),
+            };
+            if status.code() != Some(i32::from(rejected)) {
+                return Ok(ExitCode::from(exit_status(status)));
+            }
+            let fresh = tokend.invalidate_fingerprint(&profile, Some(token.fingerprint))?;
+            return exec(&fresh, &env, format, &command);
         }
         Command::Completions { shell } => {
             // Generated whole first: clap_complete panics on a failed write.
@@ -300,31 +312,48 @@ fn watch(client: Client, profile: Option<&str>, json: bool) -> Result<(), Error>
 }
 
 fn exec(token: &Token, var: &str, format: ExecFormat, command: &[std::ffi::OsString]) -> Result<ExitCode, Error> {
+    exec_command(with_token(token, var, format, command), &command[0])
+}
+
+/// `command` with the token in the environment variable `var`.
+fn with_token(token: &Token, var: &str, format: ExecFormat, command: &[std::ffi::OsString]) -> std::process::Command {
     let value = match format {
         ExecFormat::Raw => token.access_token.expose().to_owned(),
         ExecFormat::Header => token.header_value(),
     };
     let mut child = std::process::Command::new(&command[0]);
     child.args(&command[1..]).env(var, value);
-    exec_command(child, &command[0])
+    child
+}
+
+/// The shell's exit status for a command that could not be started.
+fn cannot_run(program: &std::ffi::OsStr, error: &std::io::Error) -> ExitCode {
+    errln!("tokenctl: cannot run {}: {error}", program.to_string_lossy());
+    ExitCode::from(if error.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 })
+}
+
+/// A finished command's status as the shell reports it: its exit code, or 128 plus the signal
+/// that killed it.
+fn exit_status(status: std::process::ExitStatus) -> u8 {
+    #[cfg(unix)]
+    if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
+        return 128u8.saturating_add(signal as u8);
+    }
+    status.code().map_or(1, |code| code as u8)
 }
 
 #[cfg(unix)]
 fn exec_command(mut command: std::process::Command, program: &std::ffi::OsStr) -> Result<ExitCode, Error> {
     use std::os::unix::process::CommandExt;
     let error = command.exec();
-    errln!("tokenctl: cannot run {}: {error}", program.to_string_lossy());
-    Ok(ExitCode::from(if error.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 }))
+    Ok(cannot_run(program, &error))
 }
 
 #[cfg(not(unix))]
 fn exec_command(mut command: std::process::Command, program: &std::ffi::OsStr) -> Result<ExitCode, Error> {
     match command.status() {
-        Ok(status) => Ok(ExitCode::from(status.code().unwrap_or(1) as u8)),
-        Err(error) => {
-            errln!("tokenctl: cannot run {}: {error}", program.to_string_lossy());
-            Ok(ExitCode::from(127))
-        }
+        Ok(status) => Ok(ExitCode::from(exit_status(status))),
+        Err(error) => Ok(cannot_run(program, &error)),
     }
 }
 

@@ -43,6 +43,10 @@ pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `tokenctl login` waits for the browser.
 pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// How long an `authorization_code` profile's token must not have been handed out before a
+/// refresh replaces it (capped at an eighth of the token's lifetime), unless the profile says
+/// otherwise. `client_credentials` profiles have no quiet window unless they set one.
+pub const DEFAULT_QUIET_WINDOW: Duration = Duration::from_secs(2);
 /// How many client connections are served at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 
@@ -141,6 +145,9 @@ pub struct Profile {
     pub retry_max: Duration,
     /// How long a login waits for the browser.
     pub login_timeout: Duration,
+    /// How long the token must not have been handed out before a refresh replaces it, for
+    /// servers that revoke the old access token when they issue a new one; zero for none.
+    pub quiet_window: Duration,
     /// Command run when this profile needs a login.
     pub notify_command: Option<String>,
 }
@@ -481,6 +488,7 @@ struct RawProfile {
     retry_min: Option<value::PositiveDuration>,
     retry_max: Option<value::PositiveDuration>,
     login_timeout: Option<value::PositiveDuration>,
+    quiet_window: Option<HumanDuration>,
     notify_command: Option<String>,
 }
 
@@ -652,6 +660,16 @@ impl RawProfile {
             retry_min,
             retry_max,
             login_timeout: self.login_timeout.map_or(DEFAULT_LOGIN_TIMEOUT, |d| d.0),
+            // Servers revoke on refresh along a grant's chain of refresh tokens; a new
+            // client_credentials token revokes the old one only where a server is set up so
+            // (Doorkeeper's `revoke_previous_client_credentials_token`), which its users know.
+            quiet_window: self.quiet_window.map_or(
+                match grant {
+                    Grant::AuthorizationCode => DEFAULT_QUIET_WINDOW,
+                    Grant::ClientCredentials => Duration::ZERO,
+                },
+                |d| d.0,
+            ),
             notify_command: self.notify_command.filter(|c| !c.trim().is_empty()),
         })
     }

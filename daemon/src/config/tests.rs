@@ -440,3 +440,25 @@ fn the_examples_load() {
     }
     assert!(loaded >= 3, "found the examples in {}", dir.display());
 }
+
+#[test]
+fn the_quiet_window_is_on_for_refresh_tokens_and_off_for_client_credentials_by_default() {
+    assert_eq!(parse(MOVEMINT).unwrap().profiles["movemint"].quiet_window, DEFAULT_QUIET_WINDOW);
+    assert_eq!(parse(MINUT).unwrap().profiles["minut"].quiet_window, Duration::ZERO);
+    let off = parse(&MOVEMINT.replace("refresh_margin = \"10m\"", "quiet_window = \"0s\"")).unwrap();
+    assert_eq!(off.profiles["movemint"].quiet_window, Duration::ZERO);
+    let on = parse(&MINUT.replace("grant =", "quiet_window = \"1500ms\"\ngrant =")).unwrap();
+    assert_eq!(on.profiles["minut"].quiet_window, Duration::from_millis(1500));
+}
+
+#[test]
+fn a_bad_quiet_window_names_its_file_line_and_key() {
+    let err = parse(&MOVEMINT.replace("refresh_margin = \"10m\"", "quiet_window = \"soon\"")).unwrap_err();
+    assert_eq!(err.line, Some(13), "{err}");
+    assert_eq!(err.key.as_deref(), Some("quiet_window"), "{err}");
+    assert!(err.to_string().starts_with("/etc/tokend/config.toml:13"), "{err}");
+    assert!(err.message.contains("invalid duration"), "{err}");
+    let err = parse(&MOVEMINT.replace("refresh_margin = \"10m\"", "quiet_windows = \"2s\"")).unwrap_err();
+    assert_eq!(err.line, Some(13), "{err}");
+    assert!(err.message.contains("quiet_windows"), "{err}");
+}

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use zeroize::Zeroizing;
 
 use super::state::{Current, Effects, Event, Machine, Phase, RequestKind, Tuning};
-use super::{Command, Demand, ProfileHandle, Snapshot};
+use super::{Command, Demand, HandedOut, ProfileHandle, Snapshot};
 use crate::clock::ClockChanges;
 use crate::config::Profile;
 use crate::oauth::revoke::{self, Hint};
@@ -51,12 +51,17 @@ pub const UPSTREAM_CONCURRENCY: usize = 16;
 
 /// Starts the actor of `profile` with the tokens restored from disk and returns its handle.
 pub fn spawn(profile: Arc<Profile>, restored: Restored, shared: Shared) -> Arc<ProfileHandle> {
-    let tuning =
-        Tuning { refresh_margin: profile.refresh_margin, retry_min: profile.retry_min, retry_max: profile.retry_max };
+    let tuning = Tuning {
+        refresh_margin: profile.refresh_margin,
+        retry_min: profile.retry_min,
+        retry_max: profile.retry_max,
+        quiet_window: profile.quiet_window,
+    };
     let machine = Machine::new(&profile.name, profile.grant, tuning, restored.token, restored.refresh_token);
     let (commands_tx, commands) = mpsc::channel(64);
     let (stop_tx, stop) = watch::channel(false);
     let demand = Arc::new(Demand::default());
+    let handed_out = Arc::new(HandedOut::default());
     let initial = snapshot(&profile, &machine, None);
     let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(initial));
     let actor = Actor {
@@ -64,6 +69,7 @@ pub fn spawn(profile: Arc<Profile>, restored: Restored, shared: Shared) -> Arc<P
         machine,
         shared,
         snapshot: snapshot_tx.clone(),
+        handed_out: handed_out.clone(),
         waiters: Vec::new(),
         exchange: None,
         queued_exchange: None,
@@ -77,6 +83,7 @@ pub fn spawn(profile: Arc<Profile>, restored: Restored, shared: Shared) -> Arc<P
         snapshot: snapshot_rx,
         commands: commands_tx,
         demand,
+        handed_out,
         stop: stop_tx,
         task: std::sync::Mutex::new(Some(task)),
         died,
@@ -149,6 +156,8 @@ struct Actor {
     machine: Machine,
     shared: Shared,
     snapshot: watch::Sender<Arc<Snapshot>>,
+    /// When the serving side last handed out a token, for the quiet window.
+    handed_out: Arc<HandedOut>,
     /// `tokenctl refresh` requests waiting for the request in flight.
     waiters: Vec<oneshot::Sender<Result<(), Error>>>,
     /// The code exchange in flight: its reply and its secrets.
@@ -210,7 +219,9 @@ impl Actor {
                 }
                 _ = demand.notify.notified() => Input::Demand,
                 _ = sleep_for(sleep) => Input::Due,
-                Ok(()) = clock.changed() => continue,
+                // The wall clock jumped: whatever is due by it now is due (a quiet window the
+                // clock went back past ends; see `state`), and the timer is re-armed.
+                Ok(()) = clock.changed() => Input::Due,
             };
             next = match input {
                 Input::Command(command) => self.command(command, &mut in_flight).await,
@@ -255,6 +266,8 @@ impl Actor {
     /// start, if any.
     async fn step(&mut self, event: Event) -> Option<RequestKind> {
         let exchanging = matches!(self.machine.phase(), Phase::Refreshing(RequestKind::CodeExchange));
+        // Read after the previous step's snapshot was published, as the quiet window needs.
+        self.machine.handed_out(self.handed_out.last());
         let fx: Effects = self.machine.handle(event, SystemTime::now(), rand::random::<f64>());
         if fx.persist {
             self.persist().await;
@@ -403,6 +416,7 @@ impl Actor {
         let next = snapshot(&self.profile, &self.machine, self.login_pending_until);
         self.snapshot.send_if_modified(|current| {
             let same = current.generation == next.generation
+                && current.token.is_some() == next.token.is_some()
                 && current.refreshing == next.refreshing
                 && current.blocked == next.blocked
                 && current.status == next.status;
@@ -440,7 +454,7 @@ fn snapshot(profile: &Profile, machine: &Machine, login_pending_until: Option<Sy
         token_frame,
         lifetime: machine.token().map(Current::lifetime).unwrap_or_default(),
         generation: machine.generation(),
-        refreshing: matches!(machine.phase(), Phase::Refreshing(_)),
+        refreshing: matches!(machine.phase(), Phase::Refreshing(_) | Phase::Quiet { .. }),
         blocked,
         status: machine.status(SystemTime::now(), login_pending_until),
     }

@@ -44,7 +44,8 @@ pub struct Snapshot {
     pub lifetime: Duration,
     /// Bumped whenever a new token arrives.
     pub generation: u64,
-    /// Whether a request is in flight, so waiting will bring news.
+    /// Whether a request is in flight or about to be sent (a quiet window is under way), so
+    /// waiting will bring news.
     pub refreshing: bool,
     /// Why waiting cannot help (login needed, permanent failure, backoff), if so.
     pub blocked: Option<Error>,
@@ -71,6 +72,34 @@ impl Demand {
         match self.until_ms.swap(0, Ordering::AcqRel) {
             0 => None,
             ms => Some(UNIX_EPOCH + Duration::from_millis(ms)),
+        }
+    }
+}
+
+/// When the serving side last handed out a token of this profile, for the quiet window before
+/// a refresh (see [`state`]). Written on the hot path: one relaxed store per token served.
+#[derive(Debug, Default)]
+pub(crate) struct HandedOut {
+    at_ms: AtomicU64,
+}
+
+impl HandedOut {
+    /// Records a hand-out at `now`. Call it while still borrowing the snapshot the token came
+    /// from: the actor publishes the snapshot that withholds a token under the channel's write
+    /// lock, and reads this afterwards, so the lock orders every hand-out of the old token
+    /// before that read (the read lock's release makes the store visible to the next writer).
+    fn record(&self, now: SystemTime) {
+        let ms = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        self.at_ms.store(ms.max(1), Ordering::Relaxed);
+    }
+
+    /// The last hand-out, if any. The store is relaxed; the ordering comes from the snapshot
+    /// channel's lock (see [`HandedOut::record`]).
+    pub(crate) fn last(&self) -> Option<SystemTime> {
+        match self.at_ms.load(Ordering::Relaxed) {
+            0 => None,
+            // Rounded up, so that the window is never a millisecond short.
+            ms => Some(UNIX_EPOCH + Duration::from_millis(ms + 1)),
         }
     }
 }
@@ -121,6 +150,7 @@ pub struct ProfileHandle {
     snapshot: watch::Receiver<Arc<Snapshot>>,
     commands: mpsc::Sender<Command>,
     demand: Arc<Demand>,
+    handed_out: Arc<HandedOut>,
     stop: watch::Sender<bool>,
     /// The supervisor's task, which ends when the actor does.
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -148,6 +178,7 @@ impl ProfileHandle {
             stop: watch::Sender::new(false),
             task: std::sync::Mutex::new(None),
             died: Arc::new(OnceLock::new()),
+            handed_out: Arc::default(),
         };
         (Arc::new(handle), snapshot_tx, commands_rx)
     }
@@ -180,7 +211,9 @@ impl ProfileHandle {
         rejected: Option<Fingerprint>,
         deadline: Instant,
     ) -> Result<Result<Served, Error>, Gone> {
-        let current = self.snapshot.borrow().token.as_ref().map(|t| t.fingerprint);
+        // The status, not the served token: a token withheld for a quiet window is still the
+        // current one, and reporting it ends the window.
+        let current = self.snapshot.borrow().status.token.as_ref().map(|t| t.fingerprint);
         let Some(rejected) = rejected.or(current) else {
             return self.token(None, deadline).await;
         };
@@ -280,18 +313,24 @@ impl ProfileHandle {
         let mut asked_at_generation = None;
         let mut reasks = 0;
         loop {
-            let snap = rx.borrow_and_update().clone();
-            let now = SystemTime::now();
-            let need = min_valid.unwrap_or_else(|| schedule::default_min_valid(self.config.min_valid, snap.lifetime));
-            // `need` may be zero, but a token at or past its expiry is never served.
-            let good_enough = snap.token.as_ref().is_some_and(|token| {
-                Some(token.fingerprint) != exclude
-                    && token.expires_at > now
-                    && token.expires_at.duration_since(now).unwrap_or_default() >= need
-            });
-            if good_enough {
-                return Ok(Ok(Served(snap)));
-            }
+            let (snap, now, need) = {
+                let current = rx.borrow_and_update();
+                let now = SystemTime::now();
+                let need =
+                    min_valid.unwrap_or_else(|| schedule::default_min_valid(self.config.min_valid, current.lifetime));
+                // `need` may be zero, but a token at or past its expiry is never served.
+                let good_enough = current.token.as_ref().is_some_and(|token| {
+                    Some(token.fingerprint) != exclude
+                        && token.expires_at > now
+                        && token.expires_at.duration_since(now).unwrap_or_default() >= need
+                });
+                if good_enough {
+                    // While `current` still holds the channel's read lock; see `HandedOut`.
+                    self.handed_out.record(now);
+                    return Ok(Ok(Served(current.clone())));
+                }
+                (current.clone(), now, need)
+            };
             if let Some(error) = &snap.blocked {
                 return Ok(Err(error.clone()));
             }
