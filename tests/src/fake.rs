@@ -6,7 +6,8 @@
 //! body authentication and on extra form parameters, can hold requests until released, delay
 //! them, answer any status or garbage, rotate refresh tokens (and revoke the whole grant when a
 //! rotated-out refresh token is used again, as careful servers do), run the authorization
-//! endpoint with PKCE, revoke tokens, and describe them.
+//! endpoint with PKCE, revoke tokens, and describe them. Under `/api/` it is also the API the
+//! tokens are for ([`api`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -20,6 +21,8 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, oneshot};
+
+pub mod api;
 
 /// How a client must authenticate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +128,7 @@ struct Code {
 
 struct Inner {
     clients: HashMap<String, Client>,
+    api_requests: Vec<api::ApiRequest>,
     lifetime: Duration,
     style: Style,
     rotate: bool,
@@ -186,6 +190,7 @@ impl FakeProvider {
             base: format!("http://{addr}"),
             inner: Arc::new(Mutex::new(Inner {
                 clients: HashMap::new(),
+                api_requests: Vec::new(),
                 lifetime: Duration::from_secs(3600),
                 style: Style::Minut,
                 rotate: true,
@@ -408,6 +413,10 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
 }
 
 async fn handle(State(fake): State<Fake>, request: Request) -> Response {
+    // Before the body is read: the API's bodies are streamed, and may be large.
+    if request.uri().path().starts_with("/api/") {
+        return api::handle(&fake, request).await;
+    }
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
     let query: HashMap<String, String> =

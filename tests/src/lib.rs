@@ -5,9 +5,11 @@
 //! `cargo test --workspace` builds them, or at `$TOKEND_BIN` and `$TOKENCTL_BIN`.
 
 pub mod fake;
+pub mod http;
 pub mod impostor;
 pub mod needs;
 pub mod oidc;
+pub mod openapi;
 pub mod systemd;
 pub mod wire;
 pub mod xdg;
@@ -65,6 +67,8 @@ pub struct Tokend {
     pub config: PathBuf,
     /// The socket.
     pub socket: PathBuf,
+    /// The HTTP API's socket (beside the socket, unless the test moved or turned it off).
+    pub http_socket: PathBuf,
     /// The state directory.
     pub state: PathBuf,
     log: PathBuf,
@@ -94,6 +98,7 @@ impl Tokend {
         let mut tokend = Tokend {
             child: None,
             socket: dir.path().join("run").join("tokend.sock"),
+            http_socket: dir.path().join("run").join("http.sock"),
             state: dir.path().join("state"),
             log: dir.path().join("tokend.log"),
             config: config_path,
@@ -123,6 +128,7 @@ impl Tokend {
             .args(args)
             .env("RUST_LOG", "tokend=debug")
             .env_remove("TOKEND_SOCKET")
+            .env_remove("TOKEND_HTTP_SOCKET")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("LISTEN_FDS")
             .env_remove("JOURNAL_STREAM")
@@ -208,6 +214,11 @@ impl Tokend {
     /// An async client connected to this daemon.
     pub async fn client(&self) -> tokend_client::Client {
         tokend_client::Client::connect_to(tokend_client::Endpoint::new(&self.socket)).await.expect("connect to tokend")
+    }
+
+    /// A kept-alive connection to the HTTP API.
+    pub async fn http(&self) -> http::Connection {
+        http::Connection::unix(&self.http_socket).await
     }
 
     /// Replaces the config file (keeping it private).
