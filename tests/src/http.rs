@@ -43,7 +43,9 @@ impl Answer {
 impl Connection {
     /// Connects to the Unix socket at `path`.
     pub async fn unix(path: &Path) -> Connection {
-        let stream = tokio::net::UnixStream::connect(path).await.expect("connect to the HTTP socket");
+        let stream = tokio::net::UnixStream::connect(path)
+            .await
+            .unwrap_or_else(|e| panic!("connect to the HTTP socket {}: {e}", path.display()));
         Connection::over(stream).await
     }
 

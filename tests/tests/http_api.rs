@@ -4,6 +4,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 
 use tokend_e2e::fake::{ClientAuth, Fault};
@@ -399,4 +400,106 @@ async fn the_running_server_matches_its_openapi_description() {
     // shorter than the request timeout, and its failure answers the waiting clients first.
     let missing = description.unexercised();
     assert_eq!(missing, ["/v1/token/{name} answering default"], "documented but never exercised");
+}
+
+/// A daemon started by `systemd-socket-activate` on the first connection, as a socket unit
+/// would: killed on drop.
+struct Activated {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Activated {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs tokend under `systemd-socket-activate`, listening on `listen` with `names`
+/// (`--fdname`), with `args` for tokend.
+async fn activated(dir: &Path, config: &Path, listen: &[&Path], names: Option<&str>, args: &[&str]) -> Activated {
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let log = dir.join("tokend.log");
+    let mut command = std::process::Command::new("systemd-socket-activate");
+    for path in listen {
+        command.arg("-l").arg(path);
+    }
+    if let Some(names) = names {
+        command.arg(format!("--fdname={names}"));
+    }
+    // It passes its children only the environment it is told to.
+    command
+        .arg("-E")
+        .arg("RUST_LOG=tokend=debug")
+        .arg("-E")
+        .arg(format!("XDG_RUNTIME_DIR={}", dir.join("xdg").display()))
+        .arg(bin("tokend"))
+        .arg("--config")
+        .arg(config)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(args)
+        .env_remove("TOKEND_HTTP_SOCKET")
+        .env_remove("TOKEND_SOCKET")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let activated = Activated { child: command.spawn().unwrap(), log };
+    // Its sockets are bound, then listened on, the last one last. This first connection to it
+    // starts tokend.
+    let last = listen.last().unwrap();
+    let listening = || std::os::unix::net::UnixStream::connect(last).is_ok();
+    assert!(tokend_e2e::eventually(Duration::from_secs(10), listening).await);
+    activated
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_activation_hands_tokend_both_sockets_by_path_or_by_name() {
+    require!(Need::Program("systemd-socket-activate"));
+    let fake = FakeProvider::start().await;
+    fake.client("c", "s", ClientAuth::Basic);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    tokend_e2e::write_private(&config, &cc("p", &fake, "s", &fake.url("/api")));
+    let run = dir.path().join("run");
+    let (main, http) = (run.join("tokend.sock"), run.join("http.sock"));
+    let tokenctl = |socket: &Path| {
+        std::process::Command::new(bin("tokenctl")).args(["token", "p"]).env("TOKEND_SOCKET", socket).output().unwrap()
+    };
+
+    // As tokend.socket passes them: two sockets of one unit, told apart by their paths.
+    let daemon =
+        activated(dir.path(), &config, &[&main, &http], None, &["--socket", &main.display().to_string()]).await;
+    let answer = Connection::unix(&http).await.get("/v1/token/p").await;
+    assert_eq!(answer.status, 200);
+    assert!(fake.accepts(answer.json()["access_token"].as_str().unwrap()));
+    assert!(tokenctl(&main).status.success());
+    let log = std::fs::read_to_string(&daemon.log).unwrap();
+    assert_eq!(log.matches("using the socket passed by systemd").count(), 2, "{log}");
+    drop(daemon);
+
+    // Named (two units with FileDescriptorName=), in any order and at any path.
+    let (a, b) = (run.join("a.sock"), run.join("b.sock"));
+    let elsewhere = dir.path().join("unused/tokend.sock");
+    let daemon =
+        activated(dir.path(), &config, &[&a, &b], Some("http:tokend"), &["--socket", &elsewhere.display().to_string()])
+            .await;
+    assert_eq!(Connection::unix(&a).await.get("/v1/status/p").await.status, 200, "a is the HTTP socket");
+    assert!(tokenctl(&b).status.success(), "b is the protocol socket");
+    assert!(!elsewhere.exists() && !elsewhere.with_file_name("http.sock").exists(), "nothing bound of its own");
+    drop(daemon);
+
+    // An older unit that passes the protocol socket alone, under any name and path: tokend
+    // takes it, and binds the HTTP socket itself, beside its own socket path (replacing the
+    // stale one the first daemon left).
+    let only = run.join("only.sock");
+    let daemon =
+        activated(dir.path(), &config, &[&only], Some("tokend.socket"), &["--socket", &main.display().to_string()])
+            .await;
+    assert!(tokenctl(&only).status.success());
+    assert_eq!(Connection::unix(&http).await.get("/v1/status").await.status, 200);
+    assert!(std::os::unix::net::UnixStream::connect(&main).is_err(), "the protocol socket is the one passed");
+    drop(daemon);
 }
