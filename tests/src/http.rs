@@ -1,8 +1,14 @@
 //! A plain HTTP/1.1 client over a Unix socket (hyper's connection-level client, which sends a
 //! request target exactly as given), for tests and benchmarks of tokend's HTTP API that are
 //! not about a particular client program.
+//!
+//! Like curl or Python's `http.client`, it does its I/O in the task that makes the request: the
+//! connection is driven by [`drive`] while a request waits, rather than by a task of its own,
+//! which would add a hand-over between tasks (and often threads) to every request.
 
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
@@ -11,9 +17,28 @@ use hyper::client::conn::http1;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
+/// The I/O half of a client connection: runs until the connection closes.
+pub type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+
 /// One kept-alive connection to an HTTP socket (or to a TCP server, for a baseline).
 pub struct Connection {
     sender: http1::SendRequest<Full<Bytes>>,
+    driver: Driver,
+    /// Whether the server closed the connection.
+    closed: bool,
+}
+
+/// Runs `work` (a request on the connection `driver` belongs to) while driving the connection's
+/// I/O; `closed` records that the connection ended, after which `work` runs alone.
+pub async fn drive<F: Future>(driver: &mut Driver, closed: &mut bool, work: F) -> F::Output {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut work => return out,
+            _ = driver.as_mut(), if !*closed => *closed = true,
+        }
+    }
 }
 
 /// A complete answer.
@@ -61,19 +86,22 @@ impl Connection {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.expect("HTTP handshake");
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Connection { sender }
+        Connection { sender, driver: Box::pin(conn), closed: false }
     }
 
-    /// Sends `request` and returns the answer's head, with its body still to be read.
-    pub async fn send(&mut self, request: Request<Full<Bytes>>) -> Response<Incoming> {
-        self.sender.ready().await.expect("the connection is usable");
-        tokio::time::timeout(Duration::from_secs(120), self.sender.send_request(request))
+    /// Sends `request` and reads the answer's head and body.
+    pub async fn send(&mut self, request: Request<Full<Bytes>>) -> (Response<()>, Bytes) {
+        let sender = &mut self.sender;
+        let exchange = async {
+            sender.ready().await.expect("the connection is usable");
+            let response: Response<Incoming> = sender.send_request(request).await.expect("an answer");
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await.expect("the whole body").to_bytes();
+            (Response::from_parts(parts, ()), body)
+        };
+        tokio::time::timeout(Duration::from_secs(120), drive(&mut self.driver, &mut self.closed, exchange))
             .await
             .expect("an answer within 2 minutes")
-            .expect("an answer")
     }
 
     /// Sends `method target` with `headers` and `body`, and reads the whole answer.
@@ -83,9 +111,8 @@ impl Connection {
             request = request.header(*name, *value);
         }
         let request = request.body(Full::new(Bytes::copy_from_slice(body))).expect("a valid request");
-        let response = self.send(request).await;
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await.expect("the whole body").to_bytes();
+        let (response, body) = self.send(request).await;
+        let (parts, ()) = response.into_parts();
         Answer { status: parts.status.as_u16(), headers: parts.headers, body }
     }
 

@@ -47,8 +47,6 @@ use proxy::Proxy;
 /// How long a connection may wait for its next request's head, which also bounds how long a
 /// client may take to send one.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(60);
-/// The most a request's head may take in memory.
-const MAX_HEAD: usize = 64 * 1024;
 
 /// Where the HTTP API listens: `--http-socket`, else `TOKEND_HTTP_SOCKET`, else `[daemon]
 /// http_socket`, else `http.sock` beside the protocol socket. `None` when the config turns it
@@ -129,7 +127,8 @@ async fn connection(api: Arc<Api>, stream: Stream, admitted: bool, mut shutdown:
         Ok(()) => None,
     };
     let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(KEEP_ALIVE).max_buf_size(MAX_HEAD.max(8192));
+    // hyper's read buffer (at most about 400 KiB) also bounds a request's head.
+    builder.timer(TokioTimer::new()).header_read_timeout(KEEP_ALIVE);
     let io = TokioIo::new(stream);
     if let Some((status, message)) = refusal {
         // One answer, whatever was asked (nothing of it is looked at), and the connection is

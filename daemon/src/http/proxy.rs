@@ -51,7 +51,7 @@ pub const REPLAY_LIMIT: usize = 1024 * 1024;
 pub const REPLAY_BUDGET: usize = 64 * REPLAY_LIMIT;
 /// How long idle upstream connections are kept for reuse. The pool's timer runs only while it
 /// holds one, so an idle tokend is not woken.
-const POOL_IDLE: Duration = Duration::from_secs(30);
+pub const POOL_IDLE: Duration = Duration::from_secs(30);
 
 /// The client side of the proxy.
 pub struct Proxy {

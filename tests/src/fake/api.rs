@@ -5,6 +5,7 @@
 //! - `ANY /api/resource/…`: a JSON description of the request (method, path, query, headers
 //!   other than `Authorization`, body size);
 //! - `POST|PUT /api/echo`: the body's size and SHA-256, read as a stream;
+//! - `POST|PUT /api/sink`: the body's size alone (for benchmarks, where hashing would dominate);
 //! - `GET /api/download?bytes=N`: N bytes of [`pattern`] repeated, generated as they are sent;
 //! - `GET /api/redirect`: a 302 to another resource;
 //! - `GET /api/hop`: an answer carrying hop-by-hop header fields that a proxy must drop;
@@ -127,6 +128,14 @@ async fn route(fake: &Fake, parts: &axum::http::request::Parts, body: Body) -> R
                     "chunked": parts.headers.get(header::TRANSFER_ENCODING).is_some(),
                 }),
             )
+        }
+        "/api/sink" => {
+            let mut stream = body.into_data_stream();
+            let mut bytes = 0u64;
+            while let Some(Ok(chunk)) = stream.next().await {
+                bytes += chunk.len() as u64;
+            }
+            json(StatusCode::OK, serde_json::json!({ "bytes": bytes }))
         }
         "/api/download" => {
             let bytes = url::form_urlencoded::parse(query.as_bytes())
