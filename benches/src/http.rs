@@ -10,8 +10,10 @@
 //! - tokend's wake-ups while idle with both sockets open, after the proxy's upstream pool has
 //!   let its connections go.
 //!
-//! Both sides use the same client (hyper's HTTP/1.1 connection API), so the difference is what
-//! tokend adds: a Unix-socket hop, parsing, the token, and the upstream request.
+//! Both sides use the same client (hyper's HTTP/1.1 connection API, driven in the requesting
+//! task), and the upstream runs in a process of its own with as many worker threads as tokend,
+//! as a real API does; so the difference is what tokend adds: a Unix-socket hop, parsing, the
+//! token, and the upstream request.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -30,7 +32,7 @@ use tokend_e2e::fake::api::{PATTERN_BLOCK, pattern};
 use tokend_e2e::http::{Connection, Driver, drive};
 
 use crate::stats::{Latency, us, verdict};
-use crate::{Plan, context_switches, provider, start, status_field, thread_count};
+use crate::{Plan, context_switches, provider, start, status_field, thread_count, workers};
 
 /// Where a request goes: straight to the upstream, or through tokend's proxy.
 #[derive(Clone)]
@@ -62,18 +64,64 @@ impl Route {
     }
 }
 
+/// The fake provider in a process of its own: `tokend-bench --upstream` prints its base URL and
+/// serves until killed.
+pub fn serve_upstream() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(workers()).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let fake = provider(Duration::from_secs(24 * 3600)).await;
+        println!("{}", fake.base);
+        std::future::pending::<()>().await;
+    });
+}
+
+/// The upstream process; killed on drop.
+struct Upstream {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Upstream {
+    fn spawn() -> Upstream {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .arg("--upstream")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the upstream");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        Upstream { child, base: line.trim().to_owned() }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        self.base.trim_start_matches("http://").parse().unwrap()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub async fn run(plan: &Plan, results: &mut serde_json::Map<String, serde_json::Value>) {
-    let fake = provider(Duration::from_secs(24 * 3600)).await;
+    let upstream = Upstream::spawn();
     let config = format!(
         "[profiles.p0]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"c\"\nclient_secret = \"s\"\napi_base = \"{}\"\n",
-        fake.url("/oauth/token"),
-        fake.url("/api")
+        upstream.url("/oauth/token"),
+        upstream.url("/api")
     );
     let tokend = start(&config).await;
     let endpoint = Endpoint::new(&tokend.socket);
     let token = Client::connect_to(endpoint.clone()).await.unwrap().token("p0").await.unwrap();
     let direct =
-        Route::Direct { upstream: fake.addr, authorization: format!("Bearer {}", token.access_token.expose()) };
+        Route::Direct { upstream: upstream.addr(), authorization: format!("Bearer {}", token.access_token.expose()) };
     let proxied = Route::Proxied { socket: tokend.http_socket.clone() };
     let mut section = serde_json::Map::new();
 

@@ -94,6 +94,10 @@ fn main() -> ExitCode {
         raw::serve(Path::new(&args[2]), parse(3), parse(4), parse(5));
         return ExitCode::SUCCESS;
     }
+    if args.get(1).map(String::as_str) == Some("--upstream") {
+        http::serve_upstream();
+        return ExitCode::SUCCESS;
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let only: Vec<String> = args
         .iter()
