@@ -38,6 +38,8 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The header that marks an answer as tokend's own error rather than an API's.
 pub const ERROR_HEADER: &str = "tokend-error";
+/// What `Allow` says for a refused `CONNECT` or `TRACE`: the proxy takes any other method.
+pub const PROXY_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 
 /// What every request needs.
 pub struct Api {
@@ -80,14 +82,12 @@ impl ApiError {
 
     /// A method the route does not take (405, with `Allow`).
     pub fn method_not_allowed(method: &Method, allow: &'static str) -> Self {
-        ApiError {
-            allow: Some(allow),
-            ..ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "usage",
-                format!("this route does not take {method}; use {allow}"),
-            )
-        }
+        ApiError::refused_method(allow, format!("this route does not take {method}; use {allow}"))
+    }
+
+    /// A method refused for a reason of its own (405, with `Allow`).
+    pub fn refused_method(allow: &'static str, message: impl Into<String>) -> Self {
+        ApiError { allow: Some(allow), ..ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "usage", message) }
     }
 
     /// The answer to send.
@@ -147,7 +147,10 @@ impl Api {
             ));
         }
         if request.method() == Method::CONNECT {
-            return Err(ApiError::method_not_allowed(request.method(), "GET, POST or another method with a /v1/ path"));
+            return Err(ApiError::refused_method(
+                PROXY_METHODS,
+                "refused: CONNECT makes tokend no tunnel; send the request itself to /v1/proxy/NAME/PATH",
+            ));
         }
         let path = uri.path().to_owned();
         let Some(route) = path.strip_prefix("/v1/") else { return Err(ApiError::not_found()) };

@@ -97,9 +97,11 @@ impl Proxy {
             Ok(answered) => answered,
             Err(error) => (error.into_response(), false),
         };
+        // The name came in the request's path: it is logged only if it is a profile's.
+        let profile = if daemon.profile(name).is_ok() { name } else { "(unknown)" };
         tracing::debug!(
             %method,
-            profile = %crate::oauth::sanitize(name),
+            profile,
             status = response.status().as_u16(),
             retried,
             elapsed = ?started.elapsed(),
@@ -116,7 +118,10 @@ impl Proxy {
         request: Request<Incoming>,
     ) -> Result<(Response<ResponseBody>, bool), ApiError> {
         if request.method() == Method::TRACE {
-            return Err(ApiError::method_not_allowed(request.method(), "any method but TRACE and CONNECT"));
+            return Err(ApiError::refused_method(
+                super::api::PROXY_METHODS,
+                "refused: TRACE would echo the request back, with the token tokend adds",
+            ));
         }
         let profile = daemon.profile(name)?;
         let Some(base) = profile.config.api_base.clone() else {
