@@ -129,7 +129,7 @@ async fn connection(api: Arc<Api>, stream: Stream, admitted: bool, mut shutdown:
     let mut builder = http1::Builder::new();
     // hyper's read buffer (at most about 400 KiB) also bounds a request's head.
     builder.timer(TokioTimer::new()).header_read_timeout(KEEP_ALIVE);
-    let io = TokioIo::new(stream);
+    let io = TokioIo::new(vectored(stream));
     if let Some((status, message)) = refusal {
         // One answer, whatever was asked (nothing of it is looked at), and the connection is
         // closed. `not_reachable` is what tokenctl calls a refused connection.
@@ -154,6 +154,19 @@ async fn connection(api: Arc<Api>, stream: Stream, admitted: bool, mut shutdown:
     if let Err(e) = result {
         tracing::debug!("HTTP connection ended: {e}");
     }
+}
+
+/// The socket itself rather than interprocess's wrapper around it, whose writes are never
+/// vectored: hyper would then copy every body into its own buffer before writing it.
+#[cfg(unix)]
+fn vectored(stream: Stream) -> interprocess::os::unix::uds_local_socket::tokio::Stream {
+    let Stream::UdSocket(stream) = stream;
+    stream
+}
+
+#[cfg(not(unix))]
+fn vectored(stream: Stream) -> Stream {
+    stream
 }
 
 #[cfg(test)]
