@@ -387,3 +387,88 @@ fn peak_rss_kib(pid: u32) -> u64 {
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
+
+/// A certificate authority and a certificate for 127.0.0.1 signed by it, made with openssl in
+/// `dir`: (the CA's PEM, the server's key, the server's certificate).
+fn certificates(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &["-days", "1", "-subj", "/CN=tokend test CA", "-keyout", "ca.key", "-out", "ca.pem"],
+    ]
+    .concat());
+    run(&[&["req"][..], &ec, &["-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr"]].concat());
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.pem",
+    ]);
+    (dir.join("ca.pem"), dir.join("server.key"), dir.join("server.pem"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_speaks_http2_to_an_api_that_offers_it_and_verifies_its_certificate() {
+    use tokio::io::AsyncBufReadExt;
+    require!(Need::Program("curl"), Need::Program("openssl"), Need::Node);
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, key, cert) = certificates(dir.path());
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/h2_api.js");
+    let mut api = tokio::process::Command::new("node")
+        .arg(script)
+        .arg(&key)
+        .arg(&cert)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(api.stdout.take().unwrap()).lines();
+    let port = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.unwrap().unwrap().unwrap();
+    let fake = FakeProvider::start().await;
+    fake.client("c", "s", ClientAuth::Basic);
+    let config = format!(
+        "[profiles.p]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"c\"\nclient_secret = \"s\"\napi_base = \"https://127.0.0.1:{port}/v2\"\n",
+        fake.url("/oauth/token")
+    );
+
+    // The API's CA among tokend's roots (rustls reads SSL_CERT_FILE as the system's roots).
+    let trusting = Options { env: vec![("SSL_CERT_FILE".into(), ca.display().to_string())], ..Default::default() };
+    let tokend = Tokend::start_with(&config, trusting).await;
+    let got = curl(&tokend, &["http://tokend/v1/proxy/p/x?y=1"]).await;
+    assert_eq!(got.status, 200, "{}\n{}", got.head, String::from_utf8_lossy(&got.body));
+    let json = got.json();
+    assert_eq!(json["http_version"], "2.0", "HTTP/2, chosen by ALPN: {json}");
+    assert_eq!(json["path"], "/v2/x?y=1");
+    assert_eq!(json["authorization"], format!("Bearer {}", current_token(&tokend).await));
+    // The client still speaks HTTP/1.1 to tokend, and hop-by-hop framing is tokend's own.
+    assert!(got.head.starts_with("HTTP/1.1 200"), "{}", got.head);
+    drop(tokend);
+
+    // Without that CA the certificate is refused, as it is for token endpoints.
+    let tokend = Tokend::start(&config).await;
+    let got = curl(&tokend, &["http://tokend/v1/proxy/p/x"]).await;
+    assert_eq!(got.status, 502, "{}", got.head);
+    let message = got.json()["message"].as_str().unwrap().to_lowercase();
+    assert!(message.contains("certificate"), "{message}");
+}
