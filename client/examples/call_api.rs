@@ -1,6 +1,6 @@
 //! Calls an API with a token from tokend, and handles a 401 the way every tokend client should:
-//! report the rejected token with `invalidate` and retry once with the new one. However many
-//! programs report the same token, tokend refreshes once.
+//! `with_token` reports the rejected token to tokend and retries once with the new one. However
+//! many programs report the same token, tokend refreshes once.
 //!
 //!     cargo run -p tokend-client --example call_api -- minut https://api.minut.com/v8/users/me
 
@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use reqwest::StatusCode;
 use reqwest::header::AUTHORIZATION;
-use tokend_client::TokenExt;
 use tokend_client::blocking::Client;
+use tokend_client::{Attempt, TokenExt};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -32,12 +32,12 @@ fn main() -> ExitCode {
 fn call(profile: &str, url: &str) -> Result<String, Box<dyn std::error::Error>> {
     let mut tokend = Client::connect()?;
     let http = reqwest::blocking::Client::new();
-    let mut token = tokend.token(profile)?;
-    let mut response = http.get(url).header(AUTHORIZATION, token.header_value()).send()?;
-    if response.status() == StatusCode::UNAUTHORIZED {
-        token = tokend.invalidate(profile, &token)?;
-        response = http.get(url).header(AUTHORIZATION, token.header_value()).send()?;
-    }
+    let response = tokend.with_token(profile, |token| {
+        match http.get(url).header(AUTHORIZATION, token.header_value()).send() {
+            Ok(response) if response.status() == StatusCode::UNAUTHORIZED => Attempt::Rejected(Ok(response)),
+            answer => Attempt::Done(answer),
+        }
+    })??;
     let status = response.status();
     let body = response.text()?;
     if status.is_success() { Ok(body) } else { Err(format!("{url} answered {status}: {body}").into()) }

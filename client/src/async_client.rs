@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::protocol::{self, LoginStarted};
 use crate::trust;
-use crate::{DEFAULT_TIMEOUT, Error, Info, Result};
+use crate::{Attempt, DEFAULT_TIMEOUT, Error, Info, Result};
 
 /// An async connection to tokend that reconnects when the daemon restarts.
 ///
@@ -90,6 +90,51 @@ impl Client {
     /// Like [`Client::invalidate`], naming the token by fingerprint; `None` means the current one.
     pub async fn invalidate_fingerprint(&mut self, profile: &str, rejected: Option<Fingerprint>) -> Result<Token> {
         protocol::token(self.call(&Request::Invalidate { profile: profile.to_owned(), rejected }).await?)
+    }
+
+    /// Runs `request` with `profile`'s current token. If it comes back [`Attempt::Rejected`],
+    /// reports exactly that token as rejected (as [`Client::invalidate`] does; however many
+    /// programs report it, tokend refreshes once) and runs `request` once more with the new
+    /// token. Returns the answer of the last run, whatever it is: a second rejection is
+    /// returned, not retried.
+    ///
+    /// The error is tokend's (not running, login needed, upstream down, …); your request's own
+    /// failures are part of `T`.
+    ///
+    /// ```no_run
+    /// use reqwest::StatusCode;
+    /// use tokend_client::{Attempt, TokenExt};
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let http = &reqwest::Client::new();
+    /// let mut tokend = tokend_client::Client::connect().await?;
+    /// let response = tokend
+    ///     .with_token("minut", |token| async move {
+    ///         let url = "https://api.minut.com/v8/users/me";
+    ///         match http.get(url).header("Authorization", token.header_value()).send().await {
+    ///             Ok(response) if response.status() == StatusCode::UNAUTHORIZED => Attempt::Rejected(Ok(response)),
+    ///             answer => Attempt::Done(answer),
+    ///         }
+    ///     })
+    ///     .await??;
+    /// println!("{}", response.text().await?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn with_token<T, F, Fut>(&mut self, profile: &str, mut request: F) -> Result<T>
+    where
+        F: FnMut(Token) -> Fut,
+        Fut: Future<Output = Attempt<T>>,
+    {
+        let token = self.token(profile).await?;
+        let fingerprint = token.fingerprint;
+        match request(token).await {
+            Attempt::Done(answer) => Ok(answer),
+            Attempt::Rejected(_) => {
+                let fresh = self.invalidate_fingerprint(profile, Some(fingerprint)).await?;
+                Ok(request(fresh).await.into_inner())
+            }
+        }
     }
 
     /// Refreshes `profile` now and returns the new token.

@@ -14,7 +14,7 @@ use tokend_proto::{
 
 use crate::protocol::{self, LoginStarted};
 use crate::trust;
-use crate::{DEFAULT_TIMEOUT, Error, Info, Result};
+use crate::{Attempt, DEFAULT_TIMEOUT, Error, Info, Result};
 
 /// A blocking connection to tokend that reconnects when the daemon restarts.
 #[derive(Debug)]
@@ -108,6 +108,26 @@ impl Client {
     /// token, whatever it is.
     pub fn invalidate_fingerprint(&mut self, profile: &str, rejected: Option<Fingerprint>) -> Result<Token> {
         protocol::token(self.call(&Request::Invalidate { profile: profile.to_owned(), rejected })?)
+    }
+
+    /// Runs `request` with `profile`'s current token. If it comes back [`Attempt::Rejected`],
+    /// reports exactly that token as rejected (as [`Client::invalidate`] does; however many
+    /// programs report it, tokend refreshes once) and runs `request` once more with the new
+    /// token. Returns the answer of the last run, whatever it is: a second rejection is
+    /// returned, not retried.
+    ///
+    /// The error is tokend's (not running, login needed, upstream down, …); your request's own
+    /// failures are part of `T`. See the [crate docs](crate) for an example.
+    pub fn with_token<T>(&mut self, profile: &str, mut request: impl FnMut(Token) -> Attempt<T>) -> Result<T> {
+        let token = self.token(profile)?;
+        let fingerprint = token.fingerprint;
+        match request(token) {
+            Attempt::Done(answer) => Ok(answer),
+            Attempt::Rejected(_) => {
+                let fresh = self.invalidate_fingerprint(profile, Some(fingerprint))?;
+                Ok(request(fresh).into_inner())
+            }
+        }
     }
 
     /// Refreshes `profile` now and returns the new token.

@@ -16,16 +16,33 @@
 //! in it, and the process listening runs as the user or root); otherwise it fails with
 //! [`ErrorClass::Untrusted`], so that a daemon planted by another user never sees a request.
 //!
+//! The simplest correct way to call an API is `with_token`: it runs your request with the
+//! current token and, if the server rejects the token (HTTP 401), tells tokend exactly which
+//! token was rejected and runs the request once more with a new one. You say whether the
+//! server rejected the token by returning [`Attempt::Rejected`] or [`Attempt::Done`]:
+//!
 //! ```no_run
-//! # fn main() -> Result<(), tokend_client::Error> {
+//! use reqwest::StatusCode;
+//! use reqwest::header::AUTHORIZATION;
+//! use tokend_client::{Attempt, TokenExt};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let http = reqwest::blocking::Client::new();
 //! let mut tokend = tokend_client::blocking::Client::connect()?;
-//! let token = tokend.token("minut")?;
-//! // Use `token.header_value()` as the Authorization header. If the server answers 401:
-//! let fresh = tokend.invalidate("minut", &token)?;
-//! # let _ = fresh;
+//! let response = tokend.with_token("minut", |token| {
+//!     match http.get("https://api.minut.com/v8/users/me").header(AUTHORIZATION, token.header_value()).send() {
+//!         Ok(response) if response.status() == StatusCode::UNAUTHORIZED => Attempt::Rejected(Ok(response)),
+//!         answer => Attempt::Done(answer),
+//!     }
+//! })??;
+//! println!("{}", response.text()?);
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! The first `?` is tokend's error (not running, login needed, …), the second your request's.
+//! For finer control there are [`blocking::Client::token`] and [`blocking::Client::invalidate`],
+//! which `with_token` is made of.
 //!
 //! Errors are grouped into [`ErrorClass`]es (daemon not reachable, unknown profile, login
 //! needed, upstream failure, …) and their messages say what to do next.
@@ -59,8 +76,31 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct Info {
     /// The HTTP status.
     pub status: u16,
-    /// The body, usually JSON.
+    /// The body, usually JSON, as the server sent it (at most 32 KiB): it may hold control
+    /// characters, so escape it before showing it on a terminal.
     pub body: String,
+}
+
+/// What a request made with a token came to, for `with_token` ([`Client::with_token`],
+/// [`blocking::Client::with_token`]): the request's answer, and whether the server rejected the
+/// token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt<T> {
+    /// The server rejected the token (HTTP 401 Unauthorized): tokend is told, and the request
+    /// is made once more with a new token.
+    Rejected(T),
+    /// Anything else — success, or a failure that another token would not cure: returned as
+    /// it is.
+    Done(T),
+}
+
+impl<T> Attempt<T> {
+    /// The answer, whether the token was rejected or not.
+    pub fn into_inner(self) -> T {
+        match self {
+            Attempt::Rejected(answer) | Attempt::Done(answer) => answer,
+        }
+    }
 }
 
 /// The classes of failure, for instance to choose an exit code.

@@ -37,7 +37,9 @@ pub struct Cli {
     pub log_level: Option<String>,
 
     /// Check a config file (this one, or the one --config names) and exit: 0 if it is valid,
-    /// 78 if not
+    /// 78 if not. Also prints each profile's endpoints and where each came from: the config,
+    /// or, for a profile with `issuer`, the server's metadata fetched now (5 s timeout per
+    /// document) or, when that fails, the copy cached in the state directory. Writes nothing
     #[arg(long, value_name = "PATH", num_args = 0..=1)]
     pub check_config: Option<Option<PathBuf>>,
 }

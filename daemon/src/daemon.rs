@@ -7,11 +7,12 @@
 //! stopped *first* — it finishes any request in flight and persists its outcome — and a new
 //! actor starts from what is on disk, so a rotated refresh token can never be lost or reused
 //! across the switch; removed ones are stopped. Requests that were waiting on a stopped actor
-//! look the profile up again once the new set of profiles is in place.
+//! look the profile up again once the new set of profiles is in place. A profile whose actor
+//! died counts as changed, so a reload restarts it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use tokend_proto::{Error, ReloadSummary};
@@ -19,6 +20,7 @@ use tokio::sync::{Mutex, mpsc, watch};
 
 use crate::clock::ClockChanges;
 use crate::config::{Config, Profile};
+use crate::endpoints::{self, Cache, Watchers};
 use crate::login::Logins;
 use crate::notify::Notifier;
 use crate::oauth::Http;
@@ -45,6 +47,12 @@ pub struct Daemon {
     notifier: Notifier,
     /// Pending logins.
     pub logins: Logins,
+    /// The discovery watchers of the profiles with an `issuer`.
+    watchers: Watchers,
+    /// The discovered metadata, cached in the state directory.
+    cache: Cache,
+    /// The daemon itself, for the discovery watchers a reload starts.
+    weak: Weak<Daemon>,
     /// When the daemon started.
     pub started_at: SystemTime,
     /// How long a request may wait for a token.
@@ -65,24 +73,36 @@ impl Daemon {
             login_needed: login_needed_tx,
             upstream: Arc::new(tokio::sync::Semaphore::new(actor::UPSTREAM_CONCURRENCY)),
         };
+        let cache = Cache::new(shared.store.dir());
         let mut profiles = Profiles::new();
-        for (name, profile) in &config.profiles {
-            let restored = restore(&shared.store, profile);
-            profiles.insert(name.clone(), actor::spawn(profile.clone(), restored, shared.clone()));
+        let mut watchers = Vec::new();
+        for (name, spec) in &config.profiles {
+            let start = endpoints::start(spec, &cache, |profile| {
+                let restored = restore(&shared.store, &profile);
+                actor::spawn(profile, restored, shared.clone())
+            });
+            profiles.insert(name.clone(), start.handle);
+            watchers.extend(start.watcher.map(|w| (name.clone(), w)));
         }
         let request_timeout = config.daemon.http_timeout * 2 + Duration::from_secs(5);
-        let daemon = Arc::new(Daemon {
+        let daemon = Arc::new_cyclic(|weak| Daemon {
             profiles: RwLock::new(Arc::new(profiles)),
             version: watch::Sender::new(0),
             config: Mutex::new(config),
             shared,
             notifier,
             logins: Logins::default(),
+            watchers: Watchers::default(),
+            cache,
+            weak: weak.clone(),
             started_at: SystemTime::now(),
             request_timeout,
             shutdown: watch::Sender::new(false),
         });
         tokio::spawn(crate::login::notify_when_needed(Arc::downgrade(&daemon), login_needed_rx));
+        for (name, watcher) in watchers {
+            daemon.watchers.spawn(&name, watcher, Arc::downgrade(&daemon));
+        }
         daemon
     }
 
@@ -110,6 +130,11 @@ impl Daemon {
         &self.shared.http
     }
 
+    /// Where tokens are saved.
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
     /// The notifier, for the login module.
     pub fn notifier(&self) -> &Notifier {
         &self.notifier
@@ -130,6 +155,35 @@ impl Daemon {
         result
     }
 
+    /// Runs `profile` in place of the running `old` — the same profile with newly discovered
+    /// endpoints — the way a reload replaces a changed profile: `old` finishes and persists any
+    /// request in flight, then the new actor starts from what is on disk. Returns the new
+    /// handle, or `None` (changing nothing) if `old` is no longer running because a reload
+    /// replaced or removed it.
+    pub(crate) async fn replace_profile(
+        &self,
+        old: &Arc<ProfileHandle>,
+        profile: Arc<Profile>,
+    ) -> Option<Arc<ProfileHandle>> {
+        let _no_reload = self.config.lock().await;
+        let current = self.profiles();
+        let name = profile.name.clone();
+        if !current.get(&name).is_some_and(|running| Arc::ptr_eq(running, old)) {
+            return None;
+        }
+        old.stop_and_wait().await;
+        self.logins.cancel(&name, "the profile's endpoints changed; log in again").await;
+        let store = self.shared.store.clone();
+        let p = profile.clone();
+        let restored = tokio::task::spawn_blocking(move || restore(&store, &p)).await.unwrap_or_default();
+        let handle = actor::spawn(profile, restored, self.shared.clone());
+        let mut next = (*current).clone();
+        next.insert(name, handle.clone());
+        *self.profiles.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        self.version.send_modify(|v| *v += 1);
+        Some(handle)
+    }
+
     async fn apply_reload(&self, current: &mut Config) -> Result<ReloadSummary, Error> {
         let path = current.path.clone();
         let loaded = tokio::task::spawn_blocking(move || Config::load(&path))
@@ -148,7 +202,9 @@ impl Daemon {
         let mut retired = Vec::new();
         for (name, handle) in old.iter() {
             match new.profiles.get(name) {
-                Some(profile) if **profile == *handle.config => summary.unchanged.push(name.clone()),
+                Some(profile) if profile.same_settings(&handle.config) && !handle.has_died() => {
+                    summary.unchanged.push(name.clone())
+                }
                 Some(_) => {
                     summary.changed.push(name.clone());
                     retired.push(handle.clone());
@@ -163,18 +219,29 @@ impl Daemon {
 
         // Stop replaced actors before reading their state, so the state read is final.
         for handle in &retired {
+            self.watchers.abort(&handle.config.name);
             handle.stop_and_wait().await;
             self.logins.cancel(&handle.config.name, "the profile was reloaded").await;
         }
         let mut next = Profiles::new();
         for (name, profile) in &new.profiles {
             let handle = match old.get(name) {
-                Some(handle) if **profile == *handle.config => handle.clone(),
+                Some(handle) if profile.same_settings(&handle.config) && !handle.has_died() => handle.clone(),
                 _ => {
-                    let store = self.shared.store.clone();
-                    let p = profile.clone();
-                    let restored = tokio::task::spawn_blocking(move || restore(&store, &p)).await.unwrap_or_default();
-                    actor::spawn(profile.clone(), restored, self.shared.clone())
+                    let (shared, cache, spec) = (self.shared.clone(), self.cache.clone(), profile.clone());
+                    // Reads the cache and the saved tokens.
+                    let started = tokio::task::spawn_blocking(move || {
+                        endpoints::start(&spec, &cache, |profile| {
+                            let restored = restore(&shared.store, &profile);
+                            actor::spawn(profile, restored, shared)
+                        })
+                    })
+                    .await
+                    .map_err(|e| Error::Internal { message: format!("starting profile {name} failed: {e}") })?;
+                    if let Some(watcher) = started.watcher {
+                        self.watchers.spawn(name, watcher, self.weak.clone());
+                    }
+                    started.handle
                 }
             };
             next.insert(name.clone(), handle);
@@ -234,11 +301,36 @@ impl Daemon {
 }
 
 /// Reads a profile's saved tokens. A damaged file is moved aside (so that it is neither lost
-/// nor silently overwritten) and the profile starts without tokens.
+/// nor silently overwritten) and the profile starts without tokens. So is a file with a token
+/// that cannot be used (one an older tokend accepted from a hostile server, say), except that
+/// what can be used of it is kept and saved again at once, so that a refresh token is not lost
+/// even if tokend stops before its next save.
 fn restore(store: &Store, profile: &Profile) -> Restored {
     match store.load(profile) {
-        Ok(Some(restored)) => {
-            tracing::debug!(profile = %profile.name, "restored saved tokens");
+        Ok(Some(mut restored)) => {
+            let Some(why) = restored.unusable.take() else {
+                tracing::debug!(profile = %profile.name, "restored saved tokens");
+                return restored;
+            };
+            let path = store.path_of(&profile.name);
+            match store.quarantine(&profile.name) {
+                Ok(aside) => {
+                    tracing::error!(
+                        profile = %profile.name,
+                        "{} holds {why}, which tokend cannot use; the file was kept as {}, and the profile starts without it",
+                        path.display(),
+                        aside.display()
+                    );
+                    if let Err(e) = store.save(profile, restored.token.as_ref(), restored.refresh_token.as_ref()) {
+                        tracing::error!(profile = %profile.name, "cannot save the usable tokens again: {e}");
+                    }
+                }
+                Err(e) => tracing::error!(
+                    profile = %profile.name,
+                    "{} holds {why}, which tokend cannot use, and it could not be moved aside ({e}); the profile starts without it",
+                    path.display()
+                ),
+            }
             restored
         }
         Ok(None) => Restored::default(),
@@ -254,5 +346,51 @@ fn restore(store: &Store, profile: &Profile) -> Restored {
             );
             Restored::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::UNIX_EPOCH;
+
+    use tokend_proto::Secret;
+
+    use super::*;
+    use crate::profile::state::Current;
+
+    #[test]
+    fn an_unusable_saved_token_is_set_aside_and_the_usable_refresh_token_saved_again_at_once() {
+        let text = "[profiles.mm]\ngrant = \"authorization_code\"\ntoken_url = \"http://127.0.0.1:1/token\"\nauthorize_url = \"http://127.0.0.1:1/authorize\"\nredirect_uri = \"http://127.0.0.1:2/cb\"\nclient_id = \"c\"\n";
+        let config = Config::parse(Path::new("/x/config.toml"), text).unwrap();
+        let profile = &config.profiles["mm"];
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state"), None).unwrap();
+        let huge = Secret::new("a".repeat(70_000));
+        let now = UNIX_EPOCH + Duration::from_secs(1_900_000_000);
+        let token = Current {
+            fingerprint: huge.fingerprint(),
+            access_token: huge,
+            token_type: "Bearer".into(),
+            obtained_at: now,
+            expires_at: now + Duration::from_secs(3600),
+            scope: None,
+            rejected: false,
+        };
+        store.save(profile, Some(&token), Some(&Secret::from("rt"))).unwrap();
+
+        let restored = restore(&store, profile);
+        assert!(restored.token.is_none());
+        assert_eq!(restored.refresh_token.unwrap().expose(), "rt");
+        // Saved again without the unusable token, before the profile even starts.
+        let saved = std::fs::read_to_string(store.path_of("mm")).unwrap();
+        assert!(saved.contains("\"rt\"") && !saved.contains("aaaa"), "{saved}");
+        let aside: Vec<_> = std::fs::read_dir(store.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("mm.json.damaged-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert!(std::fs::read_to_string(store.dir().join(&aside[0])).unwrap().contains("aaaa"));
     }
 }

@@ -7,19 +7,23 @@
 //! | module | concern |
 //! |---|---|
 //! | [`config`] | the TOML file: parsing, checking, resolving client secrets |
-//! | [`oauth`] | requests to OAuth servers: token, revocation, info endpoints |
+//! | [`oauth`] | requests to OAuth servers: token, revocation, info endpoints, metadata |
+//! | [`limits`] | what tokend accepts from a server: token sizes and characters, lifetimes |
 //! | [`profile`] | one profile's token state machine, its actor, and the handle that serves it |
 //! | [`persist`] | tokens on disk, written atomically |
 //! | [`login`] | the authorization code flow with PKCE and its loopback listener |
 //! | [`server`] | the socket: binding, framing, the handshake, answering requests |
 //! | [`http`] | the HTTP API on its own socket: the token API and the authenticating proxy |
 //! | [`daemon`] | the set of running profiles and reload |
+//! | [`endpoints`] | where each profile's endpoints come from: config, discovery, the cache |
 //! | [`clock`] | re-arming timers when the wall clock jumps |
 //! | [`signals`], [`sdnotify`], [`logging`], [`harden`], [`fsperm`], [`notify`] | the process |
+//! | [`desktop`] | desktop notifications over the session bus, when no notify command is set |
 //!
 //! The flow: [`run`] hardens the process, loads the config, opens the state directory, binds
-//! the sockets (the protocol socket and the HTTP API's) and starts one actor per profile. Each actor fetches or restores its token and
-//! schedules the next refresh; connections read tokens from the actors' published snapshots.
+//! the sockets (the protocol socket and the HTTP API's) and starts one actor per profile. Each
+//! actor fetches or restores its token and schedules the next refresh; connections read tokens
+//! from the actors' published snapshots.
 //! On SIGTERM the servers stop accepting, answer what they were answering, the actors finish
 //! any request in flight and persist it, and the sockets are removed.
 
@@ -27,9 +31,13 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+#[cfg(unix)]
+pub mod desktop;
+pub mod endpoints;
 pub mod fsperm;
 pub mod harden;
 pub mod http;
+pub mod limits;
 pub mod logging;
 pub mod login;
 pub mod notify;
@@ -43,6 +51,9 @@ pub mod signals;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+#[doc(hidden)]
+pub use oauth::fuzz_upstream_answer;
 
 use tokend_proto::Endpoint;
 
@@ -61,7 +72,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let hardening = harden::apply();
 
     if let Some(path) = &cli.check_config {
-        return check_config(path.clone().or_else(|| cli.config.clone()));
+        return check_config(path.clone().or_else(|| cli.config.clone()), cli.state_dir.clone());
     }
 
     let Some(config_path) = cli.config.clone().or_else(Config::default_path) else {
@@ -208,29 +219,88 @@ async fn serve(config: Config, sockets: Sockets, store: Store, http: Http, max_f
     ExitCode::SUCCESS
 }
 
-fn check_config(path: Option<PathBuf>) -> ExitCode {
+/// How long `tokend --check-config` waits for each metadata document.
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn check_config(path: Option<PathBuf>, state_dir: Option<PathBuf>) -> ExitCode {
     let Some(path) = path.or_else(Config::default_path) else {
         eprintln!("tokend: cannot tell where the config file is; pass a path");
         return ExitCode::from(EXIT_CONFIG);
     };
-    match Config::load(&path) {
-        Ok(config) => {
-            let names: Vec<&str> = config.profiles.keys().map(String::as_str).collect();
-            println!(
-                "{}: valid, {} profile{}{}{}",
-                path.display(),
-                names.len(),
-                if names.len() == 1 { "" } else { "s" },
-                if names.is_empty() { "" } else { ": " },
-                names.join(", ")
-            );
-            ExitCode::SUCCESS
-        }
+    let config = match Config::load(&path) {
+        Ok(config) => config,
         Err(e) => {
             eprintln!("tokend: {e}");
-            ExitCode::from(EXIT_CONFIG)
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let names: Vec<&str> = config.profiles.keys().map(String::as_str).collect();
+    println!(
+        "{}: valid, {} profile{}{}{}",
+        path.display(),
+        names.len(),
+        if names.len() == 1 { "" } else { "s" },
+        if names.is_empty() { "" } else { ": " },
+        names.join(", ")
+    );
+    let cache = state_dir
+        .or_else(|| config.daemon.state_dir.clone())
+        .or_else(default_state_dir)
+        .map(|d| endpoints::Cache::new(&d));
+    let reports = match (Http::new(CHECK_TIMEOUT), tokio::runtime::Builder::new_current_thread().enable_all().build()) {
+        (Ok(http), Ok(runtime)) => runtime.block_on(async {
+            let mut reports = Vec::new();
+            for profile in config.profiles.values() {
+                reports.push(endpoints::report(profile, &http, cache.as_ref()).await);
+            }
+            reports
+        }),
+        (Err(e), _) => {
+            eprintln!("tokend: {e}");
+            return ExitCode::FAILURE;
+        }
+        (_, Err(e)) => {
+            eprintln!("tokend: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let now = std::time::SystemTime::now();
+    for (profile, report) in config.profiles.values().zip(reports) {
+        println!("\n[profiles.{}]", profile.name);
+        if let Some(issuer) = &profile.issuer {
+            println!("  {:<26}{issuer}", "issuer");
+        }
+        for (key, found) in &report.endpoints {
+            match found {
+                Some((url, origin)) => {
+                    let from = match origin {
+                        endpoints::Origin::Config => "config".to_owned(),
+                        endpoints::Origin::DiscoveredNow(at) => format!("discovered now, {at}"),
+                        endpoints::Origin::Cache(fetched, at) => {
+                            let age = now.duration_since(*fetched).unwrap_or_default();
+                            format!(
+                                "cache, fetched {} ago from {at}",
+                                humantime::format_duration(std::time::Duration::from_secs(age.as_secs()))
+                            )
+                        }
+                    };
+                    println!("  {key:<26}{url} ({from})");
+                }
+                None if *key == "device_authorization_url" => {}
+                None => println!("  {key:<26}-"),
+            }
+        }
+        if let Some(problem) = &report.problem {
+            println!("  ! {problem}");
+        }
+        if report.endpoints.iter().any(|(key, found)| found.is_none() && matches!(*key, "token_url" | "authorize_url"))
+        {
+            println!(
+                "  ! the profile cannot get tokens until its issuer's metadata can be fetched; tokend keeps trying"
+            );
         }
     }
+    ExitCode::SUCCESS
 }
 
 /// `$XDG_STATE_HOME/tokend`, or the platform's local data directory where there is no state

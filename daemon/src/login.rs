@@ -89,8 +89,14 @@ impl Logins {
     pub async fn start(&self, handle: Arc<ProfileHandle>) -> Result<Started, Error> {
         let profile = handle.config.clone();
         let name = profile.name.clone();
+        if profile.grant == Grant::AuthorizationCode && profile.authorize_url().is_none() {
+            return Err(Error::Login {
+                profile: name,
+                message: "the authorization endpoint is not known yet: tokend has not discovered it from the profile's issuer; see `tokenctl status` for why".into(),
+            });
+        }
         let (Grant::AuthorizationCode, Some(authorize_url), Some(redirect)) =
-            (profile.grant, &profile.authorize_url, &profile.redirect_uri)
+            (profile.grant, profile.authorize_url(), &profile.redirect_uri)
         else {
             return Err(Error::NotSupported {
                 profile: name,
@@ -447,12 +453,15 @@ fn escape(text: &str) -> String {
 
 /// Starts a login when a profile needs one and a notify command is configured, then runs the
 /// command with the login's URL, so the user can log in straight from the notification.
+/// Without a notify command, a desktop notification names the command to run instead.
 pub async fn notify_when_needed(daemon: Weak<Daemon>, mut needed: mpsc::UnboundedReceiver<(String, String)>) {
     while let Some((name, reason)) = needed.recv().await {
         let Some(daemon) = daemon.upgrade() else { return };
         let Ok(handle) = daemon.profile(&name) else { continue };
         let profile: Arc<Profile> = handle.config.clone();
         if !daemon.notifier().configured_for(&profile) {
+            #[cfg(unix)]
+            crate::desktop::login_needed(&name, &reason);
             continue;
         }
         match daemon.logins.start(handle).await {

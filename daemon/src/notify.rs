@@ -12,7 +12,8 @@
 //! | `TOKEND_LOGIN_COMMAND` | `tokenctl login NAME` |
 //! | `TOKEND_URL` | the authorization URL of a login tokend started for the user, when it could |
 //!
-//! The command runs in the background and is killed if it takes longer than a minute.
+//! The command runs in the background and is killed if it takes longer than a minute. Without
+//! a notify command, the user gets a desktop notification instead ([`crate::desktop`]).
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;

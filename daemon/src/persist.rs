@@ -10,6 +10,10 @@
 //! [`Profile::security_fingerprint`]); tokens stored under other settings (another server,
 //! client, secret source or scopes) are not reused.
 //!
+//! Tokens read back pass the same checks as tokens from a server ([`crate::limits`]): an older
+//! tokend may have saved one that cannot be served (a token no frame can carry, say). The
+//! file is then reported as needing to be set aside, and the parts that can be used are kept.
+//!
 //! With a state encryption key ([`crate::seal`]), the JSON is sealed inside an envelope,
 //! `{"format": "tokend-state-sealed", "version": 1, "profile": NAME, "sealed": BASE64}`.
 //! Plain files written before a key was configured are still read, and sealed when next saved.
@@ -41,6 +45,9 @@ pub struct Restored {
     pub token: Option<Current>,
     /// The refresh token, if one was saved.
     pub refresh_token: Option<Secret>,
+    /// Why part of the file could not be used, if so: the caller sets the file aside for the
+    /// user and saves what could be used in its place.
+    pub unusable: Option<String>,
 }
 
 /// The state directory.
@@ -145,16 +152,23 @@ impl Store {
             );
             return Ok(None);
         }
-        let token = file.access_token.map(|a| Current {
-            fingerprint: a.token.fingerprint(),
-            access_token: a.token,
-            token_type: a.token_type,
-            obtained_at: from_ms(a.obtained_at_ms),
-            expires_at: from_ms(a.expires_at_ms),
-            scope: a.scope,
-            rejected: false,
+        let mut unusable = Vec::new();
+        let refresh_token = file.refresh_token.filter(|t| match crate::limits::check_token(t.expose()) {
+            Ok(()) => true,
+            Err(why) => {
+                unusable.push(format!("a refresh token {why}"));
+                false
+            }
         });
-        Ok(Some(Restored { token, refresh_token: file.refresh_token }))
+        let token = file.access_token.and_then(|a| match servable(&profile.name, &a) {
+            Ok(token) => Some(token),
+            Err(why) => {
+                unusable.push(format!("an access token {why}"));
+                None
+            }
+        });
+        let unusable = (!unusable.is_empty()).then(|| unusable.join(" and "));
+        Ok(Some(Restored { token, refresh_token, unusable }))
     }
 
     /// Saves `profile`'s tokens atomically and durably. With no tokens at all, the file is
@@ -242,6 +256,35 @@ impl Store {
             }
         }
     }
+}
+
+/// The saved access token as tokend holds tokens, if it passes the checks a token from a
+/// server does and can be sent to clients. Its lifetime is clamped as a server's would be.
+fn servable(profile: &str, saved: &SavedAccess) -> Result<Current, String> {
+    crate::limits::check_token(saved.token.expose())?;
+    crate::limits::check_token_type(&saved.token_type).map_err(|why| format!("whose type is {why}"))?;
+    let obtained_at = from_ms(saved.obtained_at_ms);
+    let claimed = from_ms(saved.expires_at_ms).duration_since(obtained_at).unwrap_or_default();
+    let token = Current {
+        fingerprint: saved.token.fingerprint(),
+        access_token: saved.token.clone(),
+        token_type: saved.token_type.clone(),
+        obtained_at,
+        expires_at: crate::limits::after(obtained_at, crate::limits::lifetime(claimed)),
+        scope: saved.scope.clone(),
+        rejected: false,
+    };
+    let served = tokend_proto::Response::Token(tokend_proto::Token {
+        profile: profile.to_owned(),
+        access_token: token.access_token.clone(),
+        token_type: token.token_type.clone(),
+        expires_at: token.expires_at,
+        fingerprint: token.fingerprint,
+        scope: token.scope.clone(),
+    });
+    tokend_proto::codec::encode(&served, &mut Zeroizing::new(Vec::new()))
+        .map_err(|e| format!("that cannot be sent to clients ({e})"))?;
+    Ok(token)
 }
 
 /// Writes `bytes` to `path` so that a crash leaves either the old content or the new one.
@@ -358,6 +401,39 @@ mod tests {
         let err = store.load(&profile("abc")).unwrap_err();
         assert!(err.contains("not a tokend state file") || err.contains("damaged"), "{err}");
         assert!(store.path_of("mm").exists());
+    }
+
+    #[test]
+    fn a_saved_token_that_cannot_be_served_is_reported_and_the_refresh_token_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state"), None).unwrap();
+        let p = profile("abc");
+        for (bad, why) in [(&"a".repeat(70_000)[..], "of 70000 bytes"), ("at\r\nX: y", "a line break")] {
+            store.save(&p, Some(&token(bad)), Some(&Secret::from("rt"))).unwrap();
+            let restored = store.load(&p).unwrap().unwrap();
+            assert!(restored.token.is_none());
+            assert_eq!(restored.refresh_token.unwrap().expose(), "rt");
+            let unusable = restored.unusable.unwrap();
+            assert!(unusable.contains("an access token") && unusable.contains(why), "{unusable}");
+        }
+        store.save(&p, Some(&token("at")), Some(&Secret::from("r t"))).unwrap();
+        let restored = store.load(&p).unwrap().unwrap();
+        assert!(restored.refresh_token.is_none());
+        assert_eq!(restored.token.unwrap().access_token.expose(), "at");
+        assert!(restored.unusable.unwrap().contains("a refresh token"));
+    }
+
+    #[test]
+    fn a_saved_lifetime_too_long_for_a_clock_is_clamped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state"), None).unwrap();
+        let p = profile("abc");
+        let mut forever = token("at");
+        forever.expires_at = UNIX_EPOCH + Duration::from_millis(u64::MAX);
+        store.save(&p, Some(&forever), None).unwrap();
+        let restored = store.load(&p).unwrap().unwrap();
+        assert!(restored.unusable.is_none());
+        assert_eq!(restored.token.unwrap().lifetime(), crate::limits::MAX_LIFETIME);
     }
 
     #[test]

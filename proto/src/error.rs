@@ -211,11 +211,11 @@ fn upstream(profile: &str, failure: &Failure) -> String {
 /// A duration in whole seconds, rounded up: a token's lifetime is counted from the whole
 /// second its request was sent in, so it falls just short of the server's nominal lifetime.
 fn seconds(d: Duration) -> humantime::FormattedDuration {
-    humantime::format_duration(Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0)))
+    humantime::format_duration(Duration::from_secs(d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))))
 }
 
 fn when(time: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(time).to_string()
+    crate::time::rfc3339(time)
 }
 
 fn retry(retry_at: Option<SystemTime>) -> String {

@@ -3,7 +3,8 @@
 //!
 //! They are a stable, documented format (`docs/http-api.md` and its OpenAPI description):
 //! field names are snake_case, times are RFC 3339 strings in UTC beside a number of seconds from
-//! now (negative in the past), and absent values are `null` rather than missing. Views borrow
+//! now (negative in the past), and absent values are `null` rather than missing. A time RFC 3339
+//! cannot write is shown as the nearest one it can ([`crate::time`]). Views borrow
 //! from the messages they show and are built for one moment, `now`, which the caller passes.
 
 use std::time::SystemTime;
@@ -13,16 +14,15 @@ use serde::Serialize;
 use crate::error::{ErrorClass, Failure};
 use crate::message::{ProfileStatus, Token, TokenSummary};
 
-/// `t` as an RFC 3339 timestamp to the second, in UTC.
-pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
-}
+pub use crate::time::rfc3339;
 
-/// Whole seconds from `now` to `t`, negative when `t` is in the past.
+/// Whole seconds from `now` to `t`, negative when `t` is in the past; saturating rather than
+/// overflowing.
 pub fn seconds_from_now(t: SystemTime, now: SystemTime) -> i64 {
+    let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
     match t.duration_since(now) {
-        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        Err(e) => i64::try_from(e.duration().as_secs()).map_or(i64::MIN, |s| -s),
+        Ok(d) => secs(d),
+        Err(e) => -secs(e.duration()),
     }
 }
 
@@ -223,6 +223,6 @@ mod tests {
         let half = Duration::from_secs(i64::MAX as u64 / 2 + 10);
         let (early, late) = (UNIX_EPOCH.checked_sub(half).unwrap(), UNIX_EPOCH.checked_add(half).unwrap());
         assert_eq!(seconds_from_now(late, early), i64::MAX);
-        assert_eq!(seconds_from_now(early, late), i64::MIN);
+        assert_eq!(seconds_from_now(early, late), -i64::MAX);
     }
 }

@@ -31,6 +31,7 @@ pub mod error;
 pub mod json;
 pub mod message;
 pub mod secret;
+pub mod time;
 
 pub use codec::{FrameError, MAX_FRAME_LEN};
 pub use endpoint::Endpoint;
@@ -45,7 +46,9 @@ pub use secret::{Fingerprint, Secret};
 ///
 /// Bump it whenever the encoding of [`Request`], [`Response`] or anything they contain changes
 /// in a way an older peer would misread. The handshake messages never change.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// 2: [`ProfileState::Quiet`], which a version-1 client could not decode in a status.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The four bytes every [`Hello`] starts with, so that a daemon can tell a tokend client from
 /// a stray program that connected to its socket by mistake.

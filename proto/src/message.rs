@@ -278,6 +278,10 @@ pub enum ProfileState {
     /// The server refused for good (for instance `invalid_client`); nothing is retried until
     /// the config changes or the user asks for a refresh.
     Failed,
+    /// A refresh is due, and the current token is no longer handed out: requests wait for the
+    /// new one, which is asked for once no token has been handed out for the profile's quiet
+    /// window (the server may revoke the old token when it issues the new one).
+    Quiet,
 }
 
 impl ProfileState {
@@ -290,6 +294,7 @@ impl ProfileState {
             ProfileState::Backoff => "backoff",
             ProfileState::NeedsLogin => "needs-login",
             ProfileState::Failed => "failed",
+            ProfileState::Quiet => "quiet",
         }
     }
 }

@@ -40,6 +40,7 @@ fn state() -> impl Strategy<Value = ProfileState> {
         Just(ProfileState::Backoff),
         Just(ProfileState::NeedsLogin),
         Just(ProfileState::Failed),
+        Just(ProfileState::Quiet),
     ]
 }
 

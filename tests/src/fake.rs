@@ -4,10 +4,15 @@
 //! It issues random tokens and remembers them, so a test can ask whether a token tokend served
 //! is one the server would accept right now. It counts requests, can insist on HTTP Basic or on
 //! body authentication and on extra form parameters, can hold requests until released, delay
-//! them, answer any status or garbage, rotate refresh tokens (and revoke the whole grant when a
-//! rotated-out refresh token is used again, as careful servers do), run the authorization
-//! endpoint with PKCE, revoke tokens, and describe them. Under `/api/` it is also the API the
-//! tokens are for ([`api`]).
+//! them, answer any status or garbage (or a real answer with any field replaced), rotate
+//! refresh tokens (and revoke the whole grant when a rotated-out refresh token is used again,
+//! as careful servers do), revoke the access token a refresh replaces (at the refresh, or when
+//! the new token is first used, as Doorkeeper and Django OAuth Toolkit do), run the
+//! authorization endpoint with PKCE, revoke tokens, and describe them (or answer the info
+//! request with any body). It can also publish its endpoints as authorization server metadata
+//! (RFC 8414 and OpenID Connect Discovery), for an issuer with or without a path, and make
+//! those documents lie or misbehave. Under `/api/` it is also the API the tokens are for
+//! ([`api`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -65,10 +70,55 @@ pub enum Fault {
     /// Answer 200 with a token response that is well-formed but [`HUGE_BODY`] bytes long, far
     /// over tokend's 1 MiB cap on response bodies. The token in it is not issued.
     Huge,
+    /// Carry out the grant (issuing and rotating tokens), then answer with the token response's
+    /// field set to this value: a hostile answer built on a real one.
+    Field(&'static str, serde_json::Value),
+}
+
+/// When the server revokes the access tokens a refresh replaces. Doorkeeper and Django OAuth
+/// Toolkit keep an access token and its refresh token as one record, and revoke the record once
+/// its refresh token has been used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeOnRefresh {
+    /// Never: an access token lives until it expires (the default).
+    Never,
+    /// When the refresh happens: every earlier access token of the grant is revoked (Django
+    /// OAuth Toolkit, and Doorkeeper by default).
+    AtRefresh,
+    /// When an access token is first used at an API endpoint (`/oauth/token/info`,
+    /// `/v8/users/me`): every access token of its grant issued before it is revoked
+    /// (Doorkeeper's `revoke_previous_refresh_token_on_use`).
+    OnFirstUse,
 }
 
 /// The size of a [`Fault::Huge`] body: four times tokend's cap on response bodies.
 pub const HUGE_BODY: usize = 4 * 1024 * 1024;
+
+/// The metadata documents the provider publishes; none until [`Fake::publish`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metadata {
+    /// The issuer's path: `""` for the issuer `BASE`, `"/tenant/a"` for `BASE/tenant/a`.
+    pub issuer_path: String,
+    /// Serve RFC 8414's document, at `/.well-known/oauth-authorization-server{issuer_path}`.
+    pub rfc8414: bool,
+    /// Serve OpenID Connect's document, at `{issuer_path}/.well-known/openid-configuration`.
+    pub openid: bool,
+    /// Name this issuer in the documents instead of the right one.
+    pub issuer_override: Option<String>,
+    /// List this as the token endpoint instead of the provider's own.
+    pub token_endpoint: Option<String>,
+    /// Answer with this body instead of a document.
+    pub body: Option<MetadataBody>,
+}
+
+/// A metadata answer that is not a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataBody {
+    /// A valid document padded to [`HUGE_BODY`] bytes.
+    Huge,
+    /// An HTML page.
+    Garbage,
+}
 
 /// A registered client.
 #[derive(Debug, Clone)]
@@ -105,6 +155,10 @@ struct Issued {
     scope: Option<String>,
     grant: u64,
     revoked: bool,
+    /// Issue order among all access tokens.
+    order: usize,
+    /// Presented at an API endpoint at least once.
+    used: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -148,8 +202,13 @@ struct Inner {
     deny_authorization: Option<String>,
     issuer_param: Option<String>,
     info_requests: u64,
+    info_answer: Option<(u16, String)>,
     codes_issued: Vec<String>,
     token_size: usize,
+    metadata: Option<Metadata>,
+    metadata_requests: Vec<String>,
+    revoke_on_refresh: RevokeOnRefresh,
+    reject_every_use: bool,
 }
 
 /// The provider's shared state.
@@ -210,8 +269,13 @@ impl FakeProvider {
                 deny_authorization: None,
                 issuer_param: None,
                 info_requests: 0,
+                info_answer: None,
                 codes_issued: Vec::new(),
                 token_size: 0,
+                metadata: None,
+                metadata_requests: Vec::new(),
+                revoke_on_refresh: RevokeOnRefresh::Never,
+                reject_every_use: false,
             })),
         };
         let app = axum::Router::new().fallback(handle).with_state(fake.clone());
@@ -272,6 +336,17 @@ impl Fake {
         self.with(|i| i.token_size = bytes);
     }
 
+    /// Whether and when a refresh revokes the grant's earlier access tokens (default: never).
+    pub fn set_revoke_on_refresh(&self, mode: RevokeOnRefresh) {
+        self.with(|i| i.revoke_on_refresh = mode);
+    }
+
+    /// The API endpoints answer 401 to every token, as a server whose tokens all fail to verify
+    /// would (default: off).
+    pub fn reject_every_use(&self, on: bool) {
+        self.with(|i| i.reject_every_use = on);
+    }
+
     /// Delays token responses by `delay` after the grant has been carried out (tokens issued,
     /// refresh token rotated): the server has acted, the answer is still on its way.
     pub fn set_answer_delay(&self, delay: Duration) {
@@ -313,6 +388,29 @@ impl Fake {
     /// The authorization endpoint adds `iss=VALUE` to its redirects (RFC 9207).
     pub fn send_issuer(&self, issuer: Option<&str>) {
         self.with(|i| i.issuer_param = issuer.map(str::to_owned));
+    }
+
+    /// The info endpoint answers a request that carries a live token with this status and
+    /// body (sent as JSON, whatever it holds) instead of describing the token; `None` restores
+    /// the description.
+    pub fn set_info_answer(&self, answer: Option<(u16, String)>) {
+        self.with(|i| i.info_answer = answer);
+    }
+
+    /// Publishes (or with `None`, withdraws) metadata documents.
+    pub fn publish(&self, metadata: Option<Metadata>) {
+        self.with(|i| i.metadata = metadata);
+    }
+
+    /// The issuer of the published metadata: the base URL and the issuer path.
+    pub fn issuer(&self) -> String {
+        let path = self.with(|i| i.metadata.as_ref().map(|m| m.issuer_path.clone()).unwrap_or_default());
+        format!("{}{path}", self.base)
+    }
+
+    /// The path of every request for a `.well-known` document so far, in order.
+    pub fn metadata_requests(&self) -> Vec<String> {
+        self.with(|i| i.metadata_requests.clone())
     }
 
     /// How many token requests arrived.
@@ -395,6 +493,19 @@ impl Fake {
     }
 }
 
+/// Marks `token` used; on its first use, revokes the earlier tokens of its grant if the server
+/// does so ([`RevokeOnRefresh::OnFirstUse`]).
+fn first_use(i: &mut Inner, token: &str) {
+    let Some(t) = i.issued.get_mut(token).filter(|t| !t.used) else { return };
+    t.used = true;
+    let (grant, order) = (t.grant, t.order);
+    if i.revoke_on_refresh == RevokeOnRefresh::OnFirstUse {
+        for earlier in i.issued.values_mut().filter(|e| e.grant == grant && e.order < order) {
+            earlier.revoked = true;
+        }
+    }
+}
+
 fn accepts(i: &Inner, token: &str, now: SystemTime) -> bool {
     i.issued.get(token).is_some_and(|t| !t.revoked && t.expires_at > now && !i.revoked_grants.contains(&t.grant))
 }
@@ -423,6 +534,9 @@ async fn handle(State(fake): State<Fake>, request: Request) -> Response {
         url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect();
     let body = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    if path.contains("/.well-known/") {
+        return metadata(&fake, &path);
+    }
     match (parts.method.clone(), path.as_str()) {
         (Method::POST, "/oauth/token" | "/v8/oauth/token") => token(&fake, &path, &parts.headers, form).await,
         (Method::GET, "/oauth/authorize") => authorize(&fake, query),
@@ -541,6 +655,10 @@ async fn token(fake: &Fake, path: &str, headers: &HeaderMap, form: HashMap<Strin
             fake.with(|i| issue(i, headers, &form));
             return hang_up();
         }
+        Some(Fault::Field(field, value)) => {
+            let response = fake.with(|i| issue(i, headers, &form));
+            return with_field(response, field, value).await;
+        }
         None => {}
     }
     let (response, answer_delay) = fake.with(|i| (issue(i, headers, &form), i.answer_delay));
@@ -572,6 +690,15 @@ fn huge() -> Response {
     body.push_str(tail);
     debug_assert_eq!(body.len(), HUGE_BODY);
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// `response`, a JSON token response, with `field` set to `value`.
+async fn with_field(response: Response, field: &str, value: serde_json::Value) -> Response {
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    let mut json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    json[field] = value;
+    (parts.status, [(header::CONTENT_TYPE, "application/json")], json.to_string()).into_response()
 }
 
 fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> Response {
@@ -639,6 +766,12 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
             return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", &format!("{other:?}"));
         }
     };
+    let refreshed = form.get("grant_type").map(String::as_str) == Some("refresh_token");
+    if refreshed && i.revoke_on_refresh == RevokeOnRefresh::AtRefresh {
+        for t in i.issued.values_mut().filter(|t| t.grant == grant) {
+            t.revoked = true;
+        }
+    }
     let refresh = with_refresh.then(|| {
         let token = random("rt_");
         let sequence = i.refresh.len() as u64 + 1;
@@ -659,6 +792,7 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
     while access.len() < i.token_size {
         access.push_str(&random("."));
     }
+    let order = i.issued.len();
     i.issued.insert(
         access.clone(),
         Issued {
@@ -668,6 +802,8 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
             scope: scope.clone(),
             grant,
             revoked: false,
+            order,
+            used: false,
         },
     );
     let secs = i.lifetime.as_secs();
@@ -783,8 +919,13 @@ fn info(fake: &Fake, headers: &HeaderMap) -> Response {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        if !accepts(i, token, SystemTime::now()) {
+        if i.reject_every_use || !accepts(i, token, SystemTime::now()) {
             return json(StatusCode::UNAUTHORIZED, serde_json::json!({ "error": "invalid_token" }));
+        }
+        first_use(i, token);
+        if let Some((status, body)) = i.info_answer.clone() {
+            return (StatusCode::from_u16(status).unwrap(), [(header::CONTENT_TYPE, "application/json")], body)
+                .into_response();
         }
         let t = &i.issued[token];
         json(
@@ -798,4 +939,49 @@ fn info(fake: &Fake, headers: &HeaderMap) -> Response {
             }),
         )
     })
+}
+
+fn metadata(fake: &Fake, path: &str) -> Response {
+    fake.with(|i| {
+        i.metadata_requests.push(path.to_owned());
+        let Some(m) = &i.metadata else {
+            return (StatusCode::NOT_FOUND, "not found").into_response();
+        };
+        let served = (m.rfc8414 && path == format!("/.well-known/oauth-authorization-server{}", m.issuer_path))
+            || (m.openid && path == format!("{}/.well-known/openid-configuration", m.issuer_path));
+        if !served {
+            return (StatusCode::NOT_FOUND, "not found").into_response();
+        }
+        let base = &fake.base;
+        let document = serde_json::json!({
+            "issuer": m.issuer_override.clone().unwrap_or_else(|| format!("{base}{}", m.issuer_path)),
+            "token_endpoint": m.token_endpoint.clone().unwrap_or_else(|| format!("{base}/oauth/token")),
+            "authorization_endpoint": format!("{base}/oauth/authorize"),
+            "revocation_endpoint": format!("{base}/oauth/revoke"),
+            "userinfo_endpoint": format!("{base}/oauth/token/info"),
+            "device_authorization_endpoint": format!("{base}/oauth/device"),
+            "response_types_supported": ["code"],
+            "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+            "code_challenge_methods_supported": ["S256"],
+        });
+        match m.body {
+            None => json(StatusCode::OK, document),
+            Some(MetadataBody::Garbage) => {
+                (StatusCode::OK, [(header::CONTENT_TYPE, "text/html")], "<html>Under maintenance</html>")
+                    .into_response()
+            }
+            Some(MetadataBody::Huge) => {
+                let mut text = document.to_string();
+                text.pop();
+                text.push_str(",\"padding\":\"");
+                text.extend(std::iter::repeat_n('x', HUGE_BODY.saturating_sub(text.len() + 2)));
+                text.push_str("\"}");
+                json_text(text)
+            }
+        }
+    })
+}
+
+fn json_text(text: String) -> Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], text).into_response()
 }

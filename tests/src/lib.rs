@@ -4,6 +4,7 @@
 //! The binaries are looked up next to the test executable (`target/debug/`), where
 //! `cargo test --workspace` builds them, or at `$TOKEND_BIN` and `$TOKENCTL_BIN`.
 
+pub mod dbus;
 pub mod fake;
 pub mod http;
 pub mod impostor;
@@ -132,6 +133,8 @@ impl Tokend {
             .env_remove("NOTIFY_SOCKET")
             .env_remove("LISTEN_FDS")
             .env_remove("JOURNAL_STREAM")
+            // No desktop notifications on the developer's own session bus.
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
             .env("HOME", self.dir.path())
             .env("XDG_CONFIG_HOME", self.dir.path().join("xdg-config"))
             .env("XDG_RUNTIME_DIR", self.dir.path().join("xdg-run"))
@@ -191,6 +194,86 @@ impl Tokend {
             pipe.write_all(text.as_bytes()).await.unwrap();
             drop(pipe);
         }
+        tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+            .await
+            .expect("tokenctl finished within 2 minutes")
+            .expect("tokenctl ran")
+    }
+
+    /// Runs `tokenctl` with its stdout and stderr on a pseudo-terminal, as when a person runs it
+    /// (at most 60 s); returns its exit status and everything it showed, with the terminal's
+    /// `\r\n` line ends turned back into `\n`.
+    pub async fn tokenctl_in_terminal(&self, args: &[&str]) -> (ExitStatus, String) {
+        use std::io::Read;
+        use std::os::fd::{FromRawFd, OwnedFd};
+        let (mut master, mut slave) = (-1, -1);
+        // SAFETY: openpty writes two descriptors it opened, which are then owned here.
+        let (master, slave) = unsafe {
+            let opened =
+                libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null());
+            assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
+            (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave))
+        };
+        let mut command = std::process::Command::new(bin("tokenctl"));
+        command
+            .args(args)
+            .env("TOKEND_SOCKET", &self.socket)
+            .env_remove("TOKEND_CONFIG")
+            .env("XDG_CONFIG_HOME", self.dir.path().join("xdg-config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(slave.try_clone().expect("dup the terminal")))
+            .stderr(Stdio::from(slave));
+        let mut child = command.spawn().expect("spawn tokenctl");
+        // The child holds the only copies of the terminal's slave side now, so reading the
+        // master ends (with EIO) when the child exits.
+        drop(command);
+        let reader = std::thread::spawn(move || {
+            let mut master = std::fs::File::from(master);
+            let mut shown = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = master.read(&mut buf) {
+                shown.extend_from_slice(&buf[..n]);
+            }
+            shown
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("poll tokenctl") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!("tokenctl {args:?} did not finish within 60s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let shown = tokio::task::spawn_blocking(move || reader.join().expect("terminal reader")).await.unwrap();
+        (status, String::from_utf8_lossy(&shown).replace("\r\n", "\n"))
+    }
+
+    /// Runs `tokenctl` with its stdout on a pipe whose reader has already gone, as in
+    /// `tokenctl … | head -0`; stderr is captured.
+    pub async fn tokenctl_into_closed_pipe(&self, args: &[&str]) -> Output {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        let mut fds = [-1; 2];
+        // SAFETY: pipe writes two descriptors it opened, which are then owned here.
+        let write_end = unsafe {
+            assert_eq!(libc::pipe(fds.as_mut_ptr()), 0, "pipe: {}", std::io::Error::last_os_error());
+            drop(OwnedFd::from_raw_fd(fds[0]));
+            OwnedFd::from_raw_fd(fds[1])
+        };
+        let mut command = Command::new(bin("tokenctl"));
+        command
+            .args(args)
+            .env("TOKEND_SOCKET", &self.socket)
+            .env_remove("TOKEND_CONFIG")
+            .env("XDG_CONFIG_HOME", self.dir.path().join("xdg-config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(write_end))
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let child = command.spawn().expect("spawn tokenctl");
+        drop(command);
         tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
             .await
             .expect("tokenctl finished within 2 minutes")
@@ -349,6 +432,19 @@ impl Tokend {
         let mut command = Command::new(bin("tokenctl"));
         command.args(args).env("TOKEND_SOCKET", &self.socket);
         Running::spawn(command)
+    }
+
+    /// Logs `profile` in against the fake provider, which approves at once: runs `tokenctl login
+    /// --no-browser`, visits the URL it prints and follows the redirect, as a browser would.
+    pub async fn log_in(&self, profile: &str) {
+        let mut login = self.spawn_tokenctl(&["login", profile, "--no-browser"]);
+        let url = login.login_url().await;
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let approved = http.get(&url).send().await.expect("visit the authorization URL");
+        let location = approved.headers()["location"].to_str().unwrap().to_owned();
+        http.get(&location).send().await.expect("follow the redirect to tokend");
+        let (exit, output) = login.finish().await;
+        assert!(exit.success(), "{output}\n{}", self.log());
     }
 
     /// The refresh token saved for `profile`, read from the state file.

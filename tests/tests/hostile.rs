@@ -8,7 +8,7 @@ use tokend_e2e::fake::ClientAuth;
 use tokend_e2e::wire::{self, frame, read_frame};
 use tokend_e2e::{FakeProvider, Tokend};
 use tokend_proto::message::Refusal;
-use tokend_proto::{Hello, HelloReply, Request, Response};
+use tokend_proto::{Hello, HelloReply, PROTOCOL_VERSION, Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -114,7 +114,11 @@ async fn a_wrong_protocol_version_is_told_so() {
     stream.write_all(&frame(&hello)).await.unwrap();
     let reply: HelloReply = read_frame(&mut stream).await.unwrap();
     assert_eq!(reply.refusal, Some(Refusal::VersionMismatch));
-    assert!(reply.message.contains("protocol 99") && reply.message.contains("protocol 1"), "{}", reply.message);
+    assert!(
+        reply.message.contains("protocol 99") && reply.message.contains(&format!("protocol {PROTOCOL_VERSION}")),
+        "{}",
+        reply.message
+    );
     assert!(closed_by_daemon(&mut stream).await);
 }
 

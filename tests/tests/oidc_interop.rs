@@ -1,6 +1,7 @@
 //! Interop with oidc-provider, an OAuth 2 server written by others: client_credentials with
 //! both client authentication methods, the authorization code flow with PKCE through its real
-//! login and consent pages, refresh token rotation across restarts, and revocation at logout.
+//! login and consent pages, refresh token rotation across restarts, revocation at logout, and
+//! profiles configured by nothing but its issuer (OpenID Connect Discovery).
 
 use std::time::Duration;
 
@@ -133,4 +134,49 @@ async fn logout_revokes_and_introspection_reports_the_tokens_inactive() {
     assert!(!oidc.is_active(&refresh).await, "the refresh token is revoked");
     assert!(!oidc.is_active(&token).await, "the access token is revoked");
     assert_eq!(tokend.tokenctl(&["token", "web"]).await.status.code(), Some(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_configured_only_by_issuer_do_client_credentials_and_the_browser_login() {
+    require!(Need::Node);
+    let redirect = format!("http://127.0.0.1:{}/callback", free_port());
+    let oidc = OidcProvider::start(&redirect, Duration::from_secs(3600)).await;
+    let config = format!(
+        r#"
+[profiles.cc]
+grant = "client_credentials"
+issuer = "{issuer}"
+client_id = "cc-basic"
+client_secret = "cc-basic-secret"
+scopes = ["api:read"]
+
+[profiles.web]
+grant = "authorization_code"
+issuer = "{issuer}"
+redirect_uri = "{redirect}"
+client_id = "web"
+client_secret = "web-secret"
+client_auth = "post"
+scopes = ["api:read"]
+"#,
+        issuer = oidc.issuer
+    );
+    let tokend = Tokend::start(&config).await;
+
+    let token = tokend.tokenctl_ok(&["token", "cc"]).await;
+    let info = oidc.introspect(token.trim()).await;
+    assert_eq!(info["active"], true, "{info}");
+    assert_eq!(info["client_id"], "cc-basic");
+
+    // The login goes to the discovered authorization endpoint, and its redirect's `iss` is
+    // checked against the issuer (RFC 9207).
+    log_in(&tokend, &redirect).await;
+    let token = tokend.tokenctl_ok(&["token", "web"]).await.trim().to_owned();
+    let info = oidc.introspect(&token).await;
+    assert_eq!((info["active"].clone(), info["sub"].clone()), (true.into(), "alice".into()), "{info}");
+
+    // Logout revokes at the discovered revocation endpoint.
+    let out = tokend.tokenctl_ok(&["logout", "web"]).await;
+    assert!(out.contains("revoked at the server"), "{out}");
+    assert!(!oidc.is_active(&token).await);
 }

@@ -1,7 +1,8 @@
-//! The recipes in docs/recipes.md, run as written: a shell script, a Python module and a Rust
-//! program that call an API with a token and retry once after a 401; and Python, Node.js and Go
-//! programs that use the HTTP API both ways — asking for the token (and retrying once after a
-//! 401 themselves), and sending requests through the proxy (which retries for them).
+//! The recipes in docs/recipes.md, run as written: shell scripts (one with `tokenctl exec`), a
+//! Python module and a Rust program that call an API with a token and retry once after a 401;
+//! and Python, Node.js and Go programs that use the HTTP API both ways — asking for the token
+//! (and retrying once after a 401 themselves), and sending requests through the proxy (which
+//! retries for them).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -57,6 +58,17 @@ async fn the_shell_recipe_retries_once_after_a_401() {
     run_twice(|| {
         let mut command = Command::new("sh");
         command.arg(root().join("examples/shell/call-api.sh"));
+        command
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tokenctl_exec_recipe_retries_once_after_a_401() {
+    require!(Need::Program("curl"));
+    run_twice(|| {
+        let mut command = Command::new("sh");
+        command.arg(root().join("examples/shell/exec-call-api.sh"));
         command
     })
     .await;

@@ -67,6 +67,50 @@ async fn exec_runs_the_command_with_the_token_and_passes_its_exit_status_through
     assert_eq!(unknown.status.code(), Some(4), "no token, no command");
 }
 
+/// Runs `tokenctl exec p --retry-on-exit 77` with a command that records each token it is given
+/// and exits with the next of `exits`; returns tokenctl's exit code and the tokens, one per run.
+async fn exec_with_retry(tokend: &Tokend, exits: &[u8]) -> (Option<i32>, Vec<String>) {
+    let runs = tokend.dir.path().join("runs");
+    let script = format!(
+        "printf '%s\\n' \"$TOKEN\" >> '{runs}'; set -- {exits}; shift $(( $(wc -l < '{runs}') - 1 )); exit $1",
+        runs = runs.display(),
+        exits = exits.iter().map(u8::to_string).collect::<Vec<_>>().join(" ")
+    );
+    let out = tokend.tokenctl(&["exec", "p", "--retry-on-exit", "77", "--", "sh", "-c", &script]).await;
+    let tokens = std::fs::read_to_string(&runs).unwrap_or_default().lines().map(str::to_owned).collect();
+    (out.status.code(), tokens)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_runs_the_command_once_more_with_a_new_token_when_it_exits_with_the_retry_code() {
+    let (fake, tokend) = daemon(Duration::from_secs(3600)).await;
+    let (code, tokens) = exec_with_retry(&tokend, &[77, 0]).await;
+    assert_eq!(code, Some(0), "{}", tokend.log());
+    assert_eq!(tokens.len(), 2, "{tokens:?}");
+    assert_ne!(tokens[0], tokens[1], "the second run has a new token");
+    assert!(fake.accepts(&tokens[1]));
+    assert_eq!(fake.token_requests(), 2, "the first token was reported, and replaced once");
+    assert_eq!(tokend.log().matches("a client reports the token was rejected").count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_passes_on_the_second_run_s_status_and_never_runs_a_third_time() {
+    let (fake, tokend) = daemon(Duration::from_secs(3600)).await;
+    let (code, tokens) = exec_with_retry(&tokend, &[77, 77, 0]).await;
+    assert_eq!(code, Some(77));
+    assert_eq!(tokens.len(), 2, "{tokens:?}");
+    assert_eq!(fake.token_requests(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_does_not_retry_on_any_other_status() {
+    let (fake, tokend) = daemon(Duration::from_secs(3600)).await;
+    let (code, tokens) = exec_with_retry(&tokend, &[3, 0]).await;
+    assert_eq!(code, Some(3));
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
+    assert_eq!(fake.token_requests(), 1, "nothing was reported");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_prints_each_new_token_and_state_change_as_it_happens() {
     let (fake, tokend) = daemon(Duration::from_secs(2)).await;

@@ -26,8 +26,8 @@ use toml::Spanned;
 use url::Url;
 
 pub use source::SecretSource;
-pub use value::MAX_DURATION;
 use value::{HumanDuration, LogLevel, RawGrant};
+pub use value::{MAX_DURATION, check_endpoint};
 
 /// How long before expiry a token is refreshed, unless the profile says otherwise.
 pub const DEFAULT_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
@@ -43,6 +43,10 @@ pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `tokenctl login` waits for the browser.
 pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// How long an `authorization_code` profile's token must not have been handed out before a
+/// refresh replaces it (capped at an eighth of the token's lifetime), unless the profile says
+/// otherwise. `client_credentials` profiles have no quiet window unless they set one.
+pub const DEFAULT_QUIET_WINDOW: Duration = Duration::from_secs(2);
 /// How many client connections are served at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 
@@ -117,19 +121,19 @@ pub struct Profile {
     pub name: String,
     /// The grant.
     pub grant: Grant,
-    /// The token endpoint.
-    pub token_url: Url,
-    /// The authorization endpoint (authorization_code only).
-    pub authorize_url: Option<Url>,
+    /// The endpoints the file sets. Read them through [`Profile::token_url`] and its siblings,
+    /// which fall back to the discovered ones.
+    pub configured: Endpoints,
+    /// The endpoints discovered from `issuer` (RFC 8414 / OpenID Connect Discovery), once known;
+    /// always `None` in a freshly loaded config, which does no network I/O (see
+    /// [`crate::endpoints`]).
+    pub discovered: Option<Endpoints>,
     /// The loopback redirect URI (authorization_code only).
     pub redirect_uri: Option<Url>,
-    /// The authorization server's issuer identifier, checked against `iss` in redirects
-    /// (RFC 9207). Without it, `iss` must have the authorize URL's origin.
+    /// The authorization server's issuer identifier: an https URL (http for loopback) without
+    /// query or fragment. Checked against `iss` in redirects (RFC 9207), and the source of every
+    /// endpoint the file does not set. Without it, `iss` must have the authorize URL's origin.
     pub issuer: Option<String>,
-    /// The RFC 7009 revocation endpoint.
-    pub revoke_url: Option<Url>,
-    /// An endpoint that describes the token or its owner.
-    pub info_url: Option<Url>,
     /// The API the token is for: the proxy sends requests there, and only there.
     pub api_base: Option<Url>,
     /// The client identifier.
@@ -158,6 +162,9 @@ pub struct Profile {
     pub retry_max: Duration,
     /// How long a login waits for the browser.
     pub login_timeout: Duration,
+    /// How long the token must not have been handed out before a refresh replaces it, for
+    /// servers that revoke the old access token when they issue a new one; zero for none.
+    pub quiet_window: Duration,
     /// Command run when this profile needs a login.
     pub notify_command: Option<String>,
 }
@@ -174,14 +181,26 @@ impl Profile {
             hasher.update((value.len() as u64).to_be_bytes());
             hasher.update(value.as_bytes());
         };
+        // Discovered endpoints are not part of it: the issuer vouches for them (RFC 8414 §3.3),
+        // so a server that moves its token endpoint keeps its users logged in.
+        let issuer = self.issuer.as_deref().unwrap_or_default();
+        let discovered = |url: &Option<Url>| match url {
+            Some(url) => url.as_str().to_owned(),
+            None if issuer.is_empty() => String::new(),
+            None => format!("discovered from {issuer}"),
+        };
         field("grant", self.grant.as_str());
-        field("token_url", self.token_url.as_str());
+        field("token_url", &discovered(&self.configured.token));
         field("client_id", &self.client_id);
         field("client_secret_source", &self.client_secret_source.identity());
         let mut scopes = self.scopes.clone();
         scopes.sort();
         field("scopes", &scopes.join(" "));
-        field("authorize_url", self.authorize_url.as_ref().map_or("", Url::as_str));
+        let authorize = match self.grant {
+            Grant::AuthorizationCode => discovered(&self.configured.authorization),
+            Grant::ClientCredentials => String::new(),
+        };
+        field("authorize_url", &authorize);
         field("redirect_uri", self.redirect_uri.as_ref().map_or("", Url::as_str));
         let digest = hasher.finalize();
         digest.iter().map(|b| format!("{b:02x}")).collect()
@@ -191,6 +210,80 @@ impl Profile {
     pub fn scope_param(&self) -> Option<String> {
         (!self.scopes.is_empty()).then(|| self.scopes.join(" "))
     }
+
+    /// The token endpoint: configured, else discovered. `None` only while discovery is pending.
+    pub fn token_url(&self) -> Option<&Url> {
+        self.endpoint(|e| e.token.as_ref())
+    }
+
+    /// The authorization endpoint (authorization_code only): configured, else discovered.
+    pub fn authorize_url(&self) -> Option<&Url> {
+        self.endpoint(|e| e.authorization.as_ref()).filter(|_| self.grant == Grant::AuthorizationCode)
+    }
+
+    /// The RFC 8628 device authorization endpoint, when the issuer publishes one.
+    pub fn device_authorization_url(&self) -> Option<&Url> {
+        self.endpoint(|e| e.device_authorization.as_ref())
+    }
+
+    /// The RFC 7009 revocation endpoint: configured, else discovered.
+    pub fn revoke_url(&self) -> Option<&Url> {
+        self.endpoint(|e| e.revocation.as_ref())
+    }
+
+    /// The info endpoint: configured, else the discovered `userinfo_endpoint`.
+    pub fn info_url(&self) -> Option<&Url> {
+        self.endpoint(|e| e.info.as_ref())
+    }
+
+    fn endpoint(&self, pick: impl Fn(&Endpoints) -> Option<&Url>) -> Option<&Url> {
+        pick(&self.configured).or_else(|| self.discovered.as_ref().and_then(pick))
+    }
+
+    /// Whether the profile cannot make a request before discovery finds an endpoint the file
+    /// leaves out: the token endpoint, or the authorization endpoint of a login profile.
+    pub fn needs_discovery(&self) -> bool {
+        self.issuer.is_some()
+            && (self.token_url().is_none()
+                || (self.grant == Grant::AuthorizationCode && self.authorize_url().is_none()))
+    }
+
+    /// Whether discovery has anything to add: an `issuer` is set and the file leaves out at
+    /// least one endpoint.
+    pub fn wants_discovery(&self) -> bool {
+        let c = &self.configured;
+        self.issuer.is_some()
+            && (c.token.is_none()
+                || (self.grant == Grant::AuthorizationCode && c.authorization.is_none())
+                || c.device_authorization.is_none()
+                || c.revocation.is_none()
+                || c.info.is_none())
+    }
+
+    /// Whether `other` has the same settings from the file, whatever either discovered.
+    pub fn same_settings(&self, other: &Profile) -> bool {
+        Profile { discovered: None, ..self.clone() } == Profile { discovered: None, ..other.clone() }
+    }
+
+    /// This profile with `discovered` as its discovered endpoints.
+    pub fn with_discovered(&self, discovered: Option<Endpoints>) -> Profile {
+        Profile { discovered, ..self.clone() }
+    }
+}
+
+/// A profile's endpoints, each set or not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Endpoints {
+    /// The token endpoint (`token_url`, `token_endpoint`).
+    pub token: Option<Url>,
+    /// The authorization endpoint (`authorize_url`, `authorization_endpoint`).
+    pub authorization: Option<Url>,
+    /// The RFC 8628 device authorization endpoint (`device_authorization_endpoint`).
+    pub device_authorization: Option<Url>,
+    /// The RFC 7009 revocation endpoint (`revoke_url`, `revocation_endpoint`).
+    pub revocation: Option<Url>,
+    /// The info endpoint (`info_url`, OpenID Connect's `userinfo_endpoint`).
+    pub info: Option<Url>,
 }
 
 /// A configuration that could not be loaded.
@@ -390,10 +483,10 @@ impl RawDaemon {
 #[serde(deny_unknown_fields)]
 struct RawProfile {
     grant: RawGrant,
-    token_url: value::EndpointUrl,
+    token_url: Option<value::EndpointUrl>,
     authorize_url: Option<value::EndpointUrl>,
     redirect_uri: Option<Spanned<value::LoopbackUrl>>,
-    issuer: Option<value::NonEmpty>,
+    issuer: Option<value::IssuerUrl>,
     revoke_url: Option<value::EndpointUrl>,
     info_url: Option<value::EndpointUrl>,
     api_base: Option<value::ApiBase>,
@@ -416,6 +509,7 @@ struct RawProfile {
     retry_min: Option<value::PositiveDuration>,
     retry_max: Option<value::PositiveDuration>,
     login_timeout: Option<value::PositiveDuration>,
+    quiet_window: Option<HumanDuration>,
     notify_command: Option<String>,
 }
 
@@ -498,18 +592,28 @@ impl RawProfile {
                 "grant = \"client_credentials\" needs a client secret: set one of client_secret, client_secret_file, client_secret_env or client_secret_command".into(),
             ));
         }
+        let issuer = self.issuer.map(|i| i.0);
+        if self.token_url.is_none() && issuer.is_none() {
+            return Err((
+                KeyRef::key("token_url"),
+                "required, unless `issuer` is set and the server publishes its endpoints (RFC 8414 / OpenID Connect Discovery)".into(),
+            ));
+        }
         let (authorize_url, redirect_uri) = match grant {
             Grant::AuthorizationCode => {
-                let authorize = self.authorize_url.ok_or_else(|| {
-                    (KeyRef::key("authorize_url"), "required for grant = \"authorization_code\"".to_owned())
-                })?;
+                if self.authorize_url.is_none() && issuer.is_none() {
+                    return Err((
+                        KeyRef::key("authorize_url"),
+                        "required for grant = \"authorization_code\", unless `issuer` is set and the server publishes its endpoints".to_owned(),
+                    ));
+                }
                 let redirect = self.redirect_uri.ok_or_else(|| {
                     (
                         KeyRef::key("redirect_uri"),
                         "required for grant = \"authorization_code\"; use a loopback URI such as \"http://127.0.0.1:8976/callback\" and register it with the server".to_owned(),
                     )
                 })?;
-                (Some(authorize.0), Some(redirect.into_inner().0))
+                (self.authorize_url.map(|u| u.0), Some(redirect.into_inner().0))
             }
             Grant::ClientCredentials => {
                 if let Some(redirect) = &self.redirect_uri {
@@ -554,12 +658,16 @@ impl RawProfile {
         Ok(Profile {
             name: name.to_owned(),
             grant,
-            token_url: self.token_url.0,
-            authorize_url,
+            configured: Endpoints {
+                token: self.token_url.map(|u| u.0),
+                authorization: authorize_url,
+                device_authorization: None,
+                revocation: self.revoke_url.map(|u| u.0),
+                info: self.info_url.map(|u| u.0),
+            },
+            discovered: None,
             redirect_uri,
-            issuer: self.issuer.map(|i| i.0),
-            revoke_url: self.revoke_url.map(|u| u.0),
-            info_url: self.info_url.map(|u| u.0),
+            issuer,
             api_base: self.api_base.map(|u| u.0),
             client_id: self.client_id.0,
             client_secret_source: source,
@@ -574,6 +682,16 @@ impl RawProfile {
             retry_min,
             retry_max,
             login_timeout: self.login_timeout.map_or(DEFAULT_LOGIN_TIMEOUT, |d| d.0),
+            // Servers revoke on refresh along a grant's chain of refresh tokens; a new
+            // client_credentials token revokes the old one only where a server is set up so
+            // (Doorkeeper's `revoke_previous_client_credentials_token`), which its users know.
+            quiet_window: self.quiet_window.map_or(
+                match grant {
+                    Grant::AuthorizationCode => DEFAULT_QUIET_WINDOW,
+                    Grant::ClientCredentials => Duration::ZERO,
+                },
+                |d| d.0,
+            ),
             notify_command: self.notify_command.filter(|c| !c.trim().is_empty()),
         })
     }

@@ -13,6 +13,9 @@ client_secret = "s3cret"
 token_params = { response_type = "token" }
 "#;
 
+/// The security fingerprint of [`MINUT`] as tokend computed it before endpoint discovery.
+const MINUT_FINGERPRINT: &str = "e43ef777ad2714cab5754aa8b26a69c14a86b783aa578c39cb2620904bdf3651";
+
 #[test]
 fn a_minimal_client_credentials_profile_gets_sensible_defaults() {
     let config = parse(MINUT).unwrap();
@@ -81,7 +84,72 @@ fn a_bad_value_names_its_key_but_never_shows_the_value() {
     assert!(!err.to_string().contains("s3cret"), "{err}");
     let err = parse(&(MINUT.to_owned() + "[profiles.x]\ngrant = \"client_credentials\"\n")).unwrap_err();
     assert_eq!(err.key.as_deref(), Some("profiles.x"), "{err}");
-    assert!(err.message.contains("token_url"), "{err}");
+    assert!(err.message.contains("client_id"), "{err}");
+}
+
+#[test]
+fn token_url_is_required_unless_an_issuer_publishes_it() {
+    let without = MINUT.replace("token_url = \"https://api.minut.com/v8/oauth/token\"\n", "");
+    let err = parse(&without).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("profiles.minut.token_url"), "{err}");
+    assert!(err.message.contains("unless `issuer` is set"), "{err}");
+    let config = parse(&without.replace("grant =", "issuer = \"https://as.example/tenant\"\ngrant =")).unwrap();
+    let profile = &config.profiles["minut"];
+    assert_eq!(profile.token_url(), None, "loading does no discovery");
+    assert!(profile.needs_discovery() && profile.wants_discovery());
+    assert_eq!(profile.issuer.as_deref(), Some("https://as.example/tenant"), "kept exactly as written");
+}
+
+#[test]
+fn a_login_profile_configured_by_issuer_needs_no_endpoint_urls() {
+    let text = "[profiles.mm]\ngrant = \"authorization_code\"\nissuer = \"https://as.example\"\nredirect_uri = \"http://127.0.0.1:8976/cb\"\nclient_id = \"a\"\n";
+    let profile = parse(text).unwrap().profiles["mm"].clone();
+    assert!(profile.needs_discovery());
+    let err = parse(&text.replace("issuer = \"https://as.example\"", "token_url = \"https://as.example/token\""))
+        .unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("profiles.mm.authorize_url"), "{err}");
+}
+
+#[test]
+fn explicit_endpoints_win_over_discovered_ones() {
+    let text = MINUT
+        .replace("grant =", "issuer = \"https://as.example\"\nrevoke_url = \"https://mine.example/revoke\"\ngrant =");
+    let spec = parse(&text).unwrap().profiles["minut"].clone();
+    assert!(!spec.needs_discovery() && spec.wants_discovery(), "the optional endpoints are still worth discovering");
+    let url = |s: &str| Some(url::Url::parse(s).unwrap());
+    let profile = spec.with_discovered(Some(Endpoints {
+        token: url("https://as.example/token"),
+        revocation: url("https://as.example/revoke"),
+        info: url("https://as.example/me"),
+        ..Endpoints::default()
+    }));
+    assert_eq!(profile.token_url().unwrap().as_str(), "https://api.minut.com/v8/oauth/token");
+    assert_eq!(profile.revoke_url().unwrap().as_str(), "https://mine.example/revoke");
+    assert_eq!(profile.info_url().unwrap().as_str(), "https://as.example/me");
+    assert!(profile.same_settings(&spec), "discovered endpoints are not settings");
+    assert_eq!(profile.security_fingerprint(), spec.security_fingerprint());
+}
+
+#[test]
+fn the_fingerprint_of_a_profile_without_an_issuer_is_what_it_always_was() {
+    // Tokens saved before discovery existed must still be reused.
+    let profile = parse(MINUT).unwrap().profiles["minut"].clone();
+    assert_eq!(profile.security_fingerprint(), MINUT_FINGERPRINT);
+}
+
+#[test]
+fn an_issuer_must_be_an_https_url_without_query_or_fragment() {
+    for (issuer, why) in [
+        ("http://as.example", "not an https URL"),
+        ("https://as.example/?tenant=a", "query or #fragment"),
+        ("https://as.example/#x", "query or #fragment"),
+        ("as.example", "invalid issuer"),
+    ] {
+        let err = parse(&MINUT.replace("grant =", &format!("issuer = \"{issuer}\"\ngrant ="))).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("issuer"), "{issuer}: {err}");
+        assert!(err.message.contains(why), "{issuer}: {err}");
+    }
+    assert!(parse(&MINUT.replace("grant =", "issuer = \"http://127.0.0.1:8080/x\"\ngrant =")).is_ok());
 }
 
 #[test]
@@ -382,4 +450,47 @@ fn api_base_must_be_https_or_loopback_without_a_query() {
         assert!(err.message.contains(says), "{bad}: {err}");
         assert_eq!(err.key.as_deref(), Some("api_base"), "{err}");
     }
+}
+
+#[test]
+fn the_examples_load() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut loaded = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            // The examples' secrets live in files and variables this machine does not have.
+            let text: String = std::fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .map(|line| if line.starts_with("client_secret") { "client_secret = \"x\"" } else { line })
+                .map(|line| format!("{line}\n"))
+                .collect();
+            Config::parse(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+            loaded += 1;
+        }
+    }
+    assert!(loaded >= 3, "found the examples in {}", dir.display());
+}
+
+#[test]
+fn the_quiet_window_is_on_for_refresh_tokens_and_off_for_client_credentials_by_default() {
+    assert_eq!(parse(MOVEMINT).unwrap().profiles["movemint"].quiet_window, DEFAULT_QUIET_WINDOW);
+    assert_eq!(parse(MINUT).unwrap().profiles["minut"].quiet_window, Duration::ZERO);
+    let off = parse(&MOVEMINT.replace("refresh_margin = \"10m\"", "quiet_window = \"0s\"")).unwrap();
+    assert_eq!(off.profiles["movemint"].quiet_window, Duration::ZERO);
+    let on = parse(&MINUT.replace("grant =", "quiet_window = \"1500ms\"\ngrant =")).unwrap();
+    assert_eq!(on.profiles["minut"].quiet_window, Duration::from_millis(1500));
+}
+
+#[test]
+fn a_bad_quiet_window_names_its_file_line_and_key() {
+    let err = parse(&MOVEMINT.replace("refresh_margin = \"10m\"", "quiet_window = \"soon\"")).unwrap_err();
+    assert_eq!(err.line, Some(13), "{err}");
+    assert_eq!(err.key.as_deref(), Some("quiet_window"), "{err}");
+    assert!(err.to_string().starts_with("/etc/tokend/config.toml:13"), "{err}");
+    assert!(err.message.contains("invalid duration"), "{err}");
+    let err = parse(&MOVEMINT.replace("refresh_margin = \"10m\"", "quiet_windows = \"2s\"")).unwrap_err();
+    assert_eq!(err.line, Some(13), "{err}");
+    assert!(err.message.contains("quiet_windows"), "{err}");
 }

@@ -157,22 +157,65 @@ impl<'de> Deserialize<'de> for EndpointUrl {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         let url = Url::parse(text.trim()).map_err(|e| de::Error::custom(format!("invalid URL {text:?}: {e}")))?;
-        if url.fragment().is_some() {
-            return Err(de::Error::custom(format!("{text:?} has a #fragment, which an endpoint URL must not have")));
-        }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(de::Error::custom(
                 "credentials in the URL are not allowed; use client_id and a client_secret source",
             ));
         }
-        match url.scheme() {
-            "https" if url.host().is_some() => Ok(EndpointUrl(url)),
-            "http" if is_loopback(url.host()) => Ok(EndpointUrl(url)),
-            "http" => Err(de::Error::custom(format!(
-                "{text:?} uses plain http; tokens may only travel over https (http is allowed only for 127.0.0.1, ::1 and localhost)"
-            ))),
-            _ => Err(de::Error::custom(format!("{text:?} is not an https URL"))),
+        check_endpoint(&text).map(EndpointUrl).map_err(de::Error::custom)
+    }
+}
+
+/// An authorization server's issuer identifier (RFC 8414 §2): an https URL (http only for this
+/// machine) with no query or fragment. Kept exactly as written, because the server's metadata
+/// and its redirects must name it identically (RFC 8414 §3.3, RFC 9207).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuerUrl(pub String);
+
+impl<'de> Deserialize<'de> for IssuerUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let issuer = text.trim();
+        let url = Url::parse(issuer).map_err(|e| {
+            de::Error::custom(format!(
+                "invalid issuer {text:?}: {e}; it is a URL such as \"https://login.example.com\""
+            ))
+        })?;
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(de::Error::custom(format!(
+                "{text:?} has a query or #fragment, which an issuer must not have (RFC 8414 §2)"
+            )));
         }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(de::Error::custom("credentials in the issuer URL are not allowed"));
+        }
+        match url.scheme() {
+            "https" if url.host().is_some() => Ok(IssuerUrl(issuer.to_owned())),
+            "http" if is_loopback(url.host()) => Ok(IssuerUrl(issuer.to_owned())),
+            _ => Err(de::Error::custom(format!(
+                "{text:?} is not an https URL; an issuer is https (http is allowed only for 127.0.0.1, ::1 and localhost)"
+            ))),
+        }
+    }
+}
+
+/// Checks an endpoint URL by the rules [`EndpointUrl`] applies to the config file, for URLs that
+/// come from elsewhere (a server's metadata).
+pub fn check_endpoint(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text.trim()).map_err(|e| format!("invalid URL {text:?}: {e}"))?;
+    if url.fragment().is_some() {
+        return Err(format!("{text:?} has a #fragment, which an endpoint URL must not have"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("{text:?} carries credentials, which an endpoint URL must not"));
+    }
+    match url.scheme() {
+        "https" if url.host().is_some() => Ok(url),
+        "http" if is_loopback(url.host()) => Ok(url),
+        "http" => Err(format!(
+            "{text:?} uses plain http; tokens may only travel over https (http is allowed only for 127.0.0.1, ::1 and localhost)"
+        )),
+        _ => Err(format!("{text:?} is not an https URL")),
     }
 }
 

@@ -10,6 +10,7 @@
 //! token response) or not ([`Retry::Permanent`]: `invalid_grant`, `invalid_client`, other 4xx),
 //! following RFC 6749 §5.2.
 
+pub mod discovery;
 pub mod info;
 pub mod revoke;
 pub mod token;
@@ -17,7 +18,8 @@ pub mod token;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use tokend_proto::Failure;
+use reqwest::header::HeaderMap;
+use tokend_proto::{Failure, Secret};
 use zeroize::Zeroizing;
 
 /// The largest response body read from an OAuth server.
@@ -76,6 +78,10 @@ pub struct UpstreamError {
     pub message: String,
     /// How long the server asked us to wait (`Retry-After`).
     pub retry_after: Option<Duration>,
+    /// A new refresh token from an answer that was unusable otherwise (say, its access token
+    /// was malformed). The server has already retired the old refresh token, so this one must
+    /// be kept all the same.
+    pub rotated_refresh_token: Option<Secret>,
 }
 
 impl UpstreamError {
@@ -96,6 +102,7 @@ impl UpstreamError {
             description: None,
             message,
             retry_after: None,
+            rotated_refresh_token: None,
         }
     }
 
@@ -108,6 +115,21 @@ impl UpstreamError {
             description: None,
             message,
             retry_after: None,
+            rotated_refresh_token: None,
+        }
+    }
+
+    /// A request that cannot be made because the endpoint is not known: the profile's issuer
+    /// has not been discovered. Transient, since discovery is retried.
+    pub fn unresolved(what: &str) -> Self {
+        UpstreamError {
+            retry: Retry::Transient,
+            status: None,
+            error: None,
+            description: None,
+            message: format!("{what} is not known yet: discovery from the profile's issuer has not succeeded"),
+            retry_after: None,
+            rotated_refresh_token: None,
         }
     }
 
@@ -151,30 +173,37 @@ pub(crate) struct Answer {
 }
 
 impl Answer {
-    /// Reads `response` to the end, refusing bodies over [`MAX_BODY`].
-    pub async fn read(what: &str, mut response: reqwest::Response) -> Result<Answer, UpstreamError> {
-        let status = response.status().as_u16();
-        let header = |name: reqwest::header::HeaderName| {
-            response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
-        };
-        let content_type = header(reqwest::header::CONTENT_TYPE);
-        let location = header(reqwest::header::LOCATION);
-        let retry_after = header(reqwest::header::RETRY_AFTER).and_then(|v| parse_retry_after(&v, SystemTime::now()));
-        let mut body = Zeroizing::new(Vec::new());
+    /// Reads `response` to the end, refusing bodies over `limit` bytes ([`MAX_BODY`] for OAuth
+    /// endpoints).
+    pub async fn read(what: &str, mut response: reqwest::Response, limit: usize) -> Result<Answer, UpstreamError> {
+        let mut answer = Answer::head(response.status().as_u16(), response.headers(), SystemTime::now());
         loop {
             match response.chunk().await {
-                Ok(Some(chunk)) if body.len() + chunk.len() > MAX_BODY => {
+                Ok(Some(chunk)) if answer.body.len() + chunk.len() > limit => {
                     return Err(UpstreamError::malformed(
-                        status,
-                        format!("{what} sent a response larger than {} KiB", MAX_BODY / 1024),
+                        answer.status,
+                        format!("{what} sent a response larger than {} KiB", limit / 1024),
                     ));
                 }
-                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(Some(chunk)) => answer.body.extend_from_slice(&chunk),
                 Ok(None) => break,
                 Err(e) => return Err(UpstreamError::transport(what, &e)),
             }
         }
-        Ok(Answer { status, content_type, location, retry_after, body })
+        Ok(answer)
+    }
+
+    /// The status and the headers tokend reads, with an empty body.
+    fn head(status: u16, headers: &HeaderMap, now: SystemTime) -> Answer {
+        let header =
+            |name: reqwest::header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Answer {
+            status,
+            content_type: header(reqwest::header::CONTENT_TYPE),
+            location: header(reqwest::header::LOCATION),
+            retry_after: header(reqwest::header::RETRY_AFTER).and_then(|v| parse_retry_after(&v, now)),
+            body: Zeroizing::new(Vec::new()),
+        }
     }
 
     pub fn is_success(&self) -> bool {
@@ -196,7 +225,91 @@ impl Answer {
             message.push_str(&format!(" with a body that is not an OAuth error ({kind}, {} bytes)", self.body.len()));
         }
         let retry = classify(self.status, error.as_deref());
-        UpstreamError { retry, status: Some(self.status), error, description, message, retry_after: self.retry_after }
+        UpstreamError {
+            retry,
+            status: Some(self.status),
+            error,
+            description,
+            message,
+            retry_after: self.retry_after,
+            rotated_refresh_token: None,
+        }
+    }
+}
+
+/// Runs what tokend does with an answer from an OAuth server — its headers, then the body as a
+/// token response or error, and as an info answer — on arbitrary input, and panics where
+/// something that must hold of the outcome does not: tokens that pass fit a frame and a
+/// header, lifetimes are clamped, text meant for people carries no control characters.
+///
+/// For the fuzz target `fuzz/fuzz_targets/upstream_answer.rs`; not part of tokend's API.
+#[doc(hidden)]
+pub fn fuzz_upstream_answer(status: u16, headers: &[(&[u8], &[u8])], body: &[u8]) {
+    use reqwest::header::{HeaderName, HeaderValue};
+    use tokend_proto::{Response, Token, codec};
+
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+            map.append(name, value);
+        }
+    }
+    let now = SystemTime::now();
+    let inert = |text: &str| !text.chars().any(|c| c.is_control() || is_bidi_control(c));
+    let check_error = |e: &UpstreamError| {
+        for text in [Some(&e.message), e.error.as_ref(), e.description.as_ref()].into_iter().flatten() {
+            assert!(inert(text), "server text reaches people unsanitized: {text:?}");
+        }
+        assert!(inert(&e.to_string()));
+        if let Some(rotated) = &e.rotated_refresh_token {
+            crate::limits::check_token(rotated.expose()).expect("a kept refresh token passed the checks");
+        }
+    };
+    // Bodies are refused beyond these limits before they are parsed.
+    let answer = |limit: usize| {
+        let mut answer = Answer::head(status, &map, now);
+        answer.body.extend_from_slice(&body[..body.len().min(limit)]);
+        answer
+    };
+
+    let token_answer = answer(MAX_BODY);
+    if token_answer.is_success() {
+        for keeps_refresh_tokens in [true, false] {
+            match token::parse(&token_answer, now, Duration::from_secs(7200), keeps_refresh_tokens) {
+                Ok(set) => {
+                    crate::limits::check_token(set.access_token.expose()).expect("a served token passed the checks");
+                    crate::limits::check_token_type(&set.token_type).expect("its type passed the checks");
+                    if let Some(refresh_token) = &set.refresh_token {
+                        crate::limits::check_token(refresh_token.expose()).expect("a kept refresh token passed");
+                    }
+                    assert!(set.lifetime() <= crate::limits::MAX_LIFETIME);
+                    assert!(set.scope.as_deref().is_none_or(inert));
+                    // Clients print the expiry: that must not panic either.
+                    tokend_proto::time::rfc3339(set.expires_at);
+                    let token = Token {
+                        profile: "p".repeat(64),
+                        fingerprint: set.access_token.fingerprint(),
+                        access_token: set.access_token,
+                        token_type: set.token_type,
+                        expires_at: set.expires_at,
+                        scope: set.scope,
+                    };
+                    let mut frame = Vec::new();
+                    codec::encode(&Response::Token(token), &mut frame).expect("a token from a server fits a frame");
+                }
+                Err(e) => check_error(&e),
+            }
+        }
+    } else {
+        check_error(&token_answer.to_error("the token endpoint"));
+    }
+
+    match info::InfoAnswer::from_answer(&answer(crate::limits::MAX_INFO_BODY)) {
+        Ok(info) => {
+            let response = Response::Info { profile: "p".repeat(64), status: info.status, body: info.body };
+            codec::encode(&response, &mut Vec::new()).expect("an info answer fits a frame");
+        }
+        Err(e) => check_error(&e),
     }
 }
 
@@ -279,8 +392,11 @@ impl Fields {
         if let Ok(n) = text.parse::<u64>() {
             return Ok(Some(n));
         }
+        // Too large for a u64 (2^64 or more, 1e300, inf) is far too long, not an error: `as`
+        // saturates, and the lifetime is clamped later.
         match text.parse::<f64>() {
-            Ok(f) if f.is_finite() && f >= 0.0 => Ok(Some(f as u64)),
+            Ok(f) if f >= 0.0 => Ok(Some(f as u64)),
+            Ok(f) if f.is_nan() => Err(format!("{key} is not a number")),
             Ok(_) => Err(format!("{key} is negative")),
             Err(_) => Err(format!("{key} is not a number")),
         }
@@ -309,11 +425,17 @@ fn json_kind(value: &serde_json::Value) -> &'static str {
     }
 }
 
-/// Keeps text from a server fit for a log line or a terminal: no control characters, at most
-/// 300 characters.
+/// Keeps text from a server fit for a log line or a terminal: no control characters and no
+/// bidirectional overrides (which make text display other than it reads), at most 300
+/// characters.
 pub(crate) fn sanitize(text: &str) -> String {
-    let clean: String = text.chars().filter(|c| !c.is_control()).take(300).collect();
+    let clean: String = text.chars().filter(|&c| !c.is_control() && !is_bidi_control(c)).take(300).collect();
     clean.trim().to_owned()
+}
+
+/// Unicode's explicit bidirectional formatting characters (UAX #9).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// `Retry-After` as delay-seconds or an HTTP date (RFC 9110 §10.2.3).
@@ -377,6 +499,7 @@ mod tests {
     #[test]
     fn server_text_is_sanitized() {
         assert_eq!(sanitize("bad\u{1b}[31m\nthing"), "bad[31mthing");
+        assert_eq!(sanitize("a\u{9b}2J\u{202e}b\u{2066}c"), "a2Jbc");
         assert_eq!(sanitize(&"x".repeat(1000)).len(), 300);
     }
 }

@@ -7,7 +7,7 @@ use reqwest::header::ACCEPT;
 use tokend_proto::Secret;
 use url::Url;
 
-use super::{Answer, Http, UpstreamError};
+use super::{Answer, Http, MAX_BODY, UpstreamError};
 use crate::config::Profile;
 
 /// Which kind of token is being revoked (RFC 7009 §2.1 `token_type_hint`).
@@ -37,6 +37,6 @@ pub async fn revoke(
     let builder = super::token::authenticate(builder, profile, &mut form);
     let response =
         builder.form(&form).send().await.map_err(|e| UpstreamError::transport("the revocation endpoint", &e))?;
-    let answer = Answer::read("the revocation endpoint", response).await?;
+    let answer = Answer::read("the revocation endpoint", response, MAX_BODY).await?;
     if answer.is_success() { Ok(()) } else { Err(answer.to_error("the revocation endpoint")) }
 }

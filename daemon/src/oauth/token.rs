@@ -12,6 +12,11 @@
 //! from when the request was *sent*, rounded down to the whole second (servers stamp tokens in
 //! whole seconds, so a token issued at 10.9 s for 2 s may expire at 12 s), so the token is never
 //! believed to live longer than it does, whatever the server's clock says.
+//!
+//! Leniency ends where safety starts: tokens and the token type must pass
+//! [`crate::limits`] (no token longer than 16 KiB or outside RFC 6750's characters), and a
+//! lifetime is clamped to a year and a day. An answer that fails is an [`UpstreamError`],
+//! transient, that keeps any rotated refresh token it carried.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,8 +24,9 @@ use base64::Engine;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 use tokend_proto::Secret;
 
-use super::{Answer, Fields, Http, UpstreamError};
+use super::{Answer, Fields, Http, MAX_BODY, UpstreamError};
 use crate::config::{ClientAuth, Profile};
+use crate::limits;
 
 /// What the token endpoint is asked for.
 pub enum TokenGrant<'a> {
@@ -89,15 +95,19 @@ pub async fn request(http: &Http, profile: &Profile, grant: TokenGrant<'_>) -> R
         form.push((key, value));
     }
 
-    let mut builder = http.client().post(profile.token_url.clone()).header(ACCEPT, "application/json");
+    let Some(token_url) = profile.token_url() else {
+        return Err(UpstreamError::unresolved("the token endpoint"));
+    };
+    let mut builder = http.client().post(token_url.clone()).header(ACCEPT, "application/json");
     builder = authenticate(builder, profile, &mut form);
     let sent_at = SystemTime::now();
     let response = builder.form(&form).send().await.map_err(|e| UpstreamError::transport("the token endpoint", &e))?;
-    let answer = Answer::read("the token endpoint", response).await?;
+    let answer = Answer::read("the token endpoint", response, MAX_BODY).await?;
     if !answer.is_success() {
         return Err(answer.to_error("the token endpoint"));
     }
-    parse(&answer, sent_at, profile.default_expires_in)
+    let keeps_refresh_tokens = profile.grant == tokend_proto::Grant::AuthorizationCode;
+    parse(&answer, sent_at, profile.default_expires_in, keeps_refresh_tokens)
 }
 
 /// Adds the client's credentials to a request, per the profile's `client_auth`. Also used for
@@ -132,8 +142,14 @@ fn basic_auth(client_id: &str, secret: &Secret) -> HeaderValue {
     value
 }
 
-/// Reads a 2xx token response.
-fn parse(answer: &Answer, sent_at: SystemTime, default_expires_in: Duration) -> Result<TokenSet, UpstreamError> {
+/// Reads a 2xx token response. `keeps_refresh_tokens`: whether the profile's grant uses refresh
+/// tokens, so that an unusable one makes the answer unusable (otherwise it is ignored).
+pub(super) fn parse(
+    answer: &Answer,
+    sent_at: SystemTime,
+    default_expires_in: Duration,
+    keeps_refresh_tokens: bool,
+) -> Result<TokenSet, UpstreamError> {
     let malformed = |what: String| {
         let kind = answer.content_type.as_deref().map(super::sanitize).unwrap_or_else(|| "no content type".into());
         UpstreamError::malformed(
@@ -156,15 +172,42 @@ fn parse(answer: &Answer, sent_at: SystemTime, default_expires_in: Duration) -> 
             error: Some(error),
             description,
             retry_after: answer.retry_after,
+            rotated_refresh_token: None,
         });
     }
-    let access_token = match fields.string("access_token") {
-        Some(token) if !token.trim().is_empty() => Secret::new(token),
-        _ => return Err(malformed("without an access_token".into())),
+    // The refresh token first: an answer unusable for any other reason must still hand back a
+    // rotated one, which the server has already put in place of the old.
+    let refresh_token = match fields.string("refresh_token").map(|t| t.trim().to_owned()) {
+        None => None,
+        Some(t) if t.is_empty() => None,
+        Some(t) => match limits::check_token(&t) {
+            Ok(()) => Some(Secret::new(t)),
+            Err(why) if keeps_refresh_tokens => return Err(malformed(format!("with an unusable refresh_token {why}"))),
+            Err(why) => {
+                tracing::debug!("ignoring the token response's refresh_token {why}; this grant does not use one");
+                None
+            }
+        },
     };
-    let token_type = match fields.string("token_type") {
-        Some(t) if t.eq_ignore_ascii_case("bearer") || t.trim().is_empty() => "Bearer".to_owned(),
-        Some(t) => super::sanitize(&t),
+    let unusable = |error: UpstreamError| UpstreamError {
+        rotated_refresh_token: refresh_token.clone().filter(|_| keeps_refresh_tokens),
+        ..error
+    };
+    let access_token = match fields.string("access_token").map(|t| t.trim().to_owned()) {
+        Some(token) if !token.is_empty() => {
+            limits::check_token(&token)
+                .map_err(|why| unusable(malformed(format!("with an unusable access_token {why}"))))?;
+            Secret::new(token)
+        }
+        _ => return Err(unusable(malformed("without an access_token".into()))),
+    };
+    let token_type = match fields.string("token_type").map(|t| t.trim().to_owned()) {
+        Some(t) if t.eq_ignore_ascii_case("bearer") || t.is_empty() => "Bearer".to_owned(),
+        Some(t) => {
+            limits::check_token_type(&t)
+                .map_err(|why| unusable(malformed(format!("with an unusable token_type {why}"))))?;
+            t
+        }
         None => "Bearer".to_owned(),
     };
     let lifetime = match fields.seconds("expires_in") {
@@ -178,7 +221,13 @@ fn parse(answer: &Answer, sent_at: SystemTime, default_expires_in: Duration) -> 
             default_expires_in
         }
     };
-    let refresh_token = fields.string("refresh_token").filter(|t| !t.trim().is_empty()).map(Secret::new);
+    if lifetime > limits::MAX_LIFETIME {
+        tracing::info!(
+            "the token endpoint says the token lives {}; tokend believes at most {} and refreshes it before then",
+            humantime::format_duration(lifetime),
+            humantime::format_duration(limits::MAX_LIFETIME)
+        );
+    }
     let scope = fields.scope("scope").map(|s| super::sanitize(&s));
     let whole_second =
         UNIX_EPOCH + Duration::from_secs(sent_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs());
@@ -186,7 +235,7 @@ fn parse(answer: &Answer, sent_at: SystemTime, default_expires_in: Duration) -> 
         access_token,
         token_type,
         obtained_at: sent_at,
-        expires_at: whole_second + lifetime,
+        expires_at: limits::after(whole_second, limits::lifetime(lifetime)),
         refresh_token,
         scope,
     })
@@ -216,6 +265,7 @@ mod tests {
             &answer(200, "application/json", r#"{"access_token":"at","token_type":"Bearer","expires_in":3600}"#),
             SENT,
             DEFAULT,
+            true,
         )
         .unwrap();
         assert_eq!(set.access_token.expose(), "at");
@@ -227,7 +277,7 @@ mod tests {
     #[test]
     fn a_doorkeeper_response_with_created_at_and_refresh_token_is_read() {
         let body = r#"{"access_token":"at","token_type":"bearer","expires_in":7200,"refresh_token":"rt","scope":"public","created_at":1700000000}"#;
-        let set = parse(&answer(200, "application/json; charset=utf-8", body), SENT, DEFAULT).unwrap();
+        let set = parse(&answer(200, "application/json; charset=utf-8", body), SENT, DEFAULT, true).unwrap();
         assert_eq!(set.token_type, "Bearer");
         assert_eq!(set.refresh_token.unwrap().expose(), "rt");
         assert_eq!(set.scope.as_deref(), Some("public"));
@@ -237,7 +287,8 @@ mod tests {
     fn expiry_counts_from_the_whole_second_the_request_was_sent_in() {
         let sent = SENT + Duration::from_millis(10_900);
         let set =
-            parse(&answer(200, "application/json", r#"{"access_token":"at","expires_in":2}"#), sent, DEFAULT).unwrap();
+            parse(&answer(200, "application/json", r#"{"access_token":"at","expires_in":2}"#), sent, DEFAULT, true)
+                .unwrap();
         assert_eq!(set.expires_at, SENT + Duration::from_secs(12));
         assert_eq!(set.obtained_at, sent);
     }
@@ -245,7 +296,8 @@ mod tests {
     #[test]
     fn token_type_may_be_missing() {
         let set =
-            parse(&answer(200, "application/json", r#"{"access_token":"at","expires_in":60}"#), SENT, DEFAULT).unwrap();
+            parse(&answer(200, "application/json", r#"{"access_token":"at","expires_in":60}"#), SENT, DEFAULT, true)
+                .unwrap();
         assert_eq!(set.token_type, "Bearer");
     }
 
@@ -253,7 +305,7 @@ mod tests {
     fn expires_in_may_be_a_string_or_a_float() {
         for value in [r#""3600""#, "3600.0", r#"" 3600 ""#] {
             let body = format!(r#"{{"access_token":"at","expires_in":{value}}}"#);
-            let set = parse(&answer(200, "application/json", &body), SENT, DEFAULT).unwrap();
+            let set = parse(&answer(200, "application/json", &body), SENT, DEFAULT, true).unwrap();
             assert_eq!(set.lifetime(), Duration::from_secs(3600), "{value}");
         }
     }
@@ -266,14 +318,15 @@ mod tests {
             r#"{"access_token":"at","expires_in":0}"#,
             r#"{"access_token":"at","expires_in":"soon"}"#,
         ] {
-            let set = parse(&answer(200, "application/json", body), SENT, DEFAULT).unwrap();
+            let set = parse(&answer(200, "application/json", body), SENT, DEFAULT, true).unwrap();
             assert_eq!(set.lifetime(), DEFAULT, "{body}");
         }
     }
 
     #[test]
     fn json_under_an_odd_content_type_is_read() {
-        let set = parse(&answer(200, "text/plain", r#"{"access_token":"at","expires_in":5}"#), SENT, DEFAULT).unwrap();
+        let set =
+            parse(&answer(200, "text/plain", r#"{"access_token":"at","expires_in":5}"#), SENT, DEFAULT, true).unwrap();
         assert_eq!(set.access_token.expose(), "at");
     }
 
@@ -287,6 +340,7 @@ mod tests {
             ),
             SENT,
             DEFAULT,
+            true,
         )
         .unwrap();
         assert_eq!(set.access_token.expose(), "gho_abc");
@@ -295,26 +349,78 @@ mod tests {
 
     #[test]
     fn scope_may_be_a_list() {
-        let set = parse(&answer(200, "application/json", r#"{"access_token":"at","scope":["a","b"]}"#), SENT, DEFAULT)
-            .unwrap();
+        let set =
+            parse(&answer(200, "application/json", r#"{"access_token":"at","scope":["a","b"]}"#), SENT, DEFAULT, true)
+                .unwrap();
         assert_eq!(set.scope.as_deref(), Some("a b"));
     }
 
     #[test]
     fn garbage_with_status_200_is_a_transient_error_that_reveals_nothing() {
-        let err = parse(&answer(200, "text/html", "<html>oops access_token</html>"), SENT, DEFAULT).unwrap_err();
+        let err = parse(&answer(200, "text/html", "<html>oops access_token</html>"), SENT, DEFAULT, true).unwrap_err();
         assert_eq!(err.retry, Retry::Transient);
         assert!(err.message.contains("neither JSON nor form-encoded"), "{err}");
         assert!(!err.message.contains("oops"), "{err}");
-        let err = parse(&answer(200, "application/json", r#"{"token":"x"}"#), SENT, DEFAULT).unwrap_err();
+        let err = parse(&answer(200, "application/json", r#"{"token":"x"}"#), SENT, DEFAULT, true).unwrap_err();
         assert!(err.message.contains("without an access_token"), "{err}");
     }
 
     #[test]
     fn an_error_object_with_status_200_is_an_error() {
-        let err = parse(&answer(200, "application/json", r#"{"error":"invalid_grant"}"#), SENT, DEFAULT).unwrap_err();
+        let err =
+            parse(&answer(200, "application/json", r#"{"error":"invalid_grant"}"#), SENT, DEFAULT, true).unwrap_err();
         assert!(err.is_invalid_grant());
         assert!(err.is_permanent());
+    }
+
+    #[test]
+    fn tokens_that_cannot_be_served_make_the_answer_unusable_and_transient() {
+        let long = "a".repeat(70_000);
+        for (body, why) in [
+            (format!(r#"{{"access_token":"{long}"}}"#), "unusable access_token of 70000 bytes"),
+            (r#"{"access_token":"at\r\nX-Injected: 1"}"#.to_owned(), "unusable access_token containing a line break"),
+            (r#"{"access_token":"at","token_type":"Bearer\nX: y"}"#.to_owned(), "unusable token_type"),
+            (r#"{"access_token":"at","refresh_token":"rt rt"}"#.to_owned(), "unusable refresh_token"),
+        ] {
+            let err = parse(&answer(200, "application/json", &body), SENT, DEFAULT, true).unwrap_err();
+            assert_eq!(err.retry, Retry::Transient, "{body}");
+            assert!(err.message.contains(why), "{err}");
+            assert!(!err.message.contains("X-Injected") && !err.message.contains("aaaa"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_rotated_refresh_token_comes_back_with_an_unusable_access_token() {
+        let body = r#"{"access_token":"at\n","refresh_token":"rt-new","expires_in":60}"#;
+        let set = parse(&answer(200, "application/json", body), SENT, DEFAULT, true).unwrap();
+        assert_eq!(set.access_token.expose(), "at", "surrounding white space is trimmed");
+        let body = r#"{"access_token":"a t","refresh_token":"rt-new"}"#;
+        let err = parse(&answer(200, "application/json", body), SENT, DEFAULT, true).unwrap_err();
+        assert_eq!(err.rotated_refresh_token.as_ref().unwrap().expose(), "rt-new");
+        assert!(!format!("{err:?} {err}").contains("rt-new"));
+        let err = parse(&answer(200, "application/json", body), SENT, DEFAULT, false).unwrap_err();
+        assert_eq!(err.rotated_refresh_token, None, "a grant without refresh tokens keeps none");
+    }
+
+    #[test]
+    fn a_refresh_token_a_grant_does_not_use_is_ignored_when_unusable() {
+        let body = r#"{"access_token":"at","refresh_token":"r\nt"}"#;
+        let set = parse(&answer(200, "application/json", body), SENT, DEFAULT, false).unwrap();
+        assert_eq!(set.refresh_token, None);
+    }
+
+    #[test]
+    fn lifetimes_too_long_for_a_clock_are_clamped() {
+        let now = SystemTime::now();
+        for value in ["9223372036854775808", "18446744073709551616", "1e300", "1e12", r#""1e400""#, r#""inf""#] {
+            let body = format!(r#"{{"access_token":"at","expires_in":{value}}}"#);
+            let set = parse(&answer(200, "application/json", &body), now, DEFAULT, true).unwrap();
+            assert!(set.lifetime() <= limits::MAX_LIFETIME, "{value}");
+            assert!(set.lifetime() > limits::MAX_LIFETIME - Duration::from_secs(1), "{value}");
+        }
+        let body = r#"{"access_token":"at","expires_in":"NaN"}"#;
+        let set = parse(&answer(200, "application/json", body), now, DEFAULT, true).unwrap();
+        assert!(set.lifetime() > DEFAULT - Duration::from_secs(1), "NaN is not a lifetime: the default applies");
     }
 
     #[test]

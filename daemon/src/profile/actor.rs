@@ -5,18 +5,22 @@
 //! Order matters and is fixed here: a new token (and above all a rotated refresh token) is
 //! persisted *before* the snapshot that serves it is published, so that no client ever holds
 //! a token whose refresh token could be lost by a crash.
+//!
+//! Each actor runs under a supervisor task ([`supervise`]). Should the actor ever panic, the
+//! supervisor shows the profile as failed, naming the cause, instead of leaving it looking
+//! busy forever; `tokenctl reload` starts it afresh from what is on disk.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use tokend_proto::{Error, RevocationOutcome, RevocationReport, Secret};
+use tokend_proto::{Error, Failure, ProfileState, RevocationOutcome, RevocationReport, Secret};
 use tokio::sync::{mpsc, oneshot, watch};
 use zeroize::Zeroizing;
 
 use super::state::{Current, Effects, Event, Machine, Phase, RequestKind, Tuning};
-use super::{Command, Demand, ProfileHandle, Snapshot};
+use super::{Command, Demand, HandedOut, ProfileHandle, Snapshot};
 use crate::clock::ClockChanges;
 use crate::config::Profile;
 use crate::oauth::revoke::{self, Hint};
@@ -47,33 +51,104 @@ pub const UPSTREAM_CONCURRENCY: usize = 16;
 
 /// Starts the actor of `profile` with the tokens restored from disk and returns its handle.
 pub fn spawn(profile: Arc<Profile>, restored: Restored, shared: Shared) -> Arc<ProfileHandle> {
-    let tuning =
-        Tuning { refresh_margin: profile.refresh_margin, retry_min: profile.retry_min, retry_max: profile.retry_max };
+    let tuning = Tuning {
+        refresh_margin: profile.refresh_margin,
+        retry_min: profile.retry_min,
+        retry_max: profile.retry_max,
+        quiet_window: profile.quiet_window,
+    };
     let machine = Machine::new(&profile.name, profile.grant, tuning, restored.token, restored.refresh_token);
     let (commands_tx, commands) = mpsc::channel(64);
     let (stop_tx, stop) = watch::channel(false);
     let demand = Arc::new(Demand::default());
+    let handed_out = Arc::new(HandedOut::default());
     let initial = snapshot(&profile, &machine, None);
     let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(initial));
     let actor = Actor {
         profile: profile.clone(),
         machine,
         shared,
-        snapshot: snapshot_tx,
+        snapshot: snapshot_tx.clone(),
+        handed_out: handed_out.clone(),
         waiters: Vec::new(),
         exchange: None,
         queued_exchange: None,
         login_pending_until: None,
     };
-    let task = tokio::spawn(actor.run(commands, stop, demand.clone()));
+    let died = Arc::new(OnceLock::new());
+    let run = tokio::spawn(actor.run(commands, stop, demand.clone()));
+    let task = tokio::spawn(supervise(profile.name.clone(), run, snapshot_tx, died.clone()));
     Arc::new(ProfileHandle {
         config: profile,
         snapshot: snapshot_rx,
         commands: commands_tx,
         demand,
+        handed_out,
         stop: stop_tx,
         task: std::sync::Mutex::new(Some(task)),
+        died,
     })
+}
+
+/// Waits for the actor of profile `name` to end. If it panicked, the profile is shown failed
+/// with the cause, and `died` holds the error every request to it gets from now on.
+async fn supervise(
+    name: String,
+    run: tokio::task::JoinHandle<()>,
+    snapshot: watch::Sender<Arc<Snapshot>>,
+    died: Arc<OnceLock<Error>>,
+) {
+    let panic = match run.await {
+        Ok(()) => return,
+        Err(e) if e.is_panic() => e.into_panic(),
+        // Only a runtime shutting down cancels it, and then nobody is left to tell.
+        Err(_) => return,
+    };
+    let cause = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .map(|s| crate::oauth::sanitize(&s))
+        .unwrap_or_else(|| "no message".to_owned());
+    tracing::error!(
+        profile = %name,
+        "the profile's task panicked ({cause}); the profile stays failed until `tokenctl reload` restarts it; please report this as a bug"
+    );
+    let error = Error::Internal {
+        message: format!(
+            "profile `{name}` stopped working: its task in tokend panicked ({cause}); run `tokenctl reload` to restart it, and please report this as a bug"
+        ),
+    };
+    let _ = died.set(error.clone());
+    let now = SystemTime::now();
+    snapshot.send_modify(|last| {
+        let mut status = last.status.clone();
+        status.state = ProfileState::Failed;
+        status.token = None;
+        status.next_refresh = None;
+        status.failing_since = Some(now);
+        status.last_error = Some(Failure {
+            at: now,
+            status: None,
+            error: None,
+            description: None,
+            message: format!("tokend's task for this profile panicked: {cause}"),
+            transient: false,
+        });
+        status.action = Some(
+            "run `tokenctl reload` to restart the profile from its saved tokens, and please report this as a bug"
+                .into(),
+        );
+        *last = Arc::new(Snapshot {
+            token: None,
+            token_frame: None,
+            lifetime: last.lifetime,
+            generation: last.generation + 1,
+            refreshing: false,
+            blocked: Some(error),
+            status,
+        });
+    });
 }
 
 struct Actor {
@@ -81,6 +156,8 @@ struct Actor {
     machine: Machine,
     shared: Shared,
     snapshot: watch::Sender<Arc<Snapshot>>,
+    /// When the serving side last handed out a token, for the quiet window.
+    handed_out: Arc<HandedOut>,
     /// `tokenctl refresh` requests waiting for the request in flight.
     waiters: Vec<oneshot::Sender<Result<(), Error>>>,
     /// The code exchange in flight: its reply and its secrets.
@@ -142,7 +219,9 @@ impl Actor {
                 }
                 _ = demand.notify.notified() => Input::Demand,
                 _ = sleep_for(sleep) => Input::Due,
-                Ok(()) = clock.changed() => continue,
+                // The wall clock jumped: whatever is due by it now is due (a quiet window the
+                // clock went back past ends; see `state`), and the timer is re-armed.
+                Ok(()) = clock.changed() => Input::Due,
             };
             next = match input {
                 Input::Command(command) => self.command(command, &mut in_flight).await,
@@ -187,6 +266,8 @@ impl Actor {
     /// start, if any.
     async fn step(&mut self, event: Event) -> Option<RequestKind> {
         let exchanging = matches!(self.machine.phase(), Phase::Refreshing(RequestKind::CodeExchange));
+        // Read after the previous step's snapshot was published, as the quiet window needs.
+        self.machine.handed_out(self.handed_out.last());
         let fx: Effects = self.machine.handle(event, SystemTime::now(), rand::random::<f64>());
         if fx.persist {
             self.persist().await;
@@ -230,6 +311,8 @@ impl Actor {
                 self.step(Event::Invalidate(fingerprint)).await
             }
             Command::Refresh(reply) => {
+                #[cfg(debug_assertions)]
+                panic_if_asked(&self.profile.name);
                 // Answered when the request it starts (or joins) finishes, or at once by the
                 // machine when no request can be made.
                 self.waiters.push(reply);
@@ -316,7 +399,7 @@ impl Actor {
             let profile = self.profile.clone();
             async move {
                 let Some(token) = token else { return RevocationOutcome::NoToken };
-                let Some(url) = profile.revoke_url.clone() else { return RevocationOutcome::NotConfigured };
+                let Some(url) = profile.revoke_url().cloned() else { return RevocationOutcome::NotConfigured };
                 match revoke::revoke(&http, &profile, &url, &token, hint).await {
                     Ok(()) => RevocationOutcome::Revoked,
                     Err(e) => RevocationOutcome::Failed(e.to_string()),
@@ -333,6 +416,7 @@ impl Actor {
         let next = snapshot(&self.profile, &self.machine, self.login_pending_until);
         self.snapshot.send_if_modified(|current| {
             let same = current.generation == next.generation
+                && current.token.is_some() == next.token.is_some()
                 && current.refreshing == next.refreshing
                 && current.blocked == next.blocked
                 && current.status == next.status;
@@ -345,22 +429,44 @@ impl Actor {
 }
 
 fn snapshot(profile: &Profile, machine: &Machine, login_pending_until: Option<SystemTime>) -> Snapshot {
-    let token = machine.servable(&profile.name);
-    // Encoded once per token, so that serving it is a single write of these bytes.
-    let token_frame = token.as_ref().map(|t| {
+    let mut token = machine.servable(&profile.name);
+    let mut blocked = machine.blocked_error();
+    // Encoded once per token, so that serving it is a single write of these bytes. Tokens are
+    // checked against `crate::limits` before they get here, so encoding fails only if that
+    // check is wrong; then the token is not served, and clients are told why.
+    let token_frame = token.as_ref().and_then(|t| {
         let mut frame = Zeroizing::new(Vec::new());
-        tokend_proto::codec::encode(&tokend_proto::Response::Token(t.clone()), &mut frame)
-            .expect("a token response fits in a frame");
-        Arc::new(frame)
+        match tokend_proto::codec::encode(&tokend_proto::Response::Token(t.clone()), &mut frame) {
+            Ok(()) => Some(Arc::new(frame)),
+            Err(e) => {
+                blocked = Some(Error::Internal {
+                    message: format!("the token of profile `{}` cannot be sent to clients: {e}", profile.name),
+                });
+                None
+            }
+        }
     });
+    if token_frame.is_none() {
+        token = None;
+    }
     Snapshot {
         token,
         token_frame,
         lifetime: machine.token().map(Current::lifetime).unwrap_or_default(),
         generation: machine.generation(),
-        refreshing: matches!(machine.phase(), Phase::Refreshing(_)),
-        blocked: machine.blocked_error(),
+        refreshing: matches!(machine.phase(), Phase::Refreshing(_) | Phase::Quiet { .. }),
+        blocked,
         status: machine.status(SystemTime::now(), login_pending_until),
+    }
+}
+
+/// Makes the actor of the profile named by `TOKEND_TEST_PANIC_ON_REFRESH` panic on `tokenctl
+/// refresh`, so that the end-to-end tests can prove actors are supervised. Debug builds only:
+/// release builds have no such path.
+#[cfg(debug_assertions)]
+fn panic_if_asked(profile: &str) {
+    if std::env::var_os("TOKEND_TEST_PANIC_ON_REFRESH").is_some_and(|named| named == profile) {
+        panic!("TOKEND_TEST_PANIC_ON_REFRESH names profile `{profile}`");
     }
 }
 

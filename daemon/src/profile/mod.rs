@@ -9,13 +9,18 @@
 //! each other. Only when the cached token is not good enough does a request ask the actor for
 //! a fresher one and wait for the next snapshot — however many requests ask, the actor starts
 //! one upstream request.
+//!
+//! The actor is supervised: if it ever panics, the supervisor publishes a last snapshot that
+//! shows the profile failed and names the cause, records the error in the handle, and every
+//! request to the profile gets that error until a reload starts it afresh. Other profiles
+//! have their own actors and keep serving.
 
 pub mod actor;
 pub mod schedule;
 pub mod state;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokend_proto::{Error, Fingerprint, ProfileStatus, RevocationReport, Secret, Token};
@@ -24,6 +29,7 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use crate::config::Profile;
+use crate::limits;
 
 /// What the actor publishes after every change: everything a request needs to be answered
 /// without asking the actor.
@@ -38,7 +44,8 @@ pub struct Snapshot {
     pub lifetime: Duration,
     /// Bumped whenever a new token arrives.
     pub generation: u64,
-    /// Whether a request is in flight, so waiting will bring news.
+    /// Whether a request is in flight or about to be sent (a quiet window is under way), so
+    /// waiting will bring news.
     pub refreshing: bool,
     /// Why waiting cannot help (login needed, permanent failure, backoff), if so.
     pub blocked: Option<Error>,
@@ -65,6 +72,34 @@ impl Demand {
         match self.until_ms.swap(0, Ordering::AcqRel) {
             0 => None,
             ms => Some(UNIX_EPOCH + Duration::from_millis(ms)),
+        }
+    }
+}
+
+/// When the serving side last handed out a token of this profile, for the quiet window before
+/// a refresh (see [`state`]). Written on the hot path: one relaxed store per token served.
+#[derive(Debug, Default)]
+pub(crate) struct HandedOut {
+    at_ms: AtomicU64,
+}
+
+impl HandedOut {
+    /// Records a hand-out at `now`. Call it while still borrowing the snapshot the token came
+    /// from: the actor publishes the snapshot that withholds a token under the channel's write
+    /// lock, and reads this afterwards, so the lock orders every hand-out of the old token
+    /// before that read (the read lock's release makes the store visible to the next writer).
+    fn record(&self, now: SystemTime) {
+        let ms = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        self.at_ms.store(ms.max(1), Ordering::Relaxed);
+    }
+
+    /// The last hand-out, if any. The store is relaxed; the ordering comes from the snapshot
+    /// channel's lock (see [`HandedOut::record`]).
+    pub(crate) fn last(&self) -> Option<SystemTime> {
+        match self.at_ms.load(Ordering::Relaxed) {
+            0 => None,
+            // Rounded up, so that the window is never a millisecond short.
+            ms => Some(UNIX_EPOCH + Duration::from_millis(ms + 1)),
         }
     }
 }
@@ -115,11 +150,39 @@ pub struct ProfileHandle {
     snapshot: watch::Receiver<Arc<Snapshot>>,
     commands: mpsc::Sender<Command>,
     demand: Arc<Demand>,
+    handed_out: Arc<HandedOut>,
     stop: watch::Sender<bool>,
+    /// The supervisor's task, which ends when the actor does.
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Why the actor died, once it has: set by the supervisor before it lets go of the snapshot
+    /// channel.
+    died: Arc<OnceLock<Error>>,
 }
 
 impl ProfileHandle {
+    /// A handle with no actor behind it, for a profile that cannot run yet (its endpoints are
+    /// still to be discovered, see [`crate::endpoints`]). Whoever holds the returned sender and
+    /// receiver publishes its snapshots and answers its commands; dropping them makes requests
+    /// that wait on it look the profile up again.
+    pub(crate) fn detached(
+        config: Arc<Profile>,
+        initial: Snapshot,
+    ) -> (Arc<ProfileHandle>, watch::Sender<Arc<Snapshot>>, mpsc::Receiver<Command>) {
+        let (snapshot_tx, snapshot) = watch::channel(Arc::new(initial));
+        let (commands, commands_rx) = mpsc::channel(64);
+        let handle = ProfileHandle {
+            config,
+            snapshot,
+            commands,
+            demand: Arc::new(Demand::default()),
+            stop: watch::Sender::new(false),
+            task: std::sync::Mutex::new(None),
+            died: Arc::new(OnceLock::new()),
+            handed_out: Arc::default(),
+        };
+        (Arc::new(handle), snapshot_tx, commands_rx)
+    }
+
     /// The latest snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.borrow().clone()
@@ -148,12 +211,14 @@ impl ProfileHandle {
         rejected: Option<Fingerprint>,
         deadline: Instant,
     ) -> Result<Result<Served, Error>, Gone> {
-        let current = self.snapshot.borrow().token.as_ref().map(|t| t.fingerprint);
+        // The status, not the served token: a token withheld for a quiet window is still the
+        // current one, and reporting it ends the window.
+        let current = self.snapshot.borrow().status.token.as_ref().map(|t| t.fingerprint);
         let Some(rejected) = rejected.or(current) else {
             return self.token(None, deadline).await;
         };
-        if current == Some(rejected) {
-            self.commands.send(Command::Invalidate(rejected)).await.map_err(|_| Gone::Stopped)?;
+        if current == Some(rejected) && self.commands.send(Command::Invalidate(rejected)).await.is_err() {
+            return self.stopped().await;
         }
         self.wait_for_token(None, Some(rejected), deadline).await
     }
@@ -161,10 +226,12 @@ impl ProfileHandle {
     /// Refreshes now (joining a refresh already in flight) and returns the new token.
     pub async fn refresh(&self, deadline: Instant) -> Result<Result<Served, Error>, Gone> {
         let (reply, done) = oneshot::channel();
-        self.commands.send(Command::Refresh(reply)).await.map_err(|_| Gone::Stopped)?;
+        if self.commands.send(Command::Refresh(reply)).await.is_err() {
+            return self.stopped().await;
+        }
         match tokio::time::timeout_at(deadline, done).await {
             Err(_) => Ok(Err(timeout(&self.config.name))),
-            Ok(Err(_)) => Err(Gone::Stopped),
+            Ok(Err(_)) => self.stopped().await,
             Ok(Ok(Err(e))) => Ok(Err(e)),
             Ok(Ok(Ok(()))) => self.token(Some(Duration::ZERO), deadline).await,
         }
@@ -173,15 +240,25 @@ impl ProfileHandle {
     /// Exchanges a login's authorization code for tokens.
     pub async fn exchange(&self, code: Secret, verifier: Secret) -> Result<Result<(), Error>, Gone> {
         let (reply, done) = oneshot::channel();
-        self.commands.send(Command::Exchange { code, verifier, reply }).await.map_err(|_| Gone::Stopped)?;
-        done.await.map_err(|_| Gone::Stopped)
+        if self.commands.send(Command::Exchange { code, verifier, reply }).await.is_err() {
+            return self.stopped().await;
+        }
+        match done.await {
+            Ok(result) => Ok(result),
+            Err(_) => self.stopped().await,
+        }
     }
 
     /// Revokes the tokens at the server (when a `revoke_url` is set) and forgets them.
-    pub async fn logout(&self) -> Result<RevocationReport, Gone> {
+    pub async fn logout(&self) -> Result<Result<RevocationReport, Error>, Gone> {
         let (reply, done) = oneshot::channel();
-        self.commands.send(Command::Logout(reply)).await.map_err(|_| Gone::Stopped)?;
-        done.await.map_err(|_| Gone::Stopped)
+        if self.commands.send(Command::Logout(reply)).await.is_err() {
+            return self.stopped().await;
+        }
+        match done.await {
+            Ok(report) => Ok(Ok(report)),
+            Err(_) => self.stopped().await,
+        }
     }
 
     /// Records whether a login is pending, for status output.
@@ -199,54 +276,100 @@ impl ProfileHandle {
         }
     }
 
+    /// Whether the actor died (panicked), rather than being stopped.
+    pub fn has_died(&self) -> bool {
+        self.died.get().is_some()
+    }
+
+    /// The answer for a request that found the actor gone: the error that killed it, or
+    /// [`Gone::Stopped`] for an actor that was stopped (by a reload or a shutdown).
+    async fn stopped<T>(&self) -> Result<Result<T, Error>, Gone> {
+        // The supervisor records a death before it lets go of the snapshot channel, and lets go
+        // as soon as the actor has ended, so this wait is short.
+        let mut rx = self.snapshot.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(5), async { while rx.changed().await.is_ok() {} }).await;
+        match self.died.get() {
+            Some(error) => Ok(Err(error.clone())),
+            None => Err(Gone::Stopped),
+        }
+    }
+
     async fn wait_for_token(
         &self,
         min_valid: Option<Duration>,
         exclude: Option<Fingerprint>,
         deadline: Instant,
     ) -> Result<Result<Served, Error>, Gone> {
+        if let Some(asked) = min_valid.filter(|&d| d > limits::MAX_LIFETIME) {
+            return Ok(Err(Error::BadRequest {
+                message: format!(
+                    "a min_valid of {} is longer than any token tokend holds (at most {}); ask for less",
+                    humantime::format_duration(asked),
+                    humantime::format_duration(limits::MAX_LIFETIME)
+                ),
+            }));
+        }
         let mut rx = self.snapshot.clone();
         let mut asked_at_generation = None;
+        let mut reasks = 0;
         loop {
-            let snap = rx.borrow_and_update().clone();
-            let now = SystemTime::now();
-            let need = min_valid.unwrap_or_else(|| schedule::default_min_valid(self.config.min_valid, snap.lifetime));
-            // `need` may be zero, but a token at or past its expiry is never served.
-            let good_enough = snap.token.as_ref().is_some_and(|token| {
-                Some(token.fingerprint) != exclude
-                    && token.expires_at > now
-                    && token.expires_at.duration_since(now).unwrap_or_default() >= need
-            });
-            if good_enough {
-                return Ok(Ok(Served(snap)));
-            }
+            let (snap, now, need) = {
+                let current = rx.borrow_and_update();
+                let now = SystemTime::now();
+                let need =
+                    min_valid.unwrap_or_else(|| schedule::default_min_valid(self.config.min_valid, current.lifetime));
+                // `need` may be zero, but a token at or past its expiry is never served.
+                let good_enough = current.token.as_ref().is_some_and(|token| {
+                    Some(token.fingerprint) != exclude
+                        && token.expires_at > now
+                        && token.expires_at.duration_since(now).unwrap_or_default() >= need
+                });
+                if good_enough {
+                    // While `current` still holds the channel's read lock; see `HandedOut`.
+                    self.handed_out.record(now);
+                    return Ok(Ok(Served(current.clone())));
+                }
+                (current.clone(), now, need)
+            };
             if let Some(error) = &snap.blocked {
                 return Ok(Err(error.clone()));
             }
             match asked_at_generation {
+                // A new token came and is still not good enough. If tokens live long enough,
+                // this one only aged while the machine was busy: ask again, a bounded number of
+                // times. Otherwise no token the server issues can satisfy the request.
                 Some(asked) if snap.generation > asked && !snap.refreshing => {
-                    return Ok(Err(Error::MinValidUnsatisfiable {
-                        profile: self.config.name.clone(),
-                        requested: need,
-                        lifetime: snap.lifetime,
-                    }));
+                    if snap.lifetime <= need || reasks == MAX_REASKS {
+                        return Ok(Err(Error::MinValidUnsatisfiable {
+                            profile: self.config.name.clone(),
+                            requested: need,
+                            lifetime: snap.lifetime,
+                        }));
+                    }
+                    reasks += 1;
+                    self.demand.ask(limits::after(now, need));
+                    asked_at_generation = Some(snap.generation);
                 }
                 Some(_) => {}
                 None => {
                     if exclude.is_none() || !snap.refreshing {
-                        self.demand.ask(now + need);
+                        self.demand.ask(limits::after(now, need));
                     }
                     asked_at_generation = Some(snap.generation);
                 }
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Err(_) => return Ok(Err(timeout(&self.config.name))),
-                Ok(Err(_)) => return Err(Gone::Stopped),
+                Ok(Err(_)) => return self.stopped().await,
                 Ok(Ok(())) => {}
             }
         }
     }
 }
+
+/// How many times a request asks for another token when the new one aged past its margin
+/// before it could be served.
+const MAX_REASKS: u32 = 3;
 
 fn timeout(profile: &str) -> Error {
     Error::Timeout {

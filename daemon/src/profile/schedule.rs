@@ -1,5 +1,5 @@
-//! When things happen: the refresh time of a token, the delay before a retry, and the margin a
-//! served token must have. Pure functions of their inputs (randomness is passed in as a number
+//! When things happen: the refresh time of a token, the delay before a retry, the margin a
+//! served token must have, and how long a token rests unused before a refresh replaces it. Pure functions of their inputs (randomness is passed in as a number
 //! in `0.0..1.0`), so that the rules are testable exactly.
 
 use std::time::{Duration, SystemTime};
@@ -39,6 +39,19 @@ pub fn backoff(attempt: u32, min: Duration, max: Duration, retry_after: Option<D
 /// still served for most of their life.
 pub fn default_min_valid(min_valid: Duration, lifetime: Duration) -> Duration {
     min_valid.min(lifetime / 4)
+}
+
+/// How long a token must not have been handed out before a refresh replaces it: the profile's
+/// `quiet_window`, capped at an eighth of the token's lifetime.
+///
+/// The cap is what lets short-lived tokens keep working. For them the refresh is due half-way
+/// through the token's life and the default serving margin is a quarter of it, so a program
+/// that holds a token for longer than a quarter of its life risks its expiry anyway; an eighth
+/// covers holds of up to half that, while the old token, should the refresh fail, still has more
+/// than the serving margin left to be served during the retries. A 4-second token gets a
+/// half-second window; from 16 seconds up, the default two seconds apply in full.
+pub fn quiet_window(window: Duration, lifetime: Duration) -> Duration {
+    window.min(lifetime / 8)
 }
 
 #[cfg(test)]
@@ -87,6 +100,14 @@ mod tests {
     fn backoff_honours_retry_after_within_reason() {
         assert_eq!(backoff(1, secs(1), secs(300), Some(secs(120)), 0.5), secs(120));
         assert_eq!(backoff(1, secs(1), secs(300), Some(secs(86_400)), 0.5), MAX_RETRY_AFTER);
+    }
+
+    #[test]
+    fn the_quiet_window_is_at_most_an_eighth_of_the_lifetime() {
+        assert_eq!(quiet_window(secs(2), secs(7200)), secs(2));
+        assert_eq!(quiet_window(secs(2), secs(16)), secs(2));
+        assert_eq!(quiet_window(secs(2), secs(4)), Duration::from_millis(500));
+        assert_eq!(quiet_window(Duration::ZERO, secs(7200)), Duration::ZERO);
     }
 
     #[test]

@@ -6,16 +6,50 @@
 //!
 //! Invariants the machine keeps:
 //!
-//! - **One request in flight.** A request is started only from a resting phase, and the phase
-//!   is [`Phase::Refreshing`] until its outcome is handled; nothing starts a second one.
+//! - **One request in flight.** A request is started only from a phase with none in flight (a
+//!   resting phase, or the end of a quiet window), and the phase is [`Phase::Refreshing`] until
+//!   its outcome is handled; nothing starts a second one.
 //! - **A rejected token is never served again.** `invalidate` marks the current token rejected;
 //!   only a new token clears the mark.
-//! - **A refresh token is only replaced or dropped deliberately**: replaced by a rotated one,
+//! - **A refresh token is only replaced or dropped deliberately**: replaced by a rotated one
+//!   (even one that came in an answer unusable otherwise: the server has retired the old one),
 //!   dropped only when the server says it is dead (`invalid_grant`, which drops the access token
 //!   of the dead grant too) or the user logs out.
 //!   Transient failures and failed logins leave it untouched.
 //! - **Backoff and permanent failures stop the clock**: nothing is retried before `retry_at`,
 //!   and a permanent failure is not retried until the user asks or the config changes.
+//! - **A token handed out is not revoked under a program that is still using it.** Some servers
+//!   revoke the old access token when it is refreshed (Django OAuth Toolkit, Doorkeeper) or
+//!   when the new one is first used (Doorkeeper's `revoke_previous_refresh_token_on_use`). So a
+//!   refresh that replaces a usable token goes through a *quiet window* first
+//!   ([`Phase::Quiet`]): the token is no longer handed out (requests wait for the new one), and
+//!   the request is sent only once the token has not been handed out for the window — at
+//!   once, if nobody asked for it lately. The window is the profile's `quiet_window`, capped at
+//!   an eighth of the token's lifetime ([`schedule::quiet_window`]).
+//!
+//! How the quiet window meets everything else that can start a request:
+//!
+//! - the scheduled refresh and a retry after backoff go through it (clients may hold the token);
+//! - a client demand for a token valid beyond the current one (`--min-valid`) goes through it
+//!   too: the demanding client waits for the new token either way, and others may hold the
+//!   current one;
+//! - `tokenctl refresh` goes through it and answers when the new token is there, so a refresh
+//!   by hand does not break the programs using the token either; it joins a window under way;
+//! - an invalidation skips it, and cuts a window under way short: the server already refused
+//!   the token, so there is nothing left to protect;
+//! - a token that is expired, rejected or missing has no window: nobody can be using it; and a
+//!   window never lasts past the token's expiry;
+//! - if the refresh fails transiently, the old token is served again while it lasts, and the
+//!   retry goes through a new window.
+//!
+//! The window never makes a token be served later than it would be without it — while it lasts
+//! the token is not served at all — and it never runs while a request is in flight.
+//!
+//! The time a token was last handed out comes from the serving side (an atomic the hot path
+//! writes while it still holds the snapshot it served from; the actor passes it in with
+//! [`Machine::handed_out`]). The quiet phase is entered by one event and left only by a later
+//! [`Event::Due`], so that the time the window is judged by is read after the snapshot that
+//! withholds the token was published: no request can be handed the old token unseen.
 
 use std::time::{Duration, SystemTime};
 
@@ -45,6 +79,15 @@ pub enum Phase {
     Valid {
         /// When the scheduled refresh is due.
         refresh_at: SystemTime,
+    },
+    /// A refresh is due, and the current token is no longer handed out: the request is sent at
+    /// `send_at`, once the token has not been handed out for the quiet window.
+    Quiet {
+        /// When the window began.
+        since: SystemTime,
+        /// When the request is to be sent, as far as is known; the next [`Event::Due`] checks
+        /// again when the token was last handed out.
+        send_at: SystemTime,
     },
     /// A request to the token endpoint is in flight.
     Refreshing(RequestKind),
@@ -147,6 +190,9 @@ pub struct Tuning {
     pub retry_min: Duration,
     /// The longest retry delay.
     pub retry_max: Duration,
+    /// How long the token must not have been handed out before a refresh replaces it; zero for
+    /// no quiet window.
+    pub quiet_window: Duration,
 }
 
 /// The state of one profile.
@@ -158,6 +204,11 @@ pub struct Machine {
     token: Option<Current>,
     refresh_token: Option<Secret>,
     phase: Phase,
+    /// The current token is not handed out: a quiet window began, and the refresh that follows
+    /// it may revoke the token at the server. Cleared when the refresh ends either way.
+    withheld: bool,
+    /// When the serving side last handed out a token of this profile.
+    handed_out: Option<SystemTime>,
     last_error: Option<Failure>,
     failing_since: Option<SystemTime>,
     attempts: u32,
@@ -181,6 +232,8 @@ impl Machine {
             token,
             refresh_token: if grant == Grant::AuthorizationCode { refresh_token } else { None },
             phase: Phase::Empty,
+            withheld: false,
+            handed_out: None,
             last_error: None,
             failing_since: None,
             attempts: 0,
@@ -197,7 +250,7 @@ impl Machine {
                 if self.usable_at(now) {
                     self.rest(now, jitter);
                     if matches!(self.phase, Phase::Valid { refresh_at } if refresh_at <= now) {
-                        self.start(&mut fx);
+                        self.refresh(now, &mut fx);
                     }
                 } else {
                     self.start(&mut fx);
@@ -207,27 +260,38 @@ impl Machine {
             }
             Event::Due => match self.phase {
                 Phase::Valid { refresh_at } | Phase::Backoff { retry_at: refresh_at } if now >= refresh_at => {
-                    self.start(&mut fx);
+                    self.refresh(now, &mut fx);
+                }
+                // A clock set back past the window's start ends it: clients must not wait for
+                // as long as the clock went back.
+                Phase::Quiet { since, send_at } if now >= send_at || now < since => {
+                    let send_at = self.quiet_until(since);
+                    if now >= send_at || now < since {
+                        self.start(&mut fx);
+                    } else {
+                        self.phase = Phase::Quiet { since, send_at };
+                    }
                 }
                 _ => {}
             },
             Event::Demand(until) => {
                 let satisfied = self.token.as_ref().is_some_and(|t| !t.rejected && t.expires_at >= until);
                 if !satisfied && matches!(self.phase, Phase::Empty | Phase::Valid { .. }) {
-                    self.start(&mut fx);
+                    self.refresh(now, &mut fx);
                 }
             }
             Event::Invalidate(fingerprint) => {
                 if let Some(token) = self.token.as_mut().filter(|t| t.fingerprint == fingerprint && !t.rejected) {
                     token.rejected = true;
-                    if matches!(self.phase, Phase::Empty | Phase::Valid { .. }) {
+                    // The server refused the token already: no window, and one under way ends.
+                    if matches!(self.phase, Phase::Empty | Phase::Valid { .. } | Phase::Quiet { .. }) {
                         self.start(&mut fx);
                     }
                 }
             }
             Event::Force => {
-                if !matches!(self.phase, Phase::Refreshing(_)) {
-                    self.start(&mut fx);
+                if !matches!(self.phase, Phase::Refreshing(_) | Phase::Quiet { .. }) {
+                    self.refresh(now, &mut fx);
                     if fx.request.is_none() {
                         fx.finished = self.blocked_error().map(Err);
                     }
@@ -247,6 +311,7 @@ impl Machine {
                     self.refresh_token = Some(rotated);
                 }
                 self.token = Some(Current::from_set(&set));
+                self.withheld = false;
                 self.generation += 1;
                 self.attempts = 0;
                 self.last_error = None;
@@ -255,12 +320,20 @@ impl Machine {
                 fx.persist = true;
                 fx.finished = Some(Ok(()));
             }
-            Event::Failed(error) => {
+            Event::Failed(mut error) => {
+                if let Some(rotated) =
+                    error.rotated_refresh_token.take().filter(|_| self.grant == Grant::AuthorizationCode)
+                {
+                    self.refresh_token = Some(rotated);
+                    fx.persist = true;
+                }
                 let kind = match self.phase {
                     Phase::Refreshing(kind) => kind,
                     _ => RequestKind::RefreshToken,
                 };
                 let failure = error.to_failure(now);
+                // Whatever happened, the refresh is over; a token still valid is served again.
+                self.withheld = false;
                 fx.finished =
                     Some(Err(Error::Upstream { profile: self.name.clone(), failure: Box::new(failure.clone()) }));
                 if kind == RequestKind::CodeExchange {
@@ -276,7 +349,7 @@ impl Machine {
                         error.retry_after,
                         jitter,
                     );
-                    self.phase = Phase::Backoff { retry_at: now + delay };
+                    self.phase = Phase::Backoff { retry_at: crate::limits::after(now, delay) };
                     self.last_error = Some(failure);
                 } else if kind == RequestKind::RefreshToken && error.is_invalid_grant() {
                     // The grant is dead at the server, and the access token issued under it
@@ -306,6 +379,7 @@ impl Machine {
             Event::LoggedOut => {
                 self.token = None;
                 self.refresh_token = None;
+                self.withheld = false;
                 self.generation += 1;
                 self.attempts = 0;
                 self.last_error = None;
@@ -318,6 +392,34 @@ impl Machine {
             }
         }
         fx
+    }
+
+    /// Refreshes a token that clients may hold: through a quiet window if the profile has one
+    /// and the token is still usable, at once otherwise. The window is only entered here; it is
+    /// left by a later [`Event::Due`] (see the module docs for why).
+    fn refresh(&mut self, now: SystemTime, fx: &mut Effects) {
+        let can_request = self.grant == Grant::ClientCredentials || self.refresh_token.is_some();
+        let window = self
+            .token
+            .as_ref()
+            .map_or(Duration::ZERO, |t| schedule::quiet_window(self.tuning.quiet_window, t.lifetime()));
+        if can_request && self.usable_at(now) && !window.is_zero() {
+            self.withheld = true;
+            self.phase = Phase::Quiet { since: now, send_at: now };
+        } else {
+            self.start(fx);
+        }
+    }
+
+    /// When a quiet window that began at `since` ends: a window after the token was last handed
+    /// out, but no later than a window after `since` (nothing is handed out during the window)
+    /// nor than the token's expiry (nobody can use it after that).
+    fn quiet_until(&self, since: SystemTime) -> SystemTime {
+        let Some(token) = &self.token else { return since };
+        let window = schedule::quiet_window(self.tuning.quiet_window, token.lifetime());
+        let after = |t: SystemTime| t.checked_add(window).unwrap_or(t);
+        let after_last_hand_out = self.handed_out.map_or(since, after);
+        after_last_hand_out.max(since).min(after(since)).min(token.expires_at)
     }
 
     /// Starts a request if one can be made; otherwise the profile needs a login.
@@ -341,6 +443,7 @@ impl Machine {
 
     /// The phase to rest in when no request is in flight.
     fn rest(&mut self, now: SystemTime, jitter: f64) {
+        self.withheld = false;
         self.phase = match &self.token {
             Some(t) if !t.rejected && t.expires_at > now => Phase::Valid {
                 refresh_at: schedule::refresh_at(t.obtained_at, t.expires_at, self.tuning.refresh_margin, jitter),
@@ -356,10 +459,17 @@ impl Machine {
         self.token.as_ref().is_some_and(|t| !t.rejected && t.expires_at > now)
     }
 
+    /// Records when the serving side last handed out a token of this profile. The actor calls
+    /// it before every event, with what it reads from the serving side at that moment.
+    pub fn handed_out(&mut self, at: Option<SystemTime>) {
+        self.handed_out = at;
+    }
+
     /// When the actor should send [`Event::Due`] next.
     pub fn deadline(&self) -> Option<SystemTime> {
         match self.phase {
             Phase::Valid { refresh_at } => Some(refresh_at),
+            Phase::Quiet { send_at, .. } => Some(send_at),
             Phase::Backoff { retry_at } => Some(retry_at),
             _ => None,
         }
@@ -400,13 +510,14 @@ impl Machine {
                 profile,
                 failure: Box::new(self.last_error.clone().unwrap_or_else(|| unknown_failure(SystemTime::now()))),
             }),
-            Phase::Empty | Phase::Valid { .. } | Phase::Refreshing(_) => None,
+            Phase::Empty | Phase::Valid { .. } | Phase::Quiet { .. } | Phase::Refreshing(_) => None,
         }
     }
 
-    /// The token to serve, if there is one that was not rejected (it may have expired).
+    /// The token to serve, if there is one that was not rejected and is not withheld for a
+    /// quiet window (it may have expired).
     pub fn servable(&self, profile: &str) -> Option<Token> {
-        let t = self.token.as_ref().filter(|t| !t.rejected)?;
+        let t = self.token.as_ref().filter(|t| !t.rejected && !self.withheld)?;
         Some(Token {
             profile: profile.to_owned(),
             access_token: t.access_token.clone(),
@@ -422,6 +533,7 @@ impl Machine {
         let state = match self.phase {
             Phase::Empty => ProfileState::Empty,
             Phase::Valid { .. } => ProfileState::Valid,
+            Phase::Quiet { .. } => ProfileState::Quiet,
             Phase::Refreshing(_) => ProfileState::Refreshing,
             Phase::Backoff { .. } => ProfileState::Backoff,
             Phase::NeedsLogin { .. } => ProfileState::NeedsLogin,

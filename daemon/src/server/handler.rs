@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use interprocess::local_socket::tokio::Stream;
 use tokend_proto::{
-    Error, Event, Hello, HelloReply, MAGIC, PROTOCOL_VERSION, Pong, ProfileSummary, Request, Response, message::Refusal,
+    Error, Event, FrameError, Hello, HelloReply, MAGIC, MAX_FRAME_LEN, PROTOCOL_VERSION, Pong, ProfileSummary, Request,
+    Response, message::Refusal,
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -172,7 +173,7 @@ async fn handle(daemon: &Arc<Daemon>, conn: &mut Conn, request: Request) -> Resu
         },
         Request::Logout { profile } => {
             Box::pin(daemon.logins.cancel(&profile, "logged out")).await;
-            match Box::pin(with_profile(daemon, &profile, |h| async move { h.logout().await.map(Ok) })).await {
+            match Box::pin(with_profile(daemon, &profile, |h| async move { h.logout().await })).await {
                 Ok(report) => Response::LoggedOut(report),
                 Err(e) => Response::Error(e),
             }
@@ -183,7 +184,18 @@ async fn handle(daemon: &Arc<Daemon>, conn: &mut Conn, request: Request) -> Resu
         },
         Request::Watch { profile } => return Box::pin(watch(daemon, conn, profile)).await,
     };
-    conn.write(&response).await
+    match conn.write(&response).await {
+        // Nothing was written: the client gets an answer that fits, not a closed connection
+        // (which it would take for a restarted daemon, and send the request again).
+        Err(ConnError::Frame(FrameError::TooLarge { len })) => {
+            tracing::error!("an answer of {len} bytes does not fit in a frame");
+            let message = format!(
+                "the answer ({len} bytes) is larger than a frame can carry ({MAX_FRAME_LEN} bytes); ask for less at a time"
+            );
+            conn.write(&Response::Error(Error::Internal { message })).await
+        }
+        written => written,
+    }
 }
 
 /// Runs `f` on the named profile, following it across reloads. The HTTP API uses it too.
@@ -251,7 +263,7 @@ async fn login(daemon: &Arc<Daemon>, conn: &mut Conn, name: &str) -> Result<(), 
 /// `tokenctl info`: GET the info endpoint with the token; on 401, invalidate and retry once.
 async fn info(daemon: &Daemon, name: &str, deadline: Instant) -> Result<Response, Error> {
     let handle = daemon.profile(name)?;
-    let Some(url) = handle.config.info_url.clone() else {
+    let Some(url) = handle.config.info_url().cloned() else {
         return Err(Error::NotSupported {
             profile: name.to_owned(),
             message: "no info_url is configured for this profile; add one (for example the server's user or token-info endpoint)".into(),

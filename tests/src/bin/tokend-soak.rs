@@ -16,13 +16,23 @@
 //! - tokend's resident memory over time (must stay flat).
 //!
 //! It exits non-zero if a must-be-zero count is not zero or memory grew by more than a third.
+//!
+//!     tokend-soak --revoking [--clients 50] [--refreshes 50] [--lifetime 8s] [--max-hold 500ms]
+//!                            [--revoke at-refresh|on-first-use]
+//!
+//! measures instead how often a token fails when it is used against a server that revokes the
+//! old token when it issues a new one, with the quiet window off and on, and with `with_token`
+//! (see `revoking.rs`).
+
+#[path = "tokend-soak/revoking.rs"]
+mod revoking;
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokend_e2e::fake::{Client, ClientAuth, Fault, Style};
+use tokend_e2e::fake::{Client, ClientAuth, Fault, RevokeOnRefresh, Style};
 use tokend_e2e::{FakeProvider, Tokend, free_port};
 
 /// How long after an outage errors are expected: the longest retry delay plus one token
@@ -62,32 +72,65 @@ impl Health {
     }
 }
 
-fn parse_args() -> Result<(Duration, usize), String> {
+const USAGE: &str = "usage: tokend-soak [--duration 10m] [--clients 100]
+       tokend-soak --revoking [--clients 50] [--refreshes 50] [--lifetime 8s] [--max-hold 500ms] [--revoke at-refresh|on-first-use]";
+
+/// What to run.
+enum Soak {
+    /// The daemon under load while the provider fails at random.
+    Chaos { duration: Duration, clients: usize },
+    /// Uses of tokens against a provider that revokes replaced tokens.
+    Revoking(revoking::Plan),
+}
+
+fn parse_args() -> Result<Soak, String> {
     let mut duration = Duration::from_secs(600);
-    let mut clients = 100;
+    let mut clients = None;
+    let mut revoking = false;
+    let mut plan = revoking::Plan {
+        clients: 50,
+        refreshes: 50,
+        lifetime: Duration::from_secs(8),
+        max_hold: Duration::from_millis(500),
+        revoke: RevokeOnRefresh::AtRefresh,
+    };
+    let duration_of = |name: &str, text: String| humantime::parse_duration(&text).map_err(|e| format!("{name}: {e}"));
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
         match arg.as_str() {
-            "--duration" => {
-                let value = args.next().ok_or("--duration needs a value")?;
-                duration = humantime::parse_duration(&value).map_err(|e| format!("--duration: {e}"))?;
-            }
+            "--duration" => duration = duration_of("--duration", value("--duration")?)?,
             "--clients" => {
-                clients =
-                    args.next().ok_or("--clients needs a value")?.parse().map_err(|e| format!("--clients: {e}"))?;
+                clients = Some(value("--clients")?.parse().map_err(|e| format!("--clients: {e}"))?);
             }
-            "--help" | "-h" => {
-                return Err("usage: tokend-soak [--duration 10m] [--clients 100]".into());
+            "--revoking" => revoking = true,
+            "--refreshes" => {
+                plan.refreshes = value("--refreshes")?.parse().map_err(|e| format!("--refreshes: {e}"))?;
             }
-            other => return Err(format!("unknown argument {other:?}")),
+            "--lifetime" => plan.lifetime = duration_of("--lifetime", value("--lifetime")?)?,
+            "--max-hold" => plan.max_hold = duration_of("--max-hold", value("--max-hold")?)?,
+            "--revoke" => {
+                plan.revoke = match value("--revoke")?.as_str() {
+                    "at-refresh" => RevokeOnRefresh::AtRefresh,
+                    "on-first-use" => RevokeOnRefresh::OnFirstUse,
+                    other => return Err(format!("--revoke: {other:?} is not at-refresh or on-first-use")),
+                };
+            }
+            "--help" | "-h" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
-    Ok((duration, clients))
+    if revoking {
+        plan.clients = clients.unwrap_or(plan.clients);
+        Ok(Soak::Revoking(plan))
+    } else {
+        Ok(Soak::Chaos { duration, clients: clients.unwrap_or(100) })
+    }
 }
 
 fn main() -> ExitCode {
-    let (duration, clients) = match parse_args() {
-        Ok(args) => args,
+    let soak = match parse_args() {
+        Ok(soak) => soak,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
@@ -95,10 +138,21 @@ fn main() -> ExitCode {
     };
     tokend_e2e::raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    runtime.block_on(soak(duration, clients))
+    match soak {
+        Soak::Chaos { duration, clients } => runtime.block_on(chaos(duration, clients)),
+        Soak::Revoking(plan) => {
+            if runtime.block_on(revoking::run(plan)) {
+                println!("PASS");
+                ExitCode::SUCCESS
+            } else {
+                println!("FAIL");
+                ExitCode::FAILURE
+            }
+        }
+    }
 }
 
-async fn soak(duration: Duration, clients: usize) -> ExitCode {
+async fn chaos(duration: Duration, clients: usize) -> ExitCode {
     let fake = FakeProvider::start().await;
     let redirect = format!("http://127.0.0.1:{}/callback", free_port());
     fake.client("cc", "s", ClientAuth::Basic);
@@ -141,7 +195,7 @@ retry_max = "1s"
         tokend_e2e::Options { env: vec![("RUST_LOG".into(), "warn".into())], ..Default::default() },
     )
     .await;
-    log_in(&tokend).await;
+    tokend.log_in("ac").await;
     let pid = tokend.pid();
 
     let counts = Arc::new(Counts::default());
@@ -262,14 +316,4 @@ fn rss_kib(pid: u32) -> u64 {
             s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
-}
-
-async fn log_in(tokend: &Tokend) {
-    let mut login = tokend.spawn_tokenctl(&["login", "ac", "--no-browser"]);
-    let url = login.login_url().await;
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let location = http.get(&url).send().await.unwrap().headers()["location"].to_str().unwrap().to_owned();
-    http.get(&location).send().await.unwrap();
-    let (exit, output) = login.finish().await;
-    assert!(exit.success(), "{output}");
 }

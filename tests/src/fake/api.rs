@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
-use super::{Fake, accepts, json};
+use super::{Fake, accepts, first_use, json};
 
 /// The size of the block [`pattern`] repeats.
 pub const PATTERN_BLOCK: usize = 64 * 1024;
@@ -77,8 +77,18 @@ pub(super) async fn handle(fake: &Fake, request: Request) -> Response {
         .unwrap_or("")
         .to_owned();
     let target = parts.uri.path_and_query().map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
-    let valid = fake.with(|i| accepts(i, &token, std::time::SystemTime::now()));
+    let valid = fake.with(|i| {
+        let valid = !i.reject_every_use && accepts(i, &token, std::time::SystemTime::now());
+        if valid {
+            first_use(i, &token);
+        }
+        valid
+    });
     let response = if !valid {
+        // Read what was sent before answering, as servers behind a load balancer do: answering
+        // early and closing on a body still arriving resets the connection, and the client may
+        // lose the answer.
+        consume(body).await;
         let mut response = json(StatusCode::UNAUTHORIZED, serde_json::json!({ "error": "invalid_token" }));
         response
             .headers_mut()

@@ -20,7 +20,7 @@ Exit status:
   8  tokenctl and tokend are from different releases (protocol mismatch)
   9  what answers at the socket is not your tokend: another user runs it, or could have
      put it there (nothing was sent to it)
-`tokenctl exec` exits with the command's own status.";
+`tokenctl exec` exits with the command's own status (of its second run, with --retry-on-exit).";
 
 /// Ask tokend for OAuth access tokens, and manage it.
 ///
@@ -95,6 +95,10 @@ pub enum Command {
     /// List the configured profiles
     List,
     /// Refresh a profile's token now and print the new one
+    ///
+    /// If the current token was handed out moments ago, the refresh waits for the profile's
+    /// quiet window first (2 s by default), so that programs using it are not cut off by
+    /// servers that revoke the old token when they issue a new one.
     Refresh {
         /// The profile
         profile: String,
@@ -158,6 +162,15 @@ pub enum Command {
     /// The command replaces tokenctl, so its exit status is tokenctl's.
     ///
     ///   tokenctl exec minut -- sh -c 'curl -H "Authorization: Bearer $TOKEN" https://…'
+    ///
+    /// With --retry-on-exit CODE, the command says "the server rejected the token" (HTTP 401) by
+    /// exiting with CODE: tokenctl then reports exactly that token to tokend, as `invalidate`
+    /// does, and runs the command once more with a new token. Any other exit status of the first
+    /// run, and whatever the second run exits with, is tokenctl's: there is no third run.
+    ///
+    ///   tokenctl exec minut --retry-on-exit 77 -- ./sync.sh     # sync.sh exits 77 on a 401
+    ///
+    /// docs/recipes.md has a curl one-liner that does this.
     Exec {
         /// The profile
         profile: String,
@@ -170,6 +183,10 @@ pub enum Command {
         /// The least the token must have left
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         min_valid: Option<Duration>,
+        /// If the command exits with CODE (1-255), report its token as rejected and run it once
+        /// more with a new one
+        #[arg(long, value_name = "CODE", value_parser = clap::value_parser!(u8).range(1..))]
+        retry_on_exit: Option<u8>,
         /// The command and its arguments
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<OsString>,

@@ -11,6 +11,7 @@ use tokend_client::blocking::Client;
 use tokend_client::{Endpoint, Error};
 
 use crate::output;
+use crate::term::{errln, outln};
 
 enum Input {
     Finished(Result<(), Error>),
@@ -21,19 +22,19 @@ pub fn run(mut client: Client, endpoint: Endpoint, profile: &str, no_browser: bo
     let started = client.begin_login(profile)?;
     let until = output::left(started.expires_at, SystemTime::now());
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({ "profile": profile, "url": started.url, "expires_at": output::rfc3339(started.expires_at) })
         );
     }
-    eprintln!("To log in to profile `{profile}`, open this URL in a browser:\n\n    {}\n", started.url);
+    errln!("To log in to profile `{profile}`, open this URL in a browser:\n\n    {}\n", started.url);
     if !no_browser && !headless() {
         match open_browser(&started.url) {
-            Ok(()) => eprintln!("(A browser should have opened it.)"),
-            Err(e) => eprintln!("(Could not open a browser: {e}.)"),
+            Ok(()) => errln!("(A browser should have opened it.)"),
+            Err(e) => errln!("(Could not open a browser: {e}.)"),
         }
     }
-    eprintln!(
+    errln!(
         "Waiting for the browser for up to {until}. If the browser runs on another machine and its last page failed to load,\npaste that page's address here and press Enter."
     );
 
@@ -57,7 +58,7 @@ pub fn run(mut client: Client, endpoint: Endpoint, profile: &str, no_browser: bo
             Ok(Input::Finished(result)) => {
                 result?;
                 if !json {
-                    eprintln!("Logged in: tokend now holds tokens for `{profile}`.");
+                    errln!("Logged in: tokend now holds tokens for `{profile}`.");
                 }
                 return Ok(());
             }
@@ -69,7 +70,7 @@ pub fn run(mut client: Client, endpoint: Endpoint, profile: &str, no_browser: bo
                 // The paste goes over a second connection; the first one reports the outcome.
                 match Client::connect_to(endpoint.clone()).and_then(|mut c| c.login_redirect(profile, url)) {
                     Ok(()) => {}
-                    Err(e) => eprintln!(
+                    Err(e) => errln!(
                         "tokenctl: {e}\nPaste the complete address, starting with http://, or wait for the browser."
                     ),
                 }

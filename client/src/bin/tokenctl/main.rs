@@ -4,8 +4,9 @@
 mod cli;
 mod login;
 mod output;
+mod term;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
@@ -15,6 +16,7 @@ use tokend_client::{Error, ErrorClass, Event, Fingerprint, RevocationOutcome, To
 
 use crate::cli::{Cli, Command, ExecFormat, Format};
 use crate::output::{StatusView, TokenView};
+use crate::term::{errln, outln};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -25,9 +27,9 @@ fn main() -> ExitCode {
             let class = e.class();
             if json {
                 let error = serde_json::json!({ "error": { "class": class_name(class), "message": e.to_string() } });
-                eprintln!("{error}");
+                errln!("{error}");
             } else {
-                eprintln!("tokenctl: {e}");
+                errln!("tokenctl: {e}");
             }
             ExitCode::from(exit_code(class))
         }
@@ -86,11 +88,11 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                     serde_json::to_value(&views)
                 });
             } else if profile.is_some() {
-                print!("{}", output::status_detail(&statuses[0], now));
+                term::out(&output::status_detail(&statuses[0], now));
             } else if statuses.is_empty() {
-                println!("no profiles are configured");
+                outln!("no profiles are configured");
             } else {
-                print!("{}", output::status_table(&statuses, now));
+                term::out(&output::status_table(&statuses, now));
             }
         }
         Command::List => {
@@ -106,7 +108,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             } else {
                 let width = profiles.iter().map(|p| p.name.len()).max().unwrap_or(0);
                 for p in &profiles {
-                    println!("{:<width$}  {:<18}  {}", p.name, p.grant.as_str(), p.state.as_str());
+                    outln!("{:<width$}  {:<18}  {}", p.name, p.grant.as_str(), p.state.as_str());
                 }
             }
         }
@@ -131,24 +133,24 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                     "access_token": outcome_json(&report.access_token),
                 })));
             } else {
-                println!("Logged out of `{}`; its tokens are forgotten.", report.profile);
-                println!("  refresh token: {}", outcome_text(&report.refresh_token));
-                println!("  access token:  {}", outcome_text(&report.access_token));
+                outln!("Logged out of `{}`; its tokens are forgotten.", report.profile);
+                outln!("  refresh token: {}", outcome_text(&report.refresh_token));
+                outln!("  access token:  {}", outcome_text(&report.access_token));
             }
         }
         Command::Info { profile } => {
             let info = connect()?.info(&profile)?;
             let ok = (200..300).contains(&info.status);
             if json || !ok {
-                println!("{}", info.body);
+                outln!("{}", info.body);
             } else {
                 match serde_json::from_str::<serde_json::Value>(&info.body) {
-                    Ok(value) => println!("{}", serde_json::to_string_pretty(&value).unwrap_or(info.body)),
-                    Err(_) => println!("{}", info.body),
+                    Ok(value) => outln!("{}", serde_json::to_string_pretty(&value).unwrap_or(info.body)),
+                    Err(_) => outln!("{}", info.body),
                 }
             }
             if !ok {
-                eprintln!("tokenctl: the info endpoint of `{profile}` answered HTTP {}", info.status);
+                errln!("tokenctl: the info endpoint of `{profile}` answered HTTP {}", info.status);
                 return Ok(ExitCode::from(exit_code(ErrorClass::Upstream)));
             }
         }
@@ -169,13 +171,13 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                     }
                 }
                 parts.push(format!("{} unchanged", summary.unchanged.len()));
-                println!("Reloaded: {}", parts.join("; "));
+                outln!("Reloaded: {}", parts.join("; "));
             }
         }
         Command::Shutdown => {
             connect()?.shutdown()?;
             if !json {
-                println!("tokend is shutting down");
+                outln!("tokend is shutting down");
             }
         }
         Command::Ping => {
@@ -187,19 +189,36 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 })));
             } else {
                 let up = output::short(now().duration_since(pong.started_at).unwrap_or_default());
-                println!(
+                outln!(
                     "tokend {} is running (pid {}, up {up}, {} profiles) at {endpoint}",
-                    pong.daemon_version, pong.pid, pong.profiles
+                    pong.daemon_version,
+                    pong.pid,
+                    pong.profiles
                 );
             }
         }
         Command::Watch { profile } => watch(connect()?, profile.as_deref(), json)?,
-        Command::Exec { profile, env, format, min_valid, command } => {
-            let token = connect()?.token_with(&profile, min_valid)?;
-            return exec(&token, &env, format, &command);
+        Command::Exec { profile, env, format, min_valid, retry_on_exit, command } => {
+            let mut tokend = connect()?;
+            let token = tokend.token_with(&profile, min_valid)?;
+            let Some(rejected) = retry_on_exit else {
+                return exec(&token, &env, format, &command);
+            };
+            let status = match with_token(&token, &env, format, &command).status() {
+                Ok(status) => status,
+                Err(error) => return Ok(cannot_run(&command[0], &error)),
+            };
+            if status.code() != Some(i32::from(rejected)) {
+                return Ok(ExitCode::from(exit_status(status)));
+            }
+            let fresh = tokend.invalidate_fingerprint(&profile, Some(token.fingerprint))?;
+            return exec(&fresh, &env, format, &command);
         }
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "tokenctl", &mut std::io::stdout());
+            // Generated whole first: clap_complete panics on a failed write.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "tokenctl", &mut script);
+            term::out(&String::from_utf8_lossy(&script));
         }
         Command::Man { dir } => man(dir)?,
     }
@@ -208,16 +227,16 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
 
 fn print_token(token: &Token, format: Format) {
     match format {
-        Format::Raw => println!("{}", token.access_token.expose()),
-        Format::Header => println!("Authorization: {}", token.header_value()),
+        Format::Raw => outln!("{}", token.access_token.expose()),
+        Format::Header => outln!("Authorization: {}", token.header_value()),
         Format::Json => print_json(&serde_json::to_value(TokenView::new(token, SystemTime::now()))),
     }
 }
 
 fn print_json(value: &Result<serde_json::Value, serde_json::Error>) {
     match value {
-        Ok(value) => println!("{value}"),
-        Err(e) => eprintln!("tokenctl: cannot format JSON: {e}"),
+        Ok(value) => outln!("{value}"),
+        Err(e) => errln!("tokenctl: cannot format JSON: {e}"),
     }
 }
 
@@ -251,7 +270,6 @@ fn outcome_text(outcome: &RevocationOutcome) -> String {
 
 fn watch(client: Client, profile: Option<&str>, json: bool) -> Result<(), Error> {
     let mut states = std::collections::HashMap::new();
-    let stdout = std::io::stdout();
     for event in client.watch(profile)? {
         let now = output::rfc3339(SystemTime::now());
         let line = match event? {
@@ -289,41 +307,55 @@ fn watch(client: Client, profile: Option<&str>, json: bool) -> Result<(), Error>
             }
             Event::Removed { profile } => format!("{now} {profile}: removed from the configuration"),
         };
-        let mut out = stdout.lock();
-        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-            // The reader went away (e.g. `| head`): stop quietly.
-            return Ok(());
-        }
+        // A reader that went away (e.g. `| head`) ends tokenctl quietly here.
+        outln!("{line}");
     }
     Err(Error::Io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "tokend closed the watch stream")))
 }
 
 fn exec(token: &Token, var: &str, format: ExecFormat, command: &[std::ffi::OsString]) -> Result<ExitCode, Error> {
+    exec_command(with_token(token, var, format, command), &command[0])
+}
+
+/// `command` with the token in the environment variable `var`.
+fn with_token(token: &Token, var: &str, format: ExecFormat, command: &[std::ffi::OsString]) -> std::process::Command {
     let value = match format {
         ExecFormat::Raw => token.access_token.expose().to_owned(),
         ExecFormat::Header => token.header_value(),
     };
     let mut child = std::process::Command::new(&command[0]);
     child.args(&command[1..]).env(var, value);
-    exec_command(child, &command[0])
+    child
+}
+
+/// The shell's exit status for a command that could not be started.
+fn cannot_run(program: &std::ffi::OsStr, error: &std::io::Error) -> ExitCode {
+    errln!("tokenctl: cannot run {}: {error}", program.to_string_lossy());
+    ExitCode::from(if error.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 })
+}
+
+/// A finished command's status as the shell reports it: its exit code, or 128 plus the signal
+/// that killed it.
+fn exit_status(status: std::process::ExitStatus) -> u8 {
+    #[cfg(unix)]
+    if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
+        return 128u8.saturating_add(signal as u8);
+    }
+    status.code().map_or(1, |code| code as u8)
 }
 
 #[cfg(unix)]
 fn exec_command(mut command: std::process::Command, program: &std::ffi::OsStr) -> Result<ExitCode, Error> {
     use std::os::unix::process::CommandExt;
     let error = command.exec();
-    eprintln!("tokenctl: cannot run {}: {error}", program.to_string_lossy());
-    Ok(ExitCode::from(if error.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 }))
+    Ok(cannot_run(program, &error))
 }
 
 #[cfg(not(unix))]
 fn exec_command(mut command: std::process::Command, program: &std::ffi::OsStr) -> Result<ExitCode, Error> {
     match command.status() {
-        Ok(status) => Ok(ExitCode::from(status.code().unwrap_or(1) as u8)),
-        Err(error) => {
-            eprintln!("tokenctl: cannot run {}: {error}", program.to_string_lossy());
-            Ok(ExitCode::from(127))
-        }
+        Ok(status) => Ok(ExitCode::from(exit_status(status))),
+        Err(error) => Ok(cannot_run(program, &error)),
     }
 }
 
@@ -350,7 +382,7 @@ fn man(dir: Option<std::path::PathBuf>) -> Result<(), Error> {
     }
     render("tokenctl".into(), command)?;
     for path in written {
-        println!("{}", path.display());
+        outln!("{}", path.display());
     }
     Ok(())
 }

@@ -2,12 +2,14 @@
 //!
 //! The JSON views are this program's stable output format, shared with tokend's HTTP API
 //! (`tokend_proto::json`): times are RFC 3339 strings (UTC) alongside seconds-from-now, and
-//! field names are snake_case.
+//! field names are snake_case. A time RFC 3339 cannot write (after 9999) is shown as the latest
+//! it can, and seconds-from-now saturate, rather than fail.
 
 use std::time::{Duration, SystemTime};
 
 use tokend_client::ProfileStatus;
-pub use tokend_proto::json::{StatusView, TokenView, rfc3339};
+pub use tokend_proto::json::{StatusView, TokenView};
+pub use tokend_proto::time::rfc3339;
 
 /// "59m 12s", or "expired".
 pub fn left(t: SystemTime, now: SystemTime) -> String {
@@ -130,6 +132,8 @@ pub fn status_detail(s: &ProfileStatus, now: SystemTime) -> String {
 
 #[cfg(test)]
 mod tests {
+    use tokend_proto::json::seconds_from_now;
+
     use super::*;
 
     #[test]
@@ -138,5 +142,15 @@ mod tests {
         assert_eq!(short(Duration::from_secs(3552)), "59m 12s");
         assert_eq!(short(Duration::from_secs(3900)), "1h 5m");
         assert_eq!(short(Duration::from_secs(3 * 86400 + 7200)), "3d 2h");
+        assert!(short(Duration::MAX).ends_with('h'));
+    }
+
+    #[test]
+    fn far_times_print_without_a_panic() {
+        let now = SystemTime::now();
+        let far = SystemTime::UNIX_EPOCH + Duration::from_secs(1 << 40);
+        assert_eq!(rfc3339(far), "9999-12-31T23:59:59Z");
+        assert!(seconds_from_now(far, now) > 30_000_000_000);
+        assert!(left(far, now).ends_with('h'));
     }
 }

@@ -8,7 +8,7 @@ fn secs(s: u64) -> Duration {
 }
 
 fn tuning() -> Tuning {
-    Tuning { refresh_margin: secs(300), retry_min: secs(1), retry_max: secs(300) }
+    Tuning { refresh_margin: secs(300), retry_min: secs(1), retry_max: secs(300), quiet_window: Duration::ZERO }
 }
 
 fn set(token: &str, obtained: SystemTime, lifetime: u64, refresh: Option<&str>) -> TokenSet {
@@ -34,6 +34,7 @@ fn upstream(retry: Retry, error: Option<&str>) -> UpstreamError {
         description: None,
         message: "test".into(),
         retry_after: None,
+        rotated_refresh_token: None,
     }
 }
 
@@ -143,6 +144,20 @@ fn a_response_without_refresh_token_keeps_the_old_one() {
     m.handle(Event::Start, T0, 0.0);
     m.handle(Event::Obtained(set("a", T0, 60, None)), T0, 0.0);
     assert_eq!(m.refresh_token().unwrap().expose(), "rt1");
+}
+
+#[test]
+fn a_rotated_refresh_token_in_an_unusable_answer_is_kept_and_the_failure_is_transient() {
+    let mut m = ac(Some(current("a", T0, 600)), Some("rt1"));
+    m.handle(Event::Start, T0, 0.0);
+    m.handle(Event::Due, T0 + secs(300), 0.0);
+    let error = UpstreamError { rotated_refresh_token: Some(Secret::from("rt2")), ..upstream(Retry::Transient, None) };
+    let fx = m.handle(Event::Failed(error), T0 + secs(300), 0.0);
+    assert!(fx.persist, "saved at once");
+    assert_eq!(m.refresh_token().unwrap().expose(), "rt2");
+    assert!(matches!(m.phase(), Phase::Backoff { .. }));
+    assert_eq!(m.servable("movemint").unwrap().access_token.expose(), "a", "the old token is still served");
+    assert_eq!(m.handle(Event::Due, T0 + secs(301), 0.0).request, Some(RequestKind::RefreshToken));
 }
 
 #[test]
@@ -261,4 +276,223 @@ fn status_reports_what_to_do() {
     let status = m.status(T0, None);
     assert_eq!(status.state, ProfileState::NeedsLogin);
     assert!(status.action.unwrap().contains("tokenctl login movemint"));
+}
+
+fn quiet(window: Duration) -> Machine {
+    let tuning = Tuning { quiet_window: window, ..tuning() };
+    Machine::new("movemint", Grant::AuthorizationCode, tuning, Some(current("a", T0, 3600)), Some(Secret::from("rt")))
+}
+
+/// A profile holding token "a" (T0 to T0+1h) with a 2-second quiet window, at its refresh time.
+fn quiet_at_refresh_time() -> (Machine, SystemTime) {
+    let mut m = quiet(secs(2));
+    m.handle(Event::Start, T0, 0.0);
+    let due = m.deadline().unwrap();
+    assert_eq!(due, T0 + secs(3300));
+    (m, due)
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+#[test]
+fn a_due_refresh_withholds_the_token_instead_of_sending_the_request() {
+    let (mut m, due) = quiet_at_refresh_time();
+    let fx = m.handle(Event::Due, due, 0.0);
+    assert_eq!(fx.request, None, "never in the same step that withholds the token");
+    assert_eq!(m.phase(), &Phase::Quiet { since: due, send_at: due });
+    assert!(m.servable("movemint").is_none(), "the old token is no longer handed out");
+    assert_eq!(m.blocked_error(), None, "clients wait for the new token");
+    let status = m.status(due, None);
+    assert_eq!(status.state, ProfileState::Quiet);
+    assert!(status.token.is_some(), "status still shows the token held");
+}
+
+#[test]
+fn an_idle_profile_sends_the_refresh_at_the_first_check() {
+    let (mut m, due) = quiet_at_refresh_time();
+    m.handed_out(Some(T0 + secs(60)));
+    m.handle(Event::Due, due, 0.0);
+    assert_eq!(m.handle(Event::Due, due, 0.0).request, Some(RequestKind::RefreshToken));
+    assert!(m.servable("movemint").is_none(), "still withheld while the request is in flight");
+}
+
+#[test]
+fn the_request_waits_until_a_window_after_the_last_hand_out() {
+    let (mut m, due) = quiet_at_refresh_time();
+    m.handle(Event::Due, due, 0.0);
+    // Handed out just before the window began, as the serving side reports at the check.
+    m.handed_out(Some(due - ms(500)));
+    assert_eq!(m.handle(Event::Due, due, 0.0).request, None);
+    assert_eq!(m.deadline(), Some(due + ms(1500)));
+    assert_eq!(m.handle(Event::Due, due + ms(1499), 0.0).request, None);
+    assert_eq!(m.handle(Event::Due, due + ms(1500), 0.0).request, Some(RequestKind::RefreshToken));
+}
+
+#[test]
+fn the_window_lasts_at_most_its_length_and_never_past_the_token_s_expiry() {
+    let (mut m, due) = quiet_at_refresh_time();
+    m.handle(Event::Due, due, 0.0);
+    m.handed_out(Some(due + secs(3600)));
+    m.handle(Event::Due, due, 0.0);
+    assert_eq!(m.deadline(), Some(due + secs(2)), "nothing is handed out during the window");
+
+    let tuning = Tuning { quiet_window: secs(600), ..tuning() };
+    let mut m =
+        Machine::new("movemint", Grant::AuthorizationCode, tuning, Some(current("a", T0, 3600)), Some("rt".into()));
+    m.handle(Event::Start, T0, 0.0);
+    let due = m.deadline().unwrap();
+    m.handed_out(Some(due));
+    m.handle(Event::Due, due, 0.0);
+    m.handle(Event::Due, due, 0.0);
+    assert_eq!(m.deadline(), Some(T0 + secs(3600)), "nobody can use the token after it expires");
+}
+
+#[test]
+fn short_lived_tokens_get_a_window_of_an_eighth_of_their_life() {
+    let mut m = Machine::new(
+        "movemint",
+        Grant::AuthorizationCode,
+        Tuning { quiet_window: secs(2), ..tuning() },
+        Some(current("a", T0, 4)),
+        Some("rt".into()),
+    );
+    m.handle(Event::Start, T0, 0.0);
+    let due = m.deadline().unwrap();
+    assert_eq!(due, T0 + secs(2));
+    m.handed_out(Some(due));
+    m.handle(Event::Due, due, 0.0);
+    m.handle(Event::Due, due, 0.0);
+    assert_eq!(m.deadline(), Some(due + ms(500)));
+}
+
+#[test]
+fn an_invalidation_skips_the_window_and_ends_one_under_way() {
+    let (mut m, due) = quiet_at_refresh_time();
+    m.handle(Event::Due, due, 0.0);
+    m.handed_out(Some(due));
+    m.handle(Event::Due, due, 0.0);
+    let fx = m.handle(Event::Invalidate(Fingerprint::of("a")), due + ms(10), 0.0);
+    assert_eq!(fx.request, Some(RequestKind::RefreshToken), "the server refused it already");
+
+    let (mut m, _) = quiet_at_refresh_time();
+    let fx = m.handle(Event::Invalidate(Fingerprint::of("a")), T0 + secs(10), 0.0);
+    assert_eq!(fx.request, Some(RequestKind::RefreshToken));
+}
+
+#[test]
+fn a_refresh_by_hand_goes_through_the_window_and_joins_one_under_way() {
+    let (mut m, _) = quiet_at_refresh_time();
+    let now = T0 + secs(10);
+    let fx = m.handle(Event::Force, now, 0.0);
+    assert_eq!((fx.request, fx.finished), (None, None), "answered when the new token is there");
+    let window = m.phase().clone();
+    assert!(matches!(window, Phase::Quiet { .. }));
+    let fx = m.handle(Event::Force, now + ms(100), 0.0);
+    assert_eq!((fx.request, fx.finished), (None, None));
+    assert_eq!(m.phase(), &window, "the window under way goes on as it was");
+    assert_eq!(m.handle(Event::Due, now, 0.0).request, Some(RequestKind::RefreshToken));
+    let fx = m.handle(Event::Obtained(set("b", now, 3600, Some("rt2"))), now, 0.0);
+    assert_eq!(fx.finished, Some(Ok(())));
+    assert_eq!(m.servable("movemint").unwrap().access_token.expose(), "b");
+}
+
+#[test]
+fn a_demand_beyond_the_current_token_goes_through_the_window() {
+    let (mut m, _) = quiet_at_refresh_time();
+    let now = T0 + secs(10);
+    assert_eq!(m.handle(Event::Demand(T0 + secs(7200)), now, 0.0).request, None);
+    assert!(matches!(m.phase(), Phase::Quiet { .. }));
+    assert!(m.servable("movemint").is_none());
+}
+
+#[test]
+fn one_request_at_a_time_through_a_window() {
+    let (mut m, due) = quiet_at_refresh_time();
+    m.handle(Event::Due, due, 0.0);
+    m.handed_out(Some(due));
+    for event in [Event::Demand(due + secs(7200)), Event::Force, Event::Due] {
+        assert_eq!(m.handle(event, due, 0.0).request, None, "the window is not cut short");
+    }
+    let end = due + secs(2);
+    assert_eq!(m.handle(Event::Due, end, 0.0).request, Some(RequestKind::RefreshToken));
+    for event in [Event::Demand(end + secs(7200)), Event::Force, Event::Due] {
+        assert_eq!(m.handle(event, end, 0.0).request, None, "one request in flight");
+    }
+}
+
+#[test]
+fn after_a_transient_failure_the_old_token_is_served_again_and_the_retry_waits_again() {
+    let (mut m, due) = quiet_at_refresh_time();
+    m.handle(Event::Due, due, 0.0);
+    m.handle(Event::Due, due, 0.0);
+    m.handle(Event::Failed(upstream(Retry::Transient, None)), due, 1.0);
+    assert_eq!(m.phase(), &Phase::Backoff { retry_at: due + secs(1) });
+    assert_eq!(m.servable("movemint").unwrap().access_token.expose(), "a");
+    let retry = due + secs(1);
+    assert_eq!(m.handle(Event::Due, retry, 0.0).request, None);
+    assert!(m.servable("movemint").is_none());
+    m.handed_out(Some(retry - ms(200)));
+    assert_eq!(m.handle(Event::Due, retry, 0.0).request, None);
+    assert_eq!(m.handle(Event::Due, retry + ms(1800), 0.0).request, Some(RequestKind::RefreshToken));
+}
+
+#[test]
+fn a_token_nobody_can_use_is_refreshed_without_a_window() {
+    let mut m = quiet(secs(2));
+    m.handle(Event::Start, T0, 0.0);
+    let expired = T0 + secs(3601);
+    assert_eq!(m.handle(Event::Demand(expired + secs(60)), expired, 0.0).request, Some(RequestKind::RefreshToken));
+
+    let mut m = Machine::new("movemint", Grant::AuthorizationCode, tuning(), None, Some("rt".into()));
+    let fx = m.handle(Event::Start, T0, 0.0);
+    assert_eq!(fx.request, Some(RequestKind::RefreshToken));
+}
+
+#[test]
+fn a_zero_window_refreshes_at_once() {
+    let mut m = quiet(Duration::ZERO);
+    m.handle(Event::Start, T0, 0.0);
+    m.handed_out(Some(T0 + secs(3300)));
+    assert_eq!(m.handle(Event::Due, T0 + secs(3300), 0.0).request, Some(RequestKind::RefreshToken));
+    assert!(m.servable("movemint").is_some(), "without a window the token is served until replaced");
+}
+
+#[test]
+fn a_client_credentials_profile_with_a_window_waits_too() {
+    let tuning = Tuning { quiet_window: secs(2), ..tuning() };
+    let mut m = Machine::new("minut", Grant::ClientCredentials, tuning, Some(current("a", T0, 3600)), None);
+    m.handle(Event::Start, T0, 0.0);
+    let due = m.deadline().unwrap();
+    assert_eq!(m.handle(Event::Due, due, 0.0).request, None);
+    assert_eq!(m.handle(Event::Due, due, 0.0).request, Some(RequestKind::ClientCredentials));
+}
+
+#[test]
+fn a_clock_set_back_past_the_window_s_start_ends_it() {
+    let (mut m, due) = quiet_at_refresh_time();
+    m.handle(Event::Due, due, 0.0);
+    m.handed_out(Some(due));
+    m.handle(Event::Due, due, 0.0);
+    assert_eq!(m.handle(Event::Due, due - secs(3600), 0.0).request, Some(RequestKind::RefreshToken));
+}
+
+#[test]
+fn a_login_during_a_window_replaces_the_token() {
+    let (mut m, due) = quiet_at_refresh_time();
+    m.handle(Event::Due, due, 0.0);
+    assert_eq!(m.handle(Event::Exchange, due, 0.0).request, Some(RequestKind::CodeExchange));
+    m.handle(Event::Obtained(set("b", due, 3600, Some("rt2"))), due, 0.0);
+    assert_eq!(m.servable("movemint").unwrap().access_token.expose(), "b");
+    assert!(matches!(m.phase(), Phase::Valid { .. }));
+}
+
+#[test]
+fn logging_out_during_a_window_forgets_everything() {
+    let (mut m, due) = quiet_at_refresh_time();
+    m.handle(Event::Due, due, 0.0);
+    m.handle(Event::LoggedOut, due, 0.0);
+    assert!(matches!(m.phase(), Phase::NeedsLogin { .. }));
+    assert_eq!(m.deadline(), None);
 }
