@@ -7,11 +7,11 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokend_e2e::fake::{ClientAuth, Fault};
+use tokend_e2e::fake::{ClientAuth, Fault, Style};
 use tokend_e2e::http::{Answer, Connection};
 use tokend_e2e::openapi::Description;
 use tokend_e2e::{FakeProvider, Need, Options, Tokend, bin, other_user, require, stderr, stdout};
-use tokend_proto::Fingerprint;
+use tokend_proto::{Fingerprint, ProfileState};
 
 fn cc(name: &str, fake: &FakeProvider, secret: &str, api_base: &str) -> String {
     format!(
@@ -309,17 +309,45 @@ async fn the_running_server_matches_its_openapi_description() {
     flaky.fail_always(Some(Fault::Status(503, "{}".into())));
     let closed = format!("http://127.0.0.1:{}", tokend_e2e::free_port());
     let api = fake.url("/api");
+    let busy_redirect = format!("http://127.0.0.1:{}/cb", tokend_e2e::free_port());
+    let doorkeeper = FakeProvider::start().await;
+    doorkeeper.set_style(Style::Movemint);
+    doorkeeper.register(
+        "busy",
+        tokend_e2e::fake::Client {
+            secret: Some("busy-secret".into()),
+            auth: ClientAuth::Post,
+            required_params: vec![],
+            redirect_uri: Some(busy_redirect.clone()),
+        },
+    );
     let config = format!(
-        "[daemon]\nhttp_timeout = \"1s\"\n\n{}{}{}{}[profiles.mm]\ngrant = \"authorization_code\"\ntoken_url = \"{base}/oauth/token\"\nauthorize_url = \"{base}/oauth/authorize\"\nredirect_uri = \"http://127.0.0.1:{port}/cb\"\nclient_id = \"mm\"\napi_base = \"{api}\"\n",
+        "[daemon]\nhttp_timeout = \"1s\"\n\n{}{}{}{}[profiles.mm]\ngrant = \"authorization_code\"\ntoken_url = \"{base}/oauth/token\"\nauthorize_url = \"{base}/oauth/authorize\"\nredirect_uri = \"http://127.0.0.1:{port}/cb\"\nclient_id = \"mm\"\napi_base = \"{api}\"\n\n[profiles.busy]\ngrant = \"authorization_code\"\ntoken_url = \"{door}/oauth/token\"\nauthorize_url = \"{door}/oauth/authorize\"\nredirect_uri = \"{busy_redirect}\"\nclient_id = \"busy\"\nclient_secret = \"busy-secret\"\nclient_auth = \"post\"\nquiet_window = \"10m\"\n",
         cc("p", &fake, "s", &api),
         cc("wrong", &fake, "not-the-secret", &api),
         cc("flaky", &flaky, "s", &api),
         cc("gone", &fake, "s", &closed),
         base = fake.base,
+        door = doorkeeper.base,
         port = tokend_e2e::free_port(),
     );
     let tokend = Tokend::start(&config).await;
     let mut http = tokend.http().await;
+    // `busy` in its quiet window (an hour-long token gets up to 450 s of it): its token was
+    // handed out, and a refresh waits for the window to pass.
+    tokend.log_in("busy").await;
+    assert_eq!(http.get("/v1/token/busy").await.status, 200);
+    let mut refresher = tokend.client().await;
+    let refresh = tokio::spawn(async move { refresher.refresh("busy").await });
+    let mut state = String::new();
+    for _ in 0..500 {
+        state = http.get("/v1/status/busy").await.json()["state"].as_str().unwrap_or_default().to_owned();
+        if state == "quiet" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(state, "quiet", "{}", tokend.log());
     let token = http.get("/v1/token/p").await.json()["access_token"].as_str().unwrap().to_owned();
     let fingerprint = serde_json::json!({ "fingerprint": Fingerprint::of("some other token").to_string() }).to_string();
 
@@ -343,6 +371,7 @@ async fn the_running_server_matches_its_openapi_description() {
         ("/v1/status", "GET", "/v1/status", String::new(), 200),
         ("/v1/status", "GET", "/v1/status?verbose=1", String::new(), 400),
         ("/v1/status/{name}", "GET", "/v1/status/wrong", String::new(), 200),
+        ("/v1/status/{name}", "GET", "/v1/status/busy", String::new(), 200),
         ("/v1/status/{name}", "GET", "/v1/status/nope", String::new(), 404),
         ("/v1/status/{name}", "GET", "/v1/status/p?verbose=1", String::new(), 400),
         (proxy, "GET", "/v1/proxy/p/resource/a?b=c", String::new(), 200),
@@ -395,11 +424,40 @@ async fn the_running_server_matches_its_openapi_description() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+    refresh.abort();
     // 504 for a token that does not arrive in time cannot be provoked from outside: every
     // request tokend makes to an OAuth server is itself bounded by http_timeout, which is
     // shorter than the request timeout, and its failure answers the waiting clients first.
     let missing = description.unexercised();
     assert_eq!(missing, ["/v1/token/{name} answering default"], "documented but never exercised");
+}
+
+/// The running server shows only the states the check above provokes; the document must list
+/// them all.
+#[test]
+fn the_openapi_description_lists_every_profile_state() {
+    use ProfileState::*;
+    let every = [Empty, Valid, Refreshing, Backoff, NeedsLogin, Failed, Quiet];
+    // No wildcard arm: a new state stops this compiling until it is added to `every`.
+    for state in every {
+        match state {
+            Empty | Valid | Refreshing | Backoff | NeedsLogin | Failed | Quiet => {}
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let document: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("docs/http-api.openapi.json")).unwrap()).unwrap();
+    let listed: Vec<&str> = document["components"]["schemas"]["Status"]["properties"]["state"]["enum"]
+        .as_array()
+        .expect("Status.state is an enum")
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let mut expected = every.map(ProfileState::as_str).to_vec();
+    let mut listed_sorted = listed.clone();
+    expected.sort_unstable();
+    listed_sorted.sort_unstable();
+    assert_eq!(listed_sorted, expected);
 }
 
 /// A daemon started by `systemd-socket-activate` on the first connection, as a socket unit
