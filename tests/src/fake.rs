@@ -281,7 +281,7 @@ impl FakeProvider {
         let app = axum::Router::new().fallback(handle).with_state(fake.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
+            let _ = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
                 .with_graceful_shutdown(async {
                     let _ = stopped.await;
                 })

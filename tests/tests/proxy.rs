@@ -118,6 +118,18 @@ async fn a_get_goes_to_api_base_with_the_token_and_its_answer_comes_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let (fake, tokend) = daemon().await;
+    // Each request on a connection of its own to tokend, as separate programs would send them.
+    for n in 0..20 {
+        let answer = tokend.http().await.get(&format!("/v1/proxy/p/resource/{n}")).await;
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+    }
+    let peers: std::collections::HashSet<_> = fake.api_requests().iter().map(|r| r.peer).collect();
+    assert_eq!(peers.len(), 1, "20 requests one after another reached the API over {} connections", peers.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_body_and_its_length_pass_through() {
     require!(Need::Program("curl"));
     let (fake, tokend) = daemon().await;

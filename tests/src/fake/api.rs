@@ -11,13 +11,14 @@
 //! - `GET /api/hop`: an answer carrying hop-by-hop header fields that a proxy must drop;
 //! - `GET /api/stall`: no answer for ten minutes.
 //!
-//! Each request is recorded ([`Fake::api_requests`]) with the token it carried, so a test can
-//! tell which token reached the API.
+//! Each request is recorded ([`Fake::api_requests`]) with the token it carried and the address it
+//! came from, so a test can tell which token reached the API, and over which connection.
 
+use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 use axum::body::{Body, Bytes};
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
@@ -39,6 +40,9 @@ pub struct ApiRequest {
     pub token: String,
     /// The status it was answered with.
     pub status: u16,
+    /// The address and port it came from: one per connection, so a test can tell whether
+    /// connections were reused.
+    pub peer: SocketAddr,
 }
 
 /// The bytes `/api/download` repeats: a fixed pseudo-random block, so that a test can check
@@ -69,6 +73,7 @@ impl Fake {
 /// Answers a request for `/api/…`.
 pub(super) async fn handle(fake: &Fake, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().expect("served with the peer's address").0;
     let token = parts
         .headers
         .get(header::AUTHORIZATION)
@@ -103,6 +108,7 @@ pub(super) async fn handle(fake: &Fake, request: Request) -> Response {
             target,
             token,
             status: response.status().as_u16(),
+            peer,
         })
     });
     response
