@@ -586,4 +586,6 @@ fn unknown_failure(at: SystemTime) -> Failure {
 }
 
 #[cfg(test)]
+mod pinned;
+#[cfg(test)]
 mod tests;

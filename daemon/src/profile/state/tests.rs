@@ -1,9 +1,9 @@
 use super::*;
 use crate::oauth::Retry;
 
-const T0: SystemTime = SystemTime::UNIX_EPOCH;
+pub(super) const T0: SystemTime = SystemTime::UNIX_EPOCH;
 
-fn secs(s: u64) -> Duration {
+pub(super) fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
@@ -11,7 +11,7 @@ fn tuning() -> Tuning {
     Tuning { refresh_margin: secs(300), retry_min: secs(1), retry_max: secs(300), quiet_window: Duration::ZERO }
 }
 
-fn set(token: &str, obtained: SystemTime, lifetime: u64, refresh: Option<&str>) -> TokenSet {
+pub(super) fn set(token: &str, obtained: SystemTime, lifetime: u64, refresh: Option<&str>) -> TokenSet {
     TokenSet {
         access_token: Secret::from(token),
         token_type: "Bearer".into(),
@@ -22,11 +22,11 @@ fn set(token: &str, obtained: SystemTime, lifetime: u64, refresh: Option<&str>) 
     }
 }
 
-fn current(token: &str, obtained: SystemTime, lifetime: u64) -> Current {
+pub(super) fn current(token: &str, obtained: SystemTime, lifetime: u64) -> Current {
     Current::from_set(&set(token, obtained, lifetime, None))
 }
 
-fn upstream(retry: Retry, error: Option<&str>) -> UpstreamError {
+pub(super) fn upstream(retry: Retry, error: Option<&str>) -> UpstreamError {
     UpstreamError {
         retry,
         status: Some(if retry == Retry::Transient { 503 } else { 400 }),
@@ -38,11 +38,11 @@ fn upstream(retry: Retry, error: Option<&str>) -> UpstreamError {
     }
 }
 
-fn cc() -> Machine {
+pub(super) fn cc() -> Machine {
     Machine::new("minut", Grant::ClientCredentials, tuning(), None, None)
 }
 
-fn ac(token: Option<Current>, refresh: Option<&str>) -> Machine {
+pub(super) fn ac(token: Option<Current>, refresh: Option<&str>) -> Machine {
     Machine::new("movemint", Grant::AuthorizationCode, tuning(), token, refresh.map(Secret::from))
 }
 
