@@ -12,6 +12,7 @@
 
 pub mod discovery;
 pub mod info;
+pub mod jwt;
 pub mod revoke;
 pub mod token;
 

@@ -7,7 +7,7 @@
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use tokend_client::{Failure, ProfileStatus, Token, TokenSummary};
+use tokend_client::{Failure, LoginExpiry, ProfileStatus, Token, TokenSummary};
 
 pub fn rfc3339(t: SystemTime) -> String {
     tokend_proto::time::rfc3339(t)
@@ -82,6 +82,28 @@ pub struct StatusView<'a> {
     pub action: Option<&'a str>,
     pub upstream_requests: u64,
     pub login_pending_until: Option<String>,
+    pub login_expiry: Option<LoginExpiryView>,
+}
+
+#[derive(Serialize)]
+pub struct LoginExpiryView {
+    pub expires_at: String,
+    pub expires_in: i64,
+    pub source: &'static str,
+    pub warn_at: String,
+    pub warned: bool,
+}
+
+impl LoginExpiryView {
+    pub fn new(e: &LoginExpiry, now: SystemTime) -> Self {
+        LoginExpiryView {
+            expires_at: rfc3339(e.expires_at),
+            expires_in: seconds_from_now(e.expires_at, now),
+            source: e.source.as_str(),
+            warn_at: rfc3339(e.warn_at),
+            warned: e.warned,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -126,6 +148,7 @@ impl<'a> StatusView<'a> {
             action: s.action.as_deref(),
             upstream_requests: s.upstream_requests,
             login_pending_until: s.login_pending_until.map(rfc3339),
+            login_expiry: s.login_expiry.as_ref().map(|e| LoginExpiryView::new(e, now)),
         }
     }
 }
@@ -193,6 +216,17 @@ pub fn status_table(statuses: &[ProfileStatus], now: SystemTime) -> String {
         }
         if let Some(until) = s.login_pending_until {
             out.push_str(&format!("    login pending until {}\n", rfc3339(until)));
+        }
+        if let Some(e) = &s.login_expiry {
+            let when = match e.expires_at.duration_since(now) {
+                Ok(d) => format!("expires in {}", short(d)),
+                Err(_) => "expired".to_owned(),
+            };
+            out.push_str(&format!(
+                "    login {when} ({}, from {})\n",
+                rfc3339(e.expires_at),
+                e.source.as_str()
+            ));
         }
     }
     out
