@@ -566,4 +566,28 @@ mod tests {
         let err = Store::open(dir.path(), None).unwrap_err();
         assert!(err.contains("chmod 700"), "{err}");
     }
+
+    #[test]
+    fn the_login_is_saved_with_the_tokens_and_files_without_it_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state"), None).unwrap();
+        let p = profile("abc");
+        let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let login = Login {
+            at: Some(at),
+            stated: Some(RefreshExpiry {
+                expires_at: at + Duration::from_secs(1800),
+                lifetime: Duration::from_secs(1800),
+                source: LoginExpirySource::RefreshTokenExp,
+            }),
+            warned_for: Some(at + Duration::from_secs(1800)),
+        };
+        store.save(&p, Some(&token("at")), Some(&Secret::from("rt")), &login).unwrap();
+        assert_eq!(store.load(&p).unwrap().unwrap().login, login);
+
+        store.save(&p, Some(&token("at")), Some(&Secret::from("rt")), &Login::default()).unwrap();
+        let text = fs::read_to_string(store.path_of("mm")).unwrap();
+        assert!(!text.contains("login"), "nothing to say, nothing written: {text}");
+        assert_eq!(store.load(&p).unwrap().unwrap().login, Login::default());
+    }
 }

@@ -510,6 +510,85 @@ mod tests {
         assert!(set.lifetime() > DEFAULT - Duration::from_secs(1), "NaN is not a lifetime: the default applies");
     }
 
+    fn jwt(payload: &str) -> String {
+        let part = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        format!("{}.{}.sig", part(r#"{"alg":"RS256"}"#), part(payload))
+    }
+
+    const NOW: u64 = 1_700_000_000;
+
+    fn sent() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(NOW)
+    }
+
+    #[test]
+    fn without_expires_in_a_jwt_access_token_is_scheduled_by_its_exp() {
+        let token = jwt(&format!(r#"{{"exp":{}}}"#, NOW + 900));
+        let set = parse(&answer(200, "application/json", &format!(r#"{{"access_token":"{token}"}}"#)), sent(), DEFAULT, true)
+            .unwrap();
+        assert_eq!(set.lifetime(), Duration::from_secs(900));
+        let body = format!(r#"{{"access_token":"{token}","expires_in":60}}"#);
+        let set = parse(&answer(200, "application/json", &body), sent(), DEFAULT, true).unwrap();
+        assert_eq!(set.lifetime(), Duration::from_secs(60), "expires_in wins");
+    }
+
+    #[test]
+    fn a_jwt_exp_in_the_past_absurd_or_garbage_falls_back_or_is_clamped() {
+        for payload in [
+            format!(r#"{{"exp":{}}}"#, NOW - 10),
+            format!(r#"{{"exp":{NOW}}}"#),
+            r#"{"exp":"soon"}"#.to_owned(),
+            r#"{"exp":1e300}"#.to_owned(),
+            r#"{"sub":"no exp"}"#.to_owned(),
+        ] {
+            let body = format!(r#"{{"access_token":"{}"}}"#, jwt(&payload));
+            let set = parse(&answer(200, "application/json", &body), sent(), DEFAULT, true).unwrap();
+            assert_eq!(set.lifetime(), DEFAULT, "{payload}");
+        }
+        let body = format!(r#"{{"access_token":"{}"}}"#, jwt(r#"{"exp":253402300799}"#));
+        let set = parse(&answer(200, "application/json", &body), sent(), DEFAULT, true).unwrap();
+        assert_eq!(set.lifetime(), limits::MAX_LIFETIME, "a far exp is clamped like a far expires_in");
+    }
+
+    #[test]
+    fn refresh_expires_in_says_when_the_login_ends() {
+        let body = r#"{"access_token":"at","expires_in":300,"refresh_token":"rt","refresh_expires_in":1800}"#;
+        let expiry = parse(&answer(200, "application/json", body), sent(), DEFAULT, true).unwrap().refresh_expiry.unwrap();
+        assert_eq!(expiry.expires_at, sent() + Duration::from_secs(1800));
+        assert_eq!(expiry.lifetime, Duration::from_secs(1800));
+        assert_eq!(expiry.source, LoginExpirySource::RefreshExpiresIn);
+        // Keycloak's offline tokens: 0 means the refresh token does not expire.
+        let body = r#"{"access_token":"at","refresh_token":"rt","refresh_expires_in":0}"#;
+        assert_eq!(parse(&answer(200, "application/json", body), sent(), DEFAULT, true).unwrap().refresh_expiry, None);
+        let body = r#"{"access_token":"at","refresh_token":"rt","refresh_expires_in":"never"}"#;
+        assert_eq!(parse(&answer(200, "application/json", body), sent(), DEFAULT, true).unwrap().refresh_expiry, None);
+        let body = r#"{"access_token":"at","refresh_expires_in":1800}"#;
+        assert_eq!(
+            parse(&answer(200, "application/json", body), sent(), DEFAULT, false).unwrap().refresh_expiry,
+            None,
+            "a grant without refresh tokens has no login"
+        );
+    }
+
+    #[test]
+    fn otherwise_a_jwt_refresh_token_says_when_the_login_ends() {
+        let rt = jwt(&format!(r#"{{"exp":{},"iat":{}}}"#, NOW + 3600, NOW - 600));
+        let body = format!(r#"{{"access_token":"at","refresh_token":"{rt}"}}"#);
+        let expiry = parse(&answer(200, "application/json", &body), sent(), DEFAULT, true).unwrap().refresh_expiry.unwrap();
+        assert_eq!(expiry.expires_at, sent() + Duration::from_secs(3600));
+        assert_eq!(expiry.lifetime, Duration::from_secs(4200), "counted from iat");
+        assert_eq!(expiry.source, LoginExpirySource::RefreshTokenExp);
+        let body = format!(r#"{{"access_token":"at","refresh_token":"{rt}","refresh_expires_in":60}}"#);
+        let expiry = parse(&answer(200, "application/json", &body), sent(), DEFAULT, true).unwrap().refresh_expiry.unwrap();
+        assert_eq!(expiry.source, LoginExpirySource::RefreshExpiresIn, "refresh_expires_in wins");
+        for payload in [format!(r#"{{"exp":{}}}"#, NOW - 1), r#"{"exp":[]}"#.to_owned()] {
+            let body = format!(r#"{{"access_token":"at","refresh_token":"{}"}}"#, jwt(&payload));
+            let set = parse(&answer(200, "application/json", &body), sent(), DEFAULT, true).unwrap();
+            assert_eq!(set.refresh_expiry, None, "{payload}");
+            assert!(set.refresh_token.is_some(), "the refresh token itself is kept");
+        }
+    }
+
     #[test]
     fn basic_credentials_are_form_urlencoded_before_base64() {
         let value = basic_auth("my client", &Secret::from("p@ss:wörd"));
