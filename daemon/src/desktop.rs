@@ -36,10 +36,7 @@ pub fn login_expiring_text(profile: &str, expires_at: SystemTime) -> (String, St
     let left = humantime::format_duration(Duration::from_secs(left.as_secs()));
     (
         format!("tokend: the login of profile {profile} expires in {left}"),
-        format!(
-            "It ends at {}. Run: tokenctl login {profile}",
-            tokend_proto::time::rfc3339(expires_at)
-        ),
+        format!("It ends at {}. Run: tokenctl login {profile}", tokend_proto::time::rfc3339(expires_at)),
     )
 }
 

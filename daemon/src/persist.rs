@@ -532,7 +532,9 @@ mod tests {
         let key = Sealer::from_key_bytes(&[9; 32]).unwrap();
         let store = Store::open(&dir.path().join("state"), Some(key.clone())).unwrap();
         let p = profile("abc");
-        store.save(&p, Some(&token("at-secret-value")), Some(&Secret::from("rt-secret-value")), &Login::default()).unwrap();
+        store
+            .save(&p, Some(&token("at-secret-value")), Some(&Secret::from("rt-secret-value")), &Login::default())
+            .unwrap();
         let on_disk = fs::read_to_string(store.path_of("mm")).unwrap();
         assert!(on_disk.contains("tokend-state-sealed"));
         assert!(!on_disk.contains("secret-value"), "{on_disk}");

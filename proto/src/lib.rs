@@ -33,8 +33,8 @@ pub use codec::{FrameError, MAX_FRAME_LEN};
 pub use endpoint::Endpoint;
 pub use error::{Error, ErrorClass, Failure};
 pub use message::{
-    Event, Grant, Hello, HelloReply, LoginExpiry, LoginExpirySource, Pong, ProfileState, ProfileStatus, ProfileSummary, ReloadSummary, Request,
-    Response, RevocationOutcome, RevocationReport, Token, TokenSummary,
+    Event, Grant, Hello, HelloReply, LoginExpiry, LoginExpirySource, Pong, ProfileState, ProfileStatus, ProfileSummary,
+    ReloadSummary, Request, Response, RevocationOutcome, RevocationReport, Token, TokenSummary,
 };
 pub use secret::{Fingerprint, Secret};
 

@@ -9,8 +9,8 @@ use proptest::prelude::*;
 use tokend_proto::codec::{self, HEADER_LEN, MAX_FRAME_LEN};
 use tokend_proto::{
     Error, Event, Failure, Fingerprint, Grant, Hello, HelloReply, LoginExpiry, LoginExpirySource, Pong, ProfileState,
-    ProfileStatus, ProfileSummary,
-    ReloadSummary, Request, Response, RevocationOutcome, RevocationReport, Secret, Token, TokenSummary,
+    ProfileStatus, ProfileSummary, ReloadSummary, Request, Response, RevocationOutcome, RevocationReport, Secret,
+    Token, TokenSummary,
 };
 
 fn text() -> impl Strategy<Value = String> {
@@ -207,7 +207,8 @@ fn response() -> impl Strategy<Value = Response> {
         token().prop_map(|t| Response::Event(Event::Token(t))),
         status().prop_map(|s| Response::Event(Event::Status(s))),
         text().prop_map(|profile| Response::Event(Event::Removed { profile })),
-        (text(), time()).prop_map(|(profile, expires_at)| Response::Event(Event::LoginExpiring { profile, expires_at })),
+        (text(), time())
+            .prop_map(|(profile, expires_at)| Response::Event(Event::LoginExpiring { profile, expires_at })),
         error().prop_map(Response::Error),
     ]
 }

@@ -57,7 +57,8 @@ pub enum Read {
 /// Reads the `exp` and `iat` claims of `token`, without verifying it.
 pub fn read(token: &str) -> Read {
     let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(_signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(header), Some(payload), Some(_signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Read::NotJwt;
     };

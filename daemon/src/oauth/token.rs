@@ -250,11 +250,8 @@ pub(super) fn parse(
         );
     }
     let scope = fields.scope("scope").map(|s| super::sanitize(&s));
-    let refresh_expiry = if keeps_refresh_tokens {
-        refresh_expiry(&mut fields, refresh_token.as_ref(), whole_second)
-    } else {
-        None
-    };
+    let refresh_expiry =
+        if keeps_refresh_tokens { refresh_expiry(&mut fields, refresh_token.as_ref(), whole_second) } else { None };
     Ok(TokenSet {
         access_token,
         token_type,
@@ -272,7 +269,9 @@ fn jwt_lifetime(access_token: &Secret, issued: SystemTime) -> Option<Duration> {
     let exp = match jwt::read(access_token.expose()) {
         jwt::Read::NotJwt | jwt::Read::Claims(jwt::Claims { exp: None, .. }) => return None,
         jwt::Read::Unusable(why) => {
-            tracing::warn!("the access token looks like a JWT, but {why}; scheduling its refresh by default_expires_in");
+            tracing::warn!(
+                "the access token looks like a JWT, but {why}; scheduling its refresh by default_expires_in"
+            );
             return None;
         }
         jwt::Read::Claims(jwt::Claims { exp: Some(exp), .. }) => exp,
@@ -524,8 +523,9 @@ mod tests {
     #[test]
     fn without_expires_in_a_jwt_access_token_is_scheduled_by_its_exp() {
         let token = jwt(&format!(r#"{{"exp":{}}}"#, NOW + 900));
-        let set = parse(&answer(200, "application/json", &format!(r#"{{"access_token":"{token}"}}"#)), sent(), DEFAULT, true)
-            .unwrap();
+        let set =
+            parse(&answer(200, "application/json", &format!(r#"{{"access_token":"{token}"}}"#)), sent(), DEFAULT, true)
+                .unwrap();
         assert_eq!(set.lifetime(), Duration::from_secs(900));
         let body = format!(r#"{{"access_token":"{token}","expires_in":60}}"#);
         let set = parse(&answer(200, "application/json", &body), sent(), DEFAULT, true).unwrap();
@@ -553,7 +553,8 @@ mod tests {
     #[test]
     fn refresh_expires_in_says_when_the_login_ends() {
         let body = r#"{"access_token":"at","expires_in":300,"refresh_token":"rt","refresh_expires_in":1800}"#;
-        let expiry = parse(&answer(200, "application/json", body), sent(), DEFAULT, true).unwrap().refresh_expiry.unwrap();
+        let expiry =
+            parse(&answer(200, "application/json", body), sent(), DEFAULT, true).unwrap().refresh_expiry.unwrap();
         assert_eq!(expiry.expires_at, sent() + Duration::from_secs(1800));
         assert_eq!(expiry.lifetime, Duration::from_secs(1800));
         assert_eq!(expiry.source, LoginExpirySource::RefreshExpiresIn);
@@ -574,12 +575,14 @@ mod tests {
     fn otherwise_a_jwt_refresh_token_says_when_the_login_ends() {
         let rt = jwt(&format!(r#"{{"exp":{},"iat":{}}}"#, NOW + 3600, NOW - 600));
         let body = format!(r#"{{"access_token":"at","refresh_token":"{rt}"}}"#);
-        let expiry = parse(&answer(200, "application/json", &body), sent(), DEFAULT, true).unwrap().refresh_expiry.unwrap();
+        let expiry =
+            parse(&answer(200, "application/json", &body), sent(), DEFAULT, true).unwrap().refresh_expiry.unwrap();
         assert_eq!(expiry.expires_at, sent() + Duration::from_secs(3600));
         assert_eq!(expiry.lifetime, Duration::from_secs(4200), "counted from iat");
         assert_eq!(expiry.source, LoginExpirySource::RefreshTokenExp);
         let body = format!(r#"{{"access_token":"at","refresh_token":"{rt}","refresh_expires_in":60}}"#);
-        let expiry = parse(&answer(200, "application/json", &body), sent(), DEFAULT, true).unwrap().refresh_expiry.unwrap();
+        let expiry =
+            parse(&answer(200, "application/json", &body), sent(), DEFAULT, true).unwrap().refresh_expiry.unwrap();
         assert_eq!(expiry.source, LoginExpirySource::RefreshExpiresIn, "refresh_expires_in wins");
         for payload in [format!(r#"{{"exp":{}}}"#, NOW - 1), r#"{"exp":[]}"#.to_owned()] {
             let body = format!(r#"{{"access_token":"at","refresh_token":"{}"}}"#, jwt(&payload));

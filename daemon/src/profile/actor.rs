@@ -404,10 +404,9 @@ impl Actor {
         let token: Option<Current> = self.machine.token().cloned();
         let refresh_token = self.machine.refresh_token().cloned();
         let login = *self.machine.login();
-        let saved = tokio::task::spawn_blocking(move || {
-            store.save(&profile, token.as_ref(), refresh_token.as_ref(), &login)
-        })
-        .await;
+        let saved =
+            tokio::task::spawn_blocking(move || store.save(&profile, token.as_ref(), refresh_token.as_ref(), &login))
+                .await;
         match saved {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(

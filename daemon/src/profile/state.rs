@@ -449,16 +449,22 @@ impl Machine {
         if now >= expiry.expires_at {
             self.login_ended = true;
             if !matches!(self.phase, Phase::Refreshing(_) | Phase::NeedsLogin { .. }) {
-                self.withheld = false;
-                let reason = self.login_ended_reason();
-                self.phase = Phase::NeedsLogin { reason: reason.clone() };
-                fx.login_needed = Some(reason);
+                self.needs_login_now(self.login_ended_reason(), fx);
             }
         } else if now >= expiry.warn_at() && !self.login.warned(&expiry) {
             self.login.warned_for = Some(expiry.expires_at);
             fx.login_expiring = Some(expiry.expires_at);
             fx.persist = true;
         }
+    }
+
+    /// Enters [`Phase::NeedsLogin`] because the login ended: the user is told, and whoever
+    /// waits for a refresh (`tokenctl refresh`, perhaps joined to a quiet window) is answered.
+    fn needs_login_now(&mut self, reason: String, fx: &mut Effects) {
+        self.withheld = false;
+        self.phase = Phase::NeedsLogin { reason: reason.clone() };
+        fx.finished = Some(Err(Error::LoginNeeded { profile: self.name.clone(), reason: reason.clone() }));
+        fx.login_needed = Some(reason);
     }
 
     fn login_ended_reason(&self) -> String {
@@ -472,7 +478,7 @@ impl Machine {
     /// and the token is still usable, at once otherwise. The window is only entered here; it is
     /// left by a later [`Event::Due`] (see the module docs for why).
     fn refresh(&mut self, now: SystemTime, fx: &mut Effects) {
-        let can_request = self.grant == Grant::ClientCredentials || self.refresh_token.is_some();
+        let can_request = self.grant == Grant::ClientCredentials || (self.refresh_token.is_some() && !self.login_ended);
         let window = self
             .token
             .as_ref()
@@ -499,11 +505,9 @@ impl Machine {
     /// Starts a request if one can be made; otherwise the profile needs a login.
     fn start(&mut self, fx: &mut Effects) {
         if self.login_ended {
-            let reason = self.login_ended_reason();
             if !matches!(self.phase, Phase::NeedsLogin { .. }) {
-                fx.login_needed = Some(reason.clone());
+                self.needs_login_now(self.login_ended_reason(), fx);
             }
-            self.phase = Phase::NeedsLogin { reason };
             return;
         }
         let kind = match (self.grant, &self.refresh_token) {

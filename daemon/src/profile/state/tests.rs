@@ -549,7 +549,9 @@ fn a_login_that_ended_needs_a_login_and_its_refresh_token_is_not_used() {
     assert!(matches!(m.phase(), Phase::NeedsLogin { .. }));
     assert!(m.servable("movemint").is_some(), "the access token is served while it lasts");
     // Nothing that used to start a refresh does so now.
-    for event in [Event::Due, Event::Force, Event::Demand(T0 + secs(5000)), Event::Invalidate(m.token().unwrap().fingerprint)] {
+    for event in
+        [Event::Due, Event::Force, Event::Demand(T0 + secs(5000)), Event::Invalidate(m.token().unwrap().fingerprint)]
+    {
         let fx = m.handle(event, T0 + secs(1100), 0.0);
         assert_eq!(fx.request, None);
         assert_eq!(fx.login_needed, None, "told once");
@@ -570,7 +572,8 @@ fn a_restart_after_the_end_needs_a_login_without_a_request() {
     let m = logged_in(tuning.clone(), set("a", T0, 100, Some("rt")));
     let login = *m.login();
     let mut restarted =
-        Machine::new("movemint", Grant::AuthorizationCode, tuning, m.token().cloned(), Some("rt".into())).with_login(login);
+        Machine::new("movemint", Grant::AuthorizationCode, tuning, m.token().cloned(), Some("rt".into()))
+            .with_login(login);
     let fx = restarted.handle(Event::Start, T0 + secs(2000), 0.0);
     assert_eq!(fx.request, None);
     assert!(fx.login_needed.is_some(), "a login that ended while tokend was down is news");
@@ -582,8 +585,9 @@ fn a_restart_does_not_warn_again() {
     let tuning = Tuning { login_lifetime: Some(secs(1000)), ..tuning() };
     let mut m = logged_in(tuning.clone(), set("a", T0, 3600, Some("rt")));
     assert!(m.handle(Event::Due, T0 + secs(900), 0.0).login_expiring.is_some());
-    let mut restarted = Machine::new("movemint", Grant::AuthorizationCode, tuning, m.token().cloned(), Some("rt".into()))
-        .with_login(*m.login());
+    let mut restarted =
+        Machine::new("movemint", Grant::AuthorizationCode, tuning, m.token().cloned(), Some("rt".into()))
+            .with_login(*m.login());
     assert_eq!(restarted.handle(Event::Start, T0 + secs(910), 0.0).login_expiring, None);
 }
 
