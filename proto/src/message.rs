@@ -350,8 +350,9 @@ pub struct ProfileStatus {
     pub upstream_requests: u64,
     /// When a pending login expires, if one is pending.
     pub login_pending_until: Option<SystemTime>,
-    /// When the login ends (the refresh token stops working), if tokend knows.
-    pub login_expiry: Option<LoginExpiry>,
+    /// When the login ends (the refresh token stops working), if tokend knows. Boxed to keep
+    /// statuses small in the events that carry them.
+    pub login_expiry: Option<Box<LoginExpiry>>,
 }
 
 /// When a profile's login ends, and when tokend warns about it.

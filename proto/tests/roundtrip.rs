@@ -84,7 +84,7 @@ fn status() -> impl Strategy<Value = ProfileStatus> {
     (
         (text(), grant(), state(), option::of(summary), option::of(time()), any::<bool>()),
         (option::of(failure()), option::of(time()), option::of(text()), any::<u64>(), option::of(time())),
-        option::of(login_expiry()),
+        option::of(login_expiry().prop_map(Box::new)),
     )
         .prop_map(
             |(

@@ -690,7 +690,7 @@ impl Machine {
             action,
             upstream_requests: self.upstream_requests,
             login_pending_until,
-            login_expiry,
+            login_expiry: login_expiry.map(Box::new),
         }
     }
 }

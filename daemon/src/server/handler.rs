@@ -380,7 +380,7 @@ async fn send_snapshot(
     warned: &mut Option<SystemTime>,
 ) -> Result<(), ConnError> {
     conn.write(&Response::Event(Event::Status(snap.status.clone()))).await?;
-    let warning = snap.status.login_expiry.filter(|e| e.warned && e.expires_at > SystemTime::now());
+    let warning = snap.status.login_expiry.as_deref().copied().filter(|e| e.warned && e.expires_at > SystemTime::now());
     // A server restating the same end give or take a second is the same warning.
     let lead = |e: &tokend_proto::LoginExpiry| e.expires_at.duration_since(e.warn_at).unwrap_or_default();
     if let Some(expiry) = warning
