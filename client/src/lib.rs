@@ -63,8 +63,8 @@ use std::time::{Duration, SystemTime};
 pub use async_client::{Client, Watch};
 pub use protocol::LoginStarted;
 pub use tokend_proto::{
-    Endpoint, Event, Failure, Fingerprint, Grant, Pong, ProfileState, ProfileStatus, ProfileSummary, ReloadSummary,
-    RevocationOutcome, RevocationReport, Secret, Token, TokenSummary,
+    Endpoint, Event, Failure, Fingerprint, Grant, LoginExpiry, LoginExpirySource, Pong, ProfileState, ProfileStatus,
+    ProfileSummary, ReloadSummary, RevocationOutcome, RevocationReport, Secret, Token, TokenSummary,
 };
 
 /// How long a request may take by default. Generous, because a request may wait for the

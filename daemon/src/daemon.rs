@@ -72,6 +72,7 @@ impl Daemon {
             clock: ClockChanges::start(),
             login_needed: login_needed_tx,
             upstream: Arc::new(tokio::sync::Semaphore::new(actor::UPSTREAM_CONCURRENCY)),
+            notifier: notifier.clone(),
         };
         let cache = Cache::new(shared.store.dir());
         let mut profiles = Profiles::new();
@@ -321,7 +322,8 @@ fn restore(store: &Store, profile: &Profile) -> Restored {
                         path.display(),
                         aside.display()
                     );
-                    if let Err(e) = store.save(profile, restored.token.as_ref(), restored.refresh_token.as_ref()) {
+                    let (token, refresh_token) = (restored.token.as_ref(), restored.refresh_token.as_ref());
+                    if let Err(e) = store.save(profile, token, refresh_token, &restored.login) {
                         tracing::error!(profile = %profile.name, "cannot save the usable tokens again: {e}");
                     }
                 }
@@ -377,7 +379,7 @@ mod tests {
             scope: None,
             rejected: false,
         };
-        store.save(profile, Some(&token), Some(&Secret::from("rt"))).unwrap();
+        store.save(profile, Some(&token), Some(&Secret::from("rt")), &Default::default()).unwrap();
 
         let restored = restore(&store, profile);
         assert!(restored.token.is_none());

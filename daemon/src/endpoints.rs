@@ -484,6 +484,7 @@ fn status_snapshot(
             action,
             upstream_requests: 0,
             login_pending_until: None,
+            login_expiry: None,
         },
     }
 }

@@ -7,9 +7,9 @@
 //! | module | concern |
 //! |---|---|
 //! | [`config`] | the TOML file: parsing, checking, resolving client secrets |
-//! | [`oauth`] | requests to OAuth servers: token, revocation, info endpoints, metadata |
+//! | [`oauth`] | requests to OAuth servers: token, revocation, info endpoints, metadata; the claims of JWTs, for scheduling |
 //! | [`limits`] | what tokend accepts from a server: token sizes and characters, lifetimes |
-//! | [`profile`] | one profile's token state machine, its actor, and the handle that serves it |
+//! | [`profile`] | one profile's token state machine, its actor, the handle that serves it, and when its login ends |
 //! | [`persist`] | tokens on disk, written atomically |
 //! | [`login`] | the authorization code flow with PKCE and its loopback listener |
 //! | [`server`] | the socket: binding, framing, the handshake, answering requests |

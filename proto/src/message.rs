@@ -350,6 +350,44 @@ pub struct ProfileStatus {
     pub upstream_requests: u64,
     /// When a pending login expires, if one is pending.
     pub login_pending_until: Option<SystemTime>,
+    /// When the login ends (the refresh token stops working), if tokend knows. Boxed to keep
+    /// statuses small in the events that carry them.
+    pub login_expiry: Option<Box<LoginExpiry>>,
+}
+
+/// When a profile's login ends, and when tokend warns about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginExpiry {
+    /// When the refresh token stops working; after it, the profile needs a login.
+    pub expires_at: SystemTime,
+    /// How tokend knows.
+    pub source: LoginExpirySource,
+    /// When tokend warns (or warned) that the login will end.
+    pub warn_at: SystemTime,
+    /// Whether the warning was given.
+    pub warned: bool,
+}
+
+/// Where a login's expiry comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LoginExpirySource {
+    /// The token endpoint's `refresh_expires_in` (Keycloak sends it).
+    RefreshExpiresIn,
+    /// The `exp` claim of a refresh token that is a JWT.
+    RefreshTokenExp,
+    /// The profile's `login_lifetime` setting, counted from the login.
+    LoginLifetime,
+}
+
+impl LoginExpirySource {
+    /// The word for people and scripts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoginExpirySource::RefreshExpiresIn => "refresh_expires_in",
+            LoginExpirySource::RefreshTokenExp => "refresh_token_exp",
+            LoginExpirySource::LoginLifetime => "login_lifetime",
+        }
+    }
 }
 
 /// Answer to [`Request::Reload`]: what changed.
@@ -400,5 +438,13 @@ pub enum Event {
     Removed {
         /// The profile's name.
         profile: String,
+    },
+    /// A profile's login ends soon: the user should log in again before `expires_at`. Sent
+    /// when tokend gives the warning, and at the start of a watch while it stands.
+    LoginExpiring {
+        /// The profile's name.
+        profile: String,
+        /// When the login ends.
+        expires_at: SystemTime,
     },
 }

@@ -11,8 +11,10 @@
 //! authorization endpoint with PKCE, revoke tokens, and describe them (or answer the info
 //! request with any body). It can also publish its endpoints as authorization server metadata
 //! (RFC 8414 and OpenID Connect Discovery), for an issuer with or without a path, and make
-//! those documents lie or misbehave. Under `/api/` it is also the API the tokens are for
-//! ([`api`]).
+//! those documents lie or misbehave. Logins can end (refresh tokens that stop working a set time
+//! after the login, said through Keycloak's `refresh_expires_in`, a JWT refresh token's `exp`, or
+//! not at all), and tokens can be JWTs (unsigned: tokend reads them without verifying). Under
+//! `/api/` it is also the API the tokens are for ([`api`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -51,6 +53,17 @@ pub enum Style {
     Sloppy,
     /// No `expires_in` at all.
     NoExpiry,
+}
+
+/// How the provider tells when a login ends (see [`Fake::set_login_lifetime`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginEnd {
+    /// It does not say.
+    Silent,
+    /// `refresh_expires_in` in every answer with a refresh token, as Keycloak does.
+    RefreshExpiresIn,
+    /// Refresh tokens are JWTs whose `exp` is the end of the login.
+    JwtRefreshToken,
 }
 
 /// A one-off or standing misbehaviour of the token endpoint.
@@ -170,6 +183,8 @@ struct Refresh {
     scope: Option<String>,
     used: bool,
     revoked: bool,
+    /// When the login this refresh token belongs to happened.
+    login_at: SystemTime,
 }
 
 #[derive(Debug, Clone)]
@@ -209,6 +224,11 @@ struct Inner {
     metadata_requests: Vec<String>,
     revoke_on_refresh: RevokeOnRefresh,
     reject_every_use: bool,
+    /// Refresh requests refused because their login had ended.
+    login_expired_refreshes: u64,
+    login_lifetime: Option<Duration>,
+    login_end: LoginEnd,
+    jwt_access_tokens: bool,
 }
 
 /// The provider's shared state.
@@ -276,6 +296,10 @@ impl FakeProvider {
                 metadata_requests: Vec::new(),
                 revoke_on_refresh: RevokeOnRefresh::Never,
                 reject_every_use: false,
+                login_expired_refreshes: 0,
+                login_lifetime: None,
+                login_end: LoginEnd::Silent,
+                jwt_access_tokens: false,
             })),
         };
         let app = axum::Router::new().fallback(handle).with_state(fake.clone());
@@ -319,6 +343,26 @@ impl Fake {
     /// Sets the response style.
     pub fn set_style(&self, style: Style) {
         self.with(|i| i.style = style);
+    }
+
+    /// Makes refresh tokens stop working `lifetime` after the login they come from (a maximum
+    /// session length: refreshing does not extend it), saying so as `end` says. Applies to
+    /// logins from now on.
+    pub fn set_login_lifetime(&self, lifetime: Option<Duration>, end: LoginEnd) {
+        self.with(|i| {
+            i.login_lifetime = lifetime;
+            i.login_end = end;
+        });
+    }
+
+    /// How many refresh requests were refused because their login had ended.
+    pub fn login_expired_refreshes(&self) -> u64 {
+        self.with(|i| i.login_expired_refreshes)
+    }
+
+    /// Whether access tokens are JWTs whose `exp` is their expiry (default: no, opaque).
+    pub fn set_jwt_access_tokens(&self, on: bool) {
+        self.with(|i| i.jwt_access_tokens = on);
     }
 
     /// Whether refresh grants rotate the refresh token (default: yes).
@@ -508,6 +552,18 @@ fn first_use(i: &mut Inner, token: &str) {
 
 fn accepts(i: &Inner, token: &str, now: SystemTime) -> bool {
     i.issued.get(token).is_some_and(|t| !t.revoked && t.expires_at > now && !i.revoked_grants.contains(&t.grant))
+}
+
+/// An unsigned JWT (`alg: none`) issued at `iat` that expires at `exp`, unique by its `jti`.
+fn jwt(iat: u64, exp: u64) -> String {
+    let part = |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let header = part(serde_json::json!({ "alg": "none", "typ": "JWT" }));
+    let payload = part(serde_json::json!({ "iss": "fake", "iat": iat, "exp": exp, "jti": random("") }));
+    format!("{header}.{payload}.")
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
 }
 
 fn random(prefix: &str) -> String {
@@ -707,11 +763,11 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
         Err(response) => return *response,
     };
     let now = SystemTime::now();
-    let (grant, scope, with_refresh) = match form.get("grant_type").map(String::as_str) {
+    let (grant, scope, with_refresh, login_at) = match form.get("grant_type").map(String::as_str) {
         Some("client_credentials") => {
             let grant = i.next_grant;
             i.next_grant += 1;
-            (grant, form.get("scope").cloned(), i.cc_refresh)
+            (grant, form.get("scope").cloned(), i.cc_refresh, now)
         }
         Some("authorization_code") => {
             let Some(code) = form.get("code").and_then(|c| i.codes.remove(c)) else {
@@ -734,7 +790,7 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
             }
             let grant = i.next_grant;
             i.next_grant += 1;
-            (grant, code.scope, true)
+            (grant, code.scope, true, now)
         }
         Some("refresh_token") => {
             let presented = form.get("refresh_token").cloned().unwrap_or_default();
@@ -746,6 +802,10 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
             }
             if entry.revoked || i.revoked_grants.contains(&entry.grant) {
                 return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "The refresh token was revoked");
+            }
+            if i.login_lifetime.is_some_and(|l| now >= entry.login_at + l) {
+                i.login_expired_refreshes += 1;
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Token is not active");
             }
             if entry.used {
                 // Reuse of a rotated-out refresh token: treat as theft, revoke the whole grant.
@@ -760,7 +820,7 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
             if rotate {
                 i.refresh.get_mut(&presented).unwrap().used = true;
             }
-            (entry.grant, entry.scope, rotate)
+            (entry.grant, entry.scope, rotate, entry.login_at)
         }
         other => {
             return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", &format!("{other:?}"));
@@ -772,8 +832,12 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
             t.revoked = true;
         }
     }
+    let login_ends = i.login_lifetime.map(|l| login_at + l);
     let refresh = with_refresh.then(|| {
-        let token = random("rt_");
+        let token = match (i.login_end, login_ends) {
+            (LoginEnd::JwtRefreshToken, Some(ends)) => jwt(unix(now), unix(ends)),
+            _ => random("rt_"),
+        };
         let sequence = i.refresh.len() as u64 + 1;
         i.refresh.insert(
             token.clone(),
@@ -784,11 +848,12 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
                 scope: scope.clone(),
                 used: false,
                 revoked: false,
+                login_at,
             },
         );
         token
     });
-    let mut access = random("at_");
+    let mut access = if i.jwt_access_tokens { jwt(unix(now), unix(now + i.lifetime)) } else { random("at_") };
     while access.len() < i.token_size {
         access.push_str(&random("."));
     }
@@ -807,6 +872,12 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
         },
     );
     let secs = i.lifetime.as_secs();
+    let refresh_expires_in = match (i.login_end, login_ends, &refresh) {
+        (LoginEnd::RefreshExpiresIn, Some(ends), Some(_)) => {
+            Some(ends.duration_since(now).unwrap_or_default().as_secs())
+        }
+        _ => None,
+    };
     match i.style {
         Style::Minut => json(
             StatusCode::OK,
@@ -821,6 +892,9 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
             if let Some(refresh) = refresh {
                 body["refresh_token"] = refresh.into();
             }
+            if let Some(left) = refresh_expires_in {
+                body["refresh_expires_in"] = left.into();
+            }
             json(StatusCode::OK, body)
         }
         Style::Sloppy => {
@@ -828,12 +902,18 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
             if let Some(refresh) = refresh {
                 body["refresh_token"] = refresh.into();
             }
+            if let Some(left) = refresh_expires_in {
+                body["refresh_expires_in"] = left.into();
+            }
             (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], body.to_string()).into_response()
         }
         Style::NoExpiry => {
             let mut body = serde_json::json!({ "access_token": access, "token_type": "bearer" });
             if let Some(refresh) = refresh {
                 body["refresh_token"] = refresh.into();
+            }
+            if let Some(left) = refresh_expires_in {
+                body["refresh_expires_in"] = left.into();
             }
             json(StatusCode::OK, body)
         }

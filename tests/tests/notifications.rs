@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use tokend_e2e::dbus::{NotificationServer, SessionBus};
-use tokend_e2e::fake::{Client, ClientAuth, Style};
+use tokend_e2e::fake::{Client, ClientAuth, LoginEnd, Style};
 use tokend_e2e::{FakeProvider, Need, Options, Tokend, eventually, free_port, require};
 
 /// A Movemint-style provider for a login profile `name`, with tokens that live 2 s.
@@ -136,4 +136,25 @@ async fn without_a_session_bus_a_login_needed_is_only_logged() {
         tokend.log()
     );
     tokend.tokenctl_ok(&["ping"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_that_ends_soon_is_a_desktop_notification() {
+    require!(Need::Program("dbus-daemon"));
+    let bus = SessionBus::start().await;
+    let server = NotificationServer::register(&bus.address).await;
+    let (fake, config) = provider("mm").await;
+    fake.set_lifetime(Duration::from_secs(3600));
+    fake.set_login_lifetime(Some(Duration::from_secs(10)), LoginEnd::RefreshExpiresIn);
+    let tokend = Tokend::start_with(&config, on_bus(&bus)).await;
+    log_in(&tokend, "mm").await;
+    assert!(
+        eventually(Duration::from_secs(20), || !server.received().is_empty()).await,
+        "a notification arrived:\n{}",
+        tokend.log()
+    );
+    let note = &server.received()[0];
+    assert!(note.summary.contains("mm") && note.summary.contains("expires in"), "{note:?}");
+    assert!(note.body.contains("tokenctl login mm"), "the body names the command to run: {note:?}");
+    assert_eq!(fake.login_expired_refreshes(), 0);
 }

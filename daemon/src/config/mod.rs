@@ -165,6 +165,9 @@ pub struct Profile {
     /// How long the token must not have been handed out before a refresh replaces it, for
     /// servers that revoke the old access token when they issue a new one; zero for none.
     pub quiet_window: Duration,
+    /// How long a login lasts when the server does not say, counted from the login; for the
+    /// warning before it ends, and its end.
+    pub login_lifetime: Option<Duration>,
     /// Command run when this profile needs a login.
     pub notify_command: Option<String>,
 }
@@ -510,6 +513,7 @@ struct RawProfile {
     retry_max: Option<value::PositiveDuration>,
     login_timeout: Option<value::PositiveDuration>,
     quiet_window: Option<HumanDuration>,
+    login_lifetime: Option<Spanned<value::PositiveDuration>>,
     notify_command: Option<String>,
 }
 
@@ -649,6 +653,13 @@ impl RawProfile {
             }
         }
 
+        if let (Some(lifetime), Grant::ClientCredentials) = (&self.login_lifetime, grant) {
+            return Err((
+                KeyRef::at("login_lifetime", lifetime),
+                "a client_credentials profile has no login; remove it".into(),
+            ));
+        }
+
         let retry_min = self.retry_min.map_or(DEFAULT_RETRY_MIN, |d| d.0);
         let retry_max = self.retry_max.map_or(DEFAULT_RETRY_MAX, |d| d.0);
         if retry_min > retry_max {
@@ -692,6 +703,7 @@ impl RawProfile {
                 },
                 |d| d.0,
             ),
+            login_lifetime: self.login_lifetime.map(|d| d.into_inner().0),
             notify_command: self.notify_command.filter(|c| !c.trim().is_empty()),
         })
     }

@@ -494,3 +494,16 @@ fn a_bad_quiet_window_names_its_file_line_and_key() {
     assert_eq!(err.line, Some(13), "{err}");
     assert!(err.message.contains("quiet_windows"), "{err}");
 }
+
+#[test]
+fn login_lifetime_is_a_duration_for_profiles_with_a_login() {
+    assert_eq!(parse(MOVEMINT).unwrap().profiles["movemint"].login_lifetime, None);
+    let set = parse(&MOVEMINT.replace("refresh_margin = \"10m\"", "login_lifetime = \"90days\"")).unwrap();
+    assert_eq!(set.profiles["movemint"].login_lifetime, Some(Duration::from_secs(90 * 24 * 3600)));
+    let err = parse(&MOVEMINT.replace("refresh_margin = \"10m\"", "login_lifetime = \"0s\"")).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("login_lifetime"), "{err}");
+    assert!(err.message.contains("longer than zero"), "{err}");
+    let err = parse(&MINUT.replace("token_params", "login_lifetime = \"7days\"\ntoken_params")).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("profiles.minut.login_lifetime"), "{err}");
+    assert!(err.message.contains("no login"), "{err}");
+}

@@ -13,6 +13,7 @@
 
 pub mod discovery;
 pub mod info;
+pub mod jwt;
 pub mod revoke;
 pub mod token;
 
@@ -296,6 +297,13 @@ pub fn fuzz_upstream_answer(status: u16, headers: &[(&[u8], &[u8])], body: &[u8]
                         crate::limits::check_token(refresh_token.expose()).expect("a kept refresh token passed");
                     }
                     assert!(set.lifetime() <= crate::limits::MAX_LIFETIME);
+                    if let Some(expiry) = set.refresh_expiry {
+                        assert!(keeps_refresh_tokens, "a login end only for grants with refresh tokens");
+                        assert!(expiry.lifetime <= crate::limits::MAX_LIFETIME);
+                        let left = expiry.expires_at.duration_since(now).unwrap_or_default();
+                        assert!(left <= crate::limits::MAX_LIFETIME + Duration::from_secs(1));
+                        tokend_proto::time::rfc3339(expiry.expires_at);
+                    }
                     assert!(set.scope.as_deref().is_none_or(inert));
                     // Clients print the expiry: that must not panic either.
                     tokend_proto::time::rfc3339(set.expires_at);

@@ -44,6 +44,8 @@ pub struct Shared {
     /// Bounds the token requests in flight across all profiles, so that a daemon with many
     /// profiles does not send them all at once (at start, or after the network returns).
     pub upstream: Arc<tokio::sync::Semaphore>,
+    /// Runs notify commands, for the warning before a login ends.
+    pub notifier: crate::notify::Notifier,
 }
 
 /// How many token requests may be in flight at once across all profiles.
@@ -56,8 +58,10 @@ pub fn spawn(profile: Arc<Profile>, restored: Restored, shared: Shared) -> Arc<P
         retry_min: profile.retry_min,
         retry_max: profile.retry_max,
         quiet_window: profile.quiet_window,
+        login_lifetime: profile.login_lifetime,
     };
-    let machine = Machine::new(&profile.name, profile.grant, tuning, restored.token, restored.refresh_token);
+    let machine = Machine::new(&profile.name, profile.grant, tuning, restored.token, restored.refresh_token)
+        .with_login(restored.login);
     let (commands_tx, commands) = mpsc::channel(64);
     let (stop_tx, stop) = watch::channel(false);
     let demand = Arc::new(Demand::default());
@@ -202,7 +206,7 @@ impl Actor {
             if let Some(kind) = next.take() {
                 in_flight = Some(self.request(kind));
             }
-            let sleep = self.machine.deadline().map(|at| at.duration_since(SystemTime::now()).unwrap_or_default());
+            let sleep = self.machine.wake_at().map(|at| at.duration_since(SystemTime::now()).unwrap_or_default());
             let input = tokio::select! {
                 biased;
                 _ = stop.changed() => {
@@ -295,12 +299,34 @@ impl Actor {
                 }
             }
         }
+        if let Some(expires_at) = fx.login_expiring {
+            self.login_expiring(expires_at);
+        }
         if let Some(reason) = fx.login_needed {
             tracing::warn!(profile = %self.profile.name, %reason, "login needed: run `tokenctl login {}`", self.profile.name);
             let _ = self.shared.login_needed.send((self.profile.name.clone(), reason));
         }
         self.publish();
         fx.request
+    }
+
+    /// Warns that the login ends at `expires_at`: a log line, the notify command or a desktop
+    /// notification, and (through the snapshot) a `watch` event.
+    fn login_expiring(&self, expires_at: SystemTime) {
+        let name = &self.profile.name;
+        let left = expires_at.duration_since(SystemTime::now()).unwrap_or_default();
+        tracing::warn!(
+            profile = %name,
+            expires_at = %tokend_proto::time::rfc3339(expires_at),
+            "the login expires in {}: run `tokenctl login {name}` before then",
+            humantime::format_duration(round_secs(left))
+        );
+        if self.shared.notifier.configured_for(&self.profile) {
+            self.shared.notifier.login_expiring(&self.profile, expires_at);
+        } else {
+            #[cfg(unix)]
+            crate::desktop::login_expiring(name, expires_at);
+        }
     }
 
     async fn command(&mut self, command: Command, in_flight: &mut Option<InFlight>) -> Option<RequestKind> {
@@ -377,8 +403,10 @@ impl Actor {
         let profile = self.profile.clone();
         let token: Option<Current> = self.machine.token().cloned();
         let refresh_token = self.machine.refresh_token().cloned();
+        let login = *self.machine.login();
         let saved =
-            tokio::task::spawn_blocking(move || store.save(&profile, token.as_ref(), refresh_token.as_ref())).await;
+            tokio::task::spawn_blocking(move || store.save(&profile, token.as_ref(), refresh_token.as_ref(), &login))
+                .await;
         match saved {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(

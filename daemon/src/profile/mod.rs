@@ -16,6 +16,7 @@
 //! have their own actors and keep serving.
 
 pub mod actor;
+pub mod expiry;
 pub mod schedule;
 pub mod state;
 

@@ -50,11 +50,17 @@
 //! [`Machine::handed_out`]). The quiet phase is entered by one event and left only by a later
 //! [`Event::Due`], so that the time the window is judged by is read after the snapshot that
 //! withholds the token was published: no request can be handed the old token unseen.
+//!
+//! **A login ends** when its refresh token does ([`expiry`] says when, and when to warn). The
+//! machine warns once ([`Effects::login_expiring`]), and from the end on it sends no request
+//! with that refresh token: the profile needs a login, the access token is served while it
+//! lasts, and the refresh token is kept (a reload with a longer `login_lifetime` revives it).
 
 use std::time::{Duration, SystemTime};
 
 use tokend_proto::{Error, Failure, Fingerprint, Grant, ProfileState, ProfileStatus, Secret, Token, TokenSummary};
 
+use super::expiry::{self, Login};
 use super::schedule;
 use crate::oauth::UpstreamError;
 use crate::oauth::token::TokenSet;
@@ -141,6 +147,8 @@ pub struct Effects {
     /// The in-flight request finished with this outcome (for `tokenctl refresh` and `login`
     /// waiters).
     pub finished: Option<Result<(), Error>>,
+    /// The login ends at this time, soon: warn the user.
+    pub login_expiring: Option<SystemTime>,
 }
 
 /// The access token being served.
@@ -193,6 +201,8 @@ pub struct Tuning {
     /// How long the token must not have been handed out before a refresh replaces it; zero for
     /// no quiet window.
     pub quiet_window: Duration,
+    /// How long a login lasts when the server does not say.
+    pub login_lifetime: Option<Duration>,
 }
 
 /// The state of one profile.
@@ -214,6 +224,10 @@ pub struct Machine {
     attempts: u32,
     generation: u64,
     upstream_requests: u64,
+    /// When the login ends and whether the user was warned; saved with the tokens.
+    login: Login,
+    /// The login has ended: its refresh token is not used any more.
+    login_ended: bool,
 }
 
 impl Machine {
@@ -239,12 +253,23 @@ impl Machine {
             attempts: 0,
             generation: 0,
             upstream_requests: 0,
+            login: Login::default(),
+            login_ended: false,
         }
+    }
+
+    /// This machine with what was saved about the login.
+    pub fn with_login(mut self, login: Login) -> Machine {
+        if self.grant == Grant::AuthorizationCode {
+            self.login = login;
+        }
+        self
     }
 
     /// Applies `event` at wall-clock time `now`; `jitter` is a random number in `0.0..1.0`.
     pub fn handle(&mut self, event: Event, now: SystemTime, jitter: f64) -> Effects {
         let mut fx = Effects::default();
+        self.login_ended = self.login_expiry().is_some_and(|e| now >= e.expires_at);
         match event {
             Event::Start => {
                 if self.usable_at(now) {
@@ -255,8 +280,11 @@ impl Machine {
                 } else {
                     self.start(&mut fx);
                 }
-                // A profile that was never logged in is not news at start; status shows it.
-                fx.login_needed = None;
+                // A profile that was never logged in is not news at start; status shows it. A
+                // login that ended while tokend was down is.
+                if !self.login_ended {
+                    fx.login_needed = None;
+                }
             }
             Event::Due => match self.phase {
                 Phase::Valid { refresh_at } | Phase::Backoff { retry_at: refresh_at } if now >= refresh_at => {
@@ -307,6 +335,16 @@ impl Machine {
                 fx.request = Some(RequestKind::CodeExchange);
             }
             Event::Obtained(set) => {
+                if self.grant == Grant::AuthorizationCode {
+                    if matches!(self.phase, Phase::Refreshing(RequestKind::CodeExchange)) {
+                        self.login = Login::began(set.obtained_at);
+                        self.login_ended = false;
+                    }
+                    if let Some(said) = set.refresh_expiry {
+                        self.login.stated(said);
+                        self.login_ended = now >= said.expires_at;
+                    }
+                }
                 if let Some(rotated) = set.refresh_token.clone().filter(|_| self.grant == Grant::AuthorizationCode) {
                     self.refresh_token = Some(rotated);
                 }
@@ -357,6 +395,7 @@ impl Machine {
                     // replay or when the user withdraws consent): clients are told to log in
                     // rather than handed a token that will be refused.
                     self.refresh_token = None;
+                    self.login = Login::default();
                     if self.token.take().is_some() {
                         self.generation += 1;
                     }
@@ -379,6 +418,7 @@ impl Machine {
             Event::LoggedOut => {
                 self.token = None;
                 self.refresh_token = None;
+                self.login = Login::default();
                 self.withheld = false;
                 self.generation += 1;
                 self.attempts = 0;
@@ -391,14 +431,54 @@ impl Machine {
                 fx.persist = true;
             }
         }
+        self.watch_login(now, &mut fx);
         fx
+    }
+
+    /// When the login ends, per the server or the profile's `login_lifetime`; only while a
+    /// refresh token is held.
+    fn login_expiry(&self) -> Option<expiry::Expiry> {
+        self.refresh_token.as_ref()?;
+        self.login.expiry(self.tuning.login_lifetime)
+    }
+
+    /// Warns once before the login ends, and when it has ended, makes the profile need a
+    /// login (a request in flight finishes first).
+    fn watch_login(&mut self, now: SystemTime, fx: &mut Effects) {
+        let Some(expiry) = self.login_expiry() else { return };
+        if now >= expiry.expires_at {
+            self.login_ended = true;
+            if !matches!(self.phase, Phase::Refreshing(_) | Phase::NeedsLogin { .. }) {
+                self.needs_login_now(self.login_ended_reason(), fx);
+            }
+        } else if now >= expiry.warn_at() && !self.login.warned(&expiry) {
+            self.login.warned_for = Some(expiry.expires_at);
+            fx.login_expiring = Some(expiry.expires_at);
+            fx.persist = true;
+        }
+    }
+
+    /// Enters [`Phase::NeedsLogin`] because the login ended: the user is told, and whoever
+    /// waits for a refresh (`tokenctl refresh`, perhaps joined to a quiet window) is answered.
+    fn needs_login_now(&mut self, reason: String, fx: &mut Effects) {
+        self.withheld = false;
+        self.phase = Phase::NeedsLogin { reason: reason.clone() };
+        fx.finished = Some(Err(Error::LoginNeeded { profile: self.name.clone(), reason: reason.clone() }));
+        fx.login_needed = Some(reason);
+    }
+
+    fn login_ended_reason(&self) -> String {
+        match self.login_expiry() {
+            Some(e) => format!("the login expired at {}", tokend_proto::time::rfc3339(e.expires_at)),
+            None => "the login expired".to_owned(),
+        }
     }
 
     /// Refreshes a token that clients may hold: through a quiet window if the profile has one
     /// and the token is still usable, at once otherwise. The window is only entered here; it is
     /// left by a later [`Event::Due`] (see the module docs for why).
     fn refresh(&mut self, now: SystemTime, fx: &mut Effects) {
-        let can_request = self.grant == Grant::ClientCredentials || self.refresh_token.is_some();
+        let can_request = self.grant == Grant::ClientCredentials || (self.refresh_token.is_some() && !self.login_ended);
         let window = self
             .token
             .as_ref()
@@ -424,6 +504,12 @@ impl Machine {
 
     /// Starts a request if one can be made; otherwise the profile needs a login.
     fn start(&mut self, fx: &mut Effects) {
+        if self.login_ended {
+            if !matches!(self.phase, Phase::NeedsLogin { .. }) {
+                self.needs_login_now(self.login_ended_reason(), fx);
+            }
+            return;
+        }
         let kind = match (self.grant, &self.refresh_token) {
             (Grant::ClientCredentials, _) => RequestKind::ClientCredentials,
             (Grant::AuthorizationCode, Some(_)) => RequestKind::RefreshToken,
@@ -473,6 +559,24 @@ impl Machine {
             Phase::Backoff { retry_at } => Some(retry_at),
             _ => None,
         }
+    }
+
+    /// When the actor should wake the machine next: [`Machine::deadline`], or the warning
+    /// before the login ends, or its end.
+    pub fn wake_at(&self) -> Option<SystemTime> {
+        let login = self.login_expiry().filter(|_| !self.login_ended).map(|e| match self.login.warned(&e) {
+            true => e.expires_at,
+            false => e.warn_at(),
+        });
+        match (self.deadline(), login) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// What is known about the login, to be saved with the tokens.
+    pub fn login(&self) -> &Login {
+        &self.login
     }
 
     /// The current phase.
@@ -559,6 +663,15 @@ impl Machine {
             Phase::Backoff { .. } => Some("tokend keeps retrying while the current token lasts".into()),
             _ => None,
         };
+        let login_expiry = self.login_expiry().and(self.login.status(self.tuning.login_lifetime));
+        let action = action.or_else(|| {
+            let expiry = login_expiry.filter(|e| e.warned && !self.login_ended)?;
+            Some(format!(
+                "the login expires at {}; run `tokenctl login {}` before then",
+                tokend_proto::time::rfc3339(expiry.expires_at),
+                self.name
+            ))
+        });
         ProfileStatus {
             name: self.name.clone(),
             grant: self.grant,
@@ -577,6 +690,7 @@ impl Machine {
             action,
             upstream_requests: self.upstream_requests,
             login_pending_until,
+            login_expiry: login_expiry.map(Box::new),
         }
     }
 }

@@ -8,7 +8,13 @@ pub(super) fn secs(s: u64) -> Duration {
 }
 
 fn tuning() -> Tuning {
-    Tuning { refresh_margin: secs(300), retry_min: secs(1), retry_max: secs(300), quiet_window: Duration::ZERO }
+    Tuning {
+        refresh_margin: secs(300),
+        retry_min: secs(1),
+        retry_max: secs(300),
+        quiet_window: Duration::ZERO,
+        login_lifetime: None,
+    }
 }
 
 pub(super) fn set(token: &str, obtained: SystemTime, lifetime: u64, refresh: Option<&str>) -> TokenSet {
@@ -19,6 +25,7 @@ pub(super) fn set(token: &str, obtained: SystemTime, lifetime: u64, refresh: Opt
         expires_at: obtained + secs(lifetime),
         refresh_token: refresh.map(Secret::from),
         scope: None,
+        refresh_expiry: None,
     }
 }
 
@@ -495,4 +502,123 @@ fn logging_out_during_a_window_forgets_everything() {
     m.handle(Event::LoggedOut, due, 0.0);
     assert!(matches!(m.phase(), Phase::NeedsLogin { .. }));
     assert_eq!(m.deadline(), None);
+}
+
+/// A machine logged in at `T0` with a code exchange whose answer is `answer`.
+fn logged_in(tuning: Tuning, answer: TokenSet) -> Machine {
+    let mut m = Machine::new("movemint", Grant::AuthorizationCode, tuning, None, None);
+    m.handle(Event::Start, T0, 0.0);
+    m.handle(Event::Exchange, T0, 0.0);
+    let fx = m.handle(Event::Obtained(answer), T0, 0.0);
+    assert!(fx.persist);
+    m
+}
+
+fn refresh_expiry(expires: u64, lifetime: u64) -> Option<crate::oauth::token::RefreshExpiry> {
+    Some(crate::oauth::token::RefreshExpiry {
+        expires_at: T0 + secs(expires),
+        lifetime: secs(lifetime),
+        source: tokend_proto::LoginExpirySource::RefreshExpiresIn,
+    })
+}
+
+#[test]
+fn login_lifetime_counts_from_the_login_and_is_warned_about_once() {
+    let tuning = Tuning { login_lifetime: Some(secs(1000)), ..tuning() };
+    let mut m = logged_in(tuning, set("a", T0, 3600, Some("rt")));
+    let expiry = m.status(T0, None).login_expiry.unwrap();
+    assert_eq!((expiry.expires_at, expiry.warn_at, expiry.warned), (T0 + secs(1000), T0 + secs(900), false));
+    assert_eq!(m.wake_at(), Some(T0 + secs(900)), "woken for the warning before the refresh");
+    let fx = m.handle(Event::Due, T0 + secs(900), 0.0);
+    assert_eq!(fx.login_expiring, Some(T0 + secs(1000)));
+    assert!(fx.persist, "the warning is saved, so a restart does not repeat it");
+    assert!(m.status(T0 + secs(900), None).login_expiry.unwrap().warned);
+    assert!(m.status(T0 + secs(900), None).action.unwrap().contains("tokenctl login movemint"));
+    assert_eq!(m.wake_at(), Some(T0 + secs(1000)), "next, the end");
+    let fx = m.handle(Event::Due, T0 + secs(950), 0.0);
+    assert_eq!(fx.login_expiring, None, "once");
+}
+
+#[test]
+fn a_login_that_ended_needs_a_login_and_its_refresh_token_is_not_used() {
+    let tuning = Tuning { login_lifetime: Some(secs(1000)), ..tuning() };
+    let mut m = logged_in(tuning, set("a", T0, 3600, Some("rt")));
+    let fx = m.handle(Event::Due, T0 + secs(1000), 0.0);
+    assert_eq!(fx.request, None);
+    assert!(fx.login_needed.unwrap().contains("the login expired"), "the user is told");
+    assert!(matches!(m.phase(), Phase::NeedsLogin { .. }));
+    assert!(m.servable("movemint").is_some(), "the access token is served while it lasts");
+    // Nothing that used to start a refresh does so now.
+    for event in
+        [Event::Due, Event::Force, Event::Demand(T0 + secs(5000)), Event::Invalidate(m.token().unwrap().fingerprint)]
+    {
+        let fx = m.handle(event, T0 + secs(1100), 0.0);
+        assert_eq!(fx.request, None);
+        assert_eq!(fx.login_needed, None, "told once");
+    }
+    assert!(matches!(m.blocked_error(), Some(Error::LoginNeeded { .. })));
+    assert_eq!(m.refresh_token().unwrap().expose(), "rt", "kept: a reload with a longer login_lifetime revives it");
+    assert_eq!(m.wake_at(), None, "nothing left to wake for");
+    // A new login starts afresh.
+    m.handle(Event::Exchange, T0 + secs(1200), 0.0);
+    m.handle(Event::Obtained(set("b", T0 + secs(1200), 3600, Some("rt2"))), T0 + secs(1200), 0.0);
+    assert!(matches!(m.phase(), Phase::Valid { .. }));
+    assert_eq!(m.status(T0 + secs(1200), None).login_expiry.unwrap().expires_at, T0 + secs(2200));
+}
+
+#[test]
+fn a_restart_after_the_end_needs_a_login_without_a_request() {
+    let tuning = Tuning { login_lifetime: Some(secs(1000)), ..tuning() };
+    let m = logged_in(tuning.clone(), set("a", T0, 100, Some("rt")));
+    let login = *m.login();
+    let mut restarted =
+        Machine::new("movemint", Grant::AuthorizationCode, tuning, m.token().cloned(), Some("rt".into()))
+            .with_login(login);
+    let fx = restarted.handle(Event::Start, T0 + secs(2000), 0.0);
+    assert_eq!(fx.request, None);
+    assert!(fx.login_needed.is_some(), "a login that ended while tokend was down is news");
+    assert!(matches!(restarted.phase(), Phase::NeedsLogin { reason } if reason.contains("expired")));
+}
+
+#[test]
+fn a_restart_does_not_warn_again() {
+    let tuning = Tuning { login_lifetime: Some(secs(1000)), ..tuning() };
+    let mut m = logged_in(tuning.clone(), set("a", T0, 3600, Some("rt")));
+    assert!(m.handle(Event::Due, T0 + secs(900), 0.0).login_expiring.is_some());
+    let mut restarted =
+        Machine::new("movemint", Grant::AuthorizationCode, tuning, m.token().cloned(), Some("rt".into()))
+            .with_login(*m.login());
+    assert_eq!(restarted.handle(Event::Start, T0 + secs(910), 0.0).login_expiring, None);
+}
+
+#[test]
+fn what_the_server_says_beats_login_lifetime_and_a_rotation_extends_the_login() {
+    let tuning = Tuning { login_lifetime: Some(secs(99_999)), ..tuning() };
+    let answer = TokenSet { refresh_expiry: refresh_expiry(1000, 1000), ..set("a", T0, 300, Some("rt")) };
+    let mut m = logged_in(tuning, answer);
+    let expiry = m.status(T0, None).login_expiry.unwrap();
+    assert_eq!(expiry.expires_at, T0 + secs(1000));
+    assert_eq!(expiry.source, tokend_proto::LoginExpirySource::RefreshExpiresIn);
+    m.handle(Event::Due, T0 + secs(250), 0.0);
+    assert_eq!(m.phase(), &Phase::Refreshing(RequestKind::RefreshToken));
+    let rotated = TokenSet { refresh_expiry: refresh_expiry(1250, 1000), ..set("b", T0 + secs(250), 300, Some("rt2")) };
+    m.handle(Event::Obtained(rotated), T0 + secs(250), 0.0);
+    assert_eq!(m.status(T0, None).login_expiry.unwrap().expires_at, T0 + secs(1250));
+    // An answer that says nothing keeps what was said.
+    m.handle(Event::Due, T0 + secs(500), 0.0);
+    m.handle(Event::Obtained(set("c", T0 + secs(500), 300, None)), T0 + secs(500), 0.0);
+    assert_eq!(m.status(T0, None).login_expiry.unwrap().expires_at, T0 + secs(1250));
+}
+
+#[test]
+fn a_dead_grant_or_a_logout_forgets_the_login() {
+    let tuning = Tuning { login_lifetime: Some(secs(1000)), ..tuning() };
+    let mut m = logged_in(tuning.clone(), set("a", T0, 100, Some("rt")));
+    m.handle(Event::Due, T0 + secs(50), 0.0);
+    m.handle(Event::Failed(upstream(Retry::Permanent, Some("invalid_grant"))), T0 + secs(50), 0.0);
+    assert_eq!(m.status(T0, None).login_expiry, None);
+    assert_eq!(m.wake_at(), None);
+    let mut m = logged_in(tuning, set("a", T0, 100, Some("rt")));
+    m.handle(Event::LoggedOut, T0 + secs(10), 0.0);
+    assert_eq!(m.login(), &Login::default());
 }
