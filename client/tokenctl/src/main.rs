@@ -310,7 +310,7 @@ fn watch(client: Client, profile: Option<&str>, json: bool) -> Result<(), Error>
                 "event": "login_expiring",
                 "profile": profile,
                 "expires_at": output::rfc3339(expires_at),
-                "expires_in": output::seconds_from_now(expires_at, SystemTime::now()),
+                "expires_in": tokend_proto::json::seconds_from_now(expires_at, SystemTime::now()),
             })
             .to_string(),
             Event::LoginExpiring { profile, expires_at } => format!(
