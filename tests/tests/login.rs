@@ -14,7 +14,7 @@ fn config(s: &Movemint) -> String {
 }
 
 fn http() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+    tokend_e2e::http().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
 /// What the user's browser does: visit the authorization URL; the fake approves at once and
