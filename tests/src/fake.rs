@@ -12,7 +12,8 @@
 //! the authorization endpoint with PKCE, revoke tokens, and describe them (or answer the info
 //! request with any body). It can also publish its endpoints as authorization server metadata
 //! (RFC 8414 and OpenID Connect Discovery), for an issuer with or without a path, and make
-//! those documents lie or misbehave.
+//! those documents lie or misbehave. Under `/api/` it is also the API the tokens are for
+//! ([`api`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -29,6 +30,8 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, oneshot};
+
+pub mod api;
 
 /// How a client must authenticate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +186,7 @@ struct Code {
 
 struct Inner {
     clients: HashMap<String, Client>,
+    api_requests: Vec<api::ApiRequest>,
     lifetime: Duration,
     style: Style,
     rotate: bool,
@@ -252,6 +256,7 @@ impl FakeProvider {
             open: Arc::default(),
             inner: Arc::new(Mutex::new(Inner {
                 clients: HashMap::new(),
+                api_requests: Vec::new(),
                 lifetime: Duration::from_secs(3600),
                 style: Style::Minut,
                 rotate: true,
@@ -284,7 +289,7 @@ impl FakeProvider {
         let (stop, stopped) = oneshot::channel::<()>();
         let listener = Counted { listener, open: fake.open.clone() };
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
+            let _ = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
                 .with_graceful_shutdown(async {
                     let _ = stopped.await;
                 })
@@ -513,6 +518,16 @@ impl Fake {
     }
 }
 
+/// The address a request came from, for the handlers (as `ConnectInfo<Peer>`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Counted>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Counted>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
+}
+
 /// The provider's listener: counts the connections open, so that a test can wait for the
 /// requests of a client that went away to be carried out.
 struct Counted {
@@ -614,6 +629,10 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
 }
 
 async fn handle(State(fake): State<Fake>, request: Request) -> Response {
+    // Before the body is read: the API's bodies are streamed, and may be large.
+    if request.uri().path().starts_with("/api/") {
+        return api::handle(&fake, request).await;
+    }
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
     let query: HashMap<String, String> =
