@@ -2,13 +2,14 @@
 //! Minut-style and Movemint-style APIs, and can be told to misbehave.
 //!
 //! It issues random tokens and remembers them, so a test can ask whether a token tokend served
-//! is one the server would accept right now. It counts requests, can insist on HTTP Basic or on
-//! body authentication and on extra form parameters, can hold requests until released, delay
-//! them, answer any status or garbage (or a real answer with any field replaced), rotate
-//! refresh tokens (and revoke the whole grant when a rotated-out refresh token is used again,
-//! as careful servers do), revoke the access token a refresh replaces (at the refresh, or when
-//! the new token is first used, as Doorkeeper and Django OAuth Toolkit do), run the
-//! authorization endpoint with PKCE, revoke tokens, and describe them (or answer the info
+//! is one the server would accept right now. It counts requests and open connections (so that a
+//! test can wait until the requests of a client that went away are carried out), can insist on
+//! HTTP Basic or on body authentication and on extra form parameters, can hold requests until
+//! released, delay them, answer any status or garbage (or a real answer with any field
+//! replaced), rotate refresh tokens (and revoke the whole grant when a rotated-out refresh token
+//! is used again, as careful servers do), revoke the access token a refresh replaces (at the
+//! refresh, or when the new token is first used, as Doorkeeper and Django OAuth Toolkit do), run
+//! the authorization endpoint with PKCE, revoke tokens, and describe them (or answer the info
 //! request with any body). It can also publish its endpoints as authorization server metadata
 //! (RFC 8414 and OpenID Connect Discovery), for an issuer with or without a path, and make
 //! those documents lie or misbehave. Logins can end (refresh tokens that stop working a set time
@@ -18,7 +19,10 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -235,6 +239,8 @@ struct Inner {
 #[derive(Clone)]
 pub struct Fake {
     inner: Arc<Mutex<Inner>>,
+    /// How many connections are open.
+    open: Arc<AtomicUsize>,
     /// Where it listens, e.g. `http://127.0.0.1:41234`.
     pub base: String,
 }
@@ -267,6 +273,7 @@ impl FakeProvider {
         let addr = listener.local_addr().unwrap();
         let fake = Fake {
             base: format!("http://{addr}"),
+            open: Arc::default(),
             inner: Arc::new(Mutex::new(Inner {
                 clients: HashMap::new(),
                 api_requests: Vec::new(),
@@ -304,8 +311,9 @@ impl FakeProvider {
         };
         let app = axum::Router::new().fallback(handle).with_state(fake.clone());
         let (stop, stopped) = oneshot::channel::<()>();
+        let listener = Counted { listener, open: fake.open.clone() };
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            let _ = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
                 .with_graceful_shutdown(async {
                     let _ = stopped.await;
                 })
@@ -534,6 +542,103 @@ impl Fake {
     /// Whether any grant was revoked because a rotated-out refresh token was used again.
     pub fn reuse_detected(&self) -> bool {
         self.with(|i| !i.revoked_grants.is_empty())
+    }
+
+    /// How many connections to the provider are open.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// Waits (at most 20 s) until every connection to the provider has ended. Once a client is
+    /// gone (tokend killed, say), this is when the provider has read and carried out everything
+    /// it sent, including a request that was still on its way when the client went; connections
+    /// of a client that is still running (the test's own, for one) keep it waiting.
+    pub async fn wait_connections_closed(&self) {
+        assert!(
+            crate::eventually(Duration::from_secs(20), || self.open_connections() == 0).await,
+            "{} connections to the fake provider still open after 20s",
+            self.open_connections()
+        );
+    }
+}
+
+/// The address a request came from, for the handlers (as `ConnectInfo<Peer>`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Counted>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Counted>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// The provider's listener: counts the connections open, so that a test can wait for the
+/// requests of a client that went away to be carried out.
+struct Counted {
+    listener: tokio::net::TcpListener,
+    open: Arc<AtomicUsize>,
+}
+
+impl axum::serve::Listener for Counted {
+    type Io = CountedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (CountedStream, SocketAddr) {
+        let (stream, addr) = axum::serve::Listener::accept(&mut self.listener).await;
+        self.open.fetch_add(1, Ordering::SeqCst);
+        (CountedStream { stream, open: self.open.clone() }, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// A connection, counted as open until the server drops it.
+struct CountedStream {
+    stream: tokio::net::TcpStream,
+    open: Arc<AtomicUsize>,
+}
+
+impl Drop for CountedStream {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl tokio::io::AsyncRead for CountedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CountedStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 

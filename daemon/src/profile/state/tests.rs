@@ -265,15 +265,102 @@ fn logout_forgets_everything() {
     assert!(matches!(m.phase(), Phase::NeedsLogin { .. }));
 }
 
+/// Every state a profile can be in when its token "a" (obtained at T0, expiring at T0+10s)
+/// expires, and how it got there.
+fn states_at_expiry() -> Vec<(&'static str, Machine)> {
+    let expiring = || set("a", T0, 10, None);
+    let fetched = || {
+        let mut m = cc();
+        m.handle(Event::Start, T0, 0.0);
+        m.handle(Event::Obtained(expiring()), T0, 0.0);
+        m
+    };
+    let refreshing = || {
+        let mut m = fetched();
+        m.handle(Event::Due, T0 + secs(5), 0.0);
+        m
+    };
+    let backing_off = {
+        let mut m = refreshing();
+        let busy = UpstreamError { retry_after: Some(secs(60)), ..upstream(Retry::Transient, None) };
+        m.handle(Event::Failed(busy), T0 + secs(9), 0.0);
+        m
+    };
+    let failed = {
+        let mut m = refreshing();
+        m.handle(Event::Failed(upstream(Retry::Permanent, Some("invalid_client"))), T0 + secs(5), 0.0);
+        m
+    };
+    let rejected = {
+        let mut m = fetched();
+        m.handle(Event::Invalidate(Fingerprint::of("a")), T0 + secs(1), 0.0);
+        m.handle(Event::Failed(upstream(Retry::Transient, None)), T0 + secs(1), 0.0);
+        m
+    };
+    let quiet = {
+        let tuning = Tuning { quiet_window: secs(2), ..tuning() };
+        let token = Current::from_set(&expiring());
+        let mut m = Machine::new("movemint", Grant::AuthorizationCode, tuning, Some(token), Some(Secret::from("rt")));
+        m.handle(Event::Start, T0, 0.0);
+        m.handed_out(Some(T0 + secs(5)));
+        m.handle(Event::Due, T0 + secs(5), 0.0);
+        m
+    };
+    let arrived_expired = {
+        let mut m = cc();
+        m.handle(Event::Start, T0, 0.0);
+        m.handle(Event::Obtained(expiring()), T0 + secs(11), 0.0);
+        m
+    };
+    let restored_without_refresh_token = ac(Some(Current::from_set(&expiring())), None);
+    let restored = ac(Some(Current::from_set(&expiring())), Some("rt"));
+    vec![
+        ("valid, its timer missed (a machine that slept)", fetched()),
+        ("refreshing", refreshing()),
+        ("backing off until after its expiry", backing_off),
+        ("failed for good", failed),
+        ("rejected, its replacement failing", rejected),
+        ("in a quiet window", quiet),
+        ("obtained already expired", arrived_expired),
+        ("restored from disk, with no refresh token", restored_without_refresh_token),
+        ("restored from disk", restored),
+    ]
+}
+
 #[test]
-fn an_expired_token_is_never_servable_as_valid_state() {
-    let mut m = cc();
-    m.handle(Event::Start, T0, 0.0);
-    m.handle(Event::Obtained(set("a", T0, 10, None)), T0, 0.0);
-    // The machine keeps the token, but the actor checks expiry at serving time; a demand for
-    // any time past expiry starts a refresh.
-    let fx = m.handle(Event::Demand(T0 + secs(11)), T0 + secs(11), 0.0);
-    assert_eq!(fx.request, Some(RequestKind::ClientCredentials));
+fn an_expired_token_is_never_servable_in_any_state() {
+    let expiry = T0 + secs(10);
+    for now in [expiry, expiry + secs(1), expiry + secs(3600)] {
+        for (state, mut m) in states_at_expiry() {
+            let at = now.duration_since(T0).unwrap();
+            // What the actor feeds the machine when a client asks at `now`: the restored
+            // profile's start, the client's demand, and the timer if it is due.
+            if state.starts_with("restored") {
+                m.handle(Event::Start, now, 0.0);
+            }
+            let demand = m.handle(Event::Demand(now + secs(1)), now, 0.0);
+            let due = match m.deadline() {
+                Some(deadline) if deadline <= now => m.handle(Event::Due, now, 0.0),
+                _ => Effects::default(),
+            };
+            // The token offered for serving, if any, carries its real expiry, so that the
+            // serving side's check by the wall clock refuses it.
+            if let Some(token) = m.servable("movemint") {
+                assert_eq!(token.expires_at, expiry, "{state}, at {at:?}");
+            }
+            assert_ne!(m.status(now, None).state, ProfileState::Valid, "{state}, at {at:?}: shown as valid");
+            assert!(m.status(now, None).token.is_none_or(|t| t.expires_at == expiry), "{state}, at {at:?}");
+            // And the client is not left waiting for nothing: a new token is on its way, or the
+            // machine says why none will come.
+            let requesting = demand.request.is_some() || due.request.is_some();
+            let in_flight = matches!(m.phase(), Phase::Refreshing(_));
+            assert!(
+                requesting || in_flight || m.blocked_error().is_some(),
+                "{state}, at {at:?}: a client would wait with no request coming: {:?}",
+                m.phase()
+            );
+        }
+    }
 }
 
 #[test]
