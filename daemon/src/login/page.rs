@@ -77,7 +77,7 @@ impl<'a> Page<'a> {
                          <p class=\"why\">{why}</p>\n\
                          <p class=\"next\">To try again, run <code>tokenctl login {profile}</code>. \
                          You can close this tab.</p>",
-                        why = escape(why)
+                        why = escape(&capitalized(why))
                     ),
                 )
             }
@@ -128,6 +128,12 @@ pub(super) async fn respond(stream: &mut TcpStream, status: &str, page: &Page<'_
     let _ = stream.shutdown().await;
 }
 
+/// `text` with its first letter in upper case, to stand as a sentence of its own.
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map(|first| first.to_uppercase().chain(chars).collect()).unwrap_or_default()
+}
+
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -171,7 +177,7 @@ mod tests {
         let error = Error::Login { profile: "web".into(), message: "the server refused: access_denied".into() };
         let html = Page::failed("web", &error).html();
         assert!(html.contains("<h1>Login failed</h1>"), "{html}");
-        assert!(html.contains("the server refused: access_denied"), "{html}");
+        assert!(html.contains("<p class=\"why\">The server refused: access_denied</p>"), "{html}");
         assert!(!html.contains("login for profile"), "the heading says it failed, the reason need not: {html}");
         assert!(html.contains("<code>tokenctl login web</code>"), "{html}");
     }
