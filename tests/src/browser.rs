@@ -41,7 +41,7 @@ const CHROMIUM_ARGS: &[&str] = &[
     "--disable-breakpad",
     "--password-store=basic",
     "--hide-scrollbars",
-    "--window-size=720,400",
+    "--window-size=720,480",
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
 ];
 

@@ -13,7 +13,7 @@ use tokend_e2e::{Need, Tokend, free_port, require};
 fn web_config(oidc: &OidcProvider, redirect: &str) -> String {
     format!(
         r#"
-[profiles.web]
+[profiles.movemint]
 grant = "authorization_code"
 issuer = "{issuer}"
 redirect_uri = "{redirect}"
@@ -44,12 +44,12 @@ async fn tokends_page(browser: &Browser, redirect: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_browser_logs_in_through_the_providers_pages_and_lands_on_tokends_page() {
-    require!(Need::Node, Need::Program("chromium"), Need::Program("chromedriver"), Need::Program("setsid"));
+    require!(Need::Node, Need::Program("chromium"), Need::Program("chromedriver"));
     let redirect = format!("http://127.0.0.1:{}/callback", free_port());
     let oidc = OidcProvider::start(&redirect, Duration::from_secs(3600)).await;
     let tokend = Tokend::start(&web_config(&oidc, &redirect)).await;
     let browser = Browser::start().await;
-    let login = tokend.spawn_tokenctl_with_env(&["login", "web"], &browser.env());
+    let login = tokend.spawn_tokenctl_with_env(&["login", "movemint"], &browser.env());
     browser.open_launched().await;
 
     sign_in(&browser).await;
@@ -57,10 +57,10 @@ async fn a_real_browser_logs_in_through_the_providers_pages_and_lands_on_tokends
     let page = tokends_page(&browser, &redirect).await;
 
     assert!(page.starts_with("Logged in"), "{page}");
-    assert!(page.contains("profile web"), "names the profile: {page}");
-    assert!(page.contains("tokenctl token web"), "says how programs get the token: {page}");
+    assert!(page.contains("profile movemint"), "names the profile: {page}");
+    assert!(page.contains("tokenctl token movemint"), "says how programs get the token: {page}");
     assert!(page.contains("You can close this tab."), "{page}");
-    assert_eq!(browser.title().await, "tokend: logged in to web");
+    assert_eq!(browser.title().await, "tokend: logged in to movemint");
     let main = browser.find("main").await;
     assert_eq!(
         browser.css(&main, "border-left-color").await,
@@ -73,7 +73,7 @@ async fn a_real_browser_logs_in_through_the_providers_pages_and_lands_on_tokends
     let (exit, output) = login.finish().await;
     assert!(exit.success(), "{output}\n{}", tokend.log());
     assert!(output.contains("A browser should have opened it."), "tokenctl ran $BROWSER: {output}");
-    let token = tokend.tokenctl_ok(&["token", "web"]).await;
+    let token = tokend.tokenctl_ok(&["token", "movemint"]).await;
     let info = oidc.introspect(token.trim()).await;
     assert_eq!((info["active"].clone(), info["sub"].clone()), (true.into(), "alice".into()), "{info}");
     browser.close().await;
@@ -81,12 +81,12 @@ async fn a_real_browser_logs_in_through_the_providers_pages_and_lands_on_tokends
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_who_cancels_at_the_consent_page_is_told_why_and_what_to_run() {
-    require!(Need::Node, Need::Program("chromium"), Need::Program("chromedriver"), Need::Program("setsid"));
+    require!(Need::Node, Need::Program("chromium"), Need::Program("chromedriver"));
     let redirect = format!("http://127.0.0.1:{}/callback", free_port());
     let oidc = OidcProvider::start(&redirect, Duration::from_secs(3600)).await;
     let tokend = Tokend::start(&web_config(&oidc, &redirect)).await;
     let browser = Browser::start().await;
-    let login = tokend.spawn_tokenctl_with_env(&["login", "web"], &browser.env());
+    let login = tokend.spawn_tokenctl_with_env(&["login", "movemint"], &browser.env());
     browser.open_launched().await;
 
     sign_in(&browser).await;
@@ -95,15 +95,15 @@ async fn a_user_who_cancels_at_the_consent_page_is_told_why_and_what_to_run() {
     let page = tokends_page(&browser, &redirect).await;
 
     assert!(page.starts_with("Login failed"), "{page}");
-    assert!(page.contains("Profile web is not logged in."), "{page}");
+    assert!(page.contains("Profile movemint is not logged in."), "{page}");
     assert!(page.contains("The server refused: access_denied: End-User aborted interaction"), "says why: {page}");
-    assert!(page.contains("To try again, run tokenctl login web."), "says what to run: {page}");
-    assert_eq!(browser.title().await, "tokend: login to web failed");
+    assert!(page.contains("To try again, run tokenctl login movemint."), "says what to run: {page}");
+    assert_eq!(browser.title().await, "tokend: login to movemint failed");
     browser.screenshot("login-failed.png").await;
 
     let (exit, output) = login.finish().await;
     assert_eq!(exit.code(), Some(5), "{output}");
     assert!(output.contains("access_denied"), "{output}");
-    assert_eq!(tokend.tokenctl(&["token", "web"]).await.status.code(), Some(5), "still needs a login");
+    assert_eq!(tokend.tokenctl(&["token", "movemint"]).await.status.code(), Some(5), "still needs a login");
     browser.close().await;
 }

@@ -100,7 +100,7 @@ impl<'a> Page<'a> {
 const STYLE: &str = "\
 :root{color-scheme:light dark;font-family:system-ui,sans-serif;line-height:1.5}\
 body{margin:0;display:flex;justify-content:center}\
-main{max-width:34em;margin:3em 1.5em;padding:0.5em 1.5em;border-left:0.4em solid #888}\
+main{max-width:34em;margin:2em 1.5em;padding:0.5em 1.5em;border-left:0.4em solid #888}\
 main.ok{border-color:#2e7d32}main.failed{border-color:#c62828}\
 h1{font-size:1.5em}.why{overflow-wrap:anywhere}\
 code{font-size:1.05em;padding:0.1em 0.3em;border-radius:0.2em;background:#8883}\
