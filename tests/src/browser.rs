@@ -82,7 +82,7 @@ impl Browser {
             .expect("start chromedriver");
         let base = format!("http://127.0.0.1:{port}");
         let mut browser = Browser {
-            http: reqwest::Client::builder().timeout(WAIT).build().unwrap(),
+            http: crate::http().timeout(WAIT).build().unwrap(),
             driver,
             session: String::new(),
             closed: false,
