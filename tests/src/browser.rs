@@ -24,7 +24,10 @@ use base64::Engine;
 use serde_json::{Value, json};
 
 /// How long an element, page or process may take to appear.
-const WAIT: Duration = Duration::from_secs(20);
+const WAIT: Duration = Duration::from_secs(30);
+/// How long one WebDriver command may take: starting Chromium (the session) takes a few
+/// seconds, and many more on a loaded machine.
+const COMMAND: Duration = Duration::from_secs(90);
 /// The W3C WebDriver key under which an element reference comes.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 /// What Chromium needs to run here — headless, as root in a container, with a fresh profile
@@ -82,7 +85,7 @@ impl Browser {
             .expect("start chromedriver");
         let base = format!("http://127.0.0.1:{port}");
         let mut browser = Browser {
-            http: crate::http().timeout(WAIT).build().unwrap(),
+            http: crate::http().timeout(COMMAND).build().unwrap(),
             driver,
             session: String::new(),
             closed: false,
