@@ -27,7 +27,7 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokend_proto::{Error, Grant, Secret};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -36,6 +36,9 @@ use url::{Host, Url};
 use crate::config::Profile;
 use crate::daemon::Daemon;
 use crate::profile::ProfileHandle;
+
+mod page;
+use page::{Page, respond};
 
 /// The most a login listener reads of one request.
 const MAX_REQUEST: usize = 8 * 1024;
@@ -255,20 +258,19 @@ async fn run(
             why = &mut cancel => break Err(login_error(why.unwrap_or_else(|_| "the login was cancelled".into()))),
             Some((mut stream, target)) = requests.recv() => {
                 match check_redirect(&expect, &target, true) {
-                    Checked::Ignore(status, page) => {
-                        respond(&mut stream, status, &page).await;
+                    Checked::Ignore(status, why) => {
+                        respond(&mut stream, status, &Page::Ignored { why: &why }).await;
                     }
                     Checked::Fail(message) => {
-                        respond(&mut stream, "400 Bad Request", &format!("Login failed: {message}")).await;
+                        respond(&mut stream, "400 Bad Request", &Page::Failed { profile: &profile, why: message.clone() }).await;
                         break Err(login_error(message));
                     }
                     Checked::Code(code) => {
                         let result = exchange(&handle, code, &verifier).await;
-                        let page = match &result {
-                            Ok(()) => format!("Logged in: tokend now holds the tokens of profile “{profile}”. You can close this tab."),
-                            Err(e) => format!("Login failed: {e}"),
-                        };
-                        respond(&mut stream, if result.is_ok() { "200 OK" } else { "502 Bad Gateway" }, &page).await;
+                        match &result {
+                            Ok(()) => respond(&mut stream, "200 OK", &Page::LoggedIn { profile: &profile }).await,
+                            Err(e) => respond(&mut stream, "502 Bad Gateway", &Page::failed(&profile, e)).await,
+                        }
                         break result;
                     }
                 }
@@ -428,27 +430,15 @@ async fn read_request(mut stream: TcpStream) -> Option<(TcpStream, String)> {
     let mut parts = line.split(' ');
     let (method, target) = (parts.next()?, parts.next()?);
     if method != "GET" {
-        respond(&mut stream, "405 Method Not Allowed", "tokend only expects a GET redirect here.").await;
+        respond(
+            &mut stream,
+            "405 Method Not Allowed",
+            &Page::Ignored { why: "tokend only expects a GET redirect here." },
+        )
+        .await;
         return None;
     }
     Some((stream, target.to_owned()))
-}
-
-async fn respond(stream: &mut TcpStream, status: &str, message: &str) {
-    let body = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>tokend</title></head><body><p>{}</p></body></html>",
-        escape(message)
-    );
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nCache-Control: no-store\r\nReferrer-Policy: no-referrer\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = tokio::time::timeout(REQUEST_TIMEOUT, stream.write_all(response.as_bytes())).await;
-    let _ = stream.shutdown().await;
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// Starts a login when a profile needs one and a notify command is configured, then runs the

@@ -4,6 +4,7 @@
 //! The binaries are looked up next to the test executable (`target/debug/`), where
 //! `cargo test --workspace` builds them, or at `$TOKEND_BIN` and `$TOKENCTL_BIN`.
 
+pub mod browser;
 pub mod dbus;
 pub mod fake;
 pub mod http;
@@ -373,12 +374,16 @@ pub struct Running {
 
 impl Running {
     /// Starts `command` with stdin, stdout and stderr piped, and no way to open a browser.
-    pub fn spawn(mut command: Command) -> Running {
+    pub fn spawn(command: Command) -> Running {
+        Running::spawn_with_env(command, &[])
+    }
+
+    /// Like [`Running::spawn`], then sets `env` (a `BROWSER`, say).
+    pub fn spawn_with_env(mut command: Command, env: &[(String, String)]) -> Running {
         use tokio::io::AsyncBufReadExt;
+        command.env_remove("DISPLAY").env_remove("WAYLAND_DISPLAY").env_remove("BROWSER");
+        command.envs(env.iter().map(|(k, v)| (k, v)));
         let mut child = command
-            .env_remove("DISPLAY")
-            .env_remove("WAYLAND_DISPLAY")
-            .env_remove("BROWSER")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -441,9 +446,14 @@ impl Running {
 impl Tokend {
     /// Starts `tokenctl ARGS` and leaves it running, with stdin and stderr piped.
     pub fn spawn_tokenctl(&self, args: &[&str]) -> Running {
+        self.spawn_tokenctl_with_env(args, &[])
+    }
+
+    /// Like [`Tokend::spawn_tokenctl`], with `env` added (a `BROWSER`, say).
+    pub fn spawn_tokenctl_with_env(&self, args: &[&str], env: &[(String, String)]) -> Running {
         let mut command = Command::new(bin("tokenctl"));
         command.args(args).env("TOKEND_SOCKET", &self.socket);
-        Running::spawn(command)
+        Running::spawn_with_env(command, env)
     }
 
     /// Logs `profile` in against the fake provider, which approves at once: runs `tokenctl login

@@ -28,8 +28,9 @@ pub fn run(mut client: Client, endpoint: Endpoint, profile: &str, no_browser: bo
         );
     }
     errln!("To log in to profile `{profile}`, open this URL in a browser:\n\n    {}\n", started.url);
-    if !no_browser && !headless() {
-        match open_browser(&started.url) {
+    let browsers = if no_browser { Vec::new() } else { browsers() };
+    if !browsers.is_empty() {
+        match open_browser(&browsers, &started.url) {
             Ok(()) => errln!("(A browser should have opened it.)"),
             Err(e) => errln!("(Could not open a browser: {e}.)"),
         }
@@ -88,25 +89,34 @@ fn headless() -> bool {
     std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none()
 }
 
-/// Opens `url` with `$BROWSER` or the platform's opener, without a shell.
-fn open_browser(url: &str) -> Result<(), String> {
+/// The programs to try, in order: each of `$BROWSER`'s, then the platform's opener. `$BROWSER`
+/// is the user's own choice and is honoured even without a graphical session (a text browser
+/// works over SSH); the opener is tried only in a graphical session.
+fn browsers() -> Vec<String> {
     let mut candidates: Vec<String> = std::env::var("BROWSER")
         .map(|b| b.split(':').filter(|c| !c.is_empty()).map(str::to_owned).collect())
         .unwrap_or_default();
-    candidates.push(
-        if cfg!(target_os = "macos") {
-            "open"
-        } else if cfg!(windows) {
-            "explorer"
-        } else {
-            "xdg-open"
-        }
-        .to_owned(),
-    );
+    if !headless() {
+        candidates.push(
+            if cfg!(target_os = "macos") {
+                "open"
+            } else if cfg!(windows) {
+                "explorer"
+            } else {
+                "xdg-open"
+            }
+            .to_owned(),
+        );
+    }
+    candidates
+}
+
+/// Opens `url` with the first of `candidates` that starts, without a shell.
+fn open_browser(candidates: &[String], url: &str) -> Result<(), String> {
     let mut last = String::new();
     for candidate in candidates {
         let spawned =
-            Command::new(&candidate).arg(url).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+            Command::new(candidate).arg(url).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
         match spawned {
             Ok(_) => return Ok(()),
             Err(e) => last = format!("{candidate}: {e}"),
