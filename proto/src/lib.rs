@@ -44,7 +44,8 @@ pub use secret::{Fingerprint, Secret};
 /// in a way an older peer would misread. The handshake messages never change.
 ///
 /// 2: [`ProfileState::Quiet`], which a version-1 client could not decode in a status.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: [`Grant::DeviceCode`] and [`Response::LoginCode`], for the device authorization grant.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The four bytes every [`Hello`] starts with, so that a daemon can tell a tokend client from
 /// a stray program that connected to its socket by mistake.

@@ -230,7 +230,7 @@ impl Machine {
             grant,
             tuning,
             token,
-            refresh_token: if grant == Grant::AuthorizationCode { refresh_token } else { None },
+            refresh_token: if grant.has_login() { refresh_token } else { None },
             phase: Phase::Empty,
             withheld: false,
             handed_out: None,
@@ -307,7 +307,7 @@ impl Machine {
                 fx.request = Some(RequestKind::CodeExchange);
             }
             Event::Obtained(set) => {
-                if let Some(rotated) = set.refresh_token.clone().filter(|_| self.grant == Grant::AuthorizationCode) {
+                if let Some(rotated) = set.refresh_token.clone().filter(|_| self.grant.has_login()) {
                     self.refresh_token = Some(rotated);
                 }
                 self.token = Some(Current::from_set(&set));
@@ -321,9 +321,7 @@ impl Machine {
                 fx.finished = Some(Ok(()));
             }
             Event::Failed(mut error) => {
-                if let Some(rotated) =
-                    error.rotated_refresh_token.take().filter(|_| self.grant == Grant::AuthorizationCode)
-                {
+                if let Some(rotated) = error.rotated_refresh_token.take().filter(|_| self.grant.has_login()) {
                     self.refresh_token = Some(rotated);
                     fx.persist = true;
                 }
@@ -386,7 +384,7 @@ impl Machine {
                 self.failing_since = None;
                 self.phase = match self.grant {
                     Grant::ClientCredentials => Phase::Empty,
-                    Grant::AuthorizationCode => Phase::NeedsLogin { reason: "logged out".into() },
+                    Grant::AuthorizationCode | Grant::DeviceCode => Phase::NeedsLogin { reason: "logged out".into() },
                 };
                 fx.persist = true;
             }
@@ -426,8 +424,8 @@ impl Machine {
     fn start(&mut self, fx: &mut Effects) {
         let kind = match (self.grant, &self.refresh_token) {
             (Grant::ClientCredentials, _) => RequestKind::ClientCredentials,
-            (Grant::AuthorizationCode, Some(_)) => RequestKind::RefreshToken,
-            (Grant::AuthorizationCode, None) => {
+            (Grant::AuthorizationCode | Grant::DeviceCode, Some(_)) => RequestKind::RefreshToken,
+            (Grant::AuthorizationCode | Grant::DeviceCode, None) => {
                 let reason = if self.token.is_some() { "no refresh token is held" } else { "not logged in yet" };
                 if !matches!(self.phase, Phase::NeedsLogin { .. }) {
                     fx.login_needed = Some(reason.to_owned());
@@ -448,7 +446,7 @@ impl Machine {
             Some(t) if !t.rejected && t.expires_at > now => Phase::Valid {
                 refresh_at: schedule::refresh_at(t.obtained_at, t.expires_at, self.tuning.refresh_margin, jitter),
             },
-            _ if self.grant == Grant::AuthorizationCode && self.refresh_token.is_none() => {
+            _ if self.grant.has_login() && self.refresh_token.is_none() => {
                 Phase::NeedsLogin { reason: "not logged in yet".into() }
             }
             _ => Phase::Empty,
