@@ -401,7 +401,16 @@ impl Running {
         let lines = self.stdout.as_mut().expect("set above");
         match tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await {
             Ok(Ok(Some(line))) => line,
-            Ok(_) => panic!("tokenctl closed stdout; stderr so far:\n{}", self.seen),
+            Ok(_) => {
+                let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                    while let Ok(Some(line)) = self.stderr.next_line().await {
+                        self.seen.push_str(&line);
+                        self.seen.push('\n');
+                    }
+                })
+                .await;
+                panic!("tokenctl closed stdout; its stderr:\n{}", self.seen)
+            }
             Err(_) => panic!("tokenctl printed no line on stdout within 30s; stderr so far:\n{}", self.seen),
         }
     }
