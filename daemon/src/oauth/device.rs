@@ -267,6 +267,31 @@ mod tests {
         assert_eq!(d.verification_uri_complete, None);
     }
 
+    /// The fuzz target's checks, on its device seeds (written as `fuzz/fuzz_targets/upstream_answer.rs`
+    /// reads them: two bytes of status, header lines, an empty line, the body).
+    #[test]
+    fn the_fuzz_checks_hold_for_the_device_seeds() {
+        let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/upstream_answer");
+        for name in ["device_authorization", "device_hostile"] {
+            let data = std::fs::read(seeds.join(name)).unwrap();
+            let (status, rest) = data.split_first_chunk::<2>().unwrap();
+            let status = 100 + u16::from_be_bytes(*status) % 500;
+            let end = rest.windows(2).position(|w| w == b"\n\n").unwrap();
+            let (head, body) = (&rest[..end], &rest[end + 2..]);
+            let headers: Vec<(&[u8], &[u8])> = head
+                .split(|&b| b == b'\n')
+                .filter_map(|line| {
+                    let colon = line.iter().position(|&b| b == b':')?;
+                    Some((&line[..colon], line[colon + 1..].trim_ascii_start()))
+                })
+                .collect();
+            crate::oauth::fuzz_upstream_answer(status, &headers, body);
+            let answer =
+                Answer { status, content_type: None, location: None, retry_after: None, body: body.to_vec().into() };
+            assert_eq!(parse(&answer).is_ok(), name == "device_authorization", "{name}");
+        }
+    }
+
     #[test]
     fn an_error_in_a_200_answer_is_an_error() {
         let err = parse(&answer(r#"{"error":"invalid_client","error_description":"unknown client"}"#)).unwrap_err();
