@@ -218,15 +218,19 @@ async fn hostile_or_broken_device_answers_fail_the_login_clearly_and_tokend_carr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_newer_login_replaces_a_pending_device_login() {
+async fn a_newer_login_replaces_a_pending_device_login_even_while_its_poll_hangs() {
     let fake = provider(DeviceFlow::default()).await;
-    let tokend = Tokend::start(&config(&fake)).await;
+    // The server holds the first login's poll for longer than the test waits.
+    let tokend = Tokend::start(&format!("[daemon]\nhttp_timeout = \"5m\"\n{}", config(&fake))).await;
+    fake.hold();
     let (first, first_code) = start_login(&tokend).await;
+    assert!(eventually(Duration::from_secs(10), || fake.device_polls().len() == 1).await);
     let (mut second, second_code) = start_login(&tokend).await;
     assert_ne!(first_code["user_code"], second_code["user_code"]);
     let (exit, output) = first.finish().await;
     assert_eq!(exit.code(), Some(5), "{output}");
     assert!(output.contains("a newer login for this profile replaced this one"), "{output}");
+    fake.release();
     let user_code = second_code["user_code"].as_str().unwrap();
     reqwest::get(fake.url(&format!("/oauth/device/verify?user_code={user_code}"))).await.unwrap();
     assert_eq!(json(&second.stdout_line().await)["logged_in"], true);

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use super::{Logins, Outcome, Pending, Started, finish};
 use crate::limits;
 use crate::oauth::device::{self as endpoint, DeviceAuthorization};
-use crate::oauth::token::{self, TokenGrant};
+use crate::oauth::token::{self, TokenGrant, TokenSet};
 use crate::oauth::{Http, UpstreamError};
 use crate::profile::ProfileHandle;
 
@@ -144,7 +144,15 @@ impl Poller {
                 break Err(self.expired());
             }
             polls += 1;
-            match self.poll().await {
+            // A newer login or a reload need not wait for a slow server.
+            let profile = self.handle.config.clone();
+            let answer = tokio::select! {
+                answer = token::request(&self.http, &profile, TokenGrant::DeviceCode(&self.device_code)) => answer,
+                why = &mut cancel => {
+                    break Err(self.error(why.unwrap_or_else(|_| "the login was cancelled".into())));
+                }
+            };
+            match self.judge(answer).await {
                 Poll::Again => {}
                 Poll::Done(result) => break result,
             }
@@ -157,10 +165,10 @@ impl Poller {
         outcome.send_replace(Some(result));
     }
 
-    /// Asks the token endpoint once whether the user has approved.
-    async fn poll(&mut self) -> Poll {
+    /// What the token endpoint's answer to one poll means; tokens are handed to the profile.
+    async fn judge(&mut self, answer: Result<TokenSet, UpstreamError>) -> Poll {
         let profile = self.handle.config.clone();
-        let error = match token::request(&self.http, &profile, TokenGrant::DeviceCode(&self.device_code)).await {
+        let error = match answer {
             Ok(tokens) => {
                 return Poll::Done(match self.handle.install(tokens).await {
                     Ok(result) => result,

@@ -1,5 +1,5 @@
-//! Talking to OAuth servers: the token endpoint (every grant), and in later modules the
-//! revocation and info endpoints.
+//! Talking to OAuth servers: the token endpoint (every grant), and in the modules below the
+//! device authorization, revocation, info and metadata endpoints.
 //!
 //! One [`Http`] client is shared by every profile. It never follows redirects (a token request
 //! that is redirected would carry the client secret to wherever the redirect points), verifies
