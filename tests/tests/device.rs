@@ -40,6 +40,12 @@ scopes = ["read", "offline_access"]
     )
 }
 
+/// What the user does on their phone: open the verification page with the code.
+async fn approve(fake: &FakeProvider, user_code: &str) -> reqwest::Response {
+    let http = tokend_e2e::http().build().unwrap();
+    http.get(fake.url(&format!("/oauth/device/verify?user_code={user_code}"))).send().await.unwrap()
+}
+
 fn json(line: &str) -> serde_json::Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
 }
@@ -79,7 +85,7 @@ async fn a_device_login_shows_the_code_and_completes_once_the_user_approves_it()
     assert!(eventually(Duration::from_secs(10), || fake.device_polls().len() >= 2).await, "tokend polls");
 
     // The user enters the code on another device.
-    let page = reqwest::get(fake.url(&format!("/oauth/device/verify?user_code={user_code}"))).await.unwrap();
+    let page = approve(&fake, &user_code).await;
     assert_eq!(page.status(), 200);
     let outcome = json(&login.stdout_line().await);
     assert_eq!(outcome, serde_json::json!({ "profile": "tv", "logged_in": true }));
@@ -232,7 +238,7 @@ async fn a_newer_login_replaces_a_pending_device_login_even_while_its_poll_hangs
     assert!(output.contains("a newer login for this profile replaced this one"), "{output}");
     fake.release();
     let user_code = second_code["user_code"].as_str().unwrap();
-    reqwest::get(fake.url(&format!("/oauth/device/verify?user_code={user_code}"))).await.unwrap();
+    approve(&fake, user_code).await;
     assert_eq!(json(&second.stdout_line().await)["logged_in"], true);
     assert!(second.finish().await.0.success());
 }
