@@ -61,7 +61,7 @@ use std::time::{Duration, SystemTime};
 
 #[cfg(feature = "async")]
 pub use async_client::{Client, Watch};
-pub use protocol::LoginStarted;
+pub use protocol::{DeviceCode, LoginStarted};
 pub use tokend_proto::{
     Endpoint, Event, Failure, Fingerprint, Grant, LoginExpiry, LoginExpirySource, Pong, ProfileState, ProfileStatus,
     ProfileSummary, ReloadSummary, RevocationOutcome, RevocationReport, Secret, Token, TokenSummary,

@@ -86,13 +86,14 @@ impl Daemon {
             watchers.extend(start.watcher.map(|w| (name.clone(), w)));
         }
         let request_timeout = config.daemon.http_timeout * 2 + Duration::from_secs(5);
+        let logins = Logins::new(shared.http.clone());
         let daemon = Arc::new_cyclic(|weak| Daemon {
             profiles: RwLock::new(Arc::new(profiles)),
             version: watch::Sender::new(0),
             config: Mutex::new(config),
             shared,
             notifier,
-            logins: Logins::default(),
+            logins,
             watchers: Watchers::default(),
             cache,
             weak: weak.clone(),

@@ -7,11 +7,11 @@
 //! | module | concern |
 //! |---|---|
 //! | [`config`] | the TOML file: parsing, checking, resolving client secrets |
-//! | [`oauth`] | requests to OAuth servers: token, revocation, info endpoints, metadata; the claims of JWTs, for scheduling |
+//! | [`oauth`] | requests to OAuth servers: token, device authorization, revocation, info endpoints, metadata; the claims of JWTs, for scheduling |
 //! | [`limits`] | what tokend accepts from a server: token sizes and characters, lifetimes |
 //! | [`profile`] | one profile's token state machine, its actor, the handle that serves it, and when its login ends |
 //! | [`persist`] | tokens on disk, written atomically |
-//! | [`login`] | the authorization code flow with PKCE and its loopback listener |
+//! | [`login`] | logins: the authorization code flow with PKCE and its loopback listener, and the device authorization grant's polling (RFC 8628) |
 //! | [`server`] | the socket: binding, framing, the handshake, answering requests |
 //! | [`http`] | the HTTP API on its own socket: the token API and the authenticating proxy |
 //! | [`daemon`] | the set of running profiles and reload |

@@ -17,6 +17,12 @@
 //! Requests for other paths or with a wrong `state` are answered and ignored, so a stray or
 //! forged request cannot end the login. The listener reads at most 8 KiB per request, gives
 //! each connection 10 seconds, and closes when the login ends.
+//!
+//! A profile with `grant = "device_code"` logs in through [`device`] instead (RFC 8628): no
+//! listener, a code the user enters on any device, and tokend polling the token endpoint. Both
+//! kinds share [`Logins`], so the newer login wins either way.
+
+mod device;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -35,9 +41,11 @@ use url::{Host, Url};
 
 use crate::config::Profile;
 use crate::daemon::Daemon;
+use crate::oauth::Http;
 use crate::profile::ProfileHandle;
 
 mod page;
+pub use device::DeviceCode;
 use page::{Page, respond};
 
 /// The most a login listener reads of one request.
@@ -56,12 +64,15 @@ pub struct Started {
     pub expires_at: SystemTime,
     /// Turns `Some` when the login ends.
     pub outcome: watch::Receiver<Outcome>,
+    /// What to show the user of a device login; `url` is then where to enter the code.
+    pub device: Option<DeviceCode>,
 }
 
 /// The pending logins, at most one per profile.
-#[derive(Default)]
 pub struct Logins {
     pending: Mutex<HashMap<String, Pending>>,
+    /// For the requests of device logins.
+    http: Http,
 }
 
 struct Pending {
@@ -88,8 +99,16 @@ enum Issuer {
 }
 
 impl Logins {
+    /// No logins pending; device logins make their requests with `http`.
+    pub fn new(http: Http) -> Logins {
+        Logins { pending: Mutex::default(), http }
+    }
+
     /// Starts a login for `handle`'s profile, replacing a pending one.
     pub async fn start(&self, handle: Arc<ProfileHandle>) -> Result<Started, Error> {
+        if handle.config.grant == Grant::DeviceCode {
+            return device::start(self, handle).await;
+        }
         let profile = handle.config.clone();
         let name = profile.name.clone();
         if profile.grant == Grant::AuthorizationCode && profile.authorize_url().is_none() {
@@ -103,7 +122,7 @@ impl Logins {
         else {
             return Err(Error::NotSupported {
                 profile: name,
-                message: "logins are for grant = \"authorization_code\"; this profile gets its tokens by itself".into(),
+                message: "logins are for grant = \"authorization_code\" and \"device_code\"; this profile gets its tokens by itself".into(),
             });
         };
 
@@ -164,7 +183,7 @@ impl Logins {
             Pending { cancel: Some(cancel_tx), pasted: pasted_tx, outcome: outcome_rx.clone(), task },
         );
         tracing::info!(profile = %name, "login started; waiting for the browser");
-        Ok(Started { url: url.into(), expires_at, outcome: outcome_rx })
+        Ok(Started { url: url.into(), expires_at, outcome: outcome_rx, device: None })
     }
 
     /// Completes `profile`'s pending login with a redirect URL pasted by the user.
@@ -452,6 +471,12 @@ pub async fn notify_when_needed(daemon: Weak<Daemon>, mut needed: mpsc::Unbounde
         if !daemon.notifier().configured_for(&profile) {
             #[cfg(unix)]
             crate::desktop::login_needed(&name, &reason);
+            continue;
+        }
+        // A device login's URL alone does not log anyone in (the code may not be in it), and
+        // a code nobody asked for would only expire: the user runs `tokenctl login`.
+        if profile.grant == Grant::DeviceCode {
+            daemon.notifier().login_needed(&profile, &reason);
             continue;
         }
         match daemon.logins.start(handle).await {

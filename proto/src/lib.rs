@@ -49,7 +49,8 @@ pub use secret::{Fingerprint, Secret};
 ///
 /// 2: [`ProfileState::Quiet`], which a version-1 client could not decode in a status.
 /// 3: [`ProfileStatus::login_expiry`] and [`Event::LoginExpiring`].
-pub const PROTOCOL_VERSION: u32 = 3;
+/// 4: [`Grant::DeviceCode`] and [`Response::LoginCode`], for the device authorization grant.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The four bytes every [`Hello`] starts with, so that a daemon can tell a tokend client from
 /// a stray program that connected to its socket by mistake.

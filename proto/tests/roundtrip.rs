@@ -30,7 +30,7 @@ fn fingerprint() -> impl Strategy<Value = Fingerprint> {
 }
 
 fn grant() -> impl Strategy<Value = Grant> {
-    prop_oneof![Just(Grant::ClientCredentials), Just(Grant::AuthorizationCode)]
+    prop_oneof![Just(Grant::ClientCredentials), Just(Grant::AuthorizationCode), Just(Grant::DeviceCode)]
 }
 
 fn state() -> impl Strategy<Value = ProfileState> {
@@ -200,6 +200,15 @@ fn response() -> impl Strategy<Value = Response> {
         Just(Response::ShuttingDown),
         (text(), text(), time()).prop_map(|(profile, url, expires_at)| Response::LoginUrl { profile, url, expires_at }),
         text().prop_map(|profile| Response::LoginDone { profile }),
+        (text(), text(), text(), option::of(text()), time()).prop_map(
+            |(profile, user_code, verification_uri, verification_uri_complete, expires_at)| Response::LoginCode {
+                profile,
+                user_code,
+                verification_uri,
+                verification_uri_complete,
+                expires_at
+            }
+        ),
         (text(), outcome(), outcome()).prop_map(|(profile, refresh_token, access_token)| {
             Response::LoggedOut(RevocationReport { profile, refresh_token, access_token })
         }),

@@ -14,8 +14,10 @@
 //! (RFC 8414 and OpenID Connect Discovery), for an issuer with or without a path, and make
 //! those documents lie or misbehave. Logins can end (refresh tokens that stop working a set time
 //! after the login, said through Keycloak's `refresh_expires_in`, a JWT refresh token's `exp`, or
-//! not at all), and tokens can be JWTs (unsigned: tokend reads them without verifying). Under
-//! `/api/` it is also the API the tokens are for ([`api`]).
+//! not at all), and tokens can be JWTs (unsigned: tokend reads them without verifying). It runs
+//! the device authorization grant (RFC 8628): codes, a verification page that approves them, and
+//! polls answered as a [`DeviceFlow`] says — pending, `slow_down`, approved, denied or expired —
+//! or a hostile device answer. Under `/api/` it is also the API the tokens are for ([`api`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -137,6 +139,64 @@ pub enum MetadataBody {
     Garbage,
 }
 
+/// How the device authorization grant (RFC 8628) goes; see [`Fake::set_device_flow`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceFlow {
+    /// The `interval` the device authorization answer names, if any.
+    pub interval: Option<u64>,
+    /// The `expires_in` it names.
+    pub expires_in: u64,
+    /// Whether it carries `verification_uri_complete`.
+    pub complete: bool,
+    /// Polls (1-based, counted per device code) answered `slow_down`.
+    pub slow_down_at: Vec<u32>,
+    /// Polls answered `authorization_pending` before the outcome, whatever else happens.
+    pub pending_polls: u32,
+    /// What the polls after those get.
+    pub outcome: DeviceOutcome,
+    /// Answer the device authorization request with this status and body (sent as
+    /// `application/json`, whatever it holds) instead of a code.
+    pub answer: Option<(u16, String)>,
+}
+
+impl Default for DeviceFlow {
+    fn default() -> Self {
+        DeviceFlow {
+            interval: Some(1),
+            expires_in: 600,
+            complete: true,
+            slow_down_at: vec![],
+            pending_polls: 0,
+            outcome: DeviceOutcome::WaitForUser,
+            answer: None,
+        }
+    }
+}
+
+/// What a poll gets once the pending polls are over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceOutcome {
+    /// `authorization_pending` until the user approves at the verification page, then tokens.
+    WaitForUser,
+    /// Tokens, as if the user had approved.
+    Approve,
+    /// `access_denied`.
+    Deny,
+    /// `expired_token`.
+    Expire,
+}
+
+#[derive(Debug, Clone)]
+struct Device {
+    client_id: String,
+    user_code: String,
+    scope: Option<String>,
+    polls: u32,
+    approved: bool,
+    /// Tokens were issued for it: it is used up.
+    done: bool,
+}
+
 /// A registered client.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -233,6 +293,9 @@ struct Inner {
     login_lifetime: Option<Duration>,
     login_end: LoginEnd,
     jwt_access_tokens: bool,
+    device_flow: DeviceFlow,
+    devices: HashMap<String, Device>,
+    device_requests: Vec<HashMap<String, String>>,
 }
 
 /// The provider's shared state.
@@ -307,6 +370,9 @@ impl FakeProvider {
                 login_lifetime: None,
                 login_end: LoginEnd::Silent,
                 jwt_access_tokens: false,
+                device_flow: DeviceFlow::default(),
+                devices: HashMap::new(),
+                device_requests: Vec::new(),
             })),
         };
         let app = axum::Router::new().fallback(handle).with_state(fake.clone());
@@ -539,6 +605,27 @@ impl Fake {
         self.with(|i| i.issued.keys().chain(i.refresh.keys()).chain(i.codes_issued.iter()).cloned().collect())
     }
 
+    /// Sets how device logins go from now on.
+    pub fn set_device_flow(&self, flow: DeviceFlow) {
+        self.with(|i| i.device_flow = flow);
+    }
+
+    /// The form of every device authorization request so far.
+    pub fn device_requests(&self) -> Vec<HashMap<String, String>> {
+        self.with(|i| i.device_requests.clone())
+    }
+
+    /// The token requests that polled with a device code, in order.
+    pub fn device_polls(&self) -> Vec<Recorded> {
+        self.with(|i| {
+            i.requests
+                .iter()
+                .filter(|r| r.form.get("grant_type").map(String::as_str) == Some(DEVICE_GRANT))
+                .cloned()
+                .collect()
+        })
+    }
+
     /// Whether any grant was revoked because a rotated-out refresh token was used again.
     pub fn reuse_detected(&self) -> bool {
         self.with(|i| !i.revoked_grants.is_empty())
@@ -701,6 +788,8 @@ async fn handle(State(fake): State<Fake>, request: Request) -> Response {
     match (parts.method.clone(), path.as_str()) {
         (Method::POST, "/oauth/token" | "/v8/oauth/token") => token(&fake, &path, &parts.headers, form).await,
         (Method::GET, "/oauth/authorize") => authorize(&fake, query),
+        (Method::POST, "/oauth/device") => device_authorization(&fake, &parts.headers, form),
+        (Method::GET, "/oauth/device/verify") => verify_device(&fake, query),
         (Method::POST, "/oauth/revoke") => revoke(&fake, &parts.headers, form),
         (Method::GET, "/v8/users/me" | "/oauth/token/info") => info(&fake, &parts.headers),
         (_, "/redirect-me") => {
@@ -897,6 +986,33 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
             i.next_grant += 1;
             (grant, code.scope, true, now)
         }
+        Some(DEVICE_GRANT) => {
+            let presented = form.get("device_code").cloned().unwrap_or_default();
+            let flow = i.device_flow.clone();
+            let Some(device) = i.devices.get_mut(&presented).filter(|d| d.client_id == client_id && !d.done) else {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown or used device code");
+            };
+            device.polls += 1;
+            let poll = device.polls;
+            let refuse = |error: &str| oauth_error(StatusCode::BAD_REQUEST, error, &format!("poll {poll}"));
+            if flow.slow_down_at.contains(&poll) {
+                return refuse("slow_down");
+            }
+            if poll <= flow.pending_polls {
+                return refuse("authorization_pending");
+            }
+            match flow.outcome {
+                DeviceOutcome::WaitForUser if !device.approved => return refuse("authorization_pending"),
+                DeviceOutcome::Deny => return refuse("access_denied"),
+                DeviceOutcome::Expire => return refuse("expired_token"),
+                DeviceOutcome::WaitForUser | DeviceOutcome::Approve => {}
+            }
+            device.done = true;
+            let scope = device.scope.clone();
+            let grant = i.next_grant;
+            i.next_grant += 1;
+            (grant, scope, true, now)
+        }
         Some("refresh_token") => {
             let presented = form.get("refresh_token").cloned().unwrap_or_default();
             let Some(entry) = i.refresh.get(&presented).cloned() else {
@@ -1072,6 +1188,69 @@ fn authorize(fake: &Fake, query: HashMap<String, String>) -> Response {
             }
         }
         (StatusCode::FOUND, [(header::LOCATION, target.to_string())], "").into_response()
+    })
+}
+
+/// The `grant_type` of a device login's polls.
+const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+/// RFC 8628 §3.1: a device code for the client, or the answer the test asked for.
+fn device_authorization(fake: &Fake, headers: &HeaderMap, form: HashMap<String, String>) -> Response {
+    fake.with(|i| {
+        i.device_requests.push(form.clone());
+        let client_id = match authenticate(i, headers, &form, false) {
+            Ok(id) => id,
+            Err(response) => return *response,
+        };
+        let flow = i.device_flow.clone();
+        if let Some((status, body)) = flow.answer {
+            return (StatusCode::from_u16(status).unwrap(), [(header::CONTENT_TYPE, "application/json")], body)
+                .into_response();
+        }
+        let device_code = random("dc_");
+        let letters: [u8; 8] = rand::random();
+        let letters: String = letters.iter().map(|b| char::from(b'B' + b % 20)).collect();
+        let user_code = format!("{}-{}", &letters[..4], &letters[4..]);
+        i.codes_issued.push(device_code.clone());
+        i.devices.insert(
+            device_code.clone(),
+            Device {
+                client_id,
+                user_code: user_code.clone(),
+                scope: form.get("scope").cloned(),
+                polls: 0,
+                approved: false,
+                done: false,
+            },
+        );
+        let verification_uri = format!("{}/oauth/device/verify", fake.base);
+        let mut body = serde_json::json!({
+            "device_code": device_code,
+            "user_code": user_code,
+            "verification_uri": verification_uri,
+            "expires_in": flow.expires_in,
+        });
+        if flow.complete {
+            body["verification_uri_complete"] = format!("{verification_uri}?user_code={user_code}").into();
+        }
+        if let Some(interval) = flow.interval {
+            body["interval"] = interval.into();
+        }
+        json(StatusCode::OK, body)
+    })
+}
+
+/// The verification page: the user enters (or the complete URI carries) the code and approves.
+fn verify_device(fake: &Fake, query: HashMap<String, String>) -> Response {
+    fake.with(|i| {
+        let entered = query.get("user_code").map(|c| c.trim().to_uppercase()).unwrap_or_default();
+        match i.devices.values_mut().find(|d| d.user_code == entered && !d.done) {
+            Some(device) => {
+                device.approved = true;
+                (StatusCode::OK, "Approved: you can return to your device.").into_response()
+            }
+            None => (StatusCode::NOT_FOUND, "No such code.").into_response(),
+        }
     })
 }
 

@@ -368,6 +368,7 @@ pub struct Running {
     /// The process.
     pub child: Child,
     stderr: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+    stdout: Option<tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>>,
     /// Everything read from stderr so far.
     pub seen: String,
 }
@@ -391,7 +392,7 @@ impl Running {
             .spawn()
             .expect("spawn tokenctl");
         let stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        Running { child, stderr, seen: String::new() }
+        Running { child, stderr, stdout: None, seen: String::new() }
     }
 
     /// Reads stderr until a line contains `needle` (at most 20 s); returns that line.
@@ -416,6 +417,30 @@ impl Running {
     /// The authorization URL `tokenctl login` printed.
     pub async fn login_url(&mut self) -> String {
         self.wait_for_line("http").await.trim().to_owned()
+    }
+
+    /// Reads the next line from stdout (at most 30 s), as `--json` output.
+    pub async fn stdout_line(&mut self) -> String {
+        use tokio::io::AsyncBufReadExt;
+        if self.stdout.is_none() {
+            let stdout = self.child.stdout.take().expect("stdout is piped");
+            self.stdout = Some(tokio::io::BufReader::new(stdout).lines());
+        }
+        let lines = self.stdout.as_mut().expect("set above");
+        match tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await {
+            Ok(Ok(Some(line))) => line,
+            Ok(_) => {
+                let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                    while let Ok(Some(line)) = self.stderr.next_line().await {
+                        self.seen.push_str(&line);
+                        self.seen.push('\n');
+                    }
+                })
+                .await;
+                panic!("tokenctl closed stdout; its stderr:\n{}", self.seen)
+            }
+            Err(_) => panic!("tokenctl printed no line on stdout within 30s; stderr so far:\n{}", self.seen),
+        }
     }
 
     /// Writes a line to the process's stdin.

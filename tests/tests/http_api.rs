@@ -448,6 +448,32 @@ fn the_openapi_description_lists_every_profile_state() {
     assert_eq!(listed_sorted, expected);
 }
 
+/// The document's grant enum names every grant a profile can have.
+#[test]
+fn the_openapi_description_lists_every_grant() {
+    use tokend_proto::Grant::*;
+    let every = [ClientCredentials, AuthorizationCode, DeviceCode];
+    // No wildcard arm: a new grant stops this compiling until it is added to `every`.
+    for grant in every {
+        match grant {
+            ClientCredentials | AuthorizationCode | DeviceCode => {}
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let document: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("docs/http-api.openapi.json")).unwrap()).unwrap();
+    let mut listed: Vec<&str> = document["components"]["schemas"]["Status"]["properties"]["grant"]["enum"]
+        .as_array()
+        .expect("Status.grant is an enum")
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let mut expected = every.map(tokend_proto::Grant::as_str).to_vec();
+    listed.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(listed, expected);
+}
+
 /// A daemon started by `systemd-socket-activate` on the first connection, as a socket unit
 /// would: killed on drop.
 struct Activated {

@@ -1,14 +1,18 @@
 //! `tokenctl login`: show the URL, open the browser, and wait for whichever comes first — the
 //! browser reaching tokend's loopback listener, or the user pasting the address the browser
 //! was sent to (for logins over SSH, where the browser cannot reach this machine).
+//!
+//! A profile with the device authorization grant shows a code to enter on any device instead
+//! (with a QR code of the verification URI when stdout is a terminal), and waits while tokend
+//! polls the server.
 
-use std::io::BufRead;
+use std::io::{BufRead, IsTerminal};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::SystemTime;
 
 use tokend_client::blocking::Client;
-use tokend_client::{Endpoint, Error};
+use tokend_client::{DeviceCode, Endpoint, Error, LoginStarted};
 
 use crate::output;
 use crate::term::{errln, outln};
@@ -20,6 +24,9 @@ enum Input {
 
 pub fn run(mut client: Client, endpoint: Endpoint, profile: &str, no_browser: bool, json: bool) -> Result<(), Error> {
     let started = client.begin_login(profile)?;
+    if let Some(device) = started.device.clone() {
+        return device_login(client, profile, &started, &device, no_browser, json);
+    }
     let until = output::left(started.expires_at, SystemTime::now());
     if json {
         outln!(
@@ -79,6 +86,59 @@ pub fn run(mut client: Client, endpoint: Endpoint, profile: &str, no_browser: bo
             Err(_) => return Err(Error::Protocol("the login waiter stopped".into())),
         }
     }
+}
+
+/// Shows the code of a device login and waits for the outcome.
+fn device_login(
+    mut client: Client,
+    profile: &str,
+    started: &LoginStarted,
+    device: &DeviceCode,
+    no_browser: bool,
+    json: bool,
+) -> Result<(), Error> {
+    let until = output::left(started.expires_at, SystemTime::now());
+    if json {
+        outln!(
+            "{}",
+            serde_json::json!({
+                "profile": profile,
+                "user_code": device.user_code,
+                "verification_uri": device.verification_uri,
+                "verification_uri_complete": device.verification_uri_complete,
+                "expires_at": output::rfc3339(started.expires_at),
+            })
+        );
+    }
+    errln!(
+        "To log in to profile `{profile}`, open this address on any device:\n\n    {}\n\nand enter the code\n\n    {}\n",
+        device.verification_uri,
+        device.user_code
+    );
+    if let Some(complete) = &device.verification_uri_complete {
+        errln!("Or open this address, which carries the code:\n\n    {complete}\n");
+    }
+    if !json && std::io::stdout().is_terminal() {
+        if let Some(qr) = crate::qr::render(&started.url) {
+            errln!("Or scan this with a phone:\n");
+            outln!("{qr}");
+        }
+    }
+    let browsers = if no_browser { Vec::new() } else { browsers() };
+    if !browsers.is_empty() {
+        match open_browser(&browsers, &started.url) {
+            Ok(()) => errln!("(A browser should have opened it.)"),
+            Err(e) => errln!("(Could not open a browser: {e}.)"),
+        }
+    }
+    errln!("Waiting for the code to be entered, for up to {until}.");
+    client.finish_login()?;
+    if json {
+        outln!("{}", serde_json::json!({ "profile": profile, "logged_in": true }));
+    } else {
+        errln!("Logged in: tokend now holds tokens for `{profile}`.");
+    }
+    Ok(())
 }
 
 /// No graphical session to open a browser in (an SSH login, a console).

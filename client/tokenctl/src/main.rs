@@ -4,6 +4,7 @@
 mod cli;
 mod login;
 mod output;
+mod qr;
 mod term;
 
 use std::io::Read;

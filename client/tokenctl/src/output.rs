@@ -130,7 +130,7 @@ pub fn status_detail(s: &ProfileStatus, now: SystemTime) -> String {
         };
         field("next refresh", format!("{} ({when})", rfc3339(next)));
     }
-    if s.grant == tokend_client::Grant::AuthorizationCode {
+    if s.grant.has_login() {
         field("refresh token", if s.has_refresh_token { "held".into() } else { "none".into() });
     }
     if let Some(e) = &s.login_expiry {

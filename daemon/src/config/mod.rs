@@ -148,7 +148,8 @@ pub struct Profile {
     pub scopes: Vec<String>,
     /// Extra form parameters for token requests.
     pub token_params: BTreeMap<String, String>,
-    /// Extra query parameters for the authorization URL.
+    /// Extra query parameters for the authorization URL, or extra form parameters for the
+    /// device authorization request.
     pub authorize_params: BTreeMap<String, String>,
     /// How long before expiry to refresh.
     pub refresh_margin: Duration,
@@ -201,7 +202,7 @@ impl Profile {
         field("scopes", &scopes.join(" "));
         let authorize = match self.grant {
             Grant::AuthorizationCode => discovered(&self.configured.authorization),
-            Grant::ClientCredentials => String::new(),
+            Grant::ClientCredentials | Grant::DeviceCode => String::new(),
         };
         field("authorize_url", &authorize);
         field("redirect_uri", self.redirect_uri.as_ref().map_or("", Url::as_str));
@@ -224,7 +225,8 @@ impl Profile {
         self.endpoint(|e| e.authorization.as_ref()).filter(|_| self.grant == Grant::AuthorizationCode)
     }
 
-    /// The RFC 8628 device authorization endpoint, when the issuer publishes one.
+    /// The RFC 8628 device authorization endpoint: configured (device_code only), else
+    /// discovered.
     pub fn device_authorization_url(&self) -> Option<&Url> {
         self.endpoint(|e| e.device_authorization.as_ref())
     }
@@ -246,9 +248,21 @@ impl Profile {
     /// Whether the profile cannot make a request before discovery finds an endpoint the file
     /// leaves out: the token endpoint, or the authorization endpoint of a login profile.
     pub fn needs_discovery(&self) -> bool {
-        self.issuer.is_some()
-            && (self.token_url().is_none()
-                || (self.grant == Grant::AuthorizationCode && self.authorize_url().is_none()))
+        self.issuer.is_some() && self.missing_endpoint().is_some()
+    }
+
+    /// The first endpoint the profile needs and does not know yet, as the metadata names it and
+    /// as the config file does: the token endpoint, or the endpoint a login starts at.
+    pub fn missing_endpoint(&self) -> Option<(&'static str, &'static str)> {
+        if self.token_url().is_none() {
+            Some(("token_endpoint", "token_url"))
+        } else if self.grant == Grant::AuthorizationCode && self.authorize_url().is_none() {
+            Some(("authorization_endpoint", "authorize_url"))
+        } else if self.grant == Grant::DeviceCode && self.device_authorization_url().is_none() {
+            Some(("device_authorization_endpoint", "device_authorization_url"))
+        } else {
+            None
+        }
     }
 
     /// Whether discovery has anything to add: an `issuer` is set and the file leaves out at
@@ -488,6 +502,7 @@ struct RawProfile {
     grant: RawGrant,
     token_url: Option<value::EndpointUrl>,
     authorize_url: Option<value::EndpointUrl>,
+    device_authorization_url: Option<value::EndpointUrl>,
     redirect_uri: Option<Spanned<value::LoopbackUrl>>,
     issuer: Option<value::IssuerUrl>,
     revoke_url: Option<value::EndpointUrl>,
@@ -535,8 +550,17 @@ impl KeyRef {
 
 /// Form parameters that tokend sets itself; letting `token_params` override them would break
 /// the grant or leak the secret into the wrong place.
-const RESERVED_TOKEN_PARAMS: &[&str] =
-    &["grant_type", "client_id", "client_secret", "code", "code_verifier", "redirect_uri", "refresh_token", "scope"];
+const RESERVED_TOKEN_PARAMS: &[&str] = &[
+    "grant_type",
+    "client_id",
+    "client_secret",
+    "code",
+    "code_verifier",
+    "device_code",
+    "redirect_uri",
+    "refresh_token",
+    "scope",
+];
 
 /// Query parameters of the authorization URL that tokend sets itself.
 const RESERVED_AUTHORIZE_PARAMS: &[&str] =
@@ -619,7 +643,7 @@ impl RawProfile {
                 })?;
                 (self.authorize_url.map(|u| u.0), Some(redirect.into_inner().0))
             }
-            Grant::ClientCredentials => {
+            Grant::ClientCredentials | Grant::DeviceCode => {
                 if let Some(redirect) = &self.redirect_uri {
                     return Err((
                         KeyRef::at("redirect_uri", redirect),
@@ -633,6 +657,26 @@ impl RawProfile {
                     ));
                 }
                 (None, None)
+            }
+        };
+        let device_authorization_url = match grant {
+            Grant::DeviceCode => {
+                if self.device_authorization_url.is_none() && issuer.is_none() {
+                    return Err((
+                        KeyRef::key("device_authorization_url"),
+                        "required for grant = \"device_code\", unless `issuer` is set and the server publishes its device_authorization_endpoint".to_owned(),
+                    ));
+                }
+                self.device_authorization_url.map(|u| u.0)
+            }
+            Grant::ClientCredentials | Grant::AuthorizationCode => {
+                if self.device_authorization_url.is_some() {
+                    return Err((
+                        KeyRef::key("device_authorization_url"),
+                        "only used with grant = \"device_code\"; remove it".into(),
+                    ));
+                }
+                None
             }
         };
 
@@ -672,7 +716,7 @@ impl RawProfile {
             configured: Endpoints {
                 token: self.token_url.map(|u| u.0),
                 authorization: authorize_url,
-                device_authorization: None,
+                device_authorization: device_authorization_url,
                 revocation: self.revoke_url.map(|u| u.0),
                 info: self.info_url.map(|u| u.0),
             },
@@ -698,7 +742,7 @@ impl RawProfile {
             // (Doorkeeper's `revoke_previous_client_credentials_token`), which its users know.
             quiet_window: self.quiet_window.map_or(
                 match grant {
-                    Grant::AuthorizationCode => DEFAULT_QUIET_WINDOW,
+                    Grant::AuthorizationCode | Grant::DeviceCode => DEFAULT_QUIET_WINDOW,
                     Grant::ClientCredentials => Duration::ZERO,
                 },
                 |d| d.0,

@@ -74,6 +74,8 @@ enum Payload {
 impl Proxy {
     /// A proxy whose upstream requests wait at most `timeout` for an answer or a piece of one.
     pub fn new(timeout: Duration) -> Result<Proxy, String> {
+        crate::oauth::install_crypto_provider();
+        #[allow(clippy::disallowed_methods, reason = "the provider is installed just above")]
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(timeout.min(Duration::from_secs(10)))

@@ -1,7 +1,7 @@
 //! The token endpoint: one function for every grant tokend uses.
 //!
 //! Requests follow RFC 6749 (§4.1.3 authorization code with RFC 7636 PKCE, §4.4 client
-//! credentials, §6 refresh) with the profile's client authentication (§2.3.1): HTTP Basic with
+//! credentials, §6 refresh) and RFC 8628 §3.4 (the device code, polled by [`crate::login`]) with the profile's client authentication (§2.3.1): HTTP Basic with
 //! the id and secret *form-urlencoded before* Base64, or both in the form body.
 //!
 //! Responses are read the way real servers write them, not only the way the RFC does:
@@ -47,6 +47,8 @@ pub enum TokenGrant<'a> {
     },
     /// `grant_type=refresh_token`.
     RefreshToken(&'a Secret),
+    /// `grant_type=urn:ietf:params:oauth:grant-type:device_code` (RFC 8628 §3.4).
+    DeviceCode(&'a Secret),
 }
 
 /// A successful token response.
@@ -109,6 +111,10 @@ pub async fn request(http: &Http, profile: &Profile, grant: TokenGrant<'_>) -> R
             form.push(("grant_type", "refresh_token"));
             form.push(("refresh_token", refresh_token.expose()));
         }
+        TokenGrant::DeviceCode(device_code) => {
+            form.push(("grant_type", "urn:ietf:params:oauth:grant-type:device_code"));
+            form.push(("device_code", device_code.expose()));
+        }
     }
     for (key, value) in &profile.token_params {
         form.push((key, value));
@@ -125,7 +131,7 @@ pub async fn request(http: &Http, profile: &Profile, grant: TokenGrant<'_>) -> R
     if !answer.is_success() {
         return Err(answer.to_error("the token endpoint"));
     }
-    let keeps_refresh_tokens = profile.grant == tokend_proto::Grant::AuthorizationCode;
+    let keeps_refresh_tokens = profile.grant.has_login();
     parse(&answer, sent_at, profile.default_expires_in, keeps_refresh_tokens)
 }
 

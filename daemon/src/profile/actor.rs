@@ -77,6 +77,7 @@ pub fn spawn(profile: Arc<Profile>, restored: Restored, shared: Shared) -> Arc<P
         waiters: Vec::new(),
         exchange: None,
         queued_exchange: None,
+        queued_install: None,
         login_pending_until: None,
     };
     let died = Arc::new(OnceLock::new());
@@ -168,6 +169,9 @@ struct Actor {
     exchange: Option<PendingExchange>,
     /// A code exchange waiting for the request in flight to finish.
     queued_exchange: Option<PendingExchange>,
+    /// A device login's tokens waiting for the request in flight to finish, whose outcome
+    /// belongs to the older grant and must not overwrite them.
+    queued_install: Option<PendingInstall>,
     login_pending_until: Option<SystemTime>,
 }
 
@@ -176,6 +180,11 @@ enum Grant {
     ClientCredentials,
     RefreshToken(Secret),
     Code(Secret, Secret),
+}
+
+struct PendingInstall {
+    tokens: Box<TokenSet>,
+    reply: oneshot::Sender<Result<(), Error>>,
 }
 
 struct PendingExchange {
@@ -240,6 +249,8 @@ impl Actor {
                 if let Some(queued) = self.queued_exchange.take() {
                     self.exchange = Some(queued);
                     next = self.step(Event::Exchange).await;
+                } else if let Some(queued) = self.queued_install.take() {
+                    next = self.install(queued).await;
                 }
             }
         }
@@ -356,6 +367,17 @@ impl Actor {
                     self.step(Event::Exchange).await
                 }
             }
+            Command::Install { tokens, reply } => {
+                let pending = PendingInstall { tokens, reply };
+                if busy || matches!(self.machine.phase(), Phase::Refreshing(_)) {
+                    if let Some(old) = self.queued_install.replace(pending) {
+                        let _ = old.reply.send(Err(superseded(&self.profile.name)));
+                    }
+                    None
+                } else {
+                    self.install(pending).await
+                }
+            }
             Command::Logout(reply) => {
                 // A request in flight may bring a rotated refresh token the server already
                 // counts as live: logout revokes and forgets that one, instead of having it
@@ -371,6 +393,13 @@ impl Actor {
                 None
             }
         }
+    }
+
+    /// Takes a device login's tokens as if a request had just obtained them.
+    async fn install(&mut self, pending: PendingInstall) -> Option<RequestKind> {
+        let next = self.step(Event::Obtained(*pending.tokens)).await;
+        let _ = pending.reply.send(Ok(()));
+        next
     }
 
     fn request(&mut self, kind: RequestKind) -> InFlight {

@@ -31,6 +31,7 @@ use zeroize::Zeroizing;
 
 use crate::config::Profile;
 use crate::limits;
+use crate::oauth::token::TokenSet;
 
 /// What the actor publishes after every change: everything a request needs to be answered
 /// without asking the actor.
@@ -113,6 +114,8 @@ pub(crate) enum Command {
     Refresh(oneshot::Sender<Result<(), Error>>),
     /// Exchange an authorization code for tokens, completing a login.
     Exchange { code: Secret, verifier: Secret, reply: oneshot::Sender<Result<(), Error>> },
+    /// Take the tokens a device login obtained, completing it.
+    Install { tokens: Box<TokenSet>, reply: oneshot::Sender<Result<(), Error>> },
     /// Revoke and forget the tokens.
     Logout(oneshot::Sender<RevocationReport>),
     /// A login is pending until this time (or no longer pending), for status output.
@@ -242,6 +245,18 @@ impl ProfileHandle {
     pub async fn exchange(&self, code: Secret, verifier: Secret) -> Result<Result<(), Error>, Gone> {
         let (reply, done) = oneshot::channel();
         if self.commands.send(Command::Exchange { code, verifier, reply }).await.is_err() {
+            return self.stopped().await;
+        }
+        match done.await {
+            Ok(result) => Ok(result),
+            Err(_) => self.stopped().await,
+        }
+    }
+
+    /// Hands the tokens a device login obtained to the profile, completing the login.
+    pub async fn install(&self, tokens: TokenSet) -> Result<Result<(), Error>, Gone> {
+        let (reply, done) = oneshot::channel();
+        if self.commands.send(Command::Install { tokens: Box::new(tokens), reply }).await.is_err() {
             return self.stopped().await;
         }
         match done.await {

@@ -244,7 +244,7 @@ impl Machine {
             grant,
             tuning,
             token,
-            refresh_token: if grant == Grant::AuthorizationCode { refresh_token } else { None },
+            refresh_token: if grant.has_login() { refresh_token } else { None },
             phase: Phase::Empty,
             withheld: false,
             handed_out: None,
@@ -335,8 +335,12 @@ impl Machine {
                 fx.request = Some(RequestKind::CodeExchange);
             }
             Event::Obtained(set) => {
-                if self.grant == Grant::AuthorizationCode {
-                    if matches!(self.phase, Phase::Refreshing(RequestKind::CodeExchange)) {
+                if self.grant.has_login() {
+                    // A login's tokens: a code exchange's answer, or a device login's, installed from outside
+                    // a request.
+                    let login = matches!(self.phase, Phase::Refreshing(RequestKind::CodeExchange))
+                        || (self.grant == Grant::DeviceCode && !matches!(self.phase, Phase::Refreshing(_)));
+                    if login {
                         self.login = Login::began(set.obtained_at);
                         self.login_ended = false;
                     }
@@ -345,7 +349,7 @@ impl Machine {
                         self.login_ended = now >= said.expires_at;
                     }
                 }
-                if let Some(rotated) = set.refresh_token.clone().filter(|_| self.grant == Grant::AuthorizationCode) {
+                if let Some(rotated) = set.refresh_token.clone().filter(|_| self.grant.has_login()) {
                     self.refresh_token = Some(rotated);
                 }
                 self.token = Some(Current::from_set(&set));
@@ -359,9 +363,7 @@ impl Machine {
                 fx.finished = Some(Ok(()));
             }
             Event::Failed(mut error) => {
-                if let Some(rotated) =
-                    error.rotated_refresh_token.take().filter(|_| self.grant == Grant::AuthorizationCode)
-                {
+                if let Some(rotated) = error.rotated_refresh_token.take().filter(|_| self.grant.has_login()) {
                     self.refresh_token = Some(rotated);
                     fx.persist = true;
                 }
@@ -426,7 +428,7 @@ impl Machine {
                 self.failing_since = None;
                 self.phase = match self.grant {
                     Grant::ClientCredentials => Phase::Empty,
-                    Grant::AuthorizationCode => Phase::NeedsLogin { reason: "logged out".into() },
+                    Grant::AuthorizationCode | Grant::DeviceCode => Phase::NeedsLogin { reason: "logged out".into() },
                 };
                 fx.persist = true;
             }
@@ -512,8 +514,8 @@ impl Machine {
         }
         let kind = match (self.grant, &self.refresh_token) {
             (Grant::ClientCredentials, _) => RequestKind::ClientCredentials,
-            (Grant::AuthorizationCode, Some(_)) => RequestKind::RefreshToken,
-            (Grant::AuthorizationCode, None) => {
+            (Grant::AuthorizationCode | Grant::DeviceCode, Some(_)) => RequestKind::RefreshToken,
+            (Grant::AuthorizationCode | Grant::DeviceCode, None) => {
                 let reason = if self.token.is_some() { "no refresh token is held" } else { "not logged in yet" };
                 if !matches!(self.phase, Phase::NeedsLogin { .. }) {
                     fx.login_needed = Some(reason.to_owned());
@@ -534,7 +536,7 @@ impl Machine {
             Some(t) if !t.rejected && t.expires_at > now => Phase::Valid {
                 refresh_at: schedule::refresh_at(t.obtained_at, t.expires_at, self.tuning.refresh_margin, jitter),
             },
-            _ if self.grant == Grant::AuthorizationCode && self.refresh_token.is_none() => {
+            _ if self.grant.has_login() && self.refresh_token.is_none() => {
                 Phase::NeedsLogin { reason: "not logged in yet".into() }
             }
             _ => Phase::Empty,

@@ -239,8 +239,17 @@ async fn login(daemon: &Arc<Daemon>, conn: &mut Conn, name: &str) -> Result<(), 
         Ok(started) => started,
         Err(e) => return conn.write(&Response::Error(e)).await,
     };
-    conn.write(&Response::LoginUrl { profile: name.to_owned(), url: started.url, expires_at: started.expires_at })
-        .await?;
+    let first = match started.device {
+        Some(device) => Response::LoginCode {
+            profile: name.to_owned(),
+            user_code: device.user_code,
+            verification_uri: device.verification_uri,
+            verification_uri_complete: device.verification_uri_complete,
+            expires_at: started.expires_at,
+        },
+        None => Response::LoginUrl { profile: name.to_owned(), url: started.url, expires_at: started.expires_at },
+    };
+    conn.write(&first).await?;
     let mut outcome = started.outcome;
     let result = tokio::select! {
         result = outcome.wait_for(Option::is_some) => result.map(|r| r.clone()),

@@ -709,3 +709,21 @@ fn a_dead_grant_or_a_logout_forgets_the_login() {
     m.handle(Event::LoggedOut, T0 + secs(10), 0.0);
     assert_eq!(m.login(), &Login::default());
 }
+
+#[test]
+fn a_device_login_s_tokens_keep_a_device_code_profile_alive_like_a_browser_login() {
+    let mut m = Machine::new("tv", Grant::DeviceCode, tuning(), None, None);
+    let fx = m.handle(Event::Start, T0, 0.0);
+    assert_eq!(fx.request, None);
+    assert!(matches!(m.phase(), Phase::NeedsLogin { .. }));
+    // The device login's tokens arrive from outside any request.
+    let fx = m.handle(Event::Obtained(set("at1", T0 + secs(5), 3600, Some("rt1"))), T0 + secs(5), 0.0);
+    assert!(fx.persist && fx.finished == Some(Ok(())));
+    assert_eq!(m.refresh_token().unwrap().expose(), "rt1");
+    let fx = m.handle(Event::Due, T0 + secs(3600), 0.0);
+    assert_eq!(fx.request, Some(RequestKind::RefreshToken));
+    m.handle(Event::Obtained(set("at2", T0 + secs(3600), 3600, Some("rt2"))), T0 + secs(3600), 0.0);
+    assert_eq!(m.refresh_token().unwrap().expose(), "rt2", "rotated");
+    m.handle(Event::LoggedOut, T0 + secs(3700), 0.0);
+    assert!(matches!(m.phase(), Phase::NeedsLogin { .. }));
+}
