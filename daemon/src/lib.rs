@@ -173,7 +173,13 @@ async fn serve(config: Config, endpoint: Endpoint, store: Store, http: Http, max
         if bound.activated { " (socket activated)" } else { "" }
     );
     sdnotify::ready(&format!("serving {profiles} profile{}", if profiles == 1 { "" } else { "s" }));
-    server::serve(daemon.clone(), bound.listener, max_connections).await;
+    // The accept loop runs as a task on a worker, not in `block_on` on this thread: a
+    // connection task it spawns then starts on the worker that accepted it, where the accept
+    // loop would otherwise wake this thread for every connection and hand each task over to a
+    // worker (BENCHMARKS.md, "What each optimisation changed").
+    if let Err(e) = tokio::spawn(server::serve(daemon.clone(), bound.listener, max_connections)).await {
+        tracing::error!("the socket server failed: {e}");
+    }
     sdnotify::stopping();
     daemon.stop_profiles().await;
     tracing::info!("tokend stopped");
