@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokend_client::{Client, Endpoint};
-use tokend_e2e::fake::{ClientAuth, Metadata};
+use tokend_e2e::fake::{ClientAuth, Metadata, Style};
 use tokend_e2e::{FakeProvider, Options, Tokend, bin};
 use tokend_proto::{Request, Response, codec};
 
@@ -666,24 +666,37 @@ impl OidcAgent {
             println!("\n(oidc-agent is not installed: `oidc-token` is left out of the process section)");
             return None;
         }
+        match OidcAgent::try_start().await {
+            Ok(peer) => Some(peer),
+            Err(why) => {
+                println!("\n(oidc-agent did not come up, so `oidc-token` is left out: {why})");
+                None
+            }
+        }
+    }
+
+    async fn try_start() -> Result<OidcAgent, String> {
         let fake = provider(Duration::from_secs(24 * 3600)).await;
+        // A style of answer that carries refresh tokens.
+        fake.set_style(Style::Movemint);
         fake.set_client_credentials_refresh(true);
         fake.publish(Some(Metadata { openid: true, ..Default::default() }));
-        let answer: serde_json::Value = tokend_e2e::http()
-            .build()
-            .ok()?
+        // A refresh token for oidc-gen, which configures the account with it.
+        let http = tokend_e2e::http().build().map_err(|e| e.to_string())?;
+        let answer: serde_json::Value = http
             .post(fake.url("/oauth/token"))
             .basic_auth("c", Some("s"))
             .form(&[("grant_type", "client_credentials")])
             .send()
             .await
-            .ok()?
+            .map_err(|e| format!("token request: {e}"))?
             .json()
             .await
-            .ok()?;
-        let refresh_token = answer["refresh_token"].as_str()?.to_owned();
+            .map_err(|e| format!("token response: {e}"))?;
+        let refresh_token =
+            answer["refresh_token"].as_str().ok_or_else(|| format!("no refresh token in {answer}"))?.to_owned();
         let home = tempfile_dir().join("oidc-agent-home");
-        std::fs::create_dir_all(&home).ok()?;
+        std::fs::create_dir_all(&home).map_err(|e| e.to_string())?;
         let socket = home.join("agent.sock");
         let agent = std::process::Command::new("oidc-agent")
             .args(["--console", "--no-autoload", "--quiet"])
@@ -693,35 +706,40 @@ impl OidcAgent {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .ok()?;
-        let mut peer = OidcAgent { agent, socket, _fake: fake };
-        let up = tokend_e2e::eventually(Duration::from_secs(10), || peer.socket.exists()).await;
+            .map_err(|e| format!("oidc-agent: {e}"))?;
+        // From here on, dropping the peer stops the agent.
+        let peer = OidcAgent { agent, socket, _fake: fake };
+        if !tokend_e2e::eventually(Duration::from_secs(10), || peer.socket.exists()).await {
+            return Err("its socket did not appear".into());
+        }
         let generated = std::process::Command::new("oidc-gen")
             .args(["-m", "--client-id=c", "--client-secret=s", "--scope=openid", "--pw-env", "--prompt=none"])
             .args(["--confirm-default", "--redirect-uri=http://localhost:4242"])
             .arg(format!("--iss={}", peer._fake.issuer()))
             .arg(format!("--rt={refresh_token}"))
             .arg("bench")
-            .env("HOME", tempfile_dir().join("oidc-agent-home"))
+            .env("HOME", &home)
             .env("OIDC_SOCK", &peer.socket)
             .env("OIDC_ENCRYPTION_PW", "bench")
             .stdin(Stdio::null())
-            .output();
-        let served = std::process::Command::new("oidc-token").arg("bench").env("OIDC_SOCK", &peer.socket).output();
-        match (up, generated, served) {
-            (true, Ok(generated), Ok(served)) if generated.status.success() && served.stdout.len() > TOKEN_SIZE => {
-                Some(peer)
-            }
-            (up, generated, served) => {
-                println!(
-                    "\n(oidc-agent did not come up, so `oidc-token` is left out: socket {up}, oidc-gen {:?}, oidc-token {:?})",
-                    generated.map(|o| String::from_utf8_lossy(&o.stderr).into_owned()),
-                    served.map(|o| o.status)
-                );
-                let _ = peer.agent.kill();
-                None
-            }
+            .output()
+            .map_err(|e| format!("oidc-gen: {e}"))?;
+        if !generated.status.success() {
+            return Err(format!(
+                "oidc-gen: {}{}",
+                String::from_utf8_lossy(&generated.stdout),
+                String::from_utf8_lossy(&generated.stderr)
+            ));
         }
+        let served = std::process::Command::new("oidc-token")
+            .arg("bench")
+            .env("OIDC_SOCK", &peer.socket)
+            .output()
+            .map_err(|e| format!("oidc-token: {e}"))?;
+        if !served.status.success() || served.stdout.len() <= TOKEN_SIZE {
+            return Err(format!("oidc-token: {}", String::from_utf8_lossy(&served.stderr)));
+        }
+        Ok(peer)
     }
 
     fn contender(&self) -> Contender {
