@@ -66,7 +66,6 @@ pub const EXIT_CONFIG: u8 = 78;
 
 /// Runs the daemon (or the config check) and returns its exit status.
 pub fn run(cli: Cli) -> ExitCode {
-    one_malloc_arena();
     let hardening = harden::apply();
 
     if let Some(path) = &cli.check_config {
@@ -142,18 +141,6 @@ pub fn run(cli: Cli) -> ExitCode {
         }
     };
     runtime.block_on(serve(config, endpoint, store, http, hardening.max_files))
-}
-
-/// Gives the process a single malloc arena. glibc gives every thread that allocates an arena of
-/// its own, each keeping freed memory for reuse; tokend's threads allocate little and rarely at
-/// once, so one arena serves them all and the others' share of the memory at rest is saved
-/// (BENCHMARKS.md, "What each optimisation changed").
-fn one_malloc_arena() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only tunes the allocator, and no other thread exists yet.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
 }
 
 async fn serve(config: Config, endpoint: Endpoint, store: Store, http: Http, max_files: Option<u64>) -> ExitCode {
