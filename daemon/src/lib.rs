@@ -13,6 +13,7 @@
 //! | [`persist`] | tokens on disk, written atomically |
 //! | [`login`] | the authorization code flow with PKCE and its loopback listener |
 //! | [`server`] | the socket: binding, framing, the handshake, answering requests |
+//! | [`http`] | the HTTP API on its own socket: the token API and the authenticating proxy |
 //! | [`daemon`] | the set of running profiles and reload |
 //! | [`endpoints`] | where each profile's endpoints come from: config, discovery, the cache |
 //! | [`clock`] | re-arming timers when the wall clock jumps |
@@ -20,10 +21,11 @@
 //! | [`desktop`] | desktop notifications over the session bus, when no notify command is set |
 //!
 //! The flow: [`run`] hardens the process, loads the config, opens the state directory, binds
-//! the socket and starts one actor per profile. Each actor fetches or restores its token and
-//! schedules the next refresh; connections read tokens from the actors' published snapshots.
-//! On SIGTERM the server stops accepting, answers what it was answering, the actors finish any
-//! request in flight and persist it, and the socket is removed.
+//! the sockets (the protocol socket and the HTTP API's) and starts one actor per profile. Each
+//! actor fetches or restores its token and schedules the next refresh; connections read tokens
+//! from the actors' published snapshots.
+//! On SIGTERM the servers stop accepting, answer what they were answering, the actors finish
+//! any request in flight and persist it, and the sockets are removed.
 
 pub mod cli;
 pub mod clock;
@@ -34,6 +36,7 @@ pub mod desktop;
 pub mod endpoints;
 pub mod fsperm;
 pub mod harden;
+pub mod http;
 pub mod limits;
 pub mod logging;
 pub mod login;
@@ -90,6 +93,14 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 
     let endpoint = Endpoint::resolve(cli.socket.as_deref(), config.daemon.socket.as_deref());
+    let http_endpoint = match http::endpoint(cli.http_socket.as_deref(), &config.daemon.http_socket, &endpoint) {
+        Ok(http_endpoint) => http_endpoint,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("tokend: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let Some(state_dir) = cli.state_dir.clone().or_else(|| config.daemon.state_dir.clone()).or_else(default_state_dir)
     else {
         tracing::error!("cannot tell where to keep state (no home directory); pass --state-dir DIR");
@@ -126,6 +137,13 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let proxy = match http::proxy::Proxy::new(config.daemon.http_timeout) {
+        Ok(proxy) => proxy,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4))
@@ -140,11 +158,19 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(config, endpoint, store, http, hardening.max_files))
+    let sockets = Sockets { endpoint, http: http_endpoint.map(|endpoint| (endpoint, proxy)) };
+    runtime.block_on(serve(config, sockets, store, http, hardening.max_files))
 }
 
-async fn serve(config: Config, endpoint: Endpoint, store: Store, http: Http, max_files: Option<u64>) -> ExitCode {
-    let bound = match server::listener::bind(&endpoint) {
+/// Where to listen: the protocol socket, and the HTTP API's with its proxy unless it is off.
+struct Sockets {
+    endpoint: Endpoint,
+    http: Option<(Endpoint, http::proxy::Proxy)>,
+}
+
+async fn serve(config: Config, sockets: Sockets, store: Store, http: Http, max_files: Option<u64>) -> ExitCode {
+    let Sockets { endpoint, http: http_api } = sockets;
+    let (bound, http_bound) = match server::listener::bind(&endpoint, http_api.as_ref().map(|(e, _)| e)) {
         Ok(bound) => bound,
         Err(e) => {
             tracing::error!("{e}");
@@ -153,9 +179,15 @@ async fn serve(config: Config, endpoint: Endpoint, store: Store, http: Http, max
         }
     };
     let mut max_connections = config.daemon.max_connections;
+    let mut max_http_connections = config.daemon.max_connections;
     if let Some(files) = max_files {
-        // Leave room for the state files, the HTTP client and the login listeners.
-        max_connections = max_connections.min(files.saturating_sub(64).max(16) as usize);
+        // Leave room for the state files, the HTTP client and the login listeners; with the
+        // HTTP API on, half for each socket, and an HTTP connection may hold a proxied upstream
+        // connection too.
+        let budget = files.saturating_sub(64).max(32);
+        let share = if http_api.is_some() { budget / 2 } else { budget };
+        max_connections = max_connections.min(share as usize);
+        max_http_connections = max_http_connections.min((share / 2) as usize);
     }
     let profiles = config.profiles.len();
     let config_path = config.path.clone();
@@ -164,8 +196,10 @@ async fn serve(config: Config, endpoint: Endpoint, store: Store, http: Http, max
         tracing::error!("cannot handle signals: {e}");
         return ExitCode::FAILURE;
     }
+    let http_socket = http_api.as_ref().map_or_else(|| "off".to_owned(), |(e, _)| e.to_string());
     tracing::info!(
         socket = %endpoint,
+        http_socket = %http_socket,
         config = %config_path.display(),
         profiles,
         "tokend {} ready{}",
@@ -173,12 +207,23 @@ async fn serve(config: Config, endpoint: Endpoint, store: Store, http: Http, max
         if bound.activated { " (socket activated)" } else { "" }
     );
     sdnotify::ready(&format!("serving {profiles} profile{}", if profiles == 1 { "" } else { "s" }));
-    // The accept loop runs as a task on a worker, not in `block_on` on this thread: a
-    // connection task it spawns then starts on the worker that accepted it, where the accept
-    // loop would otherwise wake this thread for every connection and hand each task over to a
-    // worker (BENCHMARKS.md, "What each optimisation changed").
-    if let Err(e) = tokio::spawn(server::serve(daemon.clone(), bound.listener, max_connections)).await {
-        tracing::error!("the socket server failed: {e}");
+    // The accept loops run as tasks on the workers, not in `block_on` on this thread: a
+    // connection task an accept loop spawns then starts on the worker that accepted it, where
+    // here it would wake this thread for every connection and hand each task over to a worker
+    // (BENCHMARKS.md, "What each optimisation changed").
+    let socket_server = tokio::spawn(server::serve(daemon.clone(), bound.listener, max_connections));
+    let http_server = tokio::spawn({
+        let daemon = daemon.clone();
+        async move {
+            if let (Some(bound), Some((_, proxy))) = (http_bound, http_api) {
+                http::serve(daemon, bound.listener, proxy, max_http_connections).await;
+            }
+        }
+    });
+    for (name, server) in [("socket", socket_server), ("HTTP", http_server)] {
+        if let Err(e) = server.await {
+            tracing::error!("the {name} server failed: {e}");
+        }
     }
     sdnotify::stopping();
     daemon.stop_profiles().await;

@@ -219,6 +219,50 @@ pub fn check_endpoint(text: &str) -> Result<Url, String> {
     }
 }
 
+/// `api_base`: the API a profile's token is for, which the proxy sends requests to. An
+/// [`EndpointUrl`] without a query, so that a proxied path and query join it unambiguously.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiBase(pub Url);
+
+impl<'de> Deserialize<'de> for ApiBase {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let EndpointUrl(url) = EndpointUrl::deserialize(deserializer)?;
+        if url.query().is_some() {
+            return Err(de::Error::custom(format!(
+                "{:?} has a ?query, which api_base must not have: proxied requests bring their own",
+                url.as_str()
+            )));
+        }
+        Ok(ApiBase(url))
+    }
+}
+
+/// `[daemon] http_socket`: a path, `true` for the default place, or `false` for none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSocketValue(pub super::HttpSocket);
+
+impl<'de> Deserialize<'de> for HttpSocketValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = HttpSocketValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a socket path, or false to serve no HTTP API")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<HttpSocketValue, E> {
+                Ok(HttpSocketValue(if v { super::HttpSocket::BesideSocket } else { super::HttpSocket::Off }))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<HttpSocketValue, E> {
+                if v.trim().is_empty() {
+                    return Err(E::custom("must not be empty; give a path, or false to serve no HTTP API"));
+                }
+                Ok(HttpSocketValue(super::HttpSocket::At(v.into())))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
 /// A redirect URI for the authorization code grant: http on a loopback address with an
 /// explicit port (RFC 8252 §7.3), which tokend listens on during a login.
 #[derive(Debug, Clone, PartialEq, Eq)]
