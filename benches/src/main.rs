@@ -587,7 +587,8 @@ async fn processes(plan: &Plan, tokend: &Tokend, raw: &RawServer, peer: Option<&
         Contender { name: "/bin/true", program: "/bin/true".into(), args: vec![], env: vec![], daemon: vec![] },
         Contender {
             name: "floor",
-            program: bin("tokend-floor"),
+            // benches/run builds it static, like tokenctl, so that it stays the floor.
+            program: std::env::var_os("TOKEND_FLOOR_BIN").map_or_else(|| bin("tokend-floor"), PathBuf::from),
             args: vec![raw.socket.display().to_string(), raw.request_len.to_string(), raw.response_len.to_string()],
             env: vec![],
             daemon: vec![raw.pid()],
