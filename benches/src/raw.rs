@@ -14,9 +14,11 @@ use tokio::net::{UnixListener, UnixStream};
 /// `response_len` bytes.
 pub fn serve(socket: &Path, request_len: usize, response_len: usize, workers: usize) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().unwrap();
-    runtime.block_on(async {
-        let _ = std::fs::remove_file(socket);
-        let listener = UnixListener::bind(socket).expect("bind the raw baseline socket");
+    let _ = std::fs::remove_file(socket);
+    let listener = runtime.block_on(async { UnixListener::bind(socket).expect("bind the raw baseline socket") });
+    // The accept loop runs on a worker, as tokend's does, so that each connection's task
+    // starts where it was accepted rather than being handed over from the main thread.
+    let accept = runtime.spawn(async move {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else { continue };
             tokio::spawn(async move {
@@ -30,6 +32,7 @@ pub fn serve(socket: &Path, request_len: usize, response_len: usize, workers: us
             });
         }
     });
+    let _ = runtime.block_on(accept);
 }
 
 /// A client of the raw server.

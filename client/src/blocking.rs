@@ -1,7 +1,7 @@
 //! The blocking client: the same requests as the async [`Client`](crate::Client), with no
 //! runtime. `tokenctl` uses it.
 
-use std::io;
+use std::io::{self, Write};
 use std::time::Duration;
 
 use interprocess::local_socket::Stream;
@@ -29,8 +29,12 @@ struct Conn {
     stream: Stream,
     /// Bytes read but not yet decoded.
     read_buf: Vec<u8>,
-    /// Scratch space for encoding.
+    /// Scratch space for encoding; between connecting and the first request it holds the
+    /// hello, which goes out with that request.
     write_buf: Vec<u8>,
+    /// The hello has not been sent yet: it goes out with the first request, and its answer is
+    /// read before that request's.
+    hello_unsent: bool,
 }
 
 /// Why one attempt at a request failed.
@@ -60,7 +64,11 @@ impl Client {
         Client::connect_to(crate::default_endpoint())
     }
 
-    /// Connects to `endpoint`.
+    /// Connects to `endpoint`, and checks that what listens there is this user's tokend.
+    ///
+    /// The handshake travels with the first request (one round trip instead of two), so a
+    /// daemon that refuses the connection — another protocol version, its connection limit —
+    /// is reported by that request.
     pub fn connect_to(endpoint: Endpoint) -> Result<Client> {
         let conn = Conn::open(&endpoint, DEFAULT_TIMEOUT)?;
         Ok(Client { endpoint, timeout: DEFAULT_TIMEOUT, conn: Some(conn) })
@@ -242,22 +250,16 @@ impl Iterator for Watch {
 }
 
 impl Conn {
+    /// Connects and checks the peer; the hello is encoded, to be sent with the first request.
     fn open(endpoint: &Endpoint, timeout: Duration) -> Result<Conn> {
         trust::check_directory(endpoint)?;
         let name = endpoint.name().map_err(|e| protocol::connect_error(endpoint, e))?;
         let stream = Stream::connect(name).map_err(|e| protocol::connect_error(endpoint, e))?;
         trust::check_peer(endpoint, &stream)?;
-        let mut conn = Conn { stream, read_buf: Vec::with_capacity(4096), write_buf: Vec::with_capacity(256) };
+        let mut conn =
+            Conn { stream, read_buf: Vec::with_capacity(4096), write_buf: Vec::with_capacity(256), hello_unsent: true };
         conn.set_timeout(Some(timeout))?;
-        let sent = conn.send(&Hello::new());
-        let hello = protocol::hello_outcome(sent, conn.recv_frame::<HelloReply>());
-        match hello {
-            Ok(reply) => protocol::check_hello(reply)?,
-            Err(Failure::Stale) => {
-                return Err(Error::Refused { message: "tokend closed the connection during the handshake".into() });
-            }
-            Err(failure) => return Err(failure.into_error(timeout)),
-        }
+        codec::encode(&Hello::new(), &mut conn.write_buf).map_err(|e| Error::Protocol(e.to_string()))?;
         Ok(conn)
     }
 
@@ -272,8 +274,21 @@ impl Conn {
         self.recv()
     }
 
+    /// Sends `request`, behind the hello if this is the connection's first: both in one write.
     fn send(&mut self, request: &impl serde::Serialize) -> Result<(), Failure> {
-        codec::write_frame(&mut self.stream, request, &mut self.write_buf).map_err(read_failure)
+        if !self.hello_unsent {
+            self.write_buf.clear();
+        }
+        codec::encode(request, &mut self.write_buf).map_err(|e| read_failure(e.into()))?;
+        let sent = self.stream.write_all(&self.write_buf).map_err(|e| read_failure(e.into()));
+        self.write_buf.clear();
+        if !std::mem::take(&mut self.hello_unsent) {
+            return sent;
+        }
+        // A daemon that refuses answers and closes without reading, so the write can fail while
+        // the refusal is there to be read: the reply wins.
+        let reply = protocol::hello_outcome(sent, self.recv_frame::<HelloReply>())?;
+        protocol::check_hello(reply).map_err(Failure::Fatal)
     }
 
     fn recv(&mut self) -> Result<Response, Failure> {

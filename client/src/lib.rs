@@ -233,7 +233,9 @@ pub fn default_endpoint() -> Endpoint {
 /// The endpoint for an explicit socket path and config file, each optional, falling back as
 /// [`default_endpoint`] does.
 pub fn endpoint_for(socket: Option<&Path>, config: Option<&Path>) -> Endpoint {
-    if socket.is_some() {
+    // `$TOKEND_SOCKET` wins over the config file, so the file is not even read when it is set:
+    // parsing it is a measurable part of a `tokenctl token` (BENCHMARKS.md).
+    if socket.is_some() || std::env::var_os(tokend_proto::endpoint::SOCKET_ENV).is_some_and(|p| !p.is_empty()) {
         return Endpoint::resolve(socket, None);
     }
     let config = config.map(Path::to_owned).or_else(tokend_proto::endpoint::default_config_path);

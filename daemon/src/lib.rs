@@ -207,12 +207,24 @@ async fn serve(config: Config, sockets: Sockets, store: Store, http: Http, max_f
         if bound.activated { " (socket activated)" } else { "" }
     );
     sdnotify::ready(&format!("serving {profiles} profile{}", if profiles == 1 { "" } else { "s" }));
-    let http_server = async {
-        if let (Some(bound), Some((_, proxy))) = (http_bound, http_api) {
-            http::serve(daemon.clone(), bound.listener, proxy, max_http_connections).await;
+    // The accept loops run as tasks on the workers, not in `block_on` on this thread: a
+    // connection task an accept loop spawns then starts on the worker that accepted it, where
+    // here it would wake this thread for every connection and hand each task over to a worker
+    // (BENCHMARKS.md, "What each optimisation changed").
+    let socket_server = tokio::spawn(server::serve(daemon.clone(), bound.listener, max_connections));
+    let http_server = tokio::spawn({
+        let daemon = daemon.clone();
+        async move {
+            if let (Some(bound), Some((_, proxy))) = (http_bound, http_api) {
+                http::serve(daemon, bound.listener, proxy, max_http_connections).await;
+            }
         }
-    };
-    tokio::join!(server::serve(daemon.clone(), bound.listener, max_connections), http_server);
+    });
+    for (name, server) in [("socket", socket_server), ("HTTP", http_server)] {
+        if let Err(e) = server.await {
+            tracing::error!("the {name} server failed: {e}");
+        }
+    }
     sdnotify::stopping();
     daemon.stop_profiles().await;
     tracing::info!("tokend stopped");

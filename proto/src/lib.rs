@@ -15,6 +15,12 @@
 //! 3. The client sends [`Request`]s; each is answered by one [`Response`], except for
 //!    [`Request::Watch`] and [`Request::Login`], which are answered by a stream of responses.
 //!
+//! A client need not wait for the [`HelloReply`] before sending its first request: it may send
+//! the hello and the request together (the blocking client does, saving a round trip), and reads
+//! the reply and then the answer. A daemon reads the hello before anything else and answers it
+//! first, so this works with every daemon that speaks the same protocol version; one that refuses
+//! the connection answers the hello and closes without reading the request.
+//!
 //! Every message is one frame: a 4-byte big-endian payload length followed by that many bytes
 //! of bincode. Frames larger than [`codec::MAX_FRAME_LEN`] are refused before anything is
 //! allocated for them.

@@ -1325,6 +1325,7 @@ fn metadata(fake: &Fake, path: &str) -> Response {
             "userinfo_endpoint": format!("{base}/oauth/token/info"),
             "device_authorization_endpoint": format!("{base}/oauth/device"),
             "response_types_supported": ["code"],
+            "scopes_supported": ["openid", "offline_access", "public"],
             "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
             "code_challenge_methods_supported": ["S256"],
         });

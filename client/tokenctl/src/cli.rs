@@ -221,3 +221,55 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
     humantime::parse_duration(text.trim()).map_err(|e| format!("{e}; write it like 90s, 5m or 1h30m"))
 }
+
+/// The command line `tokenctl token PROFILE`, exactly, without clap: it is what programs run
+/// before each request they make, and building clap's command tree to parse it costs more CPU
+/// than the rest of tokenctl's own work for it (BENCHMARKS.md). `None` for anything else,
+/// which clap parses; a test checks that the two agree.
+pub fn token_shortcut(mut args: impl Iterator<Item = OsString>) -> Option<Cli> {
+    let (_, command, profile) = (args.next()?, args.next()?, args.next()?);
+    if command != "token" || args.next().is_some() {
+        return None;
+    }
+    let profile = profile.into_string().ok().filter(|p| !p.is_empty() && !p.starts_with('-'))?;
+    Some(Cli {
+        socket: None,
+        config: None,
+        json: false,
+        timeout: tokend_client::DEFAULT_TIMEOUT,
+        command: Command::Token { profile, min_valid: None, format: Format::Raw },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shortcut(args: &[&str]) -> Option<Cli> {
+        token_shortcut(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn the_token_shortcut_means_what_clap_means() {
+        for args in [["tokenctl", "token", "p"], ["tokenctl", "token", "help"], ["tokenctl", "token", "prod.eu-1"]] {
+            let taken = shortcut(&args).unwrap_or_else(|| panic!("{args:?} takes the shortcut"));
+            assert_eq!(format!("{taken:?}"), format!("{:?}", Cli::try_parse_from(args).unwrap()));
+        }
+    }
+
+    #[test]
+    fn anything_else_goes_to_clap() {
+        for args in [
+            &["tokenctl", "token"][..],
+            &["tokenctl", "token", ""],
+            &["tokenctl", "token", "-h"],
+            &["tokenctl", "token", "--json"],
+            &["tokenctl", "token", "p", "--format", "json"],
+            &["tokenctl", "--json", "token", "p"],
+            &["tokenctl", "refresh", "p"],
+            &["tokenctl"],
+        ] {
+            assert!(shortcut(args).is_none(), "{args:?}");
+        }
+    }
+}

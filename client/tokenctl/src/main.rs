@@ -20,7 +20,7 @@ use crate::output::{StatusView, TokenView};
 use crate::term::{errln, outln};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = cli::token_shortcut(std::env::args_os()).unwrap_or_else(Cli::parse);
     let json = cli.json;
     match run(cli) {
         Ok(code) => code,

@@ -90,3 +90,35 @@ fn the_config_files_socket_is_honoured() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `$TOKEND_SOCKET` wins over the config file, so the file is not even opened: a config path
+/// that would block whoever opens it (a FIFO with no writer) must not hold `tokenctl` up.
+#[cfg(unix)]
+#[test]
+fn the_config_file_is_not_read_when_tokend_socket_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let path = std::ffi::CString::new(config.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let mut child = tokenctl()
+        .args(["token", "p"])
+        .env("TOKEND_SOCKET", dir.path().join("none.sock"))
+        .env("TOKEND_CONFIG", &config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert_eq!(status.and_then(|s| s.code()), Some(3), "tokenctl opened the config file (it blocked on the FIFO)");
+}

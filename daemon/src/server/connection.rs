@@ -13,6 +13,10 @@
 //!
 //! Reads go into one buffer and each response is encoded into another, both reused for the
 //! connection's life, so a request costs one read and one write system call in the common case.
+//! A message can also be queued, to go out with the next one: the answer to a hello that came
+//! together with the first request (see `tokend_proto`'s conversation) is sent with that
+//! request's answer, so a client's whole first exchange is one read and one write here. Queued
+//! bytes are flushed before a read waits, so a client that waits for the hello's answer gets it.
 
 use std::time::Duration;
 
@@ -84,6 +88,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 };
                 self.read_buf.reserve(frame.saturating_sub(self.read_buf.len()).max(256));
             }
+            if !self.write_buf.is_empty() {
+                self.flush().await?;
+            }
             let read = match self.frame_deadline {
                 None => self.stream.read_buf(&mut self.read_buf).await?,
                 Some(deadline) => tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.read_buf))
@@ -106,23 +113,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
-    /// Writes one message as one frame.
+    /// Writes one message as one frame (after anything queued).
     pub async fn write<T: Serialize>(&mut self, message: &T) -> Result<(), ConnError> {
-        self.write_buf.clear();
+        // On error nothing is added, and what was queued still goes out with the next write.
         codec::encode(message, &mut self.write_buf)?;
+        self.flush().await
+    }
+
+    /// Queues one message, to be written with the next one or before the next read waits.
+    pub fn queue<T: Serialize>(&mut self, message: &T) -> Result<(), ConnError> {
+        codec::encode(message, &mut self.write_buf)?;
+        Ok(())
+    }
+
+    /// Writes a frame that is already encoded (after anything queued).
+    pub async fn write_frame(&mut self, frame: &[u8]) -> Result<(), ConnError> {
+        if self.write_buf.is_empty() {
+            return tokio::time::timeout(WRITE_TIMEOUT, self.stream.write_all(frame))
+                .await
+                .map_err(|_| ConnError::Timeout("writing a response"))?
+                .map_err(ConnError::from);
+        }
+        self.write_buf.extend_from_slice(frame);
+        self.flush().await
+    }
+
+    async fn flush(&mut self) -> Result<(), ConnError> {
         let written = tokio::time::timeout(WRITE_TIMEOUT, self.stream.write_all(&self.write_buf)).await;
         self.write_buf.zeroize();
         written.map_err(|_| ConnError::Timeout("writing a response"))??;
-        Ok(())
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
-    /// Writes a frame that is already encoded.
-    pub async fn write_frame(&mut self, frame: &[u8]) -> Result<(), ConnError> {
-        tokio::time::timeout(WRITE_TIMEOUT, self.stream.write_all(frame))
-            .await
-            .map_err(|_| ConnError::Timeout("writing a response"))??;
         Ok(())
     }
 }

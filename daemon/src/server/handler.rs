@@ -113,7 +113,9 @@ async fn handshake(conn: &mut Conn) -> Result<bool, ConnError> {
         conn.write(&HelloReply::refuse(Refusal::VersionMismatch, message)).await?;
         return Ok(false);
     }
-    conn.write(&HelloReply::accept()).await?;
+    // Sent with the answer to the first request when that came with the hello, or before
+    // waiting for it otherwise: one write either way.
+    conn.queue(&HelloReply::accept())?;
     Ok(true)
 }
 
