@@ -63,8 +63,9 @@ async fn a_token_too_long_for_a_frame_is_an_upstream_error_and_never_saved() {
     let out = tokend.tokenctl(&["token", "p"]).await;
     assert_eq!(out.status.code(), Some(6), "{}\n{}", stderr(&out), tokend.log());
     assert!(stderr(&out).contains(&format!("access_token of {FRAME_BUSTER} bytes")), "{}", stderr(&out));
-    let status = status(&tokend, "p").await;
-    assert_eq!(status["state"], "backoff", "{status}");
+    // Retried as a transient failure: backing off between attempts (a status taken just as a
+    // retry starts says `refreshing`, so wait for a moment between attempts).
+    let status = status_until(&tokend, "p", |s| s["state"] == "backoff").await;
     assert_eq!(status["last_error"]["transient"], true, "{status}");
     assert!(!tokend.state.join("p.json").exists(), "nothing unusable is saved");
     // Once the server answers normally again, tokend recovers by itself.
