@@ -356,7 +356,7 @@ mod tests {
     use tokend_proto::Secret;
 
     use super::*;
-    use crate::profile::state::Current;
+    use crate::held::Current;
 
     #[test]
     fn an_unusable_saved_token_is_set_aside_and_the_usable_refresh_token_saved_again_at_once() {

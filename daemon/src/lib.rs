@@ -9,6 +9,7 @@
 //! | [`config`] | the TOML file: parsing, checking, resolving client secrets |
 //! | [`oauth`] | requests to OAuth servers: token, revocation, info endpoints, metadata |
 //! | [`limits`] | what tokend accepts from a server: token sizes and characters, lifetimes |
+//! | [`held`] | the access token as a profile holds it, shared by the machine and the store |
 //! | [`profile`] | one profile's token state machine, its actor, and the handle that serves it |
 //! | [`persist`] | tokens on disk, written atomically |
 //! | [`login`] | the authorization code flow with PKCE and its loopback listener |
@@ -34,6 +35,7 @@ pub mod desktop;
 pub mod endpoints;
 pub mod fsperm;
 pub mod harden;
+pub mod held;
 pub mod limits;
 pub mod logging;
 pub mod login;

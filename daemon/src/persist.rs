@@ -29,7 +29,7 @@ use tokend_proto::Secret;
 use zeroize::Zeroizing;
 
 use crate::config::Profile;
-use crate::profile::state::Current;
+use crate::held::Current;
 use crate::seal::Sealer;
 
 /// The version of the state file format this build writes.

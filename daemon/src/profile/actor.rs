@@ -19,10 +19,11 @@ use tokend_proto::{Error, Failure, ProfileState, RevocationOutcome, RevocationRe
 use tokio::sync::{mpsc, oneshot, watch};
 use zeroize::Zeroizing;
 
-use super::state::{Current, Effects, Event, Machine, Phase, RequestKind, Tuning};
+use super::state::{Effects, Event, Machine, Phase, RequestKind, Tuning};
 use super::{Command, Demand, HandedOut, ProfileHandle, Snapshot};
 use crate::clock::ClockChanges;
 use crate::config::Profile;
+use crate::held::Current;
 use crate::oauth::revoke::{self, Hint};
 use crate::oauth::token::{self, TokenGrant, TokenSet};
 use crate::oauth::{Http, UpstreamError};

@@ -56,6 +56,7 @@ use std::time::{Duration, SystemTime};
 use tokend_proto::{Error, Failure, Fingerprint, Grant, ProfileState, ProfileStatus, Secret, Token, TokenSummary};
 
 use super::schedule;
+use crate::held::Current;
 use crate::oauth::UpstreamError;
 use crate::oauth::token::TokenSet;
 
@@ -141,44 +142,6 @@ pub struct Effects {
     /// The in-flight request finished with this outcome (for `tokenctl refresh` and `login`
     /// waiters).
     pub finished: Option<Result<(), Error>>,
-}
-
-/// The access token being served.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Current {
-    /// The token as obtained.
-    pub access_token: Secret,
-    /// Its type.
-    pub token_type: String,
-    /// When the request that obtained it was sent.
-    pub obtained_at: SystemTime,
-    /// When it expires.
-    pub expires_at: SystemTime,
-    /// The granted scope.
-    pub scope: Option<String>,
-    /// Its fingerprint.
-    pub fingerprint: Fingerprint,
-    /// A server rejected it: never serve it again.
-    pub rejected: bool,
-}
-
-impl Current {
-    fn from_set(set: &TokenSet) -> Current {
-        Current {
-            fingerprint: set.access_token.fingerprint(),
-            access_token: set.access_token.clone(),
-            token_type: set.token_type.clone(),
-            obtained_at: set.obtained_at,
-            expires_at: set.expires_at,
-            scope: set.scope.clone(),
-            rejected: false,
-        }
-    }
-
-    /// How long it lives in all.
-    pub fn lifetime(&self) -> Duration {
-        self.expires_at.duration_since(self.obtained_at).unwrap_or_default()
-    }
 }
 
 /// Settings the machine needs from the profile's config.
