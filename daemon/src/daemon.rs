@@ -20,7 +20,7 @@ use tokio::sync::{Mutex, mpsc, watch};
 
 use crate::clock::ClockChanges;
 use crate::config::{Config, Profile};
-use crate::endpoints::{self, Cache, Watchers};
+use crate::endpoints::{self, Cache, Host, Watchers};
 use crate::login::Logins;
 use crate::notify::Notifier;
 use crate::oauth::Http;
@@ -125,16 +125,6 @@ impl Daemon {
         self.version.subscribe()
     }
 
-    /// The HTTP client.
-    pub fn http(&self) -> &Http {
-        &self.shared.http
-    }
-
-    /// Where tokens are saved.
-    pub fn store(&self) -> &Store {
-        &self.shared.store
-    }
-
     /// The notifier, for the login module.
     pub fn notifier(&self) -> &Notifier {
         &self.notifier
@@ -153,35 +143,6 @@ impl Daemon {
         let profiles = self.profiles().len();
         crate::sdnotify::ready(&format!("serving {profiles} profile{}", if profiles == 1 { "" } else { "s" }));
         result
-    }
-
-    /// Runs `profile` in place of the running `old` — the same profile with newly discovered
-    /// endpoints — the way a reload replaces a changed profile: `old` finishes and persists any
-    /// request in flight, then the new actor starts from what is on disk. Returns the new
-    /// handle, or `None` (changing nothing) if `old` is no longer running because a reload
-    /// replaced or removed it.
-    pub(crate) async fn replace_profile(
-        &self,
-        old: &Arc<ProfileHandle>,
-        profile: Arc<Profile>,
-    ) -> Option<Arc<ProfileHandle>> {
-        let _no_reload = self.config.lock().await;
-        let current = self.profiles();
-        let name = profile.name.clone();
-        if !current.get(&name).is_some_and(|running| Arc::ptr_eq(running, old)) {
-            return None;
-        }
-        old.stop_and_wait().await;
-        self.logins.cancel(&name, "the profile's endpoints changed; log in again").await;
-        let store = self.shared.store.clone();
-        let p = profile.clone();
-        let restored = tokio::task::spawn_blocking(move || restore(&store, &p)).await.unwrap_or_default();
-        let handle = actor::spawn(profile, restored, self.shared.clone());
-        let mut next = (*current).clone();
-        next.insert(name, handle.clone());
-        *self.profiles.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
-        self.version.send_modify(|v| *v += 1);
-        Some(handle)
     }
 
     async fn apply_reload(&self, current: &mut Config) -> Result<ReloadSummary, Error> {
@@ -296,6 +257,41 @@ impl Daemon {
         let profiles = self.profiles();
         let stops = profiles.values().map(|h| h.stop_and_wait());
         futures_util::future::join_all(stops).await;
+    }
+}
+
+impl Host for Daemon {
+    fn http(&self) -> &Http {
+        &self.shared.http
+    }
+
+    fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    /// Runs `profile` in place of the running `old` — the same profile with newly discovered
+    /// endpoints — the way a reload replaces a changed profile: `old` finishes and persists any
+    /// request in flight, then the new actor starts from what is on disk. Returns the new
+    /// handle, or `None` (changing nothing) if `old` is no longer running because a reload
+    /// replaced or removed it.
+    async fn replace_profile(&self, old: &Arc<ProfileHandle>, profile: Arc<Profile>) -> Option<Arc<ProfileHandle>> {
+        let _no_reload = self.config.lock().await;
+        let current = self.profiles();
+        let name = profile.name.clone();
+        if !current.get(&name).is_some_and(|running| Arc::ptr_eq(running, old)) {
+            return None;
+        }
+        old.stop_and_wait().await;
+        self.logins.cancel(&name, "the profile's endpoints changed; log in again").await;
+        let store = self.shared.store.clone();
+        let p = profile.clone();
+        let restored = tokio::task::spawn_blocking(move || restore(&store, &p)).await.unwrap_or_default();
+        let handle = actor::spawn(profile, restored, self.shared.clone());
+        let mut next = (*current).clone();
+        next.insert(name, handle.clone());
+        *self.profiles.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        self.version.send_modify(|v| *v += 1);
+        Some(handle)
     }
 }
 

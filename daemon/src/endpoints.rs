@@ -29,6 +29,7 @@
 //! kept, since discovered endpoints are not part of the profile's security fingerprint.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
@@ -41,10 +42,26 @@ use tokio::sync::{mpsc, watch};
 use url::Url;
 
 use crate::config::{Endpoints, Profile};
-use crate::daemon::Daemon;
+use crate::oauth::Http;
 use crate::oauth::discovery::{self, DiscoveryError, Found, Metadata};
 use crate::persist::Store;
 use crate::profile::{Command, ProfileHandle, Snapshot, schedule};
+
+/// What a discovery watcher needs from the daemon that runs it. The daemon, which sits above
+/// this module, implements it; a watcher holds it weakly and ends once the daemon is gone.
+pub(crate) trait Host: Send + Sync + 'static {
+    /// The HTTP client.
+    fn http(&self) -> &Http;
+    /// Where tokens are saved.
+    fn store(&self) -> &Store;
+    /// Runs `profile` in place of the running `old`, as a reload replaces a changed profile;
+    /// `None` if `old` no longer runs (a reload replaced or removed it).
+    fn replace_profile(
+        &self,
+        old: &Arc<ProfileHandle>,
+        profile: Arc<Profile>,
+    ) -> impl Future<Output = Option<Arc<ProfileHandle>>> + Send;
+}
 
 /// How often metadata is fetched again, at most (less up to a tenth, at random).
 pub const REFRESH_EVERY: Duration = Duration::from_secs(24 * 60 * 60);
@@ -215,7 +232,7 @@ pub(crate) struct Watcher {
 
 impl Watcher {
     /// Runs until the daemon is gone or a reload retires the profile (which aborts the task).
-    pub(crate) async fn run(mut self, daemon: Weak<Daemon>) {
+    pub(crate) async fn run<H: Host>(mut self, daemon: Weak<H>) {
         let issuer = self.spec.issuer.clone().unwrap_or_default();
         let name = self.spec.name.clone();
         let mut wait = self.first_check;
@@ -285,7 +302,7 @@ impl Watcher {
     }
 
     /// Caches what was found and applies it. `Err` if it lacks what the profile needs.
-    async fn found(&mut self, found: Found, daemon: &Weak<Daemon>) -> Result<(), DiscoveryError> {
+    async fn found<H: Host>(&mut self, found: Found, daemon: &Weak<H>) -> Result<(), DiscoveryError> {
         let cache = self.cache.clone();
         let saved = found.clone();
         let name = self.spec.name.clone();
@@ -409,7 +426,7 @@ impl Pending {
         }
     }
 
-    async fn answer(&mut self, command: Command, daemon: &Weak<Daemon>) {
+    async fn answer<H: Host>(&mut self, command: Command, daemon: &Weak<H>) {
         match command {
             Command::Exchange { reply, .. } => {
                 let _ = reply.send(Err(Error::Login {
@@ -510,7 +527,7 @@ pub struct Report {
 
 /// Resolves `spec`'s endpoints for `tokend --check-config`: discovery now (with `http`'s short
 /// timeout), else the cache. Writes nothing.
-pub async fn report(spec: &Profile, http: &crate::oauth::Http, cache: Option<&Cache>) -> Report {
+pub async fn report(spec: &Profile, http: &Http, cache: Option<&Cache>) -> Report {
     let mut problem = None;
     let mut discovered: Option<(Endpoints, Origin)> = None;
     if let (Some(issuer), true) = (&spec.issuer, spec.wants_discovery()) {
@@ -557,7 +574,7 @@ pub(crate) struct Watchers {
 
 impl Watchers {
     /// Starts `watcher` for profile `name`, aborting one already running for it.
-    pub fn spawn(&self, name: &str, watcher: Watcher, daemon: Weak<Daemon>) {
+    pub fn spawn<H: Host>(&self, name: &str, watcher: Watcher, daemon: Weak<H>) {
         let task = tokio::spawn(watcher.run(daemon));
         if let Some(old) = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), task) {
             old.abort();

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use super::connection::{ConnError, Connection};
 use crate::daemon::Daemon;
+use crate::endpoints::Host as _;
 use crate::profile::{Gone, ProfileHandle, Served, Snapshot};
 
 /// How long a new connection has to send its hello.
