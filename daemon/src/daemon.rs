@@ -21,12 +21,11 @@ use tokio::sync::{Mutex, mpsc, watch};
 use crate::clock::ClockChanges;
 use crate::config::{Config, Profile};
 use crate::endpoints::{self, Cache, Host, Watchers};
-use crate::login::Logins;
 use crate::notify::Notifier;
 use crate::oauth::Http;
 use crate::persist::{Restored, Store};
-use crate::profile::ProfileHandle;
 use crate::profile::actor::{self, Shared};
+use crate::profile::{Gone, ProfileHandle};
 
 /// The running profiles, by name.
 pub type Profiles = BTreeMap<String, Arc<ProfileHandle>>;
@@ -45,8 +44,6 @@ pub struct Daemon {
     shared: Shared,
     /// Runs notify commands.
     notifier: Notifier,
-    /// Pending logins.
-    pub logins: Logins,
     /// The discovery watchers of the profiles with an `issuer`.
     watchers: Watchers,
     /// The discovered metadata, cached in the state directory.
@@ -91,7 +88,6 @@ impl Daemon {
             config: Mutex::new(config),
             shared,
             notifier,
-            logins: Logins::default(),
             watchers: Watchers::default(),
             cache,
             weak: weak.clone(),
@@ -99,7 +95,7 @@ impl Daemon {
             request_timeout,
             shutdown: watch::Sender::new(false),
         });
-        tokio::spawn(crate::login::notify_when_needed(Arc::downgrade(&daemon), login_needed_rx));
+        tokio::spawn(notify_when_needed(Arc::downgrade(&daemon), login_needed_rx));
         for (name, watcher) in watchers {
             daemon.watchers.spawn(&name, watcher, Arc::downgrade(&daemon));
         }
@@ -123,11 +119,6 @@ impl Daemon {
     /// A receiver that changes after every reload.
     pub fn versions(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
-    }
-
-    /// The notifier, for the login module.
-    pub fn notifier(&self) -> &Notifier {
-        &self.notifier
     }
 
     /// The config file in force.
@@ -181,8 +172,7 @@ impl Daemon {
         // Stop replaced actors before reading their state, so the state read is final.
         for handle in &retired {
             self.watchers.abort(&handle.config.name);
-            handle.stop_and_wait().await;
-            self.logins.cancel(&handle.config.name, "the profile was reloaded").await;
+            handle.stop_and_wait("the profile was reloaded").await;
         }
         let mut next = Profiles::new();
         for (name, profile) in &new.profiles {
@@ -255,7 +245,7 @@ impl Daemon {
     /// Stops every profile actor, letting requests in flight finish and persist.
     pub async fn stop_profiles(&self) {
         let profiles = self.profiles();
-        let stops = profiles.values().map(|h| h.stop_and_wait());
+        let stops = profiles.values().map(|h| h.stop_and_wait("tokend is shutting down"));
         futures_util::future::join_all(stops).await;
     }
 }
@@ -281,8 +271,7 @@ impl Host for Daemon {
         if !current.get(&name).is_some_and(|running| Arc::ptr_eq(running, old)) {
             return None;
         }
-        old.stop_and_wait().await;
-        self.logins.cancel(&name, "the profile's endpoints changed; log in again").await;
+        old.stop_and_wait("the profile's endpoints changed; log in again").await;
         let store = self.shared.store.clone();
         let p = profile.clone();
         let restored = tokio::task::spawn_blocking(move || restore(&store, &p)).await.unwrap_or_default();
@@ -292,6 +281,30 @@ impl Host for Daemon {
         *self.profiles.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
         self.version.send_modify(|v| *v += 1);
         Some(handle)
+    }
+}
+
+/// Tells the user when a profile needs a login. With a notify command, it first starts a login
+/// and runs the command with the login's URL, so the user can log in straight from the
+/// notification; without one, a desktop notification names the command to run instead.
+async fn notify_when_needed(daemon: Weak<Daemon>, mut needed: mpsc::UnboundedReceiver<(String, String)>) {
+    while let Some((name, reason)) = needed.recv().await {
+        let Some(daemon) = daemon.upgrade() else { return };
+        let Ok(handle) = daemon.profile(&name) else { continue };
+        let profile = handle.config.clone();
+        if !daemon.notifier.configured_for(&profile) {
+            #[cfg(unix)]
+            crate::desktop::login_needed(&name, &reason);
+            continue;
+        }
+        match handle.login().await {
+            Ok(Ok(started)) => daemon.notifier.login_needed_with_url(&profile, &reason, &started.url),
+            Ok(Err(e)) => {
+                tracing::warn!(profile = %name, "cannot start a login for the notification: {e}");
+                daemon.notifier.login_needed(&profile, &reason);
+            }
+            Err(Gone::Stopped) => daemon.notifier.login_needed(&profile, &reason),
+        }
     }
 }
 

@@ -428,11 +428,20 @@ impl Pending {
 
     async fn answer<H: Host>(&mut self, command: Command, daemon: &Weak<H>) {
         match command {
-            Command::Exchange { reply, .. } => {
-                let _ = reply.send(Err(Error::Login {
-                    profile: self.spec.name.clone(),
-                    message: "the profile's endpoints are not known yet; log in again once discovery succeeds".into(),
-                }));
+            Command::Login(reply) => {
+                let error = match crate::login::Plan::new(&self.spec) {
+                    Err(e) => e,
+                    Ok(_) => Error::Login {
+                        profile: self.spec.name.clone(),
+                        message: "the profile's endpoints are not known yet; log in once discovery succeeds".into(),
+                    },
+                };
+                let _ = reply.send(Err(error));
+            }
+            Command::Paste { reply, .. } => {
+                let name = &self.spec.name;
+                let message = format!("no login is pending; run `tokenctl login {name}` first");
+                let _ = reply.send(Err(Error::Login { profile: name.clone(), message }));
             }
             Command::Logout(reply) => {
                 let report = match daemon.upgrade() {
@@ -441,7 +450,7 @@ impl Pending {
                 };
                 let _ = reply.send(report);
             }
-            Command::Refresh(_) | Command::Invalidate(_) | Command::LoginPending(_) => {}
+            Command::Refresh(_) | Command::Invalidate(_) => {}
         }
     }
 }

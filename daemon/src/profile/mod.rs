@@ -30,6 +30,7 @@ use zeroize::Zeroizing;
 
 use crate::config::Profile;
 use crate::limits;
+use crate::login::Reply;
 
 /// What the actor publishes after every change: everything a request needs to be answered
 /// without asking the actor.
@@ -109,13 +110,30 @@ pub(crate) enum Command {
     /// A server rejected the token with this fingerprint.
     Invalidate(Fingerprint),
     /// Refresh now; reply when the request finishes.
-    Refresh(oneshot::Sender<Result<(), Error>>),
-    /// Exchange an authorization code for tokens, completing a login.
-    Exchange { code: Secret, verifier: Secret, reply: oneshot::Sender<Result<(), Error>> },
+    Refresh(Reply),
+    /// Start a login, replacing a pending one.
+    Login(oneshot::Sender<Result<LoginStarted, Error>>),
+    /// The redirect URL of the pending login, pasted by the user; reply with the login's
+    /// outcome.
+    Paste {
+        /// The URL.
+        url: Secret,
+        /// Gets the outcome.
+        reply: Reply,
+    },
     /// Revoke and forget the tokens.
     Logout(oneshot::Sender<RevocationReport>),
-    /// A login is pending until this time (or no longer pending), for status output.
-    LoginPending(Option<SystemTime>),
+}
+
+/// A login that was started.
+#[derive(Debug)]
+pub struct LoginStarted {
+    /// Where to send the browser.
+    pub url: String,
+    /// When the login gives up.
+    pub expires_at: SystemTime,
+    /// The login's outcome, once it ends.
+    pub outcome: oneshot::Receiver<Result<(), Error>>,
 }
 
 /// A token chosen to be served: the snapshot it came from.
@@ -151,7 +169,8 @@ pub struct ProfileHandle {
     commands: mpsc::Sender<Command>,
     demand: Arc<Demand>,
     handed_out: Arc<HandedOut>,
-    stop: watch::Sender<bool>,
+    /// Set to the reason when the actor is to stop.
+    stop: watch::Sender<Option<String>>,
     /// The supervisor's task, which ends when the actor does.
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Why the actor died, once it has: set by the supervisor before it lets go of the snapshot
@@ -175,7 +194,7 @@ impl ProfileHandle {
             snapshot,
             commands,
             demand: Arc::new(Demand::default()),
-            stop: watch::Sender::new(false),
+            stop: watch::Sender::new(None),
             task: std::sync::Mutex::new(None),
             died: Arc::new(OnceLock::new()),
             handed_out: Arc::default(),
@@ -237,10 +256,22 @@ impl ProfileHandle {
         }
     }
 
-    /// Exchanges a login's authorization code for tokens.
-    pub async fn exchange(&self, code: Secret, verifier: Secret) -> Result<Result<(), Error>, Gone> {
+    /// Starts a login, replacing a pending one.
+    pub async fn login(&self) -> Result<Result<LoginStarted, Error>, Gone> {
         let (reply, done) = oneshot::channel();
-        if self.commands.send(Command::Exchange { code, verifier, reply }).await.is_err() {
+        if self.commands.send(Command::Login(reply)).await.is_err() {
+            return self.stopped().await;
+        }
+        match done.await {
+            Ok(started) => Ok(started),
+            Err(_) => self.stopped().await,
+        }
+    }
+
+    /// Completes the pending login with the redirect URL the user pasted.
+    pub async fn paste(&self, url: Secret) -> Result<Result<(), Error>, Gone> {
+        let (reply, done) = oneshot::channel();
+        if self.commands.send(Command::Paste { url, reply }).await.is_err() {
             return self.stopped().await;
         }
         match done.await {
@@ -261,15 +292,14 @@ impl ProfileHandle {
         }
     }
 
-    /// Records whether a login is pending, for status output.
-    pub async fn set_login_pending(&self, until: Option<SystemTime>) {
-        let _ = self.commands.send(Command::LoginPending(until)).await;
-    }
-
     /// Stops the actor and waits until it has finished any request in flight and persisted
-    /// its outcome. Requests waiting on it end with [`Gone::Stopped`].
-    pub async fn stop_and_wait(&self) {
-        let _ = self.stop.send(true);
+    /// its outcome. A pending login ends, its waiters told `why`; requests waiting on the actor
+    /// end with [`Gone::Stopped`].
+    pub async fn stop_and_wait(&self, why: &str) {
+        self.stop.send_if_modified(|reason| {
+            reason.get_or_insert_with(|| why.to_owned());
+            true
+        });
         let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(task) = task {
             let _ = task.await;

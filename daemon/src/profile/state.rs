@@ -1,8 +1,12 @@
 //! The per-profile token state machine.
 //!
-//! Every change to a profile's tokens goes through [`Machine::handle`], which is the only place
-//! transitions are written down. The machine does no I/O: it returns [`Effects`] (start an
-//! upstream request, persist, tell the user a login is needed) that the actor carries out.
+//! Every change to a profile's tokens and to its login goes through [`Machine::handle`], which
+//! is the only place transitions are written down. The machine does no I/O: it returns
+//! [`Effects`] (start an upstream request, persist, tell the user a login is needed, close the
+//! login's listener, answer these waiters with these outcomes) that the actor carries out. It
+//! holds whoever waits for an outcome — a `tokenctl refresh`, a `tokenctl login`, the browser
+//! that brought a login's code — as an opaque `W` (a channel's reply end in the actor, a number
+//! in the unit tests), and decides whom to answer and with what.
 //!
 //! Invariants the machine keeps:
 //!
@@ -44,6 +48,18 @@
 //!
 //! The window never makes a token be served later than it would be without it — while it lasts
 //! the token is not served at all — and it never runs while a request is in flight.
+//!
+//! A login (the authorization code grant) is part of the machine too:
+//!
+//! - **Pending**: [`Event::LoginStarted`] records a login waiting for the browser, until the
+//!   profile's `login_timeout` has passed ([`Machine::deadline`] includes it). A newer login
+//!   replaces it (its waiters are told so); so do a logout, a stop and the timeout.
+//! - **Code**: [`Event::Code`] for the pending login ends the wait (the listener is closed) and
+//!   exchanges the code — at once, or, while a request is in flight, *queued* until its outcome
+//!   is handled, which starts the exchange in the same step. A newer code replaces a queued one.
+//!   A code for a login that is no longer pending is refused.
+//! - **Outcome**: the exchange's waiters, and the `tokenctl refresh` waiters who joined it, get
+//!   its outcome. A failed exchange leaves the tokens as they were.
 //!
 //! The time a token was last handed out comes from the serving side (an atomic the hot path
 //! writes while it still holds the snapshot it served from; the actor passes it in with
@@ -106,9 +122,9 @@ pub enum Phase {
     Failed,
 }
 
-/// Something that happened to a profile.
+/// Something that happened to a profile. `W` waits for an outcome (see the module docs).
 #[derive(Debug)]
-pub enum Event {
+pub enum Event<W> {
     /// The daemon started (or the profile was added) with these tokens from disk.
     Start,
     /// The timer armed for [`Machine::deadline`] fired.
@@ -117,31 +133,77 @@ pub enum Event {
     Demand(SystemTime),
     /// A client reports that a server rejected the token with this fingerprint.
     Invalidate(Fingerprint),
-    /// The user asked for a refresh now (`tokenctl refresh`).
-    Force,
-    /// A login produced a code; exchange it.
-    Exchange,
+    /// The user asked for a refresh now (`tokenctl refresh`); the waiter gets its outcome.
+    Force(W),
+    /// A login began, numbered `id` (its listener is up): it waits for its code until the
+    /// profile's `login_timeout` has passed, and replaces a pending one.
+    LoginStarted {
+        /// Which login this is, so that news from a replaced one is told apart.
+        id: u64,
+        /// The PKCE verifier that goes with its code.
+        verifier: Secret,
+        /// Gets the login's outcome.
+        waiter: W,
+    },
+    /// Login `login` brought its authorization code (the browser's redirect, or a URL the user
+    /// pasted); `waiter` gets the exchange's outcome.
+    Code {
+        /// The login it belongs to.
+        login: u64,
+        /// The code.
+        code: Secret,
+        /// Gets the exchange's outcome.
+        waiter: W,
+    },
+    /// Login `login` failed before any code: the server refused, or the redirect came from
+    /// another server.
+    LoginRefused {
+        /// The login it belongs to.
+        login: u64,
+        /// Why, for people.
+        message: String,
+        /// Gets the failure too, besides the login's own waiters.
+        waiter: Option<W>,
+    },
+    /// The pending login ends, for this reason (a newer login is about to start).
+    CancelLogin(String),
     /// The in-flight request succeeded.
     Obtained(TokenSet),
     /// The in-flight request failed.
     Failed(UpstreamError),
     /// The user logged out: forget everything.
     LoggedOut,
+    /// The actor stops (a reload, a shutdown), for this reason: logins and code exchanges end,
+    /// and no request is made any more.
+    Stop(String),
 }
 
-/// What the actor must do after an event, in this order: persist, then start the request,
-/// then tell the user.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Effects {
+/// What the actor must do after an event, in this order: persist, close the login's listener,
+/// start the request, answer the waiters, then tell the user.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Effects<W> {
     /// Save the tokens before anyone is served the new state.
     pub persist: bool,
+    /// The pending login ended: close its listener.
+    pub close_listener: bool,
     /// Start this request.
     pub request: Option<RequestKind>,
+    /// Answer each of these waiters with its outcome.
+    pub replies: Vec<(W, Result<(), Error>)>,
     /// A login became necessary: run the notify command with this reason.
     pub login_needed: Option<String>,
-    /// The in-flight request finished with this outcome (for `tokenctl refresh` and `login`
-    /// waiters).
-    pub finished: Option<Result<(), Error>>,
+}
+
+impl<W> Default for Effects<W> {
+    fn default() -> Self {
+        Effects { persist: false, close_listener: false, request: None, replies: Vec::new(), login_needed: None }
+    }
+}
+
+impl<W> Effects<W> {
+    fn reply_all(&mut self, waiters: impl IntoIterator<Item = W>, outcome: &Result<(), Error>) {
+        self.replies.extend(waiters.into_iter().map(|w| (w, outcome.clone())));
+    }
 }
 
 /// Settings the machine needs from the profile's config.
@@ -156,11 +218,33 @@ pub struct Tuning {
     /// How long the token must not have been handed out before a refresh replaces it; zero for
     /// no quiet window.
     pub quiet_window: Duration,
+    /// How long a login waits for the browser.
+    pub login_timeout: Duration,
 }
 
-/// The state of one profile.
+/// A login waiting for the browser's redirect.
 #[derive(Debug)]
-pub struct Machine {
+struct Login<W> {
+    id: u64,
+    /// When it gives up.
+    until: SystemTime,
+    verifier: Secret,
+    waiters: Vec<W>,
+}
+
+/// An authorization code to exchange for tokens.
+#[derive(Debug)]
+struct Exchange<W> {
+    code: Secret,
+    verifier: Secret,
+    /// When its login would have given up, for status output.
+    until: SystemTime,
+    waiters: Vec<W>,
+}
+
+/// The state of one profile. `W` waits for an outcome (see the module docs).
+#[derive(Debug)]
+pub struct Machine<W> {
     name: String,
     grant: Grant,
     tuning: Tuning,
@@ -177,9 +261,18 @@ pub struct Machine {
     attempts: u32,
     generation: u64,
     upstream_requests: u64,
+    /// `tokenctl refresh` waiters: answered with the outcome of the next request.
+    waiters: Vec<W>,
+    /// The login waiting for the browser.
+    login: Option<Login<W>>,
+    /// The code exchange in flight: set exactly while the phase is
+    /// `Refreshing(RequestKind::CodeExchange)`.
+    exchanging: Option<Exchange<W>>,
+    /// A code exchange waiting for the request in flight to finish.
+    queued: Option<Exchange<W>>,
 }
 
-impl Machine {
+impl<W> Machine<W> {
     /// A machine holding the tokens restored from disk, if any. Feed it [`Event::Start`].
     pub fn new(
         name: &str,
@@ -187,7 +280,7 @@ impl Machine {
         tuning: Tuning,
         token: Option<Current>,
         refresh_token: Option<Secret>,
-    ) -> Machine {
+    ) -> Machine<W> {
         Machine {
             name: name.to_owned(),
             grant,
@@ -202,11 +295,15 @@ impl Machine {
             attempts: 0,
             generation: 0,
             upstream_requests: 0,
+            waiters: Vec::new(),
+            login: None,
+            exchanging: None,
+            queued: None,
         }
     }
 
     /// Applies `event` at wall-clock time `now`; `jitter` is a random number in `0.0..1.0`.
-    pub fn handle(&mut self, event: Event, now: SystemTime, jitter: f64) -> Effects {
+    pub fn handle(&mut self, event: Event<W>, now: SystemTime, jitter: f64) -> Effects<W> {
         let mut fx = Effects::default();
         match event {
             Event::Start => {
@@ -221,22 +318,32 @@ impl Machine {
                 // A profile that was never logged in is not news at start; status shows it.
                 fx.login_needed = None;
             }
-            Event::Due => match self.phase {
-                Phase::Valid { refresh_at } | Phase::Backoff { retry_at: refresh_at } if now >= refresh_at => {
-                    self.refresh(now, &mut fx);
+            Event::Due => {
+                if self.login.as_ref().is_some_and(|login| now >= login.until) {
+                    let message = format!(
+                        "no answer from the browser within {}; run `tokenctl login {}` again",
+                        humantime::format_duration(self.tuning.login_timeout),
+                        self.name
+                    );
+                    self.end_login(message, &mut fx);
                 }
-                // A clock set back past the window's start ends it: clients must not wait for
-                // as long as the clock went back.
-                Phase::Quiet { since, send_at } if now >= send_at || now < since => {
-                    let send_at = self.quiet_until(since);
-                    if now >= send_at || now < since {
-                        self.start(&mut fx);
-                    } else {
-                        self.phase = Phase::Quiet { since, send_at };
+                match self.phase {
+                    Phase::Valid { refresh_at } | Phase::Backoff { retry_at: refresh_at } if now >= refresh_at => {
+                        self.refresh(now, &mut fx);
                     }
+                    // A clock set back past the window's start ends it: clients must not wait for
+                    // as long as the clock went back.
+                    Phase::Quiet { since, send_at } if now >= send_at || now < since => {
+                        let send_at = self.quiet_until(since);
+                        if now >= send_at || now < since {
+                            self.start(&mut fx);
+                        } else {
+                            self.phase = Phase::Quiet { since, send_at };
+                        }
+                    }
+                    _ => {}
                 }
-                _ => {}
-            },
+            }
             Event::Demand(until) => {
                 let satisfied = self.token.as_ref().is_some_and(|t| !t.rejected && t.expires_at >= until);
                 if !satisfied && matches!(self.phase, Phase::Empty | Phase::Valid { .. }) {
@@ -252,23 +359,58 @@ impl Machine {
                     }
                 }
             }
-            Event::Force => {
+            Event::Force(waiter) => {
+                // Answered when the request it starts (or joins) finishes, or at once when no
+                // request can be made.
+                self.waiters.push(waiter);
                 if !matches!(self.phase, Phase::Refreshing(_) | Phase::Quiet { .. }) {
                     self.refresh(now, &mut fx);
-                    if fx.request.is_none() {
-                        fx.finished = self.blocked_error().map(Err);
+                    if fx.request.is_none()
+                        && let Some(error) = self.blocked_error()
+                    {
+                        fx.reply_all(self.waiters.drain(..), &Err(error));
                     }
                 }
             }
-            Event::Exchange => {
-                debug_assert!(
-                    !matches!(self.phase, Phase::Refreshing(_)),
-                    "the actor queues exchanges behind requests"
-                );
-                self.phase = Phase::Refreshing(RequestKind::CodeExchange);
-                self.upstream_requests += 1;
-                fx.request = Some(RequestKind::CodeExchange);
+            Event::LoginStarted { id, verifier, waiter } => {
+                // The actor closes the listener of a login it replaces before it opens the new
+                // one (they share the port), so only the waiters are left to tell.
+                if let Some(old) = self.login.take() {
+                    fx.reply_all(old.waiters, &Err(self.login_error(SUPERSEDED.into())));
+                }
+                let until = crate::limits::after(now, self.tuning.login_timeout);
+                self.login = Some(Login { id, until, verifier, waiters: vec![waiter] });
             }
+            Event::Code { login, code, waiter } => match self.login.take() {
+                Some(pending) if pending.id == login => {
+                    fx.close_listener = true;
+                    let mut waiters = pending.waiters;
+                    waiters.push(waiter);
+                    let exchange = Exchange { code, verifier: pending.verifier, until: pending.until, waiters };
+                    if matches!(self.phase, Phase::Refreshing(_)) {
+                        if let Some(old) = self.queued.replace(exchange) {
+                            fx.reply_all(old.waiters, &Err(self.login_error(SUPERSEDED.into())));
+                        }
+                    } else {
+                        self.exchange(exchange, &mut fx);
+                    }
+                }
+                other => {
+                    self.login = other;
+                    let message = format!(
+                        "this login is no longer pending (it timed out or a newer one replaced it); run `tokenctl login {}` again",
+                        self.name
+                    );
+                    fx.reply_all([waiter], &Err(self.login_error(message)));
+                }
+            },
+            Event::LoginRefused { login, message, waiter } => {
+                if self.login.as_ref().is_some_and(|pending| pending.id == login) {
+                    fx.reply_all(waiter, &Err(self.login_error(message.clone())));
+                    self.end_login(message, &mut fx);
+                }
+            }
+            Event::CancelLogin(reason) => self.end_login(reason, &mut fx),
             Event::Obtained(set) => {
                 if let Some(rotated) = set.refresh_token.clone().filter(|_| self.grant == Grant::AuthorizationCode) {
                     self.refresh_token = Some(rotated);
@@ -281,7 +423,7 @@ impl Machine {
                 self.failing_since = None;
                 self.rest(now, jitter);
                 fx.persist = true;
-                fx.finished = Some(Ok(()));
+                self.finish(Ok(()), &mut fx);
             }
             Event::Failed(mut error) => {
                 if let Some(rotated) =
@@ -297,10 +439,10 @@ impl Machine {
                 let failure = error.to_failure(now);
                 // Whatever happened, the refresh is over; a token still valid is served again.
                 self.withheld = false;
-                fx.finished =
-                    Some(Err(Error::Upstream { profile: self.name.clone(), failure: Box::new(failure.clone()) }));
+                let mut outcome =
+                    Err(Error::Upstream { profile: self.name.clone(), failure: Box::new(failure.clone()) });
                 if kind == RequestKind::CodeExchange {
-                    // A failed login leaves the profile as it was; the login waiter is told.
+                    // A failed login leaves the profile as it was; the login's waiters are told.
                     self.rest(now, jitter);
                 } else if !error.is_permanent() {
                     self.attempts += 1;
@@ -331,13 +473,14 @@ impl Machine {
                     self.failing_since.get_or_insert(now);
                     self.last_error = Some(failure);
                     fx.persist = true;
-                    fx.finished = Some(Err(Error::LoginNeeded { profile: self.name.clone(), reason: reason.clone() }));
+                    outcome = Err(Error::LoginNeeded { profile: self.name.clone(), reason: reason.clone() });
                     fx.login_needed = Some(reason);
                 } else {
                     self.phase = Phase::Failed;
                     self.failing_since.get_or_insert(now);
                     self.last_error = Some(failure);
                 }
+                self.finish(outcome, &mut fx);
             }
             Event::LoggedOut => {
                 self.token = None;
@@ -352,15 +495,63 @@ impl Machine {
                     Grant::AuthorizationCode => Phase::NeedsLogin { reason: "logged out".into() },
                 };
                 fx.persist = true;
+                self.end_login("logged out".into(), &mut fx);
+                if let Some(queued) = self.queued.take() {
+                    fx.reply_all(queued.waiters, &Err(self.login_error("logged out".into())));
+                }
+                // Waiting for a quiet window that will not end in a request now.
+                let outcome = self.blocked_error().map_or(Ok(()), Err);
+                fx.reply_all(self.waiters.drain(..), &outcome);
+            }
+            Event::Stop(reason) => {
+                self.end_login(reason.clone(), &mut fx);
+                let error = Err(self.login_error(reason));
+                for exchange in [self.exchanging.take(), self.queued.take()].into_iter().flatten() {
+                    fx.reply_all(exchange.waiters, &error);
+                }
             }
         }
+        if !matches!(self.phase, Phase::Refreshing(_))
+            && let Some(queued) = self.queued.take()
+        {
+            self.exchange(queued, &mut fx);
+        }
         fx
+    }
+
+    /// Starts exchanging a login's code.
+    fn exchange(&mut self, exchange: Exchange<W>, fx: &mut Effects<W>) {
+        debug_assert!(!matches!(self.phase, Phase::Refreshing(_)), "one request at a time");
+        self.exchanging = Some(exchange);
+        self.phase = Phase::Refreshing(RequestKind::CodeExchange);
+        self.upstream_requests += 1;
+        fx.request = Some(RequestKind::CodeExchange);
+    }
+
+    /// The request in flight ended with `outcome`: its waiters are told.
+    fn finish(&mut self, outcome: Result<(), Error>, fx: &mut Effects<W>) {
+        if let Some(exchange) = self.exchanging.take() {
+            fx.reply_all(exchange.waiters, &outcome);
+        }
+        fx.reply_all(self.waiters.drain(..), &outcome);
+    }
+
+    /// Ends the pending login, if any, telling its waiters `why`.
+    fn end_login(&mut self, why: String, fx: &mut Effects<W>) {
+        if let Some(login) = self.login.take() {
+            fx.close_listener = true;
+            fx.reply_all(login.waiters, &Err(self.login_error(why)));
+        }
+    }
+
+    fn login_error(&self, message: String) -> Error {
+        Error::Login { profile: self.name.clone(), message }
     }
 
     /// Refreshes a token that clients may hold: through a quiet window if the profile has one
     /// and the token is still usable, at once otherwise. The window is only entered here; it is
     /// left by a later [`Event::Due`] (see the module docs for why).
-    fn refresh(&mut self, now: SystemTime, fx: &mut Effects) {
+    fn refresh(&mut self, now: SystemTime, fx: &mut Effects<W>) {
         let can_request = self.grant == Grant::ClientCredentials || self.refresh_token.is_some();
         let window = self
             .token
@@ -386,7 +577,7 @@ impl Machine {
     }
 
     /// Starts a request if one can be made; otherwise the profile needs a login.
-    fn start(&mut self, fx: &mut Effects) {
+    fn start(&mut self, fx: &mut Effects<W>) {
         let kind = match (self.grant, &self.refresh_token) {
             (Grant::ClientCredentials, _) => RequestKind::ClientCredentials,
             (Grant::AuthorizationCode, Some(_)) => RequestKind::RefreshToken,
@@ -428,14 +619,36 @@ impl Machine {
         self.handed_out = at;
     }
 
-    /// When the actor should send [`Event::Due`] next.
+    /// When the actor should send [`Event::Due`] next: the next request, or the end of the
+    /// pending login, whichever comes first.
     pub fn deadline(&self) -> Option<SystemTime> {
+        let login = self.login.as_ref().map(|login| login.until);
+        match (self.next_request(), login) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When the next request is due to be sent, if one is scheduled.
+    pub fn next_request(&self) -> Option<SystemTime> {
         match self.phase {
             Phase::Valid { refresh_at } => Some(refresh_at),
             Phase::Quiet { send_at, .. } => Some(send_at),
             Phase::Backoff { retry_at } => Some(retry_at),
             _ => None,
         }
+    }
+
+    /// Until when a login is pending, if one is: waiting for the browser, or its code waiting
+    /// to be exchanged or being exchanged.
+    pub fn login_pending_until(&self) -> Option<SystemTime> {
+        let exchange = self.queued.as_ref().or(self.exchanging.as_ref()).map(|e| e.until);
+        self.login.as_ref().map(|login| login.until).or(exchange)
+    }
+
+    /// The code and verifier of the exchange in flight.
+    pub fn exchange_grant(&self) -> Option<(&Secret, &Secret)> {
+        self.exchanging.as_ref().map(|e| (&e.code, &e.verifier))
     }
 
     /// The current phase.
@@ -492,7 +705,7 @@ impl Machine {
     }
 
     /// Everything `tokenctl status` shows.
-    pub fn status(&self, now: SystemTime, login_pending_until: Option<SystemTime>) -> ProfileStatus {
+    pub fn status(&self, now: SystemTime) -> ProfileStatus {
         let state = match self.phase {
             Phase::Empty => ProfileState::Empty,
             Phase::Valid { .. } => ProfileState::Valid,
@@ -533,16 +746,19 @@ impl Machine {
                 expires_at: t.expires_at,
                 scope: t.scope.clone(),
             }),
-            next_refresh: self.deadline(),
+            next_refresh: self.next_request(),
             has_refresh_token: self.refresh_token.is_some(),
             last_error: self.last_error.clone(),
             failing_since: self.failing_since,
             action,
             upstream_requests: self.upstream_requests,
-            login_pending_until,
+            login_pending_until: self.login_pending_until(),
         }
     }
 }
+
+/// What the waiters of a login or a queued code exchange that a newer one replaced are told.
+pub const SUPERSEDED: &str = "a newer login for this profile replaced this one";
 
 fn unknown_failure(at: SystemTime) -> Failure {
     Failure { at, status: None, error: None, description: None, message: "unknown failure".into(), transient: true }

@@ -168,12 +168,17 @@ async fn handle(daemon: &Arc<Daemon>, conn: &mut Conn, request: Request) -> Resu
             return Ok(());
         }
         Request::Login { profile } => return Box::pin(login(daemon, conn, &profile)).await,
-        Request::LoginRedirect { profile, url } => match Box::pin(daemon.logins.paste(&profile, url)).await {
-            Ok(()) => Response::LoginDone { profile },
-            Err(e) => Response::Error(e),
-        },
+        Request::LoginRedirect { profile, url } => {
+            let pasted = with_profile(daemon, &profile, |h| {
+                let url = url.clone();
+                async move { h.paste(url).await }
+            });
+            match Box::pin(pasted).await {
+                Ok(()) => Response::LoginDone { profile },
+                Err(e) => Response::Error(e),
+            }
+        }
         Request::Logout { profile } => {
-            Box::pin(daemon.logins.cancel(&profile, "logged out")).await;
             match Box::pin(with_profile(daemon, &profile, |h| async move { h.logout().await })).await {
                 Ok(report) => Response::LoggedOut(report),
                 Err(e) => Response::Error(e),
@@ -232,19 +237,14 @@ async fn write_token(conn: &mut Conn, served: Result<Served, Error>) -> Result<(
 /// `tokenctl login`: the URL first, then the outcome, on the same connection. If the client
 /// goes away, the login stays pending: the browser can still complete it.
 async fn login(daemon: &Arc<Daemon>, conn: &mut Conn, name: &str) -> Result<(), ConnError> {
-    let handle = match daemon.profile(name) {
-        Ok(handle) => handle,
-        Err(e) => return conn.write(&Response::Error(e)).await,
-    };
-    let started = match daemon.logins.start(handle).await {
+    let started = match with_profile(daemon, name, |h| async move { h.login().await }).await {
         Ok(started) => started,
         Err(e) => return conn.write(&Response::Error(e)).await,
     };
     conn.write(&Response::LoginUrl { profile: name.to_owned(), url: started.url, expires_at: started.expires_at })
         .await?;
-    let mut outcome = started.outcome;
     let result = tokio::select! {
-        result = outcome.wait_for(Option::is_some) => result.map(|r| r.clone()),
+        result = started.outcome => result,
         closed = conn.read::<Request>() => {
             // Anything from the client while it waits means it went away.
             tracing::debug!("the client left while its login was pending: {closed:?}");
@@ -252,11 +252,9 @@ async fn login(daemon: &Arc<Daemon>, conn: &mut Conn, name: &str) -> Result<(), 
         }
     };
     let response = match result {
-        Ok(Some(Ok(()))) => Response::LoginDone { profile: name.to_owned() },
-        Ok(Some(Err(e))) => Response::Error(e),
-        Ok(None) | Err(_) => {
-            Response::Error(Error::Login { profile: name.to_owned(), message: "the login was abandoned".into() })
-        }
+        Ok(Ok(())) => Response::LoginDone { profile: name.to_owned() },
+        Ok(Err(e)) => Response::Error(e),
+        Err(_) => Response::Error(Error::Login { profile: name.to_owned(), message: "the login was abandoned".into() }),
     };
     conn.write(&response).await
 }
