@@ -63,18 +63,12 @@ impl Daemon {
     pub fn start(config: Config, store: Store, http: Http) -> Arc<Daemon> {
         let notifier = Notifier::new(config.daemon.notify_command.clone());
         let (login_needed_tx, login_needed_rx) = mpsc::unbounded_channel();
-        let shared = Shared {
-            http,
-            store,
-            clock: ClockChanges::start(),
-            login_needed: login_needed_tx,
-            upstream: Arc::new(tokio::sync::Semaphore::new(actor::UPSTREAM_CONCURRENCY)),
-        };
+        let shared = Shared { http, store, clock: ClockChanges::start(), login_needed: login_needed_tx };
         let cache = Cache::new(shared.store.dir());
         let mut profiles = Profiles::new();
         let mut watchers = Vec::new();
         for (name, spec) in &config.profiles {
-            let start = endpoints::start(spec, &cache, |profile| {
+            let start = endpoints::start(spec, &cache, &shared.http, |profile| {
                 let restored = restore(&shared.store, &profile);
                 actor::spawn(profile, restored, shared.clone())
             });
@@ -182,7 +176,8 @@ impl Daemon {
                     let (shared, cache, spec) = (self.shared.clone(), self.cache.clone(), profile.clone());
                     // Reads the cache and the saved tokens.
                     let started = tokio::task::spawn_blocking(move || {
-                        endpoints::start(&spec, &cache, |profile| {
+                        let http = shared.http.clone();
+                        endpoints::start(&spec, &cache, &http, |profile| {
                             let restored = restore(&shared.store, &profile);
                             actor::spawn(profile, restored, shared)
                         })

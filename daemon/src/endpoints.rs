@@ -177,6 +177,7 @@ pub(crate) struct Start {
 pub(crate) fn start(
     spec: &Arc<Profile>,
     cache: &Cache,
+    http: &Http,
     spawn: impl FnOnce(Arc<Profile>) -> Arc<ProfileHandle>,
 ) -> Start {
     if !spec.wants_discovery() {
@@ -199,7 +200,7 @@ pub(crate) fn start(
         None => Duration::ZERO,
     };
     let (handle, pending) = if profile.needs_discovery() {
-        let (handle, pending) = Pending::new(spec.clone());
+        let (handle, pending) = Pending::new(spec.clone(), http.clone());
         (handle, Some(pending))
     } else {
         (spawn(profile), None)
@@ -361,9 +362,9 @@ struct Pending {
 }
 
 impl Pending {
-    fn new(spec: Arc<Profile>) -> (Arc<ProfileHandle>, Pending) {
+    fn new(spec: Arc<Profile>, http: Http) -> (Arc<ProfileHandle>, Pending) {
         let initial = status_snapshot(&spec, ProfileState::Refreshing, None, None, None, None);
-        let (handle, snapshot, commands) = ProfileHandle::detached(spec.clone(), initial);
+        let (handle, snapshot, commands) = ProfileHandle::detached(spec.clone(), http, initial);
         (handle, Pending { spec, snapshot, commands, failing_since: None, last: None, retry_at: None })
     }
 

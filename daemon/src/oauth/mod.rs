@@ -16,6 +16,7 @@ pub mod revoke;
 pub mod token;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::HeaderMap;
@@ -25,10 +26,16 @@ use zeroize::Zeroizing;
 /// The largest response body read from an OAuth server.
 pub const MAX_BODY: usize = 1024 * 1024;
 
-/// The HTTP client shared by all profiles.
+/// How many requests to OAuth servers may be in flight at once across all profiles.
+pub const UPSTREAM_CONCURRENCY: usize = 16;
+
+/// The HTTP client shared by all profiles, with the cap on requests in flight.
 #[derive(Clone, Debug)]
 pub struct Http {
     client: reqwest::Client,
+    /// Bounds the requests in flight across all profiles, so that a daemon with many profiles
+    /// does not send them all at once (at start, or after the network returns).
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl Http {
@@ -46,11 +53,17 @@ impl Http {
             .pool_max_idle_per_host(2)
             .build()
             .map_err(|e| format!("cannot set up the HTTP client: {}", root_cause(&e)))?;
-        Ok(Http { client })
+        Ok(Http { client, permits: Arc::new(tokio::sync::Semaphore::new(UPSTREAM_CONCURRENCY)) })
     }
 
     pub(crate) fn client(&self) -> &reqwest::Client {
         &self.client
+    }
+
+    /// Waits for a turn under the cap on requests in flight; the turn lasts until the permit
+    /// is dropped. Token requests and info requests take one.
+    pub(crate) async fn permit(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.permits.acquire().await.expect("the upstream semaphore is never closed")
     }
 }
 

@@ -43,13 +43,7 @@ pub struct Shared {
     pub clock: ClockChanges,
     /// Where to report that a profile needs a login: `(profile, reason)`.
     pub login_needed: mpsc::UnboundedSender<(String, String)>,
-    /// Bounds the token requests in flight across all profiles, so that a daemon with many
-    /// profiles does not send them all at once (at start, or after the network returns).
-    pub upstream: Arc<tokio::sync::Semaphore>,
 }
-
-/// How many token requests may be in flight at once across all profiles.
-pub const UPSTREAM_CONCURRENCY: usize = 16;
 
 /// Starts the actor of `profile` with the tokens restored from disk and returns its handle.
 pub fn spawn(profile: Arc<Profile>, restored: Restored, shared: Shared) -> Arc<ProfileHandle> {
@@ -68,6 +62,7 @@ pub fn spawn(profile: Arc<Profile>, restored: Restored, shared: Shared) -> Arc<P
     let handed_out = Arc::new(HandedOut::default());
     let initial = snapshot(&profile, &machine);
     let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(initial));
+    let http = shared.http.clone();
     let actor = Actor {
         profile: profile.clone(),
         machine,
@@ -84,6 +79,7 @@ pub fn spawn(profile: Arc<Profile>, restored: Restored, shared: Shared) -> Arc<P
     let task = tokio::spawn(supervise(profile.name.clone(), run, snapshot_tx, died.clone()));
     Arc::new(ProfileHandle {
         config: profile,
+        http,
         snapshot: snapshot_rx,
         commands: commands_tx,
         demand,
@@ -378,7 +374,6 @@ impl Actor {
     fn request(&mut self, kind: RequestKind) -> InFlight {
         let http = self.shared.http.clone();
         let profile = self.profile.clone();
-        let upstream = self.shared.upstream.clone();
         let grant = match kind {
             RequestKind::ClientCredentials => Grant::ClientCredentials,
             RequestKind::RefreshToken => Grant::RefreshToken(
@@ -390,7 +385,7 @@ impl Actor {
             }
         };
         Box::pin(async move {
-            let _permit = upstream.acquire().await.expect("the upstream semaphore is never closed");
+            let _permit = http.permit().await;
             let grant = match &grant {
                 Grant::ClientCredentials => TokenGrant::ClientCredentials,
                 Grant::RefreshToken(refresh_token) => TokenGrant::RefreshToken(refresh_token),

@@ -1,5 +1,6 @@
 //! One profile: its token state machine, the actor task that drives it, and the handle the
-//! socket server uses to ask for tokens.
+//! socket server uses to ask for tokens (and for what the profile's info endpoint says, the
+//! one upstream request made on the serving side, under the same cap as the actor's).
 //!
 //! The split keeps the hot path cheap. The actor is the only writer: it owns the
 //! [`state::Machine`], makes the upstream requests one at a time, persists, and publishes an
@@ -31,6 +32,8 @@ use zeroize::Zeroizing;
 use crate::config::Profile;
 use crate::limits;
 use crate::login::Reply;
+use crate::oauth::Http;
+use crate::oauth::info::{self, InfoAnswer};
 
 /// What the actor publishes after every change: everything a request needs to be answered
 /// without asking the actor.
@@ -165,6 +168,8 @@ pub enum Gone {
 pub struct ProfileHandle {
     /// The profile's configuration.
     pub config: Arc<Profile>,
+    /// For the requests made on the serving side (the info endpoint's).
+    http: Http,
     snapshot: watch::Receiver<Arc<Snapshot>>,
     commands: mpsc::Sender<Command>,
     demand: Arc<Demand>,
@@ -185,12 +190,14 @@ impl ProfileHandle {
     /// that wait on it look the profile up again.
     pub(crate) fn detached(
         config: Arc<Profile>,
+        http: Http,
         initial: Snapshot,
     ) -> (Arc<ProfileHandle>, watch::Sender<Arc<Snapshot>>, mpsc::Receiver<Command>) {
         let (snapshot_tx, snapshot) = watch::channel(Arc::new(initial));
         let (commands, commands_rx) = mpsc::channel(64);
         let handle = ProfileHandle {
             config,
+            http,
             snapshot,
             commands,
             demand: Arc::new(Demand::default()),
@@ -253,6 +260,47 @@ impl ProfileHandle {
             Ok(Err(_)) => self.stopped().await,
             Ok(Ok(Err(e))) => Ok(Err(e)),
             Ok(Ok(Ok(()))) => self.token(Some(Duration::ZERO), deadline).await,
+        }
+    }
+
+    /// GETs the profile's info endpoint with its token (`tokenctl info`), under the cap on
+    /// requests in flight that token requests share. If the endpoint rejects the token (401),
+    /// the token is invalidated and the GET is made once more with a new one; the answer to
+    /// that one is returned whatever it is.
+    pub async fn info(&self, deadline: Instant) -> Result<Result<InfoAnswer, Error>, Gone> {
+        let name = &self.config.name;
+        let Some(url) = self.config.info_url() else {
+            return Ok(Err(Error::NotSupported {
+                profile: name.clone(),
+                message: "no info_url is configured for this profile; add one (for example the server's user or token-info endpoint)".into(),
+            }));
+        };
+        let mut served = match self.token(None, deadline).await? {
+            Ok(served) => served,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut retried = false;
+        loop {
+            let answer = {
+                let _permit = self.http.permit().await;
+                info::fetch(&self.http, url, &served.token().access_token).await
+            };
+            let answer = match answer {
+                Ok(answer) => answer,
+                Err(e) => {
+                    let failure = Box::new(e.to_failure(SystemTime::now()));
+                    return Ok(Err(Error::Upstream { profile: name.clone(), failure }));
+                }
+            };
+            if answer.status != 401 || retried {
+                return Ok(Ok(answer));
+            }
+            tracing::info!(profile = %name, "the info endpoint rejected the token; getting a new one");
+            retried = true;
+            served = match self.invalidate(Some(served.token().fingerprint), deadline).await? {
+                Ok(served) => served,
+                Err(e) => return Ok(Err(e)),
+            };
         }
     }
 

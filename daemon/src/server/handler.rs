@@ -18,7 +18,6 @@ use tokio::time::Instant;
 
 use super::connection::{ConnError, Connection};
 use crate::daemon::Daemon;
-use crate::endpoints::Host as _;
 use crate::profile::{Gone, ProfileHandle, Served, Snapshot};
 
 /// How long a new connection has to send its hello.
@@ -184,10 +183,12 @@ async fn handle(daemon: &Arc<Daemon>, conn: &mut Conn, request: Request) -> Resu
                 Err(e) => Response::Error(e),
             }
         }
-        Request::Info { profile } => match Box::pin(info(daemon, &profile, deadline)).await {
-            Ok(response) => response,
-            Err(e) => Response::Error(e),
-        },
+        Request::Info { profile } => {
+            match Box::pin(with_profile(daemon, &profile, |h| async move { h.info(deadline).await })).await {
+                Ok(answer) => Response::Info { profile, status: answer.status, body: answer.body },
+                Err(e) => Response::Error(e),
+            }
+        }
         Request::Watch { profile } => return Box::pin(watch(daemon, conn, profile)).await,
     };
     match conn.write(&response).await {
@@ -257,33 +258,6 @@ async fn login(daemon: &Arc<Daemon>, conn: &mut Conn, name: &str) -> Result<(), 
         Err(_) => Response::Error(Error::Login { profile: name.to_owned(), message: "the login was abandoned".into() }),
     };
     conn.write(&response).await
-}
-
-/// `tokenctl info`: GET the info endpoint with the token; on 401, invalidate and retry once.
-async fn info(daemon: &Daemon, name: &str, deadline: Instant) -> Result<Response, Error> {
-    let handle = daemon.profile(name)?;
-    let Some(url) = handle.config.info_url().cloned() else {
-        return Err(Error::NotSupported {
-            profile: name.to_owned(),
-            message: "no info_url is configured for this profile; add one (for example the server's user or token-info endpoint)".into(),
-        });
-    };
-    let http = daemon.http().clone();
-    let mut served = with_profile(daemon, name, |h| async move { h.token(None, deadline).await }).await?;
-    for attempt in 0..2 {
-        let answer = crate::oauth::info::fetch(&http, &url, &served.token().access_token).await.map_err(|e| {
-            Error::Upstream { profile: name.to_owned(), failure: Box::new(e.to_failure(SystemTime::now())) }
-        })?;
-        if answer.status == 401 && attempt == 0 {
-            tracing::info!(profile = %name, "the info endpoint rejected the token; getting a new one");
-            let rejected = served.token().fingerprint;
-            served =
-                with_profile(daemon, name, |h| async move { h.invalidate(Some(rejected), deadline).await }).await?;
-            continue;
-        }
-        return Ok(Response::Info { profile: name.to_owned(), status: answer.status, body: answer.body });
-    }
-    unreachable!("the loop returns on its second pass")
 }
 
 /// `tokenctl watch`: the current state of each watched profile, then every change, until the
