@@ -20,6 +20,11 @@
 //! | [`signals`], [`sdnotify`], [`logging`], [`harden`], [`fsperm`], [`notify`] | the process |
 //! | [`desktop`] | desktop notifications over the session bus, when no notify command is set |
 //!
+//! The modules form layers, and each uses only modules of lower layers (no import cycles;
+//! DEVELOPERS.md has the table, and a unit test checks it): the process modules and `limits`
+//! at the bottom, then `config`, `oauth`, `held`/`login`, `persist`, `profile`, `endpoints`,
+//! `daemon`, and `server`/`signals` on top.
+//!
 //! The flow: [`run`] hardens the process, loads the config, opens the state directory, binds
 //! the socket and starts one actor per profile. Each actor fetches or restores its token and
 //! schedules the next refresh; connections read tokens from the actors' published snapshots.
@@ -36,6 +41,8 @@ pub mod endpoints;
 pub mod fsperm;
 pub mod harden;
 pub mod held;
+#[cfg(test)]
+mod layers;
 pub mod limits;
 pub mod logging;
 pub mod login;
