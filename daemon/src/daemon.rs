@@ -11,7 +11,6 @@
 //! died counts as changed, so a reload restarts it.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -113,11 +112,6 @@ impl Daemon {
     /// A receiver that changes after every reload.
     pub fn versions(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
-    }
-
-    /// The config file in force.
-    pub async fn config_path(&self) -> PathBuf {
-        self.config.lock().await.path.clone()
     }
 
     /// Re-reads the config file and applies it, or changes nothing if it is invalid.

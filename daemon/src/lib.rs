@@ -32,28 +32,28 @@
 //! request in flight and persist it, and the socket is removed.
 
 pub mod cli;
-pub mod clock;
-pub mod config;
-pub mod daemon;
+mod clock;
+mod config;
+mod daemon;
 #[cfg(unix)]
-pub mod desktop;
-pub mod endpoints;
-pub mod fsperm;
-pub mod harden;
-pub mod held;
+mod desktop;
+mod endpoints;
+mod fsperm;
+mod harden;
+mod held;
 #[cfg(test)]
 mod layers;
-pub mod limits;
-pub mod logging;
-pub mod login;
-pub mod notify;
-pub mod oauth;
-pub mod persist;
-pub mod profile;
-pub mod sdnotify;
-pub mod seal;
+mod limits;
+mod logging;
+mod login;
+mod notify;
+mod oauth;
+mod persist;
+mod profile;
+mod sdnotify;
+mod seal;
 pub mod server;
-pub mod signals;
+mod signals;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -71,7 +71,7 @@ use crate::persist::Store;
 
 /// Exit status for an invalid config (sysexits' `EX_CONFIG`). The systemd unit does not
 /// restart on it: restarting cannot fix a config.
-pub const EXIT_CONFIG: u8 = 78;
+const EXIT_CONFIG: u8 = 78;
 
 /// Runs the daemon (or the config check) and returns its exit status.
 pub fn run(cli: Cli) -> ExitCode {

@@ -3,7 +3,7 @@
 //! at shutdown, and a one-line `STATUS=`. Outside systemd (no `NOTIFY_SOCKET`) these do
 //! nothing.
 
-pub use imp::{ready, reloading, status, stopping};
+pub use imp::{ready, reloading, stopping};
 
 #[cfg(unix)]
 mod imp {
@@ -27,11 +27,6 @@ mod imp {
         send(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
     }
 
-    /// Updates the one-line status shown by `systemctl status`.
-    pub fn status(text: &str) {
-        send(&[NotifyState::Status(text)]);
-    }
-
     fn send(states: &[NotifyState<'_>]) {
         if std::env::var_os("NOTIFY_SOCKET").is_none() {
             return;
@@ -48,5 +43,4 @@ mod imp {
     pub fn ready(_status: &str) {}
     pub fn reloading() {}
     pub fn stopping() {}
-    pub fn status(_text: &str) {}
 }

@@ -204,11 +204,6 @@ impl Profile {
         self.endpoint(|e| e.authorization.as_ref()).filter(|_| self.grant == Grant::AuthorizationCode)
     }
 
-    /// The RFC 8628 device authorization endpoint, when the issuer publishes one.
-    pub fn device_authorization_url(&self) -> Option<&Url> {
-        self.endpoint(|e| e.device_authorization.as_ref())
-    }
-
     /// The RFC 7009 revocation endpoint: configured, else discovered.
     pub fn revoke_url(&self) -> Option<&Url> {
         self.endpoint(|e| e.revocation.as_ref())

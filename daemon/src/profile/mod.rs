@@ -209,11 +209,6 @@ impl ProfileHandle {
         (Arc::new(handle), snapshot_tx, commands_rx)
     }
 
-    /// The latest snapshot.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.borrow().clone()
-    }
-
     /// A receiver of every new snapshot, for `watch`.
     pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.snapshot.clone()
