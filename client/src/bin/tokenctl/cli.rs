@@ -126,9 +126,11 @@ pub enum Command {
     },
     /// Log in to an authorization_code profile in the browser
     ///
-    /// tokend prints the authorization URL and opens your browser. Over SSH, or whenever the
-    /// browser cannot reach this machine, open the URL anywhere, then paste the address the
-    /// browser was finally sent to (it starts with the profile's redirect_uri) here.
+    /// tokend prints the authorization URL and opens your browser: $BROWSER if set (a
+    /// colon-separated list of commands with arguments, such as "firefox --new-window"; %s in
+    /// them stands for the URL, which is appended otherwise), else xdg-open. Over SSH, or
+    /// whenever the browser cannot reach this machine, open the URL anywhere, then paste the
+    /// address the browser was finally sent to (it starts with the profile's redirect_uri) here.
     Login {
         /// The profile
         profile: String,
