@@ -35,35 +35,55 @@ pub const MAX_INFO_BODY: usize = 32 * 1024;
 /// The longest `token_type` accepted.
 pub const MAX_TOKEN_TYPE_LEN: usize = 128;
 
+/// What is wrong with a token or a token type, said without showing it. It completes a phrase
+/// such as "an access token …".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unacceptable {
+    /// A token longer than [`MAX_TOKEN_LEN`].
+    #[error("of {0} bytes; tokend accepts at most {MAX_TOKEN_LEN}")]
+    TokenTooLong(usize),
+    /// A token that is empty, padding aside.
+    #[error("that is empty")]
+    Empty,
+    /// A token with a character outside RFC 6750's `b64token`.
+    #[error(
+        "containing {0}, which a bearer token cannot contain (RFC 6750 allows letters, digits, `-._~+/` and trailing `=`)"
+    )]
+    TokenCharacter(&'static str),
+    /// A token type that is empty or longer than [`MAX_TOKEN_TYPE_LEN`].
+    #[error("of {0} bytes; tokend accepts 1 to {MAX_TOKEN_TYPE_LEN}")]
+    TypeLength(usize),
+    /// A token type with a character a header cannot carry.
+    #[error("containing {0}, which an HTTP header cannot carry there")]
+    TypeCharacter(&'static str),
+}
+
 /// Checks a token from a server: at most [`MAX_TOKEN_LEN`] bytes of RFC 6750 `b64token`
 /// (letters, digits and `-._~+/`, then any `=` padding), the characters a bearer token may have
 /// in an `Authorization` header. The error says what is wrong without showing the token.
-pub fn check_token(token: &str) -> Result<(), String> {
+pub fn check_token(token: &str) -> Result<(), Unacceptable> {
     if token.len() > MAX_TOKEN_LEN {
-        return Err(format!("of {} bytes; tokend accepts at most {MAX_TOKEN_LEN}", token.len()));
+        return Err(Unacceptable::TokenTooLong(token.len()));
     }
     let body = token.trim_end_matches('=');
     if body.is_empty() {
-        return Err("that is empty".into());
+        return Err(Unacceptable::Empty);
     }
     match body.chars().find(|&c| !(c.is_ascii_alphanumeric() || "-._~+/".contains(c))) {
         None => Ok(()),
-        Some(c) => Err(format!(
-            "containing {}, which a bearer token cannot contain (RFC 6750 allows letters, digits, `-._~+/` and trailing `=`)",
-            describe(c)
-        )),
+        Some(c) => Err(Unacceptable::TokenCharacter(describe(c))),
     }
 }
 
 /// Checks a `token_type`: 1 to [`MAX_TOKEN_TYPE_LEN`] visible ASCII characters, as in
 /// `Bearer`, `DPoP` or a URI, since it starts the `Authorization` header.
-pub fn check_token_type(token_type: &str) -> Result<(), String> {
+pub fn check_token_type(token_type: &str) -> Result<(), Unacceptable> {
     if token_type.is_empty() || token_type.len() > MAX_TOKEN_TYPE_LEN {
-        return Err(format!("of {} bytes; tokend accepts 1 to {MAX_TOKEN_TYPE_LEN}", token_type.len()));
+        return Err(Unacceptable::TypeLength(token_type.len()));
     }
     match token_type.chars().find(|c| !c.is_ascii_graphic()) {
         None => Ok(()),
-        Some(c) => Err(format!("containing {}, which an HTTP header cannot carry there", describe(c))),
+        Some(c) => Err(Unacceptable::TypeCharacter(describe(c))),
     }
 }
 
@@ -113,11 +133,11 @@ mod tests {
             ("", "empty"),
             ("==", "empty"),
         ] {
-            let err = check_token(token).unwrap_err();
+            let err = check_token(token).unwrap_err().to_string();
             assert!(err.contains(why), "{token:?}: {err}");
             assert!(token.len() < 3 || !err.contains(token), "{err}");
         }
-        let err = check_token(&"a".repeat(70_000)).unwrap_err();
+        let err = check_token(&"a".repeat(70_000)).unwrap_err().to_string();
         assert!(err.contains("of 70000 bytes"), "{err}");
     }
 
@@ -125,7 +145,7 @@ mod tests {
     fn token_types_must_be_visible_ascii() {
         assert_eq!(check_token_type("DPoP"), Ok(()));
         assert_eq!(check_token_type("urn:ietf:params:oauth:token-type:jwt"), Ok(()));
-        assert!(check_token_type("Bearer\r\nX: y").unwrap_err().contains("a line break"));
+        assert!(check_token_type("Bearer\r\nX: y").unwrap_err().to_string().contains("a line break"));
         assert!(check_token_type("").is_err());
         assert!(check_token_type(&"x".repeat(200)).is_err());
     }

@@ -314,13 +314,14 @@ impl Config {
                 _ => format!("cannot read: {e}"),
             })
         })?;
-        crate::fsperm::refuse_if_others_could_have_written(&file, path, "config file").map_err(error)?;
+        crate::fsperm::refuse_if_others_could_have_written(&file, path, "config file")
+            .map_err(|e| error(e.to_string()))?;
         let mut text = String::new();
         file.read_to_string(&mut text).map_err(|e| error(format!("cannot read: {e}")))?;
         let config = Config::parse(path, &text)?;
         let inline = config.profiles.values().any(|p| matches!(p.client_secret_source, SecretSource::Inline(_)));
         if inline {
-            crate::fsperm::refuse_inline_secret_in_shared_file(&file, path).map_err(error)?;
+            crate::fsperm::refuse_inline_secret_in_shared_file(&file, path).map_err(|e| error(e.to_string()))?;
         }
         Ok(config)
     }
@@ -437,7 +438,8 @@ impl RawDaemon {
                 ));
             }
             (Some(file), None) => Some(KeySource::File(
-                source::expand_path(file.get_ref(), base).map_err(|m| (KeyRef::at("encryption_key_file", &file), m))?,
+                source::expand_path(file.get_ref(), base)
+                    .map_err(|e| (KeyRef::at("encryption_key_file", &file), e.to_string()))?,
             )),
             (None, Some(name)) => Some(KeySource::Credential(name.into_inner().0)),
             (None, None) => None,
@@ -542,7 +544,7 @@ impl RawProfile {
             SecretSource::Inline(Secret::new(s.into_inner()))
         } else if let Some(p) = self.client_secret_file {
             let key = KeyRef::at("client_secret_file", &p);
-            let path = source::expand_path(p.get_ref(), base).map_err(|m| (key, m))?;
+            let path = source::expand_path(p.get_ref(), base).map_err(|e| (key, e.to_string()))?;
             SecretSource::File(path)
         } else if let Some(v) = self.client_secret_env {
             SecretSource::Env(v.into_inner())
@@ -558,7 +560,7 @@ impl RawProfile {
             SecretSource::Env(_) => KeyRef::key("client_secret_env"),
             SecretSource::Command { .. } => KeyRef::key("client_secret_command"),
         };
-        let client_secret = source.resolve().map_err(|m| (secret_key, m))?;
+        let client_secret = source.resolve().map_err(|e| (secret_key, e.to_string()))?;
 
         if grant == Grant::ClientCredentials && client_secret.is_none() {
             return Err((

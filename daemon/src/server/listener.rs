@@ -106,7 +106,7 @@ mod platform {
 
     pub fn prepare(endpoint: &Endpoint) -> Result<(), BindError> {
         if let Some(dir) = endpoint.directory() {
-            crate::fsperm::ensure_private_dir(dir, "socket directory").map_err(|m| other(endpoint, m))?;
+            crate::fsperm::ensure_private_dir(dir, "socket directory").map_err(|e| other(endpoint, e.to_string()))?;
         }
         let path = endpoint.path();
         let meta = match std::fs::symlink_metadata(path) {
