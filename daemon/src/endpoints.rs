@@ -72,6 +72,23 @@ pub struct Cache {
     dir: PathBuf,
 }
 
+/// Why a cached metadata document cannot be used. Each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// Reading it failed.
+    #[error("cannot read {}: {source}", .path.display())]
+    Read { path: PathBuf, source: io::Error },
+    /// It does not parse.
+    #[error("{} is damaged: {why}", .path.display())]
+    Damaged { path: PathBuf, why: String },
+    /// Another format or version.
+    #[error("{} is not a discovery cache this tokend reads", .path.display())]
+    OtherFormat { path: PathBuf },
+    /// What it holds no longer passes the checks.
+    #[error("{}: {source}", .path.display())]
+    Refused { path: PathBuf, source: discovery::BadMetadata },
+}
+
 /// Metadata read back from the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cached {
@@ -122,23 +139,24 @@ impl Cache {
 
     /// The cached metadata of `issuer`, checked as if it had just been fetched. A missing file
     /// is `Ok(None)`.
-    pub fn load(&self, issuer: &str) -> Result<Option<Cached>, String> {
+    pub fn load(&self, issuer: &str) -> Result<Option<Cached>, CacheError> {
         let path = self.path_of(issuer);
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+            Err(source) => return Err(CacheError::Read { path, source }),
         };
-        let file: CacheFile =
-            serde_json::from_slice(&bytes).map_err(|e| format!("{} is damaged: {e}", path.display()))?;
+        let file: CacheFile = serde_json::from_slice(&bytes)
+            .map_err(|e| CacheError::Damaged { path: path.clone(), why: e.to_string() })?;
         if file.format != FORMAT_NAME || file.version != FORMAT_VERSION {
-            return Err(format!("{} is not a discovery cache this tokend reads", path.display()));
+            return Err(CacheError::OtherFormat { path });
         }
         if file.issuer != issuer {
             return Ok(None);
         }
-        let metadata = discovery::check(&file.document, issuer).map_err(|e| format!("{}: {e}", path.display()))?;
-        let url = Url::parse(&file.url).map_err(|e| format!("{} is damaged: {e}", path.display()))?;
+        let metadata = discovery::check(&file.document, issuer)
+            .map_err(|source| CacheError::Refused { path: path.clone(), source })?;
+        let url = Url::parse(&file.url).map_err(|e| CacheError::Damaged { path: path.clone(), why: e.to_string() })?;
         Ok(Some(Cached { metadata, url, fetched_at: UNIX_EPOCH + Duration::from_millis(file.fetched_at_ms) }))
     }
 
@@ -651,9 +669,9 @@ mod tests {
         let path = cache.path_of("https://as.example");
         let text = std::fs::read_to_string(&path).unwrap().replace("https://as.example/token", "http://evil.example/t");
         std::fs::write(&path, text).unwrap();
-        assert!(cache.load("https://as.example").unwrap_err().contains("plain http"));
+        assert!(cache.load("https://as.example").unwrap_err().to_string().contains("plain http"));
         std::fs::write(&path, b"{\"format\":").unwrap();
-        assert!(cache.load("https://as.example").unwrap_err().contains("damaged"));
+        assert!(cache.load("https://as.example").unwrap_err().to_string().contains("damaged"));
     }
 
     #[test]

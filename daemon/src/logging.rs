@@ -30,8 +30,16 @@ struct Logging {
 static LOGGING: OnceLock<Logging> = OnceLock::new();
 
 /// Checks a filter given on the command line.
-pub fn parse_filter(level: &str) -> Result<(), String> {
-    EnvFilter::try_new(level).map(|_| ()).map_err(|e| format!("invalid log level {level:?}: {e}"))
+pub fn parse_filter(level: &str) -> Result<(), BadLevel> {
+    EnvFilter::try_new(level).map(|_| ()).map_err(|e| BadLevel { level: level.to_owned(), why: e.to_string() })
+}
+
+/// A log level or filter that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid log level {level:?}: {why}")]
+pub struct BadLevel {
+    level: String,
+    why: String,
 }
 
 /// Installs the global subscriber.

@@ -516,7 +516,7 @@ const RESERVED_AUTHORIZE_PARAMS: &[&str] =
 
 impl RawProfile {
     fn check(self, name: &str, base: &Path) -> Result<Profile, (KeyRef, String)> {
-        value::check_profile_name(name).map_err(|m| (KeyRef { name: None, line: None }, m))?;
+        value::check_profile_name(name).map_err(|e| (KeyRef { name: None, line: None }, e.to_string()))?;
         let grant = self.grant.0;
 
         let sources = [

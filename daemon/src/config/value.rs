@@ -199,23 +199,43 @@ impl<'de> Deserialize<'de> for IssuerUrl {
     }
 }
 
+/// Why an endpoint URL is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadEndpoint {
+    /// Not a URL.
+    #[error("invalid URL {0:?}: {1}")]
+    Invalid(String, url::ParseError),
+    /// It has a fragment.
+    #[error("{0:?} has a #fragment, which an endpoint URL must not have")]
+    Fragment(String),
+    /// It has a user name or password.
+    #[error("{0:?} carries credentials, which an endpoint URL must not")]
+    Credentials(String),
+    /// Plain http to another machine.
+    #[error(
+        "{0:?} uses plain http; tokens may only travel over https (http is allowed only for 127.0.0.1, ::1 and localhost)"
+    )]
+    PlainHttp(String),
+    /// Some other scheme.
+    #[error("{0:?} is not an https URL")]
+    NotHttps(String),
+}
+
 /// Checks an endpoint URL by the rules [`EndpointUrl`] applies to the config file, for URLs that
 /// come from elsewhere (a server's metadata).
-pub fn check_endpoint(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text.trim()).map_err(|e| format!("invalid URL {text:?}: {e}"))?;
+pub fn check_endpoint(text: &str) -> Result<Url, BadEndpoint> {
+    let url = Url::parse(text.trim()).map_err(|e| BadEndpoint::Invalid(text.to_owned(), e))?;
     if url.fragment().is_some() {
-        return Err(format!("{text:?} has a #fragment, which an endpoint URL must not have"));
+        return Err(BadEndpoint::Fragment(text.to_owned()));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!("{text:?} carries credentials, which an endpoint URL must not"));
+        return Err(BadEndpoint::Credentials(text.to_owned()));
     }
     match url.scheme() {
         "https" if url.host().is_some() => Ok(url),
         "http" if is_loopback(url.host()) => Ok(url),
-        "http" => Err(format!(
-            "{text:?} uses plain http; tokens may only travel over https (http is allowed only for 127.0.0.1, ::1 and localhost)"
-        )),
-        _ => Err(format!("{text:?} is not an https URL")),
+        "http" => Err(BadEndpoint::PlainHttp(text.to_owned())),
+        _ => Err(BadEndpoint::NotHttps(text.to_owned())),
     }
 }
 
@@ -246,16 +266,15 @@ impl<'de> Deserialize<'de> for LoopbackUrl {
 }
 
 /// Profile names become file names and command-line arguments, so they are kept plain.
-pub fn check_profile_name(name: &str) -> Result<(), String> {
+pub fn check_profile_name(name: &str) -> Result<(), BadProfileName> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid profile name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit"
-        ))
-    }
+    if ok { Ok(()) } else { Err(BadProfileName(name.to_owned())) }
 }
+
+/// A profile name that is not plain enough.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid profile name {0:?}: use 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit")]
+pub struct BadProfileName(String);

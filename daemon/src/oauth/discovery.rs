@@ -158,22 +158,41 @@ async fn fetch(http: &Http, url: &Url, issuer: &str) -> Result<Found, Attempt> {
         Ok(_) => return Err(Attempt::Unusable("the answer is JSON but not an object".into())),
         Err(_) => return Err(Attempt::Unusable("the answer is not JSON".into())),
     };
-    let metadata = check(&document, issuer).map_err(Attempt::Unusable)?;
+    let metadata = check(&document, issuer).map_err(|e| Attempt::Unusable(e.to_string()))?;
     Ok(Found { metadata, document, url: url.clone() })
 }
 
+/// Why a metadata document is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadMetadata {
+    /// It names another issuer (shown sanitized).
+    #[error(
+        "the metadata names issuer {named:?}, not {issuer:?}, so it is refused (RFC 8414 §3.3); if the server's issuer really is {named:?}, set `issuer` to exactly that"
+    )]
+    OtherIssuer { named: String, issuer: String },
+    /// Its `issuer` is not a string.
+    #[error("the metadata's `issuer` is not a string")]
+    IssuerNotString,
+    /// It has no `issuer`.
+    #[error("the metadata has no `issuer`")]
+    NoIssuer,
+    /// An endpoint breaks the rules (the reason sanitized).
+    #[error("the metadata's `{field}` is refused: {why}")]
+    Endpoint { field: &'static str, why: String },
+    /// An endpoint is not a string.
+    #[error("the metadata's `{0}` is not a string")]
+    EndpointNotString(&'static str),
+}
+
 /// Checks a metadata document against the configured `issuer` and the endpoint rules.
-pub fn check(document: &serde_json::Map<String, serde_json::Value>, issuer: &str) -> Result<Metadata, String> {
+pub fn check(document: &serde_json::Map<String, serde_json::Value>, issuer: &str) -> Result<Metadata, BadMetadata> {
     match document.get("issuer") {
         Some(serde_json::Value::String(named)) if named == issuer => {}
         Some(serde_json::Value::String(named)) => {
-            return Err(format!(
-                "the metadata names issuer {:?}, not {issuer:?}, so it is refused (RFC 8414 §3.3); if the server's issuer really is {0:?}, set `issuer` to exactly that",
-                sanitize(named)
-            ));
+            return Err(BadMetadata::OtherIssuer { named: sanitize(named), issuer: issuer.to_owned() });
         }
-        Some(_) => return Err("the metadata's `issuer` is not a string".into()),
-        None => return Err("the metadata has no `issuer`".into()),
+        Some(_) => return Err(BadMetadata::IssuerNotString),
+        None => return Err(BadMetadata::NoIssuer),
     }
     let mut endpoints = Endpoints::default();
     for (field, slot) in FIELDS {
@@ -181,10 +200,10 @@ pub fn check(document: &serde_json::Map<String, serde_json::Value>, issuer: &str
             None | Some(serde_json::Value::Null) => {}
             Some(serde_json::Value::String(text)) => {
                 let url = check_endpoint(text)
-                    .map_err(|why| format!("the metadata's `{field}` is refused: {}", sanitize(&why)))?;
+                    .map_err(|why| BadMetadata::Endpoint { field: *field, why: sanitize(&why.to_string()) })?;
                 *slot(&mut endpoints) = Some(url);
             }
-            Some(_) => return Err(format!("the metadata's `{field}` is not a string")),
+            Some(_) => return Err(BadMetadata::EndpointNotString(*field)),
         }
     }
     Ok(Metadata { issuer: issuer.to_owned(), endpoints })
@@ -245,10 +264,13 @@ mod tests {
     #[test]
     fn another_issuer_is_refused_even_if_it_differs_only_by_a_slash() {
         for named in ["https://evil.example", "https://as.example/"] {
-            let err = check(&doc(serde_json::json!({ "issuer": named })), "https://as.example").unwrap_err();
+            let err =
+                check(&doc(serde_json::json!({ "issuer": named })), "https://as.example").unwrap_err().to_string();
             assert!(err.contains("RFC 8414 §3.3"), "{err}");
         }
-        let err = check(&doc(serde_json::json!({ "token_endpoint": "https://x" })), "https://as.example").unwrap_err();
+        let err = check(&doc(serde_json::json!({ "token_endpoint": "https://x" })), "https://as.example")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no `issuer`"), "{err}");
     }
 
@@ -264,7 +286,8 @@ mod tests {
                 &doc(serde_json::json!({ "issuer": "https://as.example", "token_endpoint": bad })),
                 "https://as.example",
             )
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
             assert!(err.contains("token_endpoint") && err.contains(why), "{bad}: {err}");
         }
         let ok = check(
@@ -284,7 +307,7 @@ mod tests {
             assert!(check(&doc(value.clone()), "https://as.example").is_err(), "{value}");
         }
         let text = "\u{1b}[31m".repeat(200);
-        let err = check(&doc(serde_json::json!({ "issuer": text })), "https://as.example").unwrap_err();
+        let err = check(&doc(serde_json::json!({ "issuer": text })), "https://as.example").unwrap_err().to_string();
         assert!(!err.contains('\u{1b}'), "server text is sanitized");
     }
 }

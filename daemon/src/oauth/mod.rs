@@ -40,7 +40,7 @@ pub struct Http {
 
 impl Http {
     /// A client whose requests give up after `timeout`.
-    pub fn new(timeout: Duration) -> Result<Http, String> {
+    pub fn new(timeout: Duration) -> Result<Http, SetupError> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("tokend/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
@@ -52,7 +52,7 @@ impl Http {
             .pool_idle_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(2)
             .build()
-            .map_err(|e| format!("cannot set up the HTTP client: {}", root_cause(&e)))?;
+            .map_err(|e| SetupError(root_cause(&e)))?;
         Ok(Http { client, permits: Arc::new(tokio::sync::Semaphore::new(UPSTREAM_CONCURRENCY)) })
     }
 
@@ -66,6 +66,25 @@ impl Http {
         self.permits.acquire().await.expect("the upstream semaphore is never closed")
     }
 }
+
+/// Why a field is not a number of seconds; names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadSeconds {
+    /// A JSON value of another kind.
+    #[error("{0} is a {1}")]
+    Kind(String, &'static str),
+    /// Text that is no number.
+    #[error("{0} is not a number")]
+    NotANumber(String),
+    /// A negative number.
+    #[error("{0} is negative")]
+    Negative(String),
+}
+
+/// The HTTP client cannot be set up (no TLS roots, say); the text is the root cause.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the HTTP client: {0}")]
+pub struct SetupError(String);
 
 /// Whether retrying a failed request can help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -385,13 +404,13 @@ impl Fields {
     }
 
     /// A number of seconds, as a number or a numeric string; `Err` for anything else.
-    pub fn seconds(&mut self, key: &str) -> Result<Option<u64>, String> {
+    pub fn seconds(&mut self, key: &str) -> Result<Option<u64>, BadSeconds> {
         let text = match self {
             Fields::Json(map) => match map.remove(key) {
                 None | Some(serde_json::Value::Null) => return Ok(None),
                 Some(serde_json::Value::Number(n)) => n.to_string(),
                 Some(serde_json::Value::String(s)) => s,
-                Some(other) => return Err(format!("{key} is a {}", json_kind(&other))),
+                Some(other) => return Err(BadSeconds::Kind(key.to_owned(), json_kind(&other))),
             },
             Fields::Form(_) => match self.string(key) {
                 None => return Ok(None),
@@ -409,9 +428,9 @@ impl Fields {
         // saturates, and the lifetime is clamped later.
         match text.parse::<f64>() {
             Ok(f) if f >= 0.0 => Ok(Some(f as u64)),
-            Ok(f) if f.is_nan() => Err(format!("{key} is not a number")),
-            Ok(_) => Err(format!("{key} is negative")),
-            Err(_) => Err(format!("{key} is not a number")),
+            Ok(f) if f.is_nan() => Err(BadSeconds::NotANumber(key.to_owned())),
+            Ok(_) => Err(BadSeconds::Negative(key.to_owned())),
+            Err(_) => Err(BadSeconds::NotANumber(key.to_owned())),
         }
     }
 
