@@ -12,7 +12,7 @@ use tokio::net::{UnixListener, UnixStream};
 
 /// Serves raw frames at `socket` until killed: for every `request_len` bytes read, writes
 /// `response_len` bytes.
-pub fn serve(socket: &Path, request_len: usize, response_len: usize, workers: usize) {
+pub(crate) fn serve(socket: &Path, request_len: usize, response_len: usize, workers: usize) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().unwrap();
     runtime.block_on(async {
         let _ = std::fs::remove_file(socket);
@@ -33,7 +33,7 @@ pub fn serve(socket: &Path, request_len: usize, response_len: usize, workers: us
 }
 
 /// A client of the raw server.
-pub struct RawClient {
+pub(crate) struct RawClient {
     stream: UnixStream,
     request: Vec<u8>,
     response: Vec<u8>,
@@ -41,7 +41,7 @@ pub struct RawClient {
 
 impl RawClient {
     /// Connects.
-    pub async fn connect(socket: &Path, request_len: usize, response_len: usize) -> RawClient {
+    pub(crate) async fn connect(socket: &Path, request_len: usize, response_len: usize) -> RawClient {
         let deadline = Instant::now() + Duration::from_secs(10);
         let stream = loop {
             match UnixStream::connect(socket).await {
@@ -57,7 +57,7 @@ impl RawClient {
     }
 
     /// One round trip.
-    pub async fn round_trip(&mut self) {
+    pub(crate) async fn round_trip(&mut self) {
         self.stream.write_all(&self.request).await.unwrap();
         self.stream.read_exact(&mut self.response).await.unwrap();
     }

@@ -27,10 +27,10 @@ use crate::profile::actor::{self, Shared};
 use crate::profile::{Gone, ProfileHandle};
 
 /// The running profiles, by name.
-pub type Profiles = BTreeMap<String, Arc<ProfileHandle>>;
+pub(crate) type Profiles = BTreeMap<String, Arc<ProfileHandle>>;
 
 /// Everything connections share.
-pub struct Daemon {
+pub(crate) struct Daemon {
     /// The running profiles. Replaced as a whole by a reload, so a lookup is a read lock and a
     /// pointer copy.
     profiles: RwLock<Arc<Profiles>>,
@@ -59,7 +59,7 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts an actor for every profile of `config`, with the tokens saved in `store`.
-    pub fn start(config: Config, store: Store, http: Http) -> Arc<Daemon> {
+    pub(crate) fn start(config: Config, store: Store, http: Http) -> Arc<Daemon> {
         let notifier = Notifier::new(config.daemon.notify_command.clone());
         let (login_needed_tx, login_needed_rx) = mpsc::unbounded_channel();
         let shared = Shared { http, store, clock: ClockChanges::start(), login_needed: login_needed_tx };
@@ -96,7 +96,7 @@ impl Daemon {
     }
 
     /// The profile called `name`.
-    pub fn profile(&self, name: &str) -> Result<Arc<ProfileHandle>, Error> {
+    pub(crate) fn profile(&self, name: &str) -> Result<Arc<ProfileHandle>, Error> {
         let profiles = self.profiles();
         profiles.get(name).cloned().ok_or_else(|| Error::UnknownProfile {
             profile: name.to_owned(),
@@ -105,17 +105,17 @@ impl Daemon {
     }
 
     /// All running profiles.
-    pub fn profiles(&self) -> Arc<Profiles> {
-        self.profiles.read().unwrap_or_else(|e| e.into_inner()).clone()
+    pub(crate) fn profiles(&self) -> Arc<Profiles> {
+        self.profiles.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// A receiver that changes after every reload.
-    pub fn versions(&self) -> watch::Receiver<u64> {
+    pub(crate) fn versions(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
     }
 
     /// Re-reads the config file and applies it, or changes nothing if it is invalid.
-    pub async fn reload(&self) -> Result<ReloadSummary, Error> {
+    pub(crate) async fn reload(&self) -> Result<ReloadSummary, Error> {
         let mut current = self.config.lock().await;
         crate::sdnotify::reloading();
         let result = self.apply_reload(&mut current).await;
@@ -186,7 +186,7 @@ impl Daemon {
             };
             next.insert(name.clone(), handle);
         }
-        *self.profiles.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        *self.profiles.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(next);
         self.version.send_modify(|v| *v += 1);
 
         let (old, fresh) = (&current.daemon, &new.daemon);
@@ -217,22 +217,22 @@ impl Daemon {
     }
 
     /// Starts shutting down: the server stops accepting and idle connections close.
-    pub fn begin_shutdown(&self) {
+    pub(crate) fn begin_shutdown(&self) {
         self.shutdown.send_replace(true);
     }
 
     /// A receiver that turns `true` when shutdown begins.
-    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
     }
 
     /// Whether shutdown has begun.
-    pub fn is_shutting_down(&self) -> bool {
+    pub(crate) fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
     }
 
     /// Stops every profile actor, letting requests in flight finish and persist.
-    pub async fn stop_profiles(&self) {
+    pub(crate) async fn stop_profiles(&self) {
         let profiles = self.profiles();
         let stops = profiles.values().map(|h| h.stop_and_wait("tokend is shutting down"));
         futures_util::future::join_all(stops).await;
@@ -267,7 +267,7 @@ impl Host for Daemon {
         let handle = actor::spawn(profile, restored, self.shared.clone());
         let mut next = (*current).clone();
         next.insert(name, handle.clone());
-        *self.profiles.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        *self.profiles.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(next);
         self.version.send_modify(|v| *v += 1);
         Some(handle)
     }

@@ -64,17 +64,17 @@ pub(crate) trait Host: Send + Sync + 'static {
 }
 
 /// How often metadata is fetched again, at most (less up to a tenth, at random).
-pub const REFRESH_EVERY: Duration = Duration::from_secs(24 * 60 * 60);
+pub(crate) const REFRESH_EVERY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The cached metadata of every issuer, in `STATE_DIR/discovery/`.
 #[derive(Debug, Clone)]
-pub struct Cache {
+pub(crate) struct Cache {
     dir: PathBuf,
 }
 
 /// Why a cached metadata document cannot be used. Each names the file.
 #[derive(Debug, thiserror::Error)]
-pub enum CacheError {
+pub(crate) enum CacheError {
     /// Reading it failed.
     #[error("cannot read {}: {source}", .path.display())]
     Read { path: PathBuf, source: io::Error },
@@ -91,7 +91,7 @@ pub enum CacheError {
 
 /// Metadata read back from the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cached {
+pub(crate) struct Cached {
     /// What it says, checked again as it was read.
     pub metadata: Metadata,
     /// Where it was found.
@@ -126,12 +126,12 @@ const KEPT: &[&str] = &[
 
 impl Cache {
     /// The cache inside the state directory `state_dir`.
-    pub fn new(state_dir: &Path) -> Cache {
+    pub(crate) fn new(state_dir: &Path) -> Cache {
         Cache { dir: state_dir.join("discovery") }
     }
 
     /// The file of `issuer`: named by a digest, since an issuer is a URL.
-    pub fn path_of(&self, issuer: &str) -> PathBuf {
+    pub(crate) fn path_of(&self, issuer: &str) -> PathBuf {
         let digest = Sha256::digest(issuer.as_bytes());
         let name: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
         self.dir.join(format!("{name}.json"))
@@ -139,7 +139,7 @@ impl Cache {
 
     /// The cached metadata of `issuer`, checked as if it had just been fetched. A missing file
     /// is `Ok(None)`.
-    pub fn load(&self, issuer: &str) -> Result<Option<Cached>, CacheError> {
+    pub(crate) fn load(&self, issuer: &str) -> Result<Option<Cached>, CacheError> {
         let path = self.path_of(issuer);
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
@@ -161,7 +161,7 @@ impl Cache {
     }
 
     /// Saves what discovery found, atomically.
-    pub fn save(&self, found: &Found, fetched_at: SystemTime) -> io::Result<()> {
+    pub(crate) fn save(&self, found: &Found, fetched_at: SystemTime) -> io::Result<()> {
         crate::fsperm::ensure_private_dir(&self.dir, "discovery cache directory").map_err(io::Error::other)?;
         let document = found
             .document
@@ -174,7 +174,8 @@ impl Cache {
             version: FORMAT_VERSION,
             issuer: found.metadata.issuer.clone(),
             url: found.url.to_string(),
-            fetched_at_ms: fetched_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64,
+            fetched_at_ms: u64::try_from(fetched_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis())
+                .unwrap_or(u64::MAX),
             document,
         };
         let bytes = serde_json::to_vec_pretty(&file).map_err(io::Error::other)?;
@@ -535,7 +536,7 @@ fn status_snapshot(
 
 /// Where one endpoint of a profile came from, for `tokend --check-config`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// The config file.
     Config,
     /// Metadata fetched just now from this URL.
@@ -546,7 +547,7 @@ pub enum Origin {
 
 /// What `tokend --check-config` found out about one profile's endpoints.
 #[derive(Debug, Clone)]
-pub struct Report {
+pub(crate) struct Report {
     /// Each endpoint, by its config key, with its value and origin; `None` if unknown.
     pub endpoints: Vec<(&'static str, Option<(Url, Origin)>)>,
     /// Discovery's failure, when it failed.
@@ -555,7 +556,7 @@ pub struct Report {
 
 /// Resolves `spec`'s endpoints for `tokend --check-config`: discovery now (with `http`'s short
 /// timeout), else the cache. Writes nothing.
-pub async fn report(spec: &Profile, http: &Http, cache: Option<&Cache>) -> Report {
+pub(crate) async fn report(spec: &Profile, http: &Http, cache: Option<&Cache>) -> Report {
     let mut problem = None;
     let mut discovered: Option<(Endpoints, Origin)> = None;
     if let (Some(issuer), true) = (&spec.issuer, spec.wants_discovery()) {
@@ -602,16 +603,18 @@ pub(crate) struct Watchers {
 
 impl Watchers {
     /// Starts `watcher` for profile `name`, aborting one already running for it.
-    pub fn spawn<H: Host>(&self, name: &str, watcher: Watcher, daemon: Weak<H>) {
+    pub(crate) fn spawn<H: Host>(&self, name: &str, watcher: Watcher, daemon: Weak<H>) {
         let task = tokio::spawn(watcher.run(daemon));
-        if let Some(old) = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), task) {
+        if let Some(old) =
+            self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(name.to_owned(), task)
+        {
             old.abort();
         }
     }
 
     /// Stops profile `name`'s watcher, if any.
-    pub fn abort(&self, name: &str) {
-        if let Some(task) = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).remove(name) {
+    pub(crate) fn abort(&self, name: &str) {
+        if let Some(task) = self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(name) {
             task.abort();
         }
     }

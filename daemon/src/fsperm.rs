@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// A file or directory tokend refuses, and what to do about it. `what` names it for people
 /// ("config file", "state directory").
 #[derive(Debug, thiserror::Error)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// Its metadata could not be read.
     #[error("cannot inspect {}: {source}", .path.display())]
     Inspect { path: PathBuf, source: io::Error },
@@ -61,7 +61,7 @@ pub enum Refused {
 /// The check is made on the opened file, so it applies to exactly what is read. A directory
 /// others can write in is not refused: they could swap the file only for one they own (refused
 /// here) or for a link to a file that is not theirs to write.
-pub fn refuse_if_others_could_have_written(file: &File, path: &Path, what: &str) -> Result<(), Refused> {
+pub(crate) fn refuse_if_others_could_have_written(file: &File, path: &Path, what: &str) -> Result<(), Refused> {
     let meta = inspect(file, path)?;
     platform::refuse_foreign_owner(&meta, path, what)?;
     platform::refuse_writable_by_others(&meta, path, what)
@@ -70,7 +70,7 @@ pub fn refuse_if_others_could_have_written(file: &File, path: &Path, what: &str)
 /// Refuses a file holding a secret (a client secret file, the state encryption key) if another
 /// user could have written it, as [`refuse_if_others_could_have_written`] does, or if its group
 /// or others may read it.
-pub fn refuse_unless_private(file: &File, path: &Path, what: &str) -> Result<(), Refused> {
+pub(crate) fn refuse_unless_private(file: &File, path: &Path, what: &str) -> Result<(), Refused> {
     let meta = inspect(file, path)?;
     platform::refuse_foreign_owner(&meta, path, what)?;
     // Before the write check: `chmod 600` fixes both.
@@ -90,7 +90,7 @@ mod platform {
 
     use super::Refused;
 
-    pub fn refuse_foreign_owner(meta: &Metadata, path: &Path, what: &str) -> Result<(), Refused> {
+    pub(super) fn refuse_foreign_owner(meta: &Metadata, path: &Path, what: &str) -> Result<(), Refused> {
         let me = super::current_euid();
         let owner = meta.uid();
         if owner != me && owner != 0 {
@@ -99,7 +99,7 @@ mod platform {
         Ok(())
     }
 
-    pub fn refuse_writable_by_others(meta: &Metadata, path: &Path, what: &str) -> Result<(), Refused> {
+    pub(super) fn refuse_writable_by_others(meta: &Metadata, path: &Path, what: &str) -> Result<(), Refused> {
         let mode = meta.mode() & 0o7777;
         if mode & 0o022 != 0 {
             return Err(Refused::WritableByOthers { what: what.to_owned(), path: path.to_owned(), mode });
@@ -107,7 +107,7 @@ mod platform {
         Ok(())
     }
 
-    pub fn refuse_readable_by_others(meta: &Metadata, path: &Path, what: &str) -> Result<(), Refused> {
+    pub(super) fn refuse_readable_by_others(meta: &Metadata, path: &Path, what: &str) -> Result<(), Refused> {
         let mode = meta.mode() & 0o7777;
         if mode & 0o044 != 0 {
             return Err(Refused::ReadableByOthers { what: what.to_owned(), path: path.to_owned(), mode, advice: "" });
@@ -141,7 +141,7 @@ mod platform {
 /// Creates `dir` (and its parents) if needed, with mode 0700 for the directory itself, then
 /// checks that it belongs to the current user and that nobody else may enter it.
 #[cfg(unix)]
-pub fn ensure_private_dir(dir: &Path, what: &str) -> Result<(), Refused> {
+pub(crate) fn ensure_private_dir(dir: &Path, what: &str) -> Result<(), Refused> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|source| Refused::CreateParent { path: parent.to_owned(), source })?;
@@ -179,13 +179,13 @@ pub fn ensure_private_dir(dir: &Path, what: &str) -> Result<(), Refused> {
 
 /// The effective user ID of this process.
 #[cfg(unix)]
-pub fn current_euid() -> u32 {
+pub(crate) fn current_euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
 }
 
 /// Refuses a config file that carries an inline secret if others may read it.
-pub fn refuse_inline_secret_in_shared_file(file: &File, path: &Path) -> Result<(), Refused> {
+pub(crate) fn refuse_inline_secret_in_shared_file(file: &File, path: &Path) -> Result<(), Refused> {
     let meta = inspect(file, path)?;
     platform::refuse_readable_by_others(&meta, path, "config file, which contains an inline client_secret,").map_err(
         |refused| match refused {

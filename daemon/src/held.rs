@@ -9,7 +9,7 @@ use crate::oauth::token::TokenSet;
 
 /// The access token being served.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Current {
+pub(crate) struct Current {
     /// The token as obtained.
     pub access_token: Secret,
     /// Its type.
@@ -41,7 +41,7 @@ impl Current {
     }
 
     /// How long it lives in all.
-    pub fn lifetime(&self) -> Duration {
+    pub(crate) fn lifetime(&self) -> Duration {
         self.expires_at.duration_since(self.obtained_at).unwrap_or_default()
     }
 }

@@ -31,6 +31,8 @@
 //! On SIGTERM the server stops accepting, answers what it was answering, the actors finish any
 //! request in flight and persist it, and the socket is removed.
 
+#![warn(missing_docs)]
+
 pub mod cli;
 mod clock;
 mod config;
@@ -137,7 +139,7 @@ pub fn run(cli: Cli) -> ExitCode {
     };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4))
+        .worker_threads(std::thread::available_parallelism().map_or(2, std::num::NonZero::get).clamp(1, 4))
         .max_blocking_threads(16)
         .thread_name("tokend")
         .enable_all()
@@ -164,7 +166,7 @@ async fn serve(config: Config, endpoint: Endpoint, store: Store, http: Http, max
     let mut max_connections = config.daemon.max_connections;
     if let Some(files) = max_files {
         // Leave room for the state files, the HTTP client and the login listeners.
-        max_connections = max_connections.min(files.saturating_sub(64).max(16) as usize);
+        max_connections = max_connections.min(usize::try_from(files.saturating_sub(64).max(16)).unwrap_or(usize::MAX));
     }
     let profiles = config.profiles.len();
     let config_path = config.path.clone();

@@ -19,26 +19,26 @@ use std::time::{Duration, SystemTime};
 /// to be of any use, where common servers stop at 8 to 16 KiB for a header line. Real tokens
 /// stay far below (a JWT with many claims is a few KiB), so 16 KiB refuses nothing that works
 /// and leaves the frame three quarters empty.
-pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+pub(crate) const MAX_TOKEN_LEN: usize = 16 * 1024;
 
 /// The longest lifetime tokend believes, whatever `expires_in` says: a year and a day.
 ///
 /// A longer lifetime is clamped, so that expiry and refresh times stay within what clocks and
 /// date formats can hold (`expires_in = 1e300`, or 2^63 seconds). A token that really lives
 /// longer is simply refreshed once a year.
-pub const MAX_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
+pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// The largest info answer tokend passes on to `tokenctl info`, in bytes of text. It must fit in
 /// one frame with room to spare; user and token-info documents are a few KiB.
-pub const MAX_INFO_BODY: usize = 32 * 1024;
+pub(crate) const MAX_INFO_BODY: usize = 32 * 1024;
 
 /// The longest `token_type` accepted.
-pub const MAX_TOKEN_TYPE_LEN: usize = 128;
+pub(crate) const MAX_TOKEN_TYPE_LEN: usize = 128;
 
 /// What is wrong with a token or a token type, said without showing it. It completes a phrase
 /// such as "an access token …".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Unacceptable {
+pub(crate) enum Unacceptable {
     /// A token longer than [`MAX_TOKEN_LEN`].
     #[error("of {0} bytes; tokend accepts at most {MAX_TOKEN_LEN}")]
     TokenTooLong(usize),
@@ -61,7 +61,7 @@ pub enum Unacceptable {
 /// Checks a token from a server: at most [`MAX_TOKEN_LEN`] bytes of RFC 6750 `b64token`
 /// (letters, digits and `-._~+/`, then any `=` padding), the characters a bearer token may have
 /// in an `Authorization` header. The error says what is wrong without showing the token.
-pub fn check_token(token: &str) -> Result<(), Unacceptable> {
+pub(crate) fn check_token(token: &str) -> Result<(), Unacceptable> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(Unacceptable::TokenTooLong(token.len()));
     }
@@ -77,7 +77,7 @@ pub fn check_token(token: &str) -> Result<(), Unacceptable> {
 
 /// Checks a `token_type`: 1 to [`MAX_TOKEN_TYPE_LEN`] visible ASCII characters, as in
 /// `Bearer`, `DPoP` or a URI, since it starts the `Authorization` header.
-pub fn check_token_type(token_type: &str) -> Result<(), Unacceptable> {
+pub(crate) fn check_token_type(token_type: &str) -> Result<(), Unacceptable> {
     if token_type.is_empty() || token_type.len() > MAX_TOKEN_TYPE_LEN {
         return Err(Unacceptable::TypeLength(token_type.len()));
     }
@@ -88,12 +88,12 @@ pub fn check_token_type(token_type: &str) -> Result<(), Unacceptable> {
 }
 
 /// A lifetime as tokend believes it: at most [`MAX_LIFETIME`].
-pub fn lifetime(claimed: Duration) -> Duration {
+pub(crate) fn lifetime(claimed: Duration) -> Duration {
     claimed.min(MAX_LIFETIME)
 }
 
 /// `t + d`, or the latest time `SystemTime` can hold near that: never a panic.
-pub fn after(t: SystemTime, d: Duration) -> SystemTime {
+pub(crate) fn after(t: SystemTime, d: Duration) -> SystemTime {
     t.checked_add(d).unwrap_or_else(|| t + MAX_LIFETIME.min(d))
 }
 

@@ -36,7 +36,7 @@ use crate::seal::{OpenError, Sealer};
 
 /// Why a state file cannot be read. Each names the file.
 #[derive(Debug, thiserror::Error)]
-pub enum LoadError {
+pub(crate) enum LoadError {
     /// Reading it failed.
     #[error("cannot read {}: {source}", .path.display())]
     Read { path: PathBuf, source: io::Error },
@@ -87,14 +87,14 @@ enum Unservable {
 }
 
 /// The version of the state file format this build writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 1;
 
 const FORMAT_NAME: &str = "tokend-state";
 const SEALED_FORMAT_NAME: &str = "tokend-state-sealed";
 
 /// The tokens restored for a profile.
 #[derive(Debug, Default)]
-pub struct Restored {
+pub(crate) struct Restored {
     /// The access token, if one was saved (it may have expired since).
     pub token: Option<Current>,
     /// The refresh token, if one was saved.
@@ -106,7 +106,7 @@ pub struct Restored {
 
 /// The state directory.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub(crate) struct Store {
     dir: PathBuf,
     sealer: Option<Sealer>,
 }
@@ -152,7 +152,7 @@ struct VersionProbe {
 impl Store {
     /// Opens (creating if needed) the state directory, refusing one that others can enter.
     /// With a `sealer`, state is encrypted at rest.
-    pub fn open(dir: &Path, sealer: Option<Sealer>) -> Result<Store, Refused> {
+    pub(crate) fn open(dir: &Path, sealer: Option<Sealer>) -> Result<Store, Refused> {
         crate::fsperm::ensure_private_dir(dir, "state directory")?;
         let store = Store { dir: dir.to_owned(), sealer };
         store.remove_leftover_temporaries();
@@ -160,18 +160,18 @@ impl Store {
     }
 
     /// The directory.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// The file of profile `name`.
-    pub fn path_of(&self, name: &str) -> PathBuf {
+    pub(crate) fn path_of(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.json"))
     }
 
     /// Loads the tokens saved for `profile`. A missing file, or one saved under other security
     /// settings, yields `Ok(None)`; an unreadable one is an error and is left in place.
-    pub fn load(&self, profile: &Profile) -> Result<Option<Restored>, LoadError> {
+    pub(crate) fn load(&self, profile: &Profile) -> Result<Option<Restored>, LoadError> {
         let path = self.path_of(&profile.name);
         let bytes = match fs::read(&path) {
             Ok(bytes) => Zeroizing::new(bytes),
@@ -222,7 +222,12 @@ impl Store {
 
     /// Saves `profile`'s tokens atomically and durably. With no tokens at all, the file is
     /// removed instead.
-    pub fn save(&self, profile: &Profile, token: Option<&Current>, refresh_token: Option<&Secret>) -> io::Result<()> {
+    pub(crate) fn save(
+        &self,
+        profile: &Profile,
+        token: Option<&Current>,
+        refresh_token: Option<&Secret>,
+    ) -> io::Result<()> {
         let token = token.filter(|t| !t.rejected);
         if token.is_none() && refresh_token.is_none() {
             return self.remove(&profile.name);
@@ -272,7 +277,7 @@ impl Store {
     }
 
     /// Forgets profile `name`'s tokens.
-    pub fn remove(&self, name: &str) -> io::Result<()> {
+    pub(crate) fn remove(&self, name: &str) -> io::Result<()> {
         match fs::remove_file(self.path_of(name)) {
             Ok(()) => sync_dir(&self.dir),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -282,7 +287,7 @@ impl Store {
 
     /// Moves profile `name`'s file aside as `NAME.json.damaged-UNIXTIME`, so that a file that
     /// could not be read is kept for inspection and not overwritten by the next save.
-    pub fn quarantine(&self, name: &str) -> io::Result<PathBuf> {
+    pub(crate) fn quarantine(&self, name: &str) -> io::Result<PathBuf> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let aside = self.dir.join(format!("{name}.json.damaged-{now}"));
         fs::rename(self.path_of(name), &aside)?;
@@ -331,7 +336,7 @@ fn servable(profile: &str, saved: &SavedAccess) -> Result<Current, Unservable> {
 }
 
 /// Writes `bytes` to `path` so that a crash leaves either the old content or the new one.
-pub fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = dir.join(format!(".tmp-{}-{:016x}", std::process::id(), rand::random::<u64>()));
     let result = (|| {
         let mut file = private_file(&tmp)?;
@@ -369,7 +374,7 @@ fn sync_dir(_dir: &Path) -> io::Result<()> {
 }
 
 fn to_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+    u64::try_from(t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(u64::MAX)
 }
 
 fn from_ms(ms: u64) -> SystemTime {

@@ -23,7 +23,7 @@ const KEY_LEN: usize = 32;
 const NONCE_LEN: usize = 24;
 
 /// Seals and opens state files with one key.
-pub struct Sealer {
+pub(crate) struct Sealer {
     cipher: XChaCha20Poly1305,
 }
 
@@ -41,7 +41,7 @@ impl Clone for Sealer {
 
 /// Why a state encryption key cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum KeyError {
+pub(crate) enum KeyError {
     /// The key file cannot be opened.
     #[error("cannot open the key file {}: {source}", .path.display())]
     Open { path: PathBuf, source: std::io::Error },
@@ -66,7 +66,7 @@ pub enum KeyError {
 
 /// Why sealed state cannot be opened.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum OpenError {
+pub(crate) enum OpenError {
     /// Shorter than a nonce and a tag.
     #[error("the sealed state is too short")]
     TooShort,
@@ -80,7 +80,7 @@ const BAD_KEY: &str = "a state encryption key must be 32 bytes: raw, 64 hexadeci
 impl Sealer {
     /// Reads a key file, which must be the user's own (or root's) and not readable or writable by
     /// other users.
-    pub fn from_key_file(path: &Path) -> Result<Sealer, KeyError> {
+    pub(crate) fn from_key_file(path: &Path) -> Result<Sealer, KeyError> {
         let mut file = std::fs::File::open(path).map_err(|source| KeyError::Open { path: path.to_owned(), source })?;
         crate::fsperm::refuse_unless_private(&file, path, "state encryption key")?;
         let mut bytes = Zeroizing::new(Vec::new());
@@ -92,7 +92,7 @@ impl Sealer {
     }
 
     /// Reads the systemd credential `name` from `$CREDENTIALS_DIRECTORY`.
-    pub fn from_credential(name: &str) -> Result<Sealer, KeyError> {
+    pub(crate) fn from_credential(name: &str) -> Result<Sealer, KeyError> {
         let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
             return Err(KeyError::NoCredentials { name: name.to_owned() });
         };
@@ -100,7 +100,7 @@ impl Sealer {
     }
 
     /// A key given as 32 raw bytes, 64 hex digits, or Base64 of 32 bytes.
-    pub fn from_key_bytes(bytes: &[u8]) -> Result<Sealer, KeyError> {
+    pub(crate) fn from_key_bytes(bytes: &[u8]) -> Result<Sealer, KeyError> {
         let key = if bytes.len() == KEY_LEN {
             Zeroizing::new(bytes.to_vec())
         } else {
@@ -117,7 +117,7 @@ impl Sealer {
     }
 
     /// Encrypts `plaintext` for `profile`: nonce followed by ciphertext and tag.
-    pub fn seal(&self, profile: &str, plaintext: &[u8]) -> Vec<u8> {
+    pub(crate) fn seal(&self, profile: &str, plaintext: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::fill(&mut nonce[..]);
         let sealed = self
@@ -131,7 +131,7 @@ impl Sealer {
     }
 
     /// Decrypts what [`Sealer::seal`] produced for `profile`.
-    pub fn open(&self, profile: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+    pub(crate) fn open(&self, profile: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, OpenError> {
         if sealed.len() < NONCE_LEN + 16 {
             return Err(OpenError::TooShort);
         }

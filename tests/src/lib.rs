@@ -302,7 +302,7 @@ impl Tokend {
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) with a PID of our own child.
         unsafe {
-            libc::kill(self.pid() as i32, signal);
+            libc::kill(libc::pid_t::try_from(self.pid()).expect("a PID fits in pid_t"), signal);
         }
     }
 
@@ -448,7 +448,7 @@ impl Tokend {
 /// GID. The tests that use it run as root, as CI does.
 pub fn other_user() -> (u32, u32) {
     static CREATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _once = CREATE.lock().unwrap_or_else(|e| e.into_inner());
+    let _once = CREATE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let name = "tokend-test-other";
     let id = |flag: &str| {
         std::process::Command::new("id")

@@ -26,15 +26,15 @@ use tokio::process::{Child, Command};
 use zeroize::Zeroizing;
 
 /// How long a `client_secret_command` may run, unless its profile says otherwise.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most a `client_secret_command` may print.
-pub const MAX_OUTPUT: usize = 64 * 1024;
+pub(super) const MAX_OUTPUT: usize = 64 * 1024;
 /// How much of the command's stderr is kept for the error message.
 const STDERR_KEPT: usize = 4096;
 
 /// Why a `client_secret_command` gave no secret. Never shows what it printed on stdout.
 #[derive(Debug, thiserror::Error)]
-pub enum CommandError {
+pub(crate) enum CommandError {
     /// It could not be started.
     #[error("cannot run the command: {0}")]
     Start(std::io::Error),
@@ -65,7 +65,7 @@ pub enum CommandError {
 /// how to fix it, never what the command printed on stdout.
 ///
 /// Call it off any async runtime: it runs one of its own.
-pub fn run(command: &str, limit: Duration) -> Result<Secret, CommandError> {
+pub(super) fn run(command: &str, limit: Duration) -> Result<Secret, CommandError> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(CommandError::Start)?;
     runtime.block_on(run_bounded(command, limit))
 }
@@ -144,7 +144,7 @@ mod platform {
 
     /// Puts the command in a process group of its own, so that everything it starts can be
     /// stopped together.
-    pub fn own_group(command: &mut Command) {
+    pub(super) fn own_group(command: &mut Command) {
         command.process_group(0);
     }
 
@@ -153,7 +153,7 @@ mod platform {
     /// The group's ID cannot name anyone else's processes here: it is killed only while the
     /// shell is unreaped or while a process of its group still runs (one holding the output
     /// open), and an ID in use by a process group is never handed to a new process.
-    pub async fn kill_group(group: Option<u32>, child: &mut Child) {
+    pub(super) async fn kill_group(group: Option<u32>, child: &mut Child) {
         if let Some(group) = group.and_then(|g| libc::pid_t::try_from(g).ok()) {
             // SAFETY: kill(2) has no memory-safety preconditions.
             unsafe {

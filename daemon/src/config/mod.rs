@@ -25,34 +25,34 @@ use tokend_proto::{Grant, Secret};
 use toml::Spanned;
 use url::Url;
 
-pub use source::SecretSource;
-pub use value::check_endpoint;
+pub(crate) use source::SecretSource;
+pub(crate) use value::check_endpoint;
 use value::{HumanDuration, LogLevel, RawGrant};
 
 /// How long before expiry a token is refreshed, unless the profile says otherwise.
-pub const DEFAULT_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
+pub(crate) const DEFAULT_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 /// The lifetime assumed for a token whose response has no `expires_in`.
-pub const DEFAULT_EXPIRES_IN: Duration = Duration::from_secs(60 * 60);
+pub(crate) const DEFAULT_EXPIRES_IN: Duration = Duration::from_secs(60 * 60);
 /// The least a served token has left by default (capped at a quarter of its lifetime).
-pub const DEFAULT_MIN_VALID: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_MIN_VALID: Duration = Duration::from_secs(30);
 /// The first retry delay after a transient failure.
-pub const DEFAULT_RETRY_MIN: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_RETRY_MIN: Duration = Duration::from_secs(1);
 /// The longest retry delay after repeated transient failures.
-pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(5 * 60);
+pub(crate) const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(5 * 60);
 /// How long a request to an OAuth server may take in all.
-pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `tokenctl login` waits for the browser.
-pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+pub(crate) const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// How long an `authorization_code` profile's token must not have been handed out before a
 /// refresh replaces it (capped at an eighth of the token's lifetime), unless the profile says
 /// otherwise. `client_credentials` profiles have no quiet window unless they set one.
-pub const DEFAULT_QUIET_WINDOW: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_QUIET_WINDOW: Duration = Duration::from_secs(2);
 /// How many client connections are served at once.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 
 /// A configuration that passed every check.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     /// The file it came from.
     pub path: PathBuf,
     /// The `[daemon]` table.
@@ -63,7 +63,7 @@ pub struct Config {
 
 /// The `[daemon]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DaemonSettings {
+pub(crate) struct DaemonSettings {
     /// Socket path override.
     pub socket: Option<PathBuf>,
     /// State directory override.
@@ -82,7 +82,7 @@ pub struct DaemonSettings {
 
 /// Where the state encryption key comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeySource {
+pub(crate) enum KeySource {
     /// `encryption_key_file`: a file (mode 0600).
     File(PathBuf),
     /// `encryption_key_credential`: a systemd credential in `$CREDENTIALS_DIRECTORY`.
@@ -92,7 +92,7 @@ pub enum KeySource {
 /// How the client authenticates at the token endpoint (RFC 6749 §2.3.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ClientAuth {
+pub(crate) enum ClientAuth {
     /// HTTP Basic with the form-urlencoded id and secret.
     Basic,
     /// `client_id` and `client_secret` in the form body.
@@ -101,7 +101,7 @@ pub enum ClientAuth {
 
 /// One `[profiles.NAME]` table, checked and with its secret resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Profile {
+pub(crate) struct Profile {
     /// The table's name.
     pub name: String,
     /// The grant.
@@ -156,7 +156,7 @@ impl Profile {
     /// A digest of the settings that decide *whose* tokens these are. Stored tokens are only
     /// reused by a profile with the same fingerprint, so that changing the server, the client
     /// or the scopes never serves tokens obtained under the old ones.
-    pub fn security_fingerprint(&self) -> String {
+    pub(crate) fn security_fingerprint(&self) -> String {
         let mut hasher = Sha256::new();
         let mut field = |name: &str, value: &str| {
             hasher.update((name.len() as u64).to_be_bytes());
@@ -190,27 +190,27 @@ impl Profile {
     }
 
     /// The scopes as the space-separated `scope` parameter, if any were configured.
-    pub fn scope_param(&self) -> Option<String> {
+    pub(crate) fn scope_param(&self) -> Option<String> {
         (!self.scopes.is_empty()).then(|| self.scopes.join(" "))
     }
 
     /// The token endpoint: configured, else discovered. `None` only while discovery is pending.
-    pub fn token_url(&self) -> Option<&Url> {
+    pub(crate) fn token_url(&self) -> Option<&Url> {
         self.endpoint(|e| e.token.as_ref())
     }
 
     /// The authorization endpoint (authorization_code only): configured, else discovered.
-    pub fn authorize_url(&self) -> Option<&Url> {
+    pub(crate) fn authorize_url(&self) -> Option<&Url> {
         self.endpoint(|e| e.authorization.as_ref()).filter(|_| self.grant == Grant::AuthorizationCode)
     }
 
     /// The RFC 7009 revocation endpoint: configured, else discovered.
-    pub fn revoke_url(&self) -> Option<&Url> {
+    pub(crate) fn revoke_url(&self) -> Option<&Url> {
         self.endpoint(|e| e.revocation.as_ref())
     }
 
     /// The info endpoint: configured, else the discovered `userinfo_endpoint`.
-    pub fn info_url(&self) -> Option<&Url> {
+    pub(crate) fn info_url(&self) -> Option<&Url> {
         self.endpoint(|e| e.info.as_ref())
     }
 
@@ -220,7 +220,7 @@ impl Profile {
 
     /// Whether the profile cannot make a request before discovery finds an endpoint the file
     /// leaves out: the token endpoint, or the authorization endpoint of a login profile.
-    pub fn needs_discovery(&self) -> bool {
+    pub(crate) fn needs_discovery(&self) -> bool {
         self.issuer.is_some()
             && (self.token_url().is_none()
                 || (self.grant == Grant::AuthorizationCode && self.authorize_url().is_none()))
@@ -228,7 +228,7 @@ impl Profile {
 
     /// Whether discovery has anything to add: an `issuer` is set and the file leaves out at
     /// least one endpoint.
-    pub fn wants_discovery(&self) -> bool {
+    pub(crate) fn wants_discovery(&self) -> bool {
         let c = &self.configured;
         self.issuer.is_some()
             && (c.token.is_none()
@@ -239,19 +239,19 @@ impl Profile {
     }
 
     /// Whether `other` has the same settings from the file, whatever either discovered.
-    pub fn same_settings(&self, other: &Profile) -> bool {
+    pub(crate) fn same_settings(&self, other: &Profile) -> bool {
         Profile { discovered: None, ..self.clone() } == Profile { discovered: None, ..other.clone() }
     }
 
     /// This profile with `discovered` as its discovered endpoints.
-    pub fn with_discovered(&self, discovered: Option<Endpoints>) -> Profile {
+    pub(crate) fn with_discovered(&self, discovered: Option<Endpoints>) -> Profile {
         Profile { discovered, ..self.clone() }
     }
 }
 
 /// A profile's endpoints, each set or not.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Endpoints {
+pub(crate) struct Endpoints {
     /// The token endpoint (`token_url`, `token_endpoint`).
     pub token: Option<Url>,
     /// The authorization endpoint (`authorize_url`, `authorization_endpoint`).
@@ -266,7 +266,7 @@ pub struct Endpoints {
 
 /// A configuration that could not be loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
+pub(crate) struct ConfigError {
     /// The file.
     pub path: PathBuf,
     /// The 1-based line, when the problem has one.
@@ -294,7 +294,7 @@ impl std::error::Error for ConfigError {}
 
 impl Config {
     /// The default config file location.
-    pub fn default_path() -> Option<PathBuf> {
+    pub(crate) fn default_path() -> Option<PathBuf> {
         tokend_proto::endpoint::default_config_path()
     }
 
@@ -303,7 +303,7 @@ impl Config {
     /// A file that another user could have written is refused before anything in it runs (see
     /// [`crate::fsperm::refuse_if_others_could_have_written`]). Loading may run
     /// `client_secret_command`s, so call it off the async runtime.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
         let error = |message: String| ConfigError { path: path.to_owned(), line: None, key: None, message };
         let mut file = std::fs::File::open(path).map_err(|e| {
             error(match e.kind() {
@@ -328,7 +328,7 @@ impl Config {
 
     /// Checks and resolves a configuration given as text; `path` is used for error messages and
     /// to resolve relative `client_secret_file` paths.
-    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    pub(crate) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let located = Locator { path, text };
         let raw: RawConfig = toml::from_str(text).map_err(|e| located.toml_error(&e))?;
         let base = path.parent().unwrap_or(Path::new("."));

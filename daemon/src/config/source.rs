@@ -13,7 +13,7 @@ use tokend_proto::Secret;
 
 /// The configured source of a client secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretSource {
+pub(crate) enum SecretSource {
     /// A public client: no secret.
     None,
     /// `client_secret`: the secret itself, in the config file.
@@ -33,7 +33,7 @@ pub enum SecretSource {
 
 /// Why a client secret cannot be read. Never shows the secret.
 #[derive(Debug, thiserror::Error)]
-pub enum SecretError {
+pub(crate) enum SecretError {
     /// The secret file cannot be opened.
     #[error("cannot open {}: {source}", .path.display())]
     Open { path: PathBuf, source: std::io::Error },
@@ -62,12 +62,12 @@ pub enum SecretError {
 /// `~` cannot be expanded.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot expand `~`: no home directory")]
-pub struct NoHome;
+pub(super) struct NoHome;
 
 impl SecretSource {
     /// A stable description of the source (not of the secret it yields) for fingerprints. An
     /// inline secret is its own source, so it is represented by its digest.
-    pub fn identity(&self) -> String {
+    pub(crate) fn identity(&self) -> String {
         match self {
             SecretSource::None => "none".to_owned(),
             SecretSource::Inline(secret) => {
@@ -81,7 +81,7 @@ impl SecretSource {
     }
 
     /// Reads the secret. Errors say what failed and how to fix it, never what the secret is.
-    pub fn resolve(&self) -> Result<Option<Secret>, SecretError> {
+    pub(crate) fn resolve(&self) -> Result<Option<Secret>, SecretError> {
         let value = match self {
             SecretSource::None => return Ok(None),
             SecretSource::Inline(secret) => secret.clone(),
@@ -102,7 +102,7 @@ impl SecretSource {
 }
 
 /// Resolves `~/` and paths relative to the config file's directory.
-pub fn expand_path(path: &Path, base: &Path) -> Result<PathBuf, NoHome> {
+pub(super) fn expand_path(path: &Path, base: &Path) -> Result<PathBuf, NoHome> {
     if let Ok(rest) = path.strip_prefix("~") {
         let home = directories::BaseDirs::new().ok_or(NoHome)?;
         return Ok(home.home_dir().join(rest));

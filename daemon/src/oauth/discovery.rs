@@ -27,7 +27,7 @@ use crate::config::{Endpoints, check_endpoint};
 
 /// A server's metadata, checked: the endpoints tokend uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Metadata {
+pub(crate) struct Metadata {
     /// The issuer, identical to the configured one.
     pub issuer: String,
     /// The endpoints it lists.
@@ -36,7 +36,7 @@ pub struct Metadata {
 
 /// A metadata document found and checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Found {
+pub(crate) struct Found {
     /// What it says.
     pub metadata: Metadata,
     /// The document, as received (so it can be cached and checked again when read back).
@@ -47,7 +47,7 @@ pub struct Found {
 
 /// Why no usable metadata was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DiscoveryError {
+pub(crate) struct DiscoveryError {
     /// The issuer asked about.
     pub issuer: String,
     /// What each attempt found, in order.
@@ -78,7 +78,7 @@ const FIELDS: &[(&str, Slot)] = &[
 ];
 
 /// The URLs to look for `issuer`'s metadata at, in order: RFC 8414's, then OpenID Connect's.
-pub fn well_known_urls(issuer: &str) -> Result<[Url; 2], String> {
+pub(crate) fn well_known_urls(issuer: &str) -> Result<[Url; 2], String> {
     let url = Url::parse(issuer).map_err(|e| format!("the issuer {issuer:?} is not a URL: {e}"))?;
     let path = url.path().trim_end_matches('/').to_owned();
     let mut rfc8414 = url.clone();
@@ -89,7 +89,7 @@ pub fn well_known_urls(issuer: &str) -> Result<[Url; 2], String> {
 }
 
 /// Looks up `issuer`'s metadata: RFC 8414's document first, then OpenID Connect's.
-pub async fn discover(http: &Http, issuer: &str) -> Result<Found, DiscoveryError> {
+pub(crate) async fn discover(http: &Http, issuer: &str) -> Result<Found, DiscoveryError> {
     let failed =
         |attempts: Vec<String>, transient: bool| DiscoveryError { issuer: issuer.to_owned(), attempts, transient };
     let urls = well_known_urls(issuer).map_err(|e| failed(vec![e], false))?;
@@ -164,7 +164,7 @@ async fn fetch(http: &Http, url: &Url, issuer: &str) -> Result<Found, Attempt> {
 
 /// Why a metadata document is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BadMetadata {
+pub(crate) enum BadMetadata {
     /// It names another issuer (shown sanitized).
     #[error(
         "the metadata names issuer {named:?}, not {issuer:?}, so it is refused (RFC 8414 §3.3); if the server's issuer really is {named:?}, set `issuer` to exactly that"
@@ -185,7 +185,10 @@ pub enum BadMetadata {
 }
 
 /// Checks a metadata document against the configured `issuer` and the endpoint rules.
-pub fn check(document: &serde_json::Map<String, serde_json::Value>, issuer: &str) -> Result<Metadata, BadMetadata> {
+pub(crate) fn check(
+    document: &serde_json::Map<String, serde_json::Value>,
+    issuer: &str,
+) -> Result<Metadata, BadMetadata> {
     match document.get("issuer") {
         Some(serde_json::Value::String(named)) if named == issuer => {}
         Some(serde_json::Value::String(named)) => {
@@ -200,10 +203,10 @@ pub fn check(document: &serde_json::Map<String, serde_json::Value>, issuer: &str
             None | Some(serde_json::Value::Null) => {}
             Some(serde_json::Value::String(text)) => {
                 let url = check_endpoint(text)
-                    .map_err(|why| BadMetadata::Endpoint { field: *field, why: sanitize(&why.to_string()) })?;
+                    .map_err(|why| BadMetadata::Endpoint { field, why: sanitize(&why.to_string()) })?;
                 *slot(&mut endpoints) = Some(url);
             }
-            Some(_) => return Err(BadMetadata::EndpointNotString(*field)),
+            Some(_) => return Err(BadMetadata::EndpointNotString(field)),
         }
     }
     Ok(Metadata { issuer: issuer.to_owned(), endpoints })

@@ -10,10 +10,10 @@
 //! token response) or not ([`Retry::Permanent`]: `invalid_grant`, `invalid_client`, other 4xx),
 //! following RFC 6749 §5.2.
 
-pub mod discovery;
-pub mod info;
-pub mod revoke;
-pub mod token;
+pub(crate) mod discovery;
+pub(crate) mod info;
+pub(crate) mod revoke;
+pub(crate) mod token;
 
 use std::fmt;
 use std::sync::Arc;
@@ -24,14 +24,14 @@ use tokend_proto::{Failure, Secret};
 use zeroize::Zeroizing;
 
 /// The largest response body read from an OAuth server.
-pub const MAX_BODY: usize = 1024 * 1024;
+pub(crate) const MAX_BODY: usize = 1024 * 1024;
 
 /// How many requests to OAuth servers may be in flight at once across all profiles.
-pub const UPSTREAM_CONCURRENCY: usize = 16;
+pub(crate) const UPSTREAM_CONCURRENCY: usize = 16;
 
 /// The HTTP client shared by all profiles, with the cap on requests in flight.
 #[derive(Clone, Debug)]
-pub struct Http {
+pub(crate) struct Http {
     client: reqwest::Client,
     /// Bounds the requests in flight across all profiles, so that a daemon with many profiles
     /// does not send them all at once (at start, or after the network returns).
@@ -40,7 +40,7 @@ pub struct Http {
 
 impl Http {
     /// A client whose requests give up after `timeout`.
-    pub fn new(timeout: Duration) -> Result<Http, SetupError> {
+    pub(crate) fn new(timeout: Duration) -> Result<Http, SetupError> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("tokend/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
@@ -67,9 +67,15 @@ impl Http {
     }
 }
 
+/// `f` (not negative, not NaN) in whole seconds, `u64::MAX` if it is larger.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "`as` from f64 saturates, as wanted here")]
+fn saturating_secs(f: f64) -> u64 {
+    f as u64
+}
+
 /// Why a field is not a number of seconds; names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BadSeconds {
+pub(crate) enum BadSeconds {
     /// A JSON value of another kind.
     #[error("{0} is a {1}")]
     Kind(String, &'static str),
@@ -84,11 +90,11 @@ pub enum BadSeconds {
 /// The HTTP client cannot be set up (no TLS roots, say); the text is the root cause.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot set up the HTTP client: {0}")]
-pub struct SetupError(String);
+pub(crate) struct SetupError(String);
 
 /// Whether retrying a failed request can help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retry {
+pub(crate) enum Retry {
     /// The server or the network may recover: retry with backoff.
     Transient,
     /// The server refused for good: retrying would only repeat the refusal.
@@ -97,7 +103,7 @@ pub enum Retry {
 
 /// A request to an OAuth server that failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamError {
+pub(crate) struct UpstreamError {
     /// Whether to retry.
     pub retry: Retry,
     /// The HTTP status, when the server answered.
@@ -118,7 +124,7 @@ pub struct UpstreamError {
 
 impl UpstreamError {
     /// A failure before any response arrived.
-    pub fn transport(what: &str, error: &reqwest::Error) -> Self {
+    pub(crate) fn transport(what: &str, error: &reqwest::Error) -> Self {
         let cause = root_cause(error);
         let message = if error.is_timeout() {
             format!("{what} timed out ({cause})")
@@ -139,7 +145,7 @@ impl UpstreamError {
     }
 
     /// A response that is not what the endpoint should send, though the server did answer.
-    pub fn malformed(status: u16, message: String) -> Self {
+    pub(crate) fn malformed(status: u16, message: String) -> Self {
         UpstreamError {
             retry: Retry::Transient,
             status: Some(status),
@@ -153,7 +159,7 @@ impl UpstreamError {
 
     /// A request that cannot be made because the endpoint is not known: the profile's issuer
     /// has not been discovered. Transient, since discovery is retried.
-    pub fn unresolved(what: &str) -> Self {
+    pub(crate) fn unresolved(what: &str) -> Self {
         UpstreamError {
             retry: Retry::Transient,
             status: None,
@@ -166,17 +172,17 @@ impl UpstreamError {
     }
 
     /// Whether this failure means the server will not accept the request as configured.
-    pub fn is_permanent(&self) -> bool {
+    pub(crate) fn is_permanent(&self) -> bool {
         self.retry == Retry::Permanent
     }
 
     /// Whether the server said the grant (refresh token or code) is no longer valid.
-    pub fn is_invalid_grant(&self) -> bool {
+    pub(crate) fn is_invalid_grant(&self) -> bool {
         self.error.as_deref() == Some("invalid_grant")
     }
 
     /// The failure as recorded in status output and sent to clients.
-    pub fn to_failure(&self, at: SystemTime) -> Failure {
+    pub(crate) fn to_failure(&self, at: SystemTime) -> Failure {
         Failure {
             at,
             status: self.status,
@@ -207,7 +213,11 @@ pub(crate) struct Answer {
 impl Answer {
     /// Reads `response` to the end, refusing bodies over `limit` bytes ([`MAX_BODY`] for OAuth
     /// endpoints).
-    pub async fn read(what: &str, mut response: reqwest::Response, limit: usize) -> Result<Answer, UpstreamError> {
+    pub(crate) async fn read(
+        what: &str,
+        mut response: reqwest::Response,
+        limit: usize,
+    ) -> Result<Answer, UpstreamError> {
         let mut answer = Answer::head(response.status().as_u16(), response.headers(), SystemTime::now());
         loop {
             match response.chunk().await {
@@ -238,13 +248,13 @@ impl Answer {
         }
     }
 
-    pub fn is_success(&self) -> bool {
+    pub(crate) fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }
 
     /// The error for a non-2xx answer, with the server's `error` and `error_description` when
     /// the body carries them.
-    pub fn to_error(&self, what: &str) -> UpstreamError {
+    pub(crate) fn to_error(&self, what: &str) -> UpstreamError {
         let (error, description) = error_fields(&self.body);
         let mut message = format!("{what} answered HTTP {}", self.status);
         if (300..400).contains(&self.status) {
@@ -371,7 +381,7 @@ pub(crate) enum Fields {
 }
 
 impl Fields {
-    pub fn parse(body: &[u8]) -> Option<Fields> {
+    pub(crate) fn parse(body: &[u8]) -> Option<Fields> {
         match serde_json::from_slice::<serde_json::Value>(body) {
             Ok(serde_json::Value::Object(map)) => Some(Fields::Json(map)),
             Ok(_) => None,
@@ -389,7 +399,7 @@ impl Fields {
     }
 
     /// Takes a string field out, so that secrets are moved rather than copied.
-    pub fn string(&mut self, key: &str) -> Option<String> {
+    pub(crate) fn string(&mut self, key: &str) -> Option<String> {
         match self {
             Fields::Json(map) => match map.remove(key)? {
                 serde_json::Value::String(s) => Some(s),
@@ -404,7 +414,7 @@ impl Fields {
     }
 
     /// A number of seconds, as a number or a numeric string; `Err` for anything else.
-    pub fn seconds(&mut self, key: &str) -> Result<Option<u64>, BadSeconds> {
+    pub(crate) fn seconds(&mut self, key: &str) -> Result<Option<u64>, BadSeconds> {
         let text = match self {
             Fields::Json(map) => match map.remove(key) {
                 None | Some(serde_json::Value::Null) => return Ok(None),
@@ -427,7 +437,7 @@ impl Fields {
         // Too large for a u64 (2^64 or more, 1e300, inf) is far too long, not an error: `as`
         // saturates, and the lifetime is clamped later.
         match text.parse::<f64>() {
-            Ok(f) if f >= 0.0 => Ok(Some(f as u64)),
+            Ok(f) if f >= 0.0 => Ok(Some(saturating_secs(f))),
             Ok(f) if f.is_nan() => Err(BadSeconds::NotANumber(key.to_owned())),
             Ok(_) => Err(BadSeconds::Negative(key.to_owned())),
             Err(_) => Err(BadSeconds::NotANumber(key.to_owned())),
@@ -435,7 +445,7 @@ impl Fields {
     }
 
     /// A space-separated list, sent as a string or (by some servers) as an array of strings.
-    pub fn scope(&mut self, key: &str) -> Option<String> {
+    pub(crate) fn scope(&mut self, key: &str) -> Option<String> {
         if let Fields::Json(map) = self
             && let Some(serde_json::Value::Array(items)) = map.get(key)
         {

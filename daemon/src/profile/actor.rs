@@ -34,7 +34,7 @@ type InFlight = Pin<Box<dyn Future<Output = Result<TokenSet, UpstreamError>> + S
 
 /// What the actor needs from the daemon.
 #[derive(Clone)]
-pub struct Shared {
+pub(crate) struct Shared {
     /// The HTTP client.
     pub http: Http,
     /// Where tokens are saved.
@@ -46,7 +46,7 @@ pub struct Shared {
 }
 
 /// Starts the actor of `profile` with the tokens restored from disk and returns its handle.
-pub fn spawn(profile: Arc<Profile>, restored: Restored, shared: Shared) -> Arc<ProfileHandle> {
+pub(crate) fn spawn(profile: Arc<Profile>, restored: Restored, shared: Shared) -> Arc<ProfileHandle> {
     let tuning = Tuning {
         refresh_margin: profile.refresh_margin,
         retry_min: profile.retry_min,

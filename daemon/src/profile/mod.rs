@@ -16,9 +16,9 @@
 //! request to the profile gets that error until a reload starts it afresh. Other profiles
 //! have their own actors and keep serving.
 
-pub mod actor;
-pub mod schedule;
-pub mod state;
+pub(crate) mod actor;
+pub(crate) mod schedule;
+pub(crate) mod state;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -38,7 +38,7 @@ use crate::oauth::info::{self, InfoAnswer};
 /// What the actor publishes after every change: everything a request needs to be answered
 /// without asking the actor.
 #[derive(Debug, Clone)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// The token to serve, unless a server rejected it. It may have expired: the server checks
     /// expiry when serving.
     pub token: Option<Token>,
@@ -67,7 +67,7 @@ pub(crate) struct Demand {
 
 impl Demand {
     fn ask(&self, until: SystemTime) {
-        let ms = until.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let ms = u64::try_from(until.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(u64::MAX);
         self.until_ms.fetch_max(ms.max(1), Ordering::AcqRel);
         self.notify.notify_one();
     }
@@ -93,7 +93,7 @@ impl HandedOut {
     /// lock, and reads this afterwards, so the lock orders every hand-out of the old token
     /// before that read (the read lock's release makes the store visible to the next writer).
     fn record(&self, now: SystemTime) {
-        let ms = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let ms = u64::try_from(now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(u64::MAX);
         self.at_ms.store(ms.max(1), Ordering::Relaxed);
     }
 
@@ -130,7 +130,7 @@ pub(crate) enum Command {
 
 /// A login that was started.
 #[derive(Debug)]
-pub struct LoginStarted {
+pub(crate) struct LoginStarted {
     /// Where to send the browser.
     pub url: String,
     /// When the login gives up.
@@ -141,23 +141,23 @@ pub struct LoginStarted {
 
 /// A token chosen to be served: the snapshot it came from.
 #[derive(Debug, Clone)]
-pub struct Served(Arc<Snapshot>);
+pub(crate) struct Served(Arc<Snapshot>);
 
 impl Served {
     /// The token.
-    pub fn token(&self) -> &Token {
+    pub(crate) fn token(&self) -> &Token {
         self.0.token.as_ref().expect("a served snapshot has a token")
     }
 
     /// The token's response, ready to write.
-    pub fn frame(&self) -> &[u8] {
+    pub(crate) fn frame(&self) -> &[u8] {
         self.0.token_frame.as_ref().expect("a served snapshot has a token frame")
     }
 }
 
 /// Why a request to a profile ended without an answer of its own.
 #[derive(Debug)]
-pub enum Gone {
+pub(crate) enum Gone {
     /// The profile's actor stopped: the profile was reloaded or removed, or the daemon is
     /// shutting down. Look the profile up again.
     Stopped,
@@ -165,7 +165,7 @@ pub enum Gone {
 
 /// The serving side of a profile, shared by all connections.
 #[derive(Debug)]
-pub struct ProfileHandle {
+pub(crate) struct ProfileHandle {
     /// The profile's configuration.
     pub config: Arc<Profile>,
     /// For the requests made on the serving side (the info endpoint's).
@@ -210,24 +210,28 @@ impl ProfileHandle {
     }
 
     /// A receiver of every new snapshot, for `watch`.
-    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.snapshot.clone()
     }
 
     /// The profile's status.
-    pub fn status(&self) -> ProfileStatus {
+    pub(crate) fn status(&self) -> ProfileStatus {
         self.snapshot.borrow().status.clone()
     }
 
     /// A token with at least `min_valid` left (the profile's default margin when `None`),
     /// waiting for a refresh if the cached one is not good enough, until `deadline`.
-    pub async fn token(&self, min_valid: Option<Duration>, deadline: Instant) -> Result<Result<Served, Error>, Gone> {
+    pub(crate) async fn token(
+        &self,
+        min_valid: Option<Duration>,
+        deadline: Instant,
+    ) -> Result<Result<Served, Error>, Gone> {
         self.wait_for_token(min_valid, None, deadline).await
     }
 
     /// Reports that a server rejected the token with fingerprint `rejected` (the current one if
     /// `None`) and returns a token other than that one.
-    pub async fn invalidate(
+    pub(crate) async fn invalidate(
         &self,
         rejected: Option<Fingerprint>,
         deadline: Instant,
@@ -245,7 +249,7 @@ impl ProfileHandle {
     }
 
     /// Refreshes now (joining a refresh already in flight) and returns the new token.
-    pub async fn refresh(&self, deadline: Instant) -> Result<Result<Served, Error>, Gone> {
+    pub(crate) async fn refresh(&self, deadline: Instant) -> Result<Result<Served, Error>, Gone> {
         let (reply, done) = oneshot::channel();
         if self.commands.send(Command::Refresh(reply)).await.is_err() {
             return self.stopped().await;
@@ -262,7 +266,7 @@ impl ProfileHandle {
     /// requests in flight that token requests share. If the endpoint rejects the token (401),
     /// the token is invalidated and the GET is made once more with a new one; the answer to
     /// that one is returned whatever it is.
-    pub async fn info(&self, deadline: Instant) -> Result<Result<InfoAnswer, Error>, Gone> {
+    pub(crate) async fn info(&self, deadline: Instant) -> Result<Result<InfoAnswer, Error>, Gone> {
         let name = &self.config.name;
         let Some(url) = self.config.info_url() else {
             return Ok(Err(Error::NotSupported {
@@ -300,7 +304,7 @@ impl ProfileHandle {
     }
 
     /// Starts a login, replacing a pending one.
-    pub async fn login(&self) -> Result<Result<LoginStarted, Error>, Gone> {
+    pub(crate) async fn login(&self) -> Result<Result<LoginStarted, Error>, Gone> {
         let (reply, done) = oneshot::channel();
         if self.commands.send(Command::Login(reply)).await.is_err() {
             return self.stopped().await;
@@ -312,7 +316,7 @@ impl ProfileHandle {
     }
 
     /// Completes the pending login with the redirect URL the user pasted.
-    pub async fn paste(&self, url: Secret) -> Result<Result<(), Error>, Gone> {
+    pub(crate) async fn paste(&self, url: Secret) -> Result<Result<(), Error>, Gone> {
         let (reply, done) = oneshot::channel();
         if self.commands.send(Command::Paste { url, reply }).await.is_err() {
             return self.stopped().await;
@@ -324,7 +328,7 @@ impl ProfileHandle {
     }
 
     /// Revokes the tokens at the server (when a `revoke_url` is set) and forgets them.
-    pub async fn logout(&self) -> Result<Result<RevocationReport, Error>, Gone> {
+    pub(crate) async fn logout(&self) -> Result<Result<RevocationReport, Error>, Gone> {
         let (reply, done) = oneshot::channel();
         if self.commands.send(Command::Logout(reply)).await.is_err() {
             return self.stopped().await;
@@ -338,19 +342,19 @@ impl ProfileHandle {
     /// Stops the actor and waits until it has finished any request in flight and persisted
     /// its outcome. A pending login ends, its waiters told `why`; requests waiting on the actor
     /// end with [`Gone::Stopped`].
-    pub async fn stop_and_wait(&self, why: &str) {
+    pub(crate) async fn stop_and_wait(&self, why: &str) {
         self.stop.send_if_modified(|reason| {
             reason.get_or_insert_with(|| why.to_owned());
             true
         });
-        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let task = self.task.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         if let Some(task) = task {
             let _ = task.await;
         }
     }
 
     /// Whether the actor died (panicked), rather than being stopped.
-    pub fn has_died(&self) -> bool {
+    pub(crate) fn has_died(&self) -> bool {
         self.died.get().is_some()
     }
 

@@ -78,7 +78,7 @@ use crate::oauth::token::TokenSet;
 
 /// What kind of request to the token endpoint to make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestKind {
+pub(crate) enum RequestKind {
     /// A client credentials grant.
     ClientCredentials,
     /// A refresh token grant with the held refresh token.
@@ -89,7 +89,7 @@ pub enum RequestKind {
 
 /// Where a profile is, besides which tokens it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Nothing to serve and nothing scheduled; a token is fetched when a client asks.
     Empty,
     /// A token is held; the next refresh is due at `refresh_at`.
@@ -124,7 +124,7 @@ pub enum Phase {
 
 /// Something that happened to a profile. `W` waits for an outcome (see the module docs).
 #[derive(Debug)]
-pub enum Event<W> {
+pub(crate) enum Event<W> {
     /// The daemon started (or the profile was added) with these tokens from disk.
     Start,
     /// The timer armed for [`Machine::deadline`] fired.
@@ -181,7 +181,7 @@ pub enum Event<W> {
 /// What the actor must do after an event, in this order: persist, close the login's listener,
 /// start the request, answer the waiters, then tell the user.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Effects<W> {
+pub(crate) struct Effects<W> {
     /// Save the tokens before anyone is served the new state.
     pub persist: bool,
     /// The pending login ended: close its listener.
@@ -208,7 +208,7 @@ impl<W> Effects<W> {
 
 /// Settings the machine needs from the profile's config.
 #[derive(Debug, Clone)]
-pub struct Tuning {
+pub(crate) struct Tuning {
     /// How long before expiry to refresh.
     pub refresh_margin: Duration,
     /// The first retry delay.
@@ -244,7 +244,7 @@ struct Exchange<W> {
 
 /// The state of one profile. `W` waits for an outcome (see the module docs).
 #[derive(Debug)]
-pub struct Machine<W> {
+pub(crate) struct Machine<W> {
     name: String,
     grant: Grant,
     tuning: Tuning,
@@ -274,7 +274,7 @@ pub struct Machine<W> {
 
 impl<W> Machine<W> {
     /// A machine holding the tokens restored from disk, if any. Feed it [`Event::Start`].
-    pub fn new(
+    pub(crate) fn new(
         name: &str,
         grant: Grant,
         tuning: Tuning,
@@ -303,7 +303,7 @@ impl<W> Machine<W> {
     }
 
     /// Applies `event` at wall-clock time `now`; `jitter` is a random number in `0.0..1.0`.
-    pub fn handle(&mut self, event: Event<W>, now: SystemTime, jitter: f64) -> Effects<W> {
+    pub(crate) fn handle(&mut self, event: Event<W>, now: SystemTime, jitter: f64) -> Effects<W> {
         let mut fx = Effects::default();
         match event {
             Event::Start => {
@@ -615,13 +615,13 @@ impl<W> Machine<W> {
 
     /// Records when the serving side last handed out a token of this profile. The actor calls
     /// it before every event, with what it reads from the serving side at that moment.
-    pub fn handed_out(&mut self, at: Option<SystemTime>) {
+    pub(crate) fn handed_out(&mut self, at: Option<SystemTime>) {
         self.handed_out = at;
     }
 
     /// When the actor should send [`Event::Due`] next: the next request, or the end of the
     /// pending login, whichever comes first.
-    pub fn deadline(&self) -> Option<SystemTime> {
+    pub(crate) fn deadline(&self) -> Option<SystemTime> {
         let login = self.login.as_ref().map(|login| login.until);
         match (self.next_request(), login) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -630,7 +630,7 @@ impl<W> Machine<W> {
     }
 
     /// When the next request is due to be sent, if one is scheduled.
-    pub fn next_request(&self) -> Option<SystemTime> {
+    pub(crate) fn next_request(&self) -> Option<SystemTime> {
         match self.phase {
             Phase::Valid { refresh_at } => Some(refresh_at),
             Phase::Quiet { send_at, .. } => Some(send_at),
@@ -641,38 +641,38 @@ impl<W> Machine<W> {
 
     /// Until when a login is pending, if one is: waiting for the browser, or its code waiting
     /// to be exchanged or being exchanged.
-    pub fn login_pending_until(&self) -> Option<SystemTime> {
+    pub(crate) fn login_pending_until(&self) -> Option<SystemTime> {
         let exchange = self.queued.as_ref().or(self.exchanging.as_ref()).map(|e| e.until);
         self.login.as_ref().map(|login| login.until).or(exchange)
     }
 
     /// The code and verifier of the exchange in flight.
-    pub fn exchange_grant(&self) -> Option<(&Secret, &Secret)> {
+    pub(crate) fn exchange_grant(&self) -> Option<(&Secret, &Secret)> {
         self.exchanging.as_ref().map(|e| (&e.code, &e.verifier))
     }
 
     /// The current phase.
-    pub fn phase(&self) -> &Phase {
+    pub(crate) fn phase(&self) -> &Phase {
         &self.phase
     }
 
     /// The held refresh token.
-    pub fn refresh_token(&self) -> Option<&Secret> {
+    pub(crate) fn refresh_token(&self) -> Option<&Secret> {
         self.refresh_token.as_ref()
     }
 
     /// The current access token, rejected or not.
-    pub fn token(&self) -> Option<&Current> {
+    pub(crate) fn token(&self) -> Option<&Current> {
         self.token.as_ref()
     }
 
     /// Bumped whenever a new token is obtained or the tokens are forgotten.
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation
     }
 
     /// Why a client that cannot be served a token should not wait, if waiting cannot help.
-    pub fn blocked_error(&self) -> Option<Error> {
+    pub(crate) fn blocked_error(&self) -> Option<Error> {
         let profile = self.name.clone();
         match &self.phase {
             Phase::Backoff { retry_at } => Some(Error::UpstreamUnavailable {
@@ -692,7 +692,7 @@ impl<W> Machine<W> {
 
     /// The token to serve, if there is one that was not rejected and is not withheld for a
     /// quiet window (it may have expired).
-    pub fn servable(&self, profile: &str) -> Option<Token> {
+    pub(crate) fn servable(&self, profile: &str) -> Option<Token> {
         let t = self.token.as_ref().filter(|t| !t.rejected && !self.withheld)?;
         Some(Token {
             profile: profile.to_owned(),
@@ -705,7 +705,7 @@ impl<W> Machine<W> {
     }
 
     /// Everything `tokenctl status` shows.
-    pub fn status(&self, now: SystemTime) -> ProfileStatus {
+    pub(crate) fn status(&self, now: SystemTime) -> ProfileStatus {
         let state = match self.phase {
             Phase::Empty => ProfileState::Empty,
             Phase::Valid { .. } => ProfileState::Valid,
@@ -758,7 +758,7 @@ impl<W> Machine<W> {
 }
 
 /// What the waiters of a login or a queued code exchange that a newer one replaced are told.
-pub const SUPERSEDED: &str = "a newer login for this profile replaced this one";
+pub(crate) const SUPERSEDED: &str = "a newer login for this profile replaced this one";
 
 fn unknown_failure(at: SystemTime) -> Failure {
     Failure { at, status: None, error: None, description: None, message: "unknown failure".into(), transient: true }

@@ -28,7 +28,7 @@ const MAX_LOOKUPS: usize = 5;
 type Conn = Connection<Stream>;
 
 /// Serves one connection to the end.
-pub async fn serve(daemon: Arc<Daemon>, stream: Stream, admitted: Result<(), Refusal>) {
+pub(crate) async fn serve(daemon: Arc<Daemon>, stream: Stream, admitted: Result<(), Refusal>) {
     let peer_ok = super::listener::check_peer(&stream);
     let mut conn = Connection::new(stream);
     if let Err(message) = peer_ok {
@@ -124,7 +124,7 @@ async fn handle(daemon: &Arc<Daemon>, conn: &mut Conn, request: Request) -> Resu
             daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: std::process::id(),
             started_at: daemon.started_at,
-            profiles: daemon.profiles().len() as u32,
+            profiles: u32::try_from(daemon.profiles().len()).unwrap_or(u32::MAX),
         }),
         Request::Token { profile, min_valid } => {
             let served = with_profile(daemon, &profile, |h| async move { h.token(min_valid, deadline).await }).await;

@@ -25,7 +25,7 @@ use interprocess::local_socket::tokio::{Listener, Stream};
 use tokend_proto::Endpoint;
 
 /// A socket ready to accept connections.
-pub struct Bound {
+pub(crate) struct Bound {
     /// The listener.
     pub listener: Listener,
     /// Whether systemd passed it in (then systemd owns the socket file).
@@ -34,7 +34,7 @@ pub struct Bound {
 
 /// Why the socket could not be set up.
 #[derive(Debug, thiserror::Error)]
-pub enum BindError {
+pub(crate) enum BindError {
     /// Another daemon answers at the endpoint.
     #[error(
         "another tokend is already running at {0}; stop it first (`tokenctl shutdown`), or give this one another --socket"
@@ -51,7 +51,7 @@ pub enum BindError {
 }
 
 /// Sets up the listening socket at `endpoint`, or adopts the one systemd passed.
-pub fn bind(endpoint: &Endpoint) -> Result<Bound, BindError> {
+pub(crate) fn bind(endpoint: &Endpoint) -> Result<Bound, BindError> {
     if let Some(listener) =
         platform::activated().map_err(|e| other(endpoint, format!("cannot adopt the socket passed by systemd: {e}")))?
     {
@@ -70,7 +70,7 @@ pub fn bind(endpoint: &Endpoint) -> Result<Bound, BindError> {
 
 /// Whether the peer of `stream` is the user running the daemon. `Err` carries a message for the
 /// peer.
-pub fn check_peer(stream: &Stream) -> Result<(), String> {
+pub(crate) fn check_peer(stream: &Stream) -> Result<(), String> {
     platform::check_peer(stream)
 }
 
@@ -89,7 +89,7 @@ mod platform {
 
     use super::*;
 
-    pub fn activated() -> io::Result<Option<Listener>> {
+    pub(super) fn activated() -> io::Result<Option<Listener>> {
         let mut fds = sd_notify::listen_fds()?;
         let Some(fd) = fds.next() else { return Ok(None) };
         if fds.len() > 0 {
@@ -104,7 +104,7 @@ mod platform {
         Ok(Some(Listener::from(listener)))
     }
 
-    pub fn prepare(endpoint: &Endpoint) -> Result<(), BindError> {
+    pub(super) fn prepare(endpoint: &Endpoint) -> Result<(), BindError> {
         if let Some(dir) = endpoint.directory() {
             crate::fsperm::ensure_private_dir(dir, "socket directory").map_err(|e| other(endpoint, e.to_string()))?;
         }
@@ -130,11 +130,11 @@ mod platform {
         }
     }
 
-    pub fn options(options: ListenerOptions<'_>) -> ListenerOptions<'_> {
+    pub(super) fn options(options: ListenerOptions<'_>) -> ListenerOptions<'_> {
         options.mode(0o600)
     }
 
-    pub fn check_peer(stream: &Stream) -> Result<(), String> {
+    pub(super) fn check_peer(stream: &Stream) -> Result<(), String> {
         let me = crate::fsperm::current_euid();
         let creds = stream.peer_creds().map_err(|e| format!("cannot identify the connecting process: {e}"))?;
         match creds.euid() {

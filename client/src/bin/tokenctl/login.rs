@@ -18,7 +18,13 @@ enum Input {
     Pasted(String),
 }
 
-pub fn run(mut client: Client, endpoint: Endpoint, profile: &str, no_browser: bool, json: bool) -> Result<(), Error> {
+pub(crate) fn run(
+    mut client: Client,
+    endpoint: Endpoint,
+    profile: &str,
+    no_browser: bool,
+    json: bool,
+) -> Result<(), Error> {
     let started = client.begin_login(profile)?;
     let until = output::left(started.expires_at, SystemTime::now());
     if json {

@@ -9,12 +9,12 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tokend_client::{Failure, ProfileStatus, Token, TokenSummary};
 
-pub fn rfc3339(t: SystemTime) -> String {
+pub(crate) fn rfc3339(t: SystemTime) -> String {
     tokend_proto::time::rfc3339(t)
 }
 
 /// Seconds from now (negative in the past).
-pub fn seconds_from_now(t: SystemTime, now: SystemTime) -> i64 {
+pub(crate) fn seconds_from_now(t: SystemTime, now: SystemTime) -> i64 {
     let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
     match t.duration_since(now) {
         Ok(d) => secs(d),
@@ -23,7 +23,7 @@ pub fn seconds_from_now(t: SystemTime, now: SystemTime) -> i64 {
 }
 
 /// "59m 12s", or "expired".
-pub fn left(t: SystemTime, now: SystemTime) -> String {
+pub(crate) fn left(t: SystemTime, now: SystemTime) -> String {
     match t.duration_since(now) {
         Ok(d) => short(d),
         Err(_) => "expired".into(),
@@ -31,7 +31,7 @@ pub fn left(t: SystemTime, now: SystemTime) -> String {
 }
 
 /// A duration to the second, at most two units: "1h 5m", "59m 12s", "3s".
-pub fn short(d: Duration) -> String {
+pub(crate) fn short(d: Duration) -> String {
     let secs = d.as_secs();
     let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
     match (h, m) {
@@ -43,7 +43,7 @@ pub fn short(d: Duration) -> String {
 }
 
 #[derive(Serialize)]
-pub struct TokenView<'a> {
+pub(crate) struct TokenView<'a> {
     pub profile: &'a str,
     pub access_token: &'a str,
     pub token_type: &'a str,
@@ -54,7 +54,7 @@ pub struct TokenView<'a> {
 }
 
 impl<'a> TokenView<'a> {
-    pub fn new(token: &'a Token) -> Self {
+    pub(crate) fn new(token: &'a Token) -> Self {
         let now = SystemTime::now();
         TokenView {
             profile: &token.profile,
@@ -69,7 +69,7 @@ impl<'a> TokenView<'a> {
 }
 
 #[derive(Serialize)]
-pub struct StatusView<'a> {
+pub(crate) struct StatusView<'a> {
     pub name: &'a str,
     pub grant: &'static str,
     pub state: &'static str,
@@ -85,7 +85,7 @@ pub struct StatusView<'a> {
 }
 
 #[derive(Serialize)]
-pub struct TokenSummaryView<'a> {
+pub(crate) struct TokenSummaryView<'a> {
     pub fingerprint: String,
     pub token_type: &'a str,
     pub obtained_at: String,
@@ -95,7 +95,7 @@ pub struct TokenSummaryView<'a> {
 }
 
 #[derive(Serialize)]
-pub struct FailureView<'a> {
+pub(crate) struct FailureView<'a> {
     pub at: String,
     pub status: Option<u16>,
     pub error: Option<&'a str>,
@@ -105,7 +105,7 @@ pub struct FailureView<'a> {
 }
 
 impl<'a> StatusView<'a> {
-    pub fn new(s: &'a ProfileStatus, now: SystemTime) -> Self {
+    pub(crate) fn new(s: &'a ProfileStatus, now: SystemTime) -> Self {
         StatusView {
             name: &s.name,
             grant: s.grant.as_str(),
@@ -131,7 +131,7 @@ impl<'a> StatusView<'a> {
 }
 
 impl<'a> FailureView<'a> {
-    pub fn new(f: &'a Failure) -> Self {
+    pub(crate) fn new(f: &'a Failure) -> Self {
         FailureView {
             at: rfc3339(f.at),
             status: f.status,
@@ -144,7 +144,7 @@ impl<'a> FailureView<'a> {
 }
 
 /// The status table: one row per profile, with what to do under rows that need something.
-pub fn status_table(statuses: &[ProfileStatus], now: SystemTime) -> String {
+pub(crate) fn status_table(statuses: &[ProfileStatus], now: SystemTime) -> String {
     let header = ["PROFILE", "GRANT", "STATE", "EXPIRES IN", "NEXT REFRESH", "REQUESTS", "LAST ERROR"];
     let mut rows: Vec<[String; 7]> = Vec::new();
     for s in statuses {
@@ -199,7 +199,7 @@ pub fn status_table(statuses: &[ProfileStatus], now: SystemTime) -> String {
 }
 
 /// One profile in detail.
-pub fn status_detail(s: &ProfileStatus, now: SystemTime) -> String {
+pub(crate) fn status_detail(s: &ProfileStatus, now: SystemTime) -> String {
     let mut out = String::new();
     let mut field = |name: &str, value: String| out.push_str(&format!("{name:<14} {value}\n"));
     field("profile", s.name.clone());
