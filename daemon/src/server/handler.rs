@@ -33,7 +33,7 @@ pub(crate) async fn serve(daemon: Arc<Daemon>, stream: Stream, admitted: Result<
     let mut conn = Connection::new(stream);
     if let Err(message) = peer_ok {
         tracing::warn!("refused a connection: {message}");
-        let _ = conn.write(&HelloReply::refuse(Refusal::PermissionDenied, message)).await;
+        let _ = conn.write(&HelloReply::refuse(Refusal::PermissionDenied, message.to_string())).await;
         return;
     }
     if let Err(refusal) = admitted {

@@ -68,10 +68,24 @@ pub(crate) fn bind(endpoint: &Endpoint) -> Result<Bound, BindError> {
     }
 }
 
-/// Whether the peer of `stream` is the user running the daemon. `Err` carries a message for the
+/// Whether the peer of `stream` is the user running the daemon. `Err` says why not, for the
 /// peer.
-pub(crate) fn check_peer(stream: &Stream) -> Result<(), String> {
+pub(crate) fn check_peer(stream: &Stream) -> Result<(), PeerRefused> {
     platform::check_peer(stream)
+}
+
+/// Why a connecting process is not served.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PeerRefused {
+    /// Its credentials cannot be read.
+    #[error("cannot identify the connecting process: {0}")]
+    Unidentified(io::Error),
+    /// It runs as another user.
+    #[error("permission denied: tokend serves only uid {me}, and this client runs as uid {uid}")]
+    OtherUser { me: u32, uid: u32 },
+    /// The system does not say which user it runs as.
+    #[error("permission denied: the connecting user cannot be identified")]
+    NoUser,
 }
 
 fn other(endpoint: &Endpoint, message: String) -> BindError {
@@ -134,15 +148,13 @@ mod platform {
         options.mode(0o600)
     }
 
-    pub(super) fn check_peer(stream: &Stream) -> Result<(), String> {
+    pub(super) fn check_peer(stream: &Stream) -> Result<(), PeerRefused> {
         let me = crate::fsperm::current_euid();
-        let creds = stream.peer_creds().map_err(|e| format!("cannot identify the connecting process: {e}"))?;
+        let creds = stream.peer_creds().map_err(PeerRefused::Unidentified)?;
         match creds.euid() {
             Some(uid) if uid == me => Ok(()),
-            Some(uid) => {
-                Err(format!("permission denied: tokend serves only uid {me}, and this client runs as uid {uid}"))
-            }
-            None => Err("permission denied: the connecting user cannot be identified".into()),
+            Some(uid) => Err(PeerRefused::OtherUser { me, uid }),
+            None => Err(PeerRefused::NoUser),
         }
     }
 }
@@ -163,7 +175,7 @@ mod platform {
         options
     }
 
-    pub fn check_peer(_stream: &Stream) -> Result<(), String> {
+    pub fn check_peer(_stream: &Stream) -> Result<(), PeerRefused> {
         // The pipe's default security descriptor admits only its creator (and administrators).
         Ok(())
     }
