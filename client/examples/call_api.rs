@@ -31,6 +31,9 @@ fn main() -> ExitCode {
 
 fn call(profile: &str, url: &str) -> Result<String, Box<dyn std::error::Error>> {
     let mut tokend = Client::connect()?;
+    // This workspace builds reqwest without a TLS crypto provider (tokend's DEVELOPERS.md says
+    // why), so the example installs one; with reqwest's default features, leave this line out.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::blocking::Client::new();
     let response = tokend.with_token(profile, |token| {
         match http.get(url).header(AUTHORIZATION, token.header_value()).send() {

@@ -62,6 +62,7 @@ use std::process::ExitCode;
 
 #[doc(hidden)]
 pub use oauth::fuzz_upstream_answer;
+pub use oauth::install_crypto_provider;
 
 use tokend_proto::Endpoint;
 

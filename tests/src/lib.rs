@@ -334,6 +334,15 @@ impl Tokend {
     }
 }
 
+/// An HTTP client builder for the tests' own requests (a browser's side of a login, calls to a
+/// provider). reqwest has no TLS crypto provider of its own in this workspace, so this installs
+/// tokend's first, as tokend does before building its client.
+pub fn http() -> reqwest::ClientBuilder {
+    tokend::install_crypto_provider();
+    #[allow(clippy::disallowed_methods, reason = "the provider is installed just above")]
+    reqwest::Client::builder()
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago, for a login redirect URI.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -428,7 +437,7 @@ impl Tokend {
     pub async fn log_in(&self, profile: &str) {
         let mut login = self.spawn_tokenctl(&["login", profile, "--no-browser"]);
         let url = login.login_url().await;
-        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let http = crate::http().redirect(reqwest::redirect::Policy::none()).build().unwrap();
         let approved = http.get(&url).send().await.expect("visit the authorization URL");
         let location = approved.headers()["location"].to_str().unwrap().to_owned();
         http.get(&location).send().await.expect("follow the redirect to tokend");

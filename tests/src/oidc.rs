@@ -70,7 +70,9 @@ impl OidcProvider {
 
     /// RFC 7662 introspection of `token`.
     pub async fn introspect(&self, token: &str) -> serde_json::Value {
-        reqwest::Client::new()
+        crate::http()
+            .build()
+            .unwrap()
             .post(self.url("/token/introspection"))
             .basic_auth("cc-basic", Some("cc-basic-secret"))
             .form(&[("token", token)])
@@ -92,8 +94,8 @@ impl OidcProvider {
 /// redirects, fills in the development login form (any login and password) and confirms the
 /// consent form, until the server redirects to `redirect_prefix`. Returns that final URL.
 pub async fn browser_login(authorization_url: &str, redirect_prefix: &str) -> String {
-    let browser =
-        reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let browser = crate::http().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let mut cookies = Cookies::default();
     let mut next = Some((reqwest::Method::GET, authorization_url.to_owned(), Vec::<(String, String)>::new()));
     for _ in 0..20 {
         let (method, url, form) = next.take().expect("a next step");
@@ -102,7 +104,12 @@ pub async fn browser_login(authorization_url: &str, redirect_prefix: &str) -> St
         }
         let request = browser.request(method, &url);
         let request = if form.is_empty() { request } else { request.form(&form) };
+        let request = match cookies.header() {
+            Some(header) => request.header(reqwest::header::COOKIE, header),
+            None => request,
+        };
         let response = request.send().await.expect("the provider answers");
+        cookies.keep(response.headers());
         let base = reqwest::Url::parse(&url).unwrap();
         if response.status().is_redirection() {
             let location = response.headers()["location"].to_str().unwrap();
@@ -114,6 +121,35 @@ pub async fn browser_login(authorization_url: &str, redirect_prefix: &str) -> St
         next = Some((reqwest::Method::POST, base.join(&action).unwrap().to_string(), fields));
     }
     panic!("the login did not reach the redirect URI within 20 steps");
+}
+
+/// The cookies the browser keeps between the provider's pages. A login stays on one origin, so
+/// the path and domain of a cookie do not matter; one that is set to expire is dropped, as the
+/// provider does with its interaction cookies once the login is done.
+#[derive(Default)]
+struct Cookies(Vec<(String, String)>);
+
+impl Cookies {
+    fn keep(&mut self, headers: &reqwest::header::HeaderMap) {
+        for set in headers.get_all(reqwest::header::SET_COOKIE) {
+            let set = set.to_str().expect("a Set-Cookie header in ASCII");
+            let mut parts = set.split(';');
+            let Some((name, value)) = parts.next().and_then(|pair| pair.split_once('=')) else { continue };
+            let (name, value) = (name.trim(), value.trim());
+            self.0.retain(|(kept, _)| kept != name);
+            let expired = parts
+                .map(|attribute| attribute.trim().to_ascii_lowercase())
+                .any(|attribute| attribute == "max-age=0" || attribute.starts_with("expires=thu, 01 jan 1970"));
+            if !expired && !value.is_empty() {
+                self.0.push((name.to_owned(), value.to_owned()));
+            }
+        }
+    }
+
+    fn header(&self) -> Option<String> {
+        (!self.0.is_empty())
+            .then(|| self.0.iter().map(|(name, value)| format!("{name}={value}")).collect::<Vec<_>>().join("; "))
+    }
 }
 
 /// The first form of a page: its action and fields, with login and password filled in.

@@ -70,7 +70,7 @@ async fn log_in_with(tokend: &Tokend, browser: &str, argv: &Path) -> Vec<String>
     let args: Vec<String> = std::fs::read_to_string(argv).unwrap().lines().map(str::to_owned).collect();
     let url = args.iter().find(|a| a.contains("/oauth/authorize")).expect("the browser got the URL").clone();
     let url = url.strip_prefix("--app=").unwrap_or(&url).to_owned();
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let http = tokend_e2e::http().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let approved = http.get(&url).send().await.unwrap();
     let location = approved.headers()["location"].to_str().unwrap().to_owned();
     assert_eq!(http.get(&location).send().await.unwrap().status(), 200, "{}", tokend.log());

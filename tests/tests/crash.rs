@@ -152,7 +152,7 @@ async fn a_lost_answer_after_rotation_ends_in_login_needed_not_a_retry_loop() {
 async fn log_in(tokend: &Tokend) {
     let mut login = tokend.spawn_tokenctl(&["login", "mm", "--no-browser"]);
     let url = login.login_url().await;
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let http = tokend_e2e::http().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let location = http.get(&url).send().await.unwrap().headers()["location"].to_str().unwrap().to_owned();
     assert_eq!(http.get(&location).send().await.unwrap().status(), 200);
     let (exit, output) = login.finish().await;

@@ -18,7 +18,7 @@ async fn the_demo_serves_both_demo_profiles_on_the_default_socket() {
     // The browser login, with the demo server approving at once.
     let mut login = xdg.spawn_tokenctl(&["login", "demo-movemint", "--no-browser"]);
     let url = login.login_url().await;
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::limited(3)).build().unwrap();
+    let http = tokend_e2e::http().redirect(reqwest::redirect::Policy::limited(3)).build().unwrap();
     let page = http.get(&url).send().await.unwrap();
     assert_eq!(page.status(), 200, "the browser ends on tokend's page");
     let (status, output) = login.finish().await;

@@ -48,7 +48,7 @@ scopes = ["public", "write"]
 }
 
 fn http() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+    tokend_e2e::http().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
 /// What the user's browser does: visit the authorization URL; the fake approves at once and

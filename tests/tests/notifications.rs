@@ -42,7 +42,7 @@ client_auth = "post"
 async fn log_in(tokend: &Tokend, name: &str) {
     let mut login = tokend.spawn_tokenctl(&["login", name, "--no-browser"]);
     let url = login.login_url().await;
-    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let browser = tokend_e2e::http().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let redirect = browser.get(&url).send().await.unwrap().headers()["location"].to_str().unwrap().to_owned();
     assert_eq!(browser.get(&redirect).send().await.unwrap().status(), 200);
     let (exit, output) = login.finish().await;

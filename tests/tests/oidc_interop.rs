@@ -53,7 +53,7 @@ async fn log_in(tokend: &Tokend, redirect: &str) {
     let url = login.login_url().await;
     let back = browser_login(&url, redirect).await;
     assert!(back.contains("iss="), "oidc-provider adds iss to the redirect (RFC 9207): {back}");
-    let page = reqwest::get(&back).await.unwrap();
+    let page = tokend_e2e::http().build().unwrap().get(&back).send().await.unwrap();
     assert_eq!(page.status(), 200);
     let (exit, output) = login.finish().await;
     assert!(exit.success(), "{output}\n{}", tokend.log());

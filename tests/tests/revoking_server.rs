@@ -68,7 +68,7 @@ async fn fetch_and_use(fake: &FakeProvider, tokend: &Tokend, refreshes_wanted: u
         let mut tokend = tokend.client().await;
         let (stop, made, refused, url) = (stop.clone(), made.clone(), refused.clone(), url.clone());
         programs.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
+            let http = tokend_e2e::http().build().unwrap();
             while !stop.load(Ordering::Relaxed) {
                 let token = tokend.token("mm").await.expect("a token");
                 tokio::time::sleep(Duration::from_millis(rand::random_range(0..=100))).await;
@@ -193,7 +193,7 @@ type Runs = Mutex<Vec<(Fingerprint, u16)>>;
 /// `with_token` on the async client: GET the provider's `/v8/users/me`, and call a 401 a
 /// rejection. Records every run in `runs`; returns the final status.
 async fn call_async(tokend: &Tokend, fake: &FakeProvider, runs: &Runs) -> u16 {
-    let http = &reqwest::Client::new();
+    let http = &tokend_e2e::http().build().unwrap();
     let url = &fake.url("/v8/users/me");
     let mut client = tokend.client().await;
     client
@@ -212,7 +212,7 @@ async fn call_blocking(tokend: &Tokend, fake: &FakeProvider, runs: Arc<Runs>) ->
     let url = fake.url("/v8/users/me");
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        let http = reqwest::Client::new();
+        let http = tokend_e2e::http().build().unwrap();
         let mut client = tokend_client::blocking::Client::connect_to(endpoint).unwrap();
         client
             .with_token("minut", |token| {
@@ -305,7 +305,7 @@ async fn blocking_with_token_returns_a_second_refusal_instead_of_retrying_again(
 async fn with_token_reports_exactly_the_token_it_used() {
     let (fake, tokend) = minut().await;
     let other = &tokio::sync::Mutex::new(tokend.client().await);
-    let (http, url, fake_ref) = (&reqwest::Client::new(), &fake.url("/v8/users/me"), &fake);
+    let (http, url, fake_ref) = (&tokend_e2e::http().build().unwrap(), &fake.url("/v8/users/me"), &fake);
     let runs = &Runs::default();
     let status = tokend
         .client()

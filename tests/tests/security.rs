@@ -6,6 +6,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
+use tokio::io::AsyncBufReadExt;
+
 use tokend_e2e::fake::{Client, ClientAuth, Style};
 use tokend_e2e::impostor::{Impostor, PLANTED_TOKEN};
 use tokend_e2e::{
@@ -160,7 +162,7 @@ client_auth = "post"
     // A login, pasted as over SSH, with a wrong paste first; refreshes; info; logout.
     let mut login = tokend.spawn_tokenctl(&["login", "mm", "--no-browser"]);
     let url = login.login_url().await;
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let http = tokend_e2e::http().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let location = http.get(&url).send().await.unwrap().headers()["location"].to_str().unwrap().to_owned();
     login.type_line(&location.replace("state=", "state=x")).await;
     login.wait_for_line("does not match").await;
@@ -397,6 +399,72 @@ async fn certificates_are_always_verified() {
     let _ = server.kill().await;
 }
 
+/// An HTTPS token endpoint in Python: it answers every POST with a fixed token and prints the
+/// port it listens on.
+const TLS_TOKEN_SERVER: &str = r#"
+import http.server, ssl, sys
+class Token(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        body = b'{"access_token":"at_over_tls","token_type":"Bearer","expires_in":3600}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Token)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(sys.argv[1], sys.argv[2])
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+
+/// The other side of verification, and proof that TLS works with the crypto provider tokend
+/// installs: a server whose certificate chains to a root the system trusts is accepted.
+/// `SSL_CERT_FILE` stands in for the system's store, which tokend reads the way OpenSSL does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_from_a_trusted_root_is_accepted() {
+    require!(Need::Program("openssl"), Need::Program("python3"));
+    let dir = tempfile::tempdir().unwrap();
+    let openssl = |args: &str| {
+        let out = std::process::Command::new("openssl").args(args.split(' ')).current_dir(dir.path()).output().unwrap();
+        assert!(out.status.success(), "openssl {args}: {}", stderr(&out));
+    };
+    openssl("req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=tokend-test-root -keyout root.key -out root.pem");
+    openssl("req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr");
+    let extensions = "subjectAltName = IP:127.0.0.1\nbasicConstraints = CA:FALSE\nextendedKeyUsage = serverAuth\n";
+    std::fs::write(dir.path().join("server.ext"), extensions).unwrap();
+    openssl(
+        "x509 -req -in server.csr -CA root.pem -CAkey root.key -CAcreateserial -days 1 -extfile server.ext -out server.pem",
+    );
+    let mut server = tokio::process::Command::new("python3")
+        .args(["-c", TLS_TOKEN_SERVER, "server.pem", "server.key"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    let port = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("the TLS server starts within 10 s")
+        .unwrap()
+        .expect("the TLS server prints its port");
+    let config = format!(
+        "[profiles.p]\ngrant = \"client_credentials\"\ntoken_url = \"https://127.0.0.1:{port}/token\"\nclient_id = \"c\"\nclient_secret = \"s\"\n"
+    );
+    let trust = vec![("SSL_CERT_FILE".to_owned(), dir.path().join("root.pem").display().to_string())];
+    let tokend = Tokend::start_with(&config, Options { env: trust, ..Default::default() }).await;
+    let out = tokend.tokenctl(&["token", "p"]).await;
+    assert!(out.status.success(), "{}\n{}", stderr(&out), tokend.log());
+    assert_eq!(stdout(&out).trim(), "at_over_tls");
+    let _ = server.kill().await;
+}
+
 async fn movemint_with_key(extra_daemon: &str, options: Options) -> (FakeProvider, Tokend, String) {
     let fake = FakeProvider::start().await;
     let redirect = format!("http://127.0.0.1:{}/callback", free_port());
@@ -417,7 +485,7 @@ async fn movemint_with_key(extra_daemon: &str, options: Options) -> (FakeProvide
     let tokend = Tokend::start_with(&config, options).await;
     let mut login = tokend.spawn_tokenctl(&["login", "mm", "--no-browser"]);
     let url = login.login_url().await;
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let http = tokend_e2e::http().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let location = http.get(&url).send().await.unwrap().headers()["location"].to_str().unwrap().to_owned();
     http.get(&location).send().await.unwrap();
     assert!(login.finish().await.0.success());
@@ -568,7 +636,7 @@ async fn the_login_listener_is_loopback_only_and_bounded() {
         let closed = tokio::time::timeout(Duration::from_secs(20), silent.read_to_end(&mut sink)).await;
         assert!(closed.is_ok(), "the listener closed the silent connection");
     }
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let http = tokend_e2e::http().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let location = http.get(&url).send().await.unwrap().headers()["location"].to_str().unwrap().to_owned();
     assert_eq!(http.get(&location).send().await.unwrap().status(), 200);
     assert!(login.finish().await.0.success());

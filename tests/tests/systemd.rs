@@ -265,7 +265,7 @@ fn serve_secret_agent(path: &Path, secret: &'static str) {
 /// The browser's part of a login: visit the authorization URL (the fake provider approves at
 /// once), then follow the redirect to tokend's login listener; returns the listener's status.
 async fn browse(authorization_url: &str) -> u16 {
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let http = tokend_e2e::http().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let approved = http.get(authorization_url).send().await.unwrap();
     assert_eq!(approved.status(), 302, "the authorization endpoint redirects");
     let redirect = approved.headers()["location"].to_str().unwrap().to_owned();

@@ -3,7 +3,8 @@
 //!
 //! One [`Http`] client is shared by every profile. It never follows redirects (a token request
 //! that is redirected would carry the client secret to wherever the redirect points), verifies
-//! certificates always, and bounds every request in time and every response in size.
+//! certificates always, and bounds every request in time and every response in size. Its TLS is
+//! rustls with ring, installed by [`install_crypto_provider`] before the client is built.
 //!
 //! Failures become an [`UpstreamError`] that says whether retrying can help
 //! ([`Retry::Transient`]: connection failures, timeouts, 408, 429, 5xx, a 2xx that is not a
@@ -41,6 +42,8 @@ pub(crate) struct Http {
 impl Http {
     /// A client whose requests give up after `timeout`.
     pub(crate) fn new(timeout: Duration) -> Result<Http, SetupError> {
+        install_crypto_provider();
+        #[allow(clippy::disallowed_methods, reason = "the provider is installed just above")]
         let client = reqwest::Client::builder()
             .user_agent(concat!("tokend/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
@@ -91,6 +94,16 @@ pub(crate) enum BadSeconds {
 #[derive(Debug, thiserror::Error)]
 #[error("cannot set up the HTTP client: {0}")]
 pub(crate) struct SetupError(String);
+
+/// Makes ring the process's rustls crypto provider, which reqwest takes for every client it
+/// builds. reqwest is built without a provider of its own (its own choice would be aws-lc-rs;
+/// DEVELOPERS.md says why ring) and panics when it builds a client and finds none installed.
+/// Call it before building any reqwest client; calling it again, or after the program installed
+/// a provider of its own, changes nothing.
+pub fn install_crypto_provider() {
+    // The only error is "a provider is installed already", which is what this wants.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
 
 /// Whether retrying a failed request can help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -202,7 +202,7 @@ client_auth = "post"
         let mut client = tokend.client().await.with_timeout(Duration::from_secs(60));
         let (stop, counts, url, max_hold) = (stop.clone(), counts.clone(), url.clone(), plan.max_hold);
         programs.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
+            let http = tokend_e2e::http().build().unwrap();
             let mut waits = Vec::new();
             let lateness = &Mutex::new(Vec::new());
             while !stop.load(Ordering::Relaxed) {
