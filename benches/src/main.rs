@@ -7,9 +7,11 @@
 //! Every tokend number is printed beside a raw Unix-socket baseline measured in the same run —
 //! a minimal server (its own process, same tokio worker count) and client exchanging frames of
 //! exactly the sizes of tokend's token request and response — or beside `/bin/true` for process
-//! start, and reported as a ratio, because these machines are too noisy for absolute numbers to
+//! start, or (for the HTTP API, [`http`]) beside the same requests sent straight to the
+//! upstream or over the protocol socket, and reported as a ratio, because these machines are too noisy for absolute numbers to
 //! mean much from one run to the next. See BENCHMARKS.md.
 
+mod http;
 mod raw;
 mod stats;
 
@@ -40,7 +42,12 @@ struct Plan {
     many_profiles: usize,
     many_connections: usize,
     idle_for: Duration,
-    /// Sections to run (`latency`, `throughput`, `process`, `herd`, `memory`); empty for all.
+    /// How much the HTTP section streams each way.
+    transfer_bytes: u64,
+    /// A short smoke run.
+    quick: bool,
+    /// Sections to run (`latency`, `throughput`, `process`, `herd`, `http`, `memory`); empty for
+    /// all.
     only: Vec<String>,
 }
 
@@ -58,6 +65,8 @@ impl Plan {
             many_profiles: 1_000,
             many_connections: 10_000,
             idle_for: Duration::from_secs(60),
+            transfer_bytes: 1 << 30,
+            quick: false,
             only: Vec::new(),
         }
     }
@@ -71,6 +80,8 @@ impl Plan {
             many_profiles: 100,
             many_connections: 1_000,
             idle_for: Duration::from_secs(5),
+            transfer_bytes: 64 << 20,
+            quick: true,
             only: Vec::new(),
         }
     }
@@ -81,6 +92,10 @@ fn main() -> ExitCode {
     if args.get(1).map(String::as_str) == Some("--raw-server") {
         let parse = |i: usize| args[i].parse::<usize>().expect("a number");
         raw::serve(Path::new(&args[2]), parse(3), parse(4), parse(5));
+        return ExitCode::SUCCESS;
+    }
+    if args.get(1).map(String::as_str) == Some("--upstream") {
+        http::serve_upstream();
         return ExitCode::SUCCESS;
     }
     let quick = args.iter().any(|a| a == "--quick");
@@ -256,7 +271,12 @@ async fn suite(plan: Plan) -> serde_json::Value {
         );
     }
 
-    // 5. Memory, and 6. idle cost.
+    // 5. The HTTP API and its proxy.
+    if plan.runs("http") {
+        http::run(&plan, &mut results).await;
+    }
+
+    // 6. Memory, and 7. idle cost.
     if !plan.runs("memory") {
         return serde_json::Value::Object(results);
     }

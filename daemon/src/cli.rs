@@ -21,6 +21,11 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
+    /// Where to serve the HTTP API [default: $TOKEND_HTTP_SOCKET, else the config's [daemon]
+    /// http_socket, else http.sock beside the socket]
+    #[arg(long, value_name = "PATH")]
+    pub http_socket: Option<PathBuf>,
+
     /// Where to keep tokens across restarts [default: the config's [daemon] state_dir, else
     /// $XDG_STATE_HOME/tokend]
     #[arg(long, value_name = "DIR")]

@@ -192,6 +192,7 @@ impl Daemon {
         let (old, fresh) = (&current.daemon, &new.daemon);
         let need_restart: Vec<&str> = [
             ("socket", old.socket != fresh.socket),
+            ("http_socket", old.http_socket != fresh.http_socket),
             ("state_dir", old.state_dir != fresh.state_dir),
             ("the encryption key", old.encryption_key != fresh.encryption_key),
             ("max_connections", old.max_connections != fresh.max_connections),

@@ -19,6 +19,8 @@ const LAYERS: &[&[&str]] = &[
     &["daemon"],
     // What faces clients and the system: the socket server, signals.
     &["server", "signals"],
+    // The HTTP API: served like the protocol socket, and answers token requests the same way.
+    &["http"],
 ];
 
 fn layer(module: &str) -> Option<usize> {

@@ -14,6 +14,7 @@
 //! | [`persist`] | tokens on disk, written atomically |
 //! | [`login`] | the authorization code flow with PKCE and its loopback listener |
 //! | [`server`] | the socket: binding, framing, the handshake, answering requests |
+//! | [`http`] | the HTTP API on its own socket: the token API and the authenticating proxy |
 //! | [`daemon`] | the set of running profiles and reload |
 //! | [`endpoints`] | where each profile's endpoints come from: config, discovery, the cache |
 //! | [`clock`] | re-arming timers when the wall clock jumps |
@@ -26,10 +27,11 @@
 //! `daemon`, and `server`/`signals` on top.
 //!
 //! The flow: [`run`] hardens the process, loads the config, opens the state directory, binds
-//! the socket and starts one actor per profile. Each actor fetches or restores its token and
-//! schedules the next refresh; connections read tokens from the actors' published snapshots.
-//! On SIGTERM the server stops accepting, answers what it was answering, the actors finish any
-//! request in flight and persist it, and the socket is removed.
+//! the sockets (the protocol socket and the HTTP API's) and starts one actor per profile. Each
+//! actor fetches or restores its token and schedules the next refresh; connections read tokens
+//! from the actors' published snapshots.
+//! On SIGTERM the servers stop accepting, answer what they were answering, the actors finish
+//! any request in flight and persist it, and the sockets are removed.
 
 #![warn(missing_docs)]
 
@@ -43,6 +45,7 @@ mod endpoints;
 mod fsperm;
 mod harden;
 mod held;
+mod http;
 #[cfg(test)]
 mod layers;
 mod limits;
@@ -60,6 +63,8 @@ mod signals;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// How long the HTTP API's proxy keeps an idle upstream connection (the benchmarks wait it out).
+pub use http::proxy::POOL_IDLE as PROXY_POOL_IDLE;
 #[doc(hidden)]
 pub use oauth::fuzz_upstream_answer;
 pub use oauth::install_crypto_provider;
@@ -102,6 +107,14 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 
     let endpoint = Endpoint::resolve(cli.socket.as_deref(), config.daemon.socket.as_deref());
+    let http_endpoint = match http::endpoint(cli.http_socket.as_deref(), &config.daemon.http_socket, &endpoint) {
+        Ok(http_endpoint) => http_endpoint,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("tokend: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let Some(state_dir) = cli.state_dir.clone().or_else(|| config.daemon.state_dir.clone()).or_else(default_state_dir)
     else {
         tracing::error!("cannot tell where to keep state (no home directory); pass --state-dir DIR");
@@ -138,6 +151,13 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let proxy = match http::proxy::Proxy::new(config.daemon.http_timeout) {
+        Ok(proxy) => proxy,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(std::thread::available_parallelism().map_or(2, std::num::NonZero::get).clamp(1, 4))
@@ -152,11 +172,19 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(config, endpoint, store, http, hardening.max_files))
+    let sockets = Sockets { endpoint, http: http_endpoint.map(|endpoint| (endpoint, proxy)) };
+    runtime.block_on(serve(config, sockets, store, http, hardening.max_files))
 }
 
-async fn serve(config: Config, endpoint: Endpoint, store: Store, http: Http, max_files: Option<u64>) -> ExitCode {
-    let bound = match server::listener::bind(&endpoint) {
+/// Where to listen: the protocol socket, and the HTTP API's with its proxy unless it is off.
+struct Sockets {
+    endpoint: Endpoint,
+    http: Option<(Endpoint, http::proxy::Proxy)>,
+}
+
+async fn serve(config: Config, sockets: Sockets, store: Store, http: Http, max_files: Option<u64>) -> ExitCode {
+    let Sockets { endpoint, http: http_api } = sockets;
+    let (bound, http_bound) = match server::listener::bind(&endpoint, http_api.as_ref().map(|(e, _)| e)) {
         Ok(bound) => bound,
         Err(e) => {
             tracing::error!("{e}");
@@ -165,9 +193,15 @@ async fn serve(config: Config, endpoint: Endpoint, store: Store, http: Http, max
         }
     };
     let mut max_connections = config.daemon.max_connections;
+    let mut max_http_connections = config.daemon.max_connections;
     if let Some(files) = max_files {
-        // Leave room for the state files, the HTTP client and the login listeners.
-        max_connections = max_connections.min(usize::try_from(files.saturating_sub(64).max(16)).unwrap_or(usize::MAX));
+        // Leave room for the state files, the HTTP client and the login listeners; with the
+        // HTTP API on, half for each socket, and an HTTP connection may hold a proxied upstream
+        // connection too.
+        let budget = files.saturating_sub(64).max(32);
+        let share = if http_api.is_some() { budget / 2 } else { budget };
+        max_connections = max_connections.min(usize::try_from(share).unwrap_or(usize::MAX));
+        max_http_connections = max_http_connections.min(usize::try_from(share / 2).unwrap_or(usize::MAX));
     }
     let profiles = config.profiles.len();
     let config_path = config.path.clone();
@@ -176,8 +210,10 @@ async fn serve(config: Config, endpoint: Endpoint, store: Store, http: Http, max
         tracing::error!("cannot handle signals: {e}");
         return ExitCode::FAILURE;
     }
+    let http_socket = http_api.as_ref().map_or_else(|| "off".to_owned(), |(e, _)| e.to_string());
     tracing::info!(
         socket = %endpoint,
+        http_socket = %http_socket,
         config = %config_path.display(),
         profiles,
         "tokend {} ready{}",
@@ -185,7 +221,12 @@ async fn serve(config: Config, endpoint: Endpoint, store: Store, http: Http, max
         if bound.activated { " (socket activated)" } else { "" }
     );
     sdnotify::ready(&format!("serving {profiles} profile{}", if profiles == 1 { "" } else { "s" }));
-    server::serve(daemon.clone(), bound.listener, max_connections).await;
+    let http_server = async {
+        if let (Some(bound), Some((_, proxy))) = (http_bound, http_api) {
+            http::serve(daemon.clone(), bound.listener, proxy, max_http_connections).await;
+        }
+    };
+    tokio::join!(server::serve(daemon.clone(), bound.listener, max_connections), http_server);
     sdnotify::stopping();
     daemon.stop_profiles().await;
     tracing::info!("tokend stopped");

@@ -27,6 +27,12 @@ pub const CONFIG_ENV: &str = "TOKEND_CONFIG";
 /// The socket's file name inside its directory.
 pub const SOCKET_FILE: &str = "tokend.sock";
 
+/// The environment variable that overrides where tokend serves its HTTP API.
+pub const HTTP_SOCKET_ENV: &str = "TOKEND_HTTP_SOCKET";
+
+/// The HTTP API socket's file name, beside [`SOCKET_FILE`].
+pub const HTTP_SOCKET_FILE: &str = "http.sock";
+
 /// A local socket address: a filesystem path on Unix, a pipe name on Windows.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Endpoint {
@@ -67,6 +73,12 @@ impl Endpoint {
     /// The directory the socket lives in, which tokend creates with mode 0700 (Unix only).
     pub fn directory(&self) -> Option<&Path> {
         if cfg!(unix) { self.path.parent().filter(|p| !p.as_os_str().is_empty()) } else { None }
+    }
+
+    /// The endpoint called `name` beside this one: in the same directory on Unix, and on
+    /// Windows a pipe whose name is this one's followed by `-` and `name`'s stem.
+    pub fn beside(&self, name: &str) -> Endpoint {
+        platform::beside(&self.path, name)
     }
 
     /// The name interprocess connects to or listens on.
@@ -111,6 +123,10 @@ mod platform {
         path.to_fs_name::<GenericFilePath>()
     }
 
+    pub(super) fn beside(path: &Path, name: &str) -> Endpoint {
+        Endpoint::new(path.with_file_name(name))
+    }
+
     fn current_uid() -> u32 {
         // SAFETY: getuid has no preconditions and cannot fail.
         #[allow(unsafe_code)]
@@ -128,6 +144,11 @@ mod platform {
     pub fn default_endpoint() -> Endpoint {
         let user = std::env::var("USERNAME").unwrap_or_else(|_| "user".to_owned());
         Endpoint::new(format!("tokend-{user}"))
+    }
+
+    pub fn beside(path: &Path, name: &str) -> Endpoint {
+        let stem = Path::new(name).file_stem().unwrap_or_default().to_string_lossy();
+        Endpoint::new(format!("{}-{stem}", path.display()))
     }
 
     pub fn name(path: &Path) -> io::Result<Name<'_>> {
@@ -155,5 +176,12 @@ mod tests {
         let ep = Endpoint::default_for_user();
         assert_eq!(ep.path().file_name().unwrap(), SOCKET_FILE, "{ep}");
         assert!(ep.directory().is_some());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_http_socket_lives_beside_the_socket() {
+        let ep = Endpoint::new("/run/user/1000/tokend/tokend.sock");
+        assert_eq!(ep.beside(HTTP_SOCKET_FILE).path(), Path::new("/run/user/1000/tokend/http.sock"));
     }
 }

@@ -18,6 +18,9 @@
 //! Every message is one frame: a 4-byte big-endian payload length followed by that many bytes
 //! of bincode. Frames larger than [`codec::MAX_FRAME_LEN`] are refused before anything is
 //! allocated for them.
+//!
+//! Programs that do not speak this protocol use tokend's HTTP API instead, whose JSON forms
+//! live in [`json`] (shared with `tokenctl --json`).
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -25,6 +28,7 @@
 pub mod codec;
 pub mod endpoint;
 pub mod error;
+pub mod json;
 pub mod message;
 pub mod secret;
 pub mod time;

@@ -11,7 +11,8 @@
 //! authorization endpoint with PKCE, revoke tokens, and describe them (or answer the info
 //! request with any body). It can also publish its endpoints as authorization server metadata
 //! (RFC 8414 and OpenID Connect Discovery), for an issuer with or without a path, and make
-//! those documents lie or misbehave.
+//! those documents lie or misbehave. Under `/api/` it is also the API the tokens are for
+//! ([`api`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -25,6 +26,8 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, oneshot};
+
+pub mod api;
 
 /// How a client must authenticate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,6 +182,7 @@ struct Code {
 
 struct Inner {
     clients: HashMap<String, Client>,
+    api_requests: Vec<api::ApiRequest>,
     lifetime: Duration,
     style: Style,
     rotate: bool,
@@ -245,6 +249,7 @@ impl FakeProvider {
             base: format!("http://{addr}"),
             inner: Arc::new(Mutex::new(Inner {
                 clients: HashMap::new(),
+                api_requests: Vec::new(),
                 lifetime: Duration::from_secs(3600),
                 style: Style::Minut,
                 rotate: true,
@@ -276,7 +281,7 @@ impl FakeProvider {
         let app = axum::Router::new().fallback(handle).with_state(fake.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
+            let _ = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
                 .with_graceful_shutdown(async {
                     let _ = stopped.await;
                 })
@@ -519,6 +524,10 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
 }
 
 async fn handle(State(fake): State<Fake>, request: Request) -> Response {
+    // Before the body is read: the API's bodies are streamed, and may be large.
+    if request.uri().path().starts_with("/api/") {
+        return api::handle(&fake, request).await;
+    }
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
     let query: HashMap<String, String> =

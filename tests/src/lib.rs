@@ -6,9 +6,11 @@
 
 pub mod dbus;
 pub mod fake;
+pub mod http;
 pub mod impostor;
 pub mod needs;
 pub mod oidc;
+pub mod openapi;
 pub mod systemd;
 pub mod wire;
 pub mod xdg;
@@ -66,6 +68,8 @@ pub struct Tokend {
     pub config: PathBuf,
     /// The socket.
     pub socket: PathBuf,
+    /// The HTTP API's socket (beside the socket, unless the test moved or turned it off).
+    pub http_socket: PathBuf,
     /// The state directory.
     pub state: PathBuf,
     log: PathBuf,
@@ -95,6 +99,7 @@ impl Tokend {
         let mut tokend = Tokend {
             child: None,
             socket: dir.path().join("run").join("tokend.sock"),
+            http_socket: dir.path().join("run").join("http.sock"),
             state: dir.path().join("state"),
             log: dir.path().join("tokend.log"),
             config: config_path,
@@ -124,6 +129,7 @@ impl Tokend {
             .args(args)
             .env("RUST_LOG", "tokend=debug")
             .env_remove("TOKEND_SOCKET")
+            .env_remove("TOKEND_HTTP_SOCKET")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("LISTEN_FDS")
             .env_remove("JOURNAL_STREAM")
@@ -291,6 +297,11 @@ impl Tokend {
     /// An async client connected to this daemon.
     pub async fn client(&self) -> tokend_client::Client {
         tokend_client::Client::connect_to(tokend_client::Endpoint::new(&self.socket)).await.expect("connect to tokend")
+    }
+
+    /// A kept-alive connection to the HTTP API.
+    pub async fn http(&self) -> http::Connection {
+        http::Connection::unix(&self.http_socket).await
     }
 
     /// Replaces the config file (keeping it private).

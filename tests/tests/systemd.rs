@@ -214,6 +214,8 @@ async fn the_user_units_work_under_a_real_systemd() {
     assert!(fake.accepts(&units.token("c").await));
     let socket = manager.runtime_dir.join("tokend/tokend.sock");
     assert!(socket.exists(), "the default socket path");
+    let http_socket = manager.runtime_dir.join("tokend/http.sock");
+    assert!(fake.accepts(&http_token(&http_socket, "c").await), "the HTTP API beside it");
 
     // Reload through systemd: applied, and reported by STATUS.
     write_private(&config, &(profile("c") + &profile("d")));
@@ -233,21 +235,33 @@ async fn the_user_units_work_under_a_real_systemd() {
     assert_eq!(manager.property("tokend.service", "Result"), "success");
     assert_eq!(manager.property("tokend.service", "ExecMainStatus"), "0");
     assert!(!socket.exists());
+    assert!(!http_socket.exists());
 
     // Socket activation: only the socket unit runs, and the first request starts tokend.
     units.systemctl_ok(&["start", "tokend.socket"]);
     assert_eq!(manager.property("tokend.service", "ActiveState"), "inactive");
     assert!(socket.exists(), "systemd listens on tokend's default socket");
-    assert!(fake.accepts(&units.token("c").await), "a token through socket activation");
+    assert!(http_socket.exists(), "and on the HTTP API's");
+    // The first request, on the HTTP socket, starts tokend, which takes both sockets.
+    assert!(fake.accepts(&http_token(&http_socket, "c").await), "a token through socket activation");
     assert_eq!(manager.property("tokend.service", "ActiveState"), "active");
-    // tokend adopted the passed socket: stopping the service leaves systemd's socket in place,
-    // and the next request starts tokend again.
+    assert!(fake.accepts(&units.token("c").await), "and on the protocol socket");
+    // tokend adopted the passed sockets: stopping the service leaves systemd's sockets in
+    // place, and the next request starts tokend again.
     units.systemctl_ok(&["stop", "tokend.service"]);
-    assert!(socket.exists());
+    assert!(socket.exists() && http_socket.exists());
     let mut ping = units.tokenctl_command(&["ping"]);
     assert!(eventually(Duration::from_secs(5), || ping.output().is_ok_and(|o| o.status.success())).await);
     drop(units);
     assert!(!socket.exists(), "RemoveOnStop cleans up the socket");
+    assert!(!http_socket.exists());
+}
+
+/// A token of `profile` from the HTTP API at `socket`.
+async fn http_token(socket: &std::path::Path, profile: &str) -> String {
+    let answer = tokend_e2e::http::Connection::unix(socket).await.get(&format!("/v1/token/{profile}")).await;
+    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    answer.json()["access_token"].as_str().unwrap().to_owned()
 }
 
 /// A secret agent of the user's session, such as gpg-agent: a Unix socket in

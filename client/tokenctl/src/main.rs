@@ -51,15 +51,17 @@ fn exit_code(class: ErrorClass) -> u8 {
     }
 }
 
+/// The class's name in JSON errors: the daemon's classes are named as in its HTTP API.
 fn class_name(class: ErrorClass) -> &'static str {
+    use tokend_proto::ErrorClass as Daemon;
     match class {
-        ErrorClass::Other => "other",
-        ErrorClass::Usage => "usage",
+        ErrorClass::Other => Daemon::Other.as_str(),
+        ErrorClass::Usage => Daemon::Usage.as_str(),
         ErrorClass::NotReachable => "not_reachable",
-        ErrorClass::UnknownProfile => "unknown_profile",
-        ErrorClass::LoginNeeded => "login_needed",
-        ErrorClass::Upstream => "upstream",
-        ErrorClass::Config => "config",
+        ErrorClass::UnknownProfile => Daemon::UnknownProfile.as_str(),
+        ErrorClass::LoginNeeded => Daemon::LoginNeeded.as_str(),
+        ErrorClass::Upstream => Daemon::Upstream.as_str(),
+        ErrorClass::Config => Daemon::Config.as_str(),
         ErrorClass::Protocol => "protocol",
         ErrorClass::Untrusted => "untrusted",
     }
@@ -227,7 +229,7 @@ fn print_token(token: &Token, format: Format) {
     match format {
         Format::Raw => outln!("{}", token.access_token.expose()),
         Format::Header => outln!("Authorization: {}", token.header_value()),
-        Format::Json => print_json(&serde_json::to_value(TokenView::new(token))),
+        Format::Json => print_json(&serde_json::to_value(TokenView::new(token, SystemTime::now()))),
     }
 }
 
@@ -272,7 +274,7 @@ fn watch(client: Client, profile: Option<&str>, json: bool) -> Result<(), Error>
         let now = output::rfc3339(SystemTime::now());
         let line = match event? {
             Event::Token(token) if json => {
-                let mut value = serde_json::to_value(TokenView::new(&token)).unwrap_or_default();
+                let mut value = serde_json::to_value(TokenView::new(&token, SystemTime::now())).unwrap_or_default();
                 value["event"] = "token".into();
                 value.to_string()
             }

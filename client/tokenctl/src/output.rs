@@ -1,26 +1,15 @@
 //! How `tokenctl` shows things: tidy text for people, JSON for scripts.
 //!
-//! The JSON views are this program's stable output format: times are RFC 3339 strings (UTC)
-//! alongside seconds-from-now, and field names are snake_case. A time RFC 3339 cannot write
-//! (after 9999) is shown as the latest it can, and seconds-from-now saturate, rather than fail.
+//! The JSON views are this program's stable output format, shared with tokend's HTTP API
+//! (`tokend_proto::json`): times are RFC 3339 strings (UTC) alongside seconds-from-now, and
+//! field names are snake_case. A time RFC 3339 cannot write (after 9999) is shown as the latest
+//! it can, and seconds-from-now saturate, rather than fail.
 
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
-use tokend_client::{Failure, ProfileStatus, Token, TokenSummary};
-
-pub(crate) fn rfc3339(t: SystemTime) -> String {
-    tokend_proto::time::rfc3339(t)
-}
-
-/// Seconds from now (negative in the past).
-pub(crate) fn seconds_from_now(t: SystemTime, now: SystemTime) -> i64 {
-    let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-    match t.duration_since(now) {
-        Ok(d) => secs(d),
-        Err(e) => -secs(e.duration()),
-    }
-}
+use tokend_client::ProfileStatus;
+pub(crate) use tokend_proto::json::{StatusView, TokenView};
+pub(crate) use tokend_proto::time::rfc3339;
 
 /// "59m 12s", or "expired".
 pub(crate) fn left(t: SystemTime, now: SystemTime) -> String {
@@ -39,107 +28,6 @@ pub(crate) fn short(d: Duration) -> String {
         (0, _) => format!("{m}m {s}s"),
         (h, m) if h < 48 => format!("{h}h {m}m"),
         (h, _) => format!("{}d {}h", h / 24, h % 24),
-    }
-}
-
-#[derive(Serialize)]
-pub(crate) struct TokenView<'a> {
-    pub profile: &'a str,
-    pub access_token: &'a str,
-    pub token_type: &'a str,
-    pub expires_at: String,
-    pub expires_in: i64,
-    pub fingerprint: String,
-    pub scope: Option<&'a str>,
-}
-
-impl<'a> TokenView<'a> {
-    pub(crate) fn new(token: &'a Token) -> Self {
-        let now = SystemTime::now();
-        TokenView {
-            profile: &token.profile,
-            access_token: token.access_token.expose(),
-            token_type: &token.token_type,
-            expires_at: rfc3339(token.expires_at),
-            expires_in: seconds_from_now(token.expires_at, now),
-            fingerprint: token.fingerprint.to_string(),
-            scope: token.scope.as_deref(),
-        }
-    }
-}
-
-#[derive(Serialize)]
-pub(crate) struct StatusView<'a> {
-    pub name: &'a str,
-    pub grant: &'static str,
-    pub state: &'static str,
-    pub token: Option<TokenSummaryView<'a>>,
-    pub next_refresh: Option<String>,
-    pub next_refresh_in: Option<i64>,
-    pub has_refresh_token: bool,
-    pub last_error: Option<FailureView<'a>>,
-    pub failing_since: Option<String>,
-    pub action: Option<&'a str>,
-    pub upstream_requests: u64,
-    pub login_pending_until: Option<String>,
-}
-
-#[derive(Serialize)]
-pub(crate) struct TokenSummaryView<'a> {
-    pub fingerprint: String,
-    pub token_type: &'a str,
-    pub obtained_at: String,
-    pub expires_at: String,
-    pub expires_in: i64,
-    pub scope: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-pub(crate) struct FailureView<'a> {
-    pub at: String,
-    pub status: Option<u16>,
-    pub error: Option<&'a str>,
-    pub error_description: Option<&'a str>,
-    pub message: &'a str,
-    pub transient: bool,
-}
-
-impl<'a> StatusView<'a> {
-    pub(crate) fn new(s: &'a ProfileStatus, now: SystemTime) -> Self {
-        StatusView {
-            name: &s.name,
-            grant: s.grant.as_str(),
-            state: s.state.as_str(),
-            token: s.token.as_ref().map(|t: &'a TokenSummary| TokenSummaryView {
-                fingerprint: t.fingerprint.to_string(),
-                token_type: &t.token_type,
-                obtained_at: rfc3339(t.obtained_at),
-                expires_at: rfc3339(t.expires_at),
-                expires_in: seconds_from_now(t.expires_at, now),
-                scope: t.scope.as_deref(),
-            }),
-            next_refresh: s.next_refresh.map(rfc3339),
-            next_refresh_in: s.next_refresh.map(|t| seconds_from_now(t, now)),
-            has_refresh_token: s.has_refresh_token,
-            last_error: s.last_error.as_ref().map(FailureView::new),
-            failing_since: s.failing_since.map(rfc3339),
-            action: s.action.as_deref(),
-            upstream_requests: s.upstream_requests,
-            login_pending_until: s.login_pending_until.map(rfc3339),
-        }
-    }
-}
-
-impl<'a> FailureView<'a> {
-    pub(crate) fn new(f: &'a Failure) -> Self {
-        FailureView {
-            at: rfc3339(f.at),
-            status: f.status,
-            error: f.error.as_deref(),
-            error_description: f.description.as_deref(),
-            message: &f.message,
-            transient: f.transient,
-        }
     }
 }
 
@@ -244,6 +132,8 @@ pub(crate) fn status_detail(s: &ProfileStatus, now: SystemTime) -> String {
 
 #[cfg(test)]
 mod tests {
+    use tokend_proto::json::seconds_from_now;
+
     use super::*;
 
     #[test]

@@ -26,8 +26,8 @@ use toml::Spanned;
 use url::Url;
 
 pub(crate) use source::SecretSource;
-pub(crate) use value::check_endpoint;
 use value::{HumanDuration, LogLevel, RawGrant};
+pub(crate) use value::{MAX_DURATION, check_endpoint};
 
 /// How long before expiry a token is refreshed, unless the profile says otherwise.
 pub(crate) const DEFAULT_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
@@ -66,6 +66,8 @@ pub(crate) struct Config {
 pub(crate) struct DaemonSettings {
     /// Socket path override.
     pub socket: Option<PathBuf>,
+    /// Where the HTTP API listens, if anywhere.
+    pub http_socket: HttpSocket,
     /// State directory override.
     pub state_dir: Option<PathBuf>,
     /// Log filter (for example `info` or `tokend=debug`).
@@ -78,6 +80,19 @@ pub(crate) struct DaemonSettings {
     pub http_timeout: Duration,
     /// Where the state encryption key comes from, if state is encrypted.
     pub encryption_key: Option<KeySource>,
+}
+
+/// Where the HTTP API listens (`[daemon] http_socket`); `--http-socket` and
+/// `TOKEND_HTTP_SOCKET` override it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum HttpSocket {
+    /// `http.sock` in the socket's directory (the default).
+    #[default]
+    BesideSocket,
+    /// At this path.
+    At(PathBuf),
+    /// Nowhere: no HTTP API.
+    Off,
 }
 
 /// Where the state encryption key comes from.
@@ -119,6 +134,8 @@ pub(crate) struct Profile {
     /// query or fragment. Checked against `iss` in redirects (RFC 9207), and the source of every
     /// endpoint the file does not set. Without it, `iss` must have the authorize URL's origin.
     pub issuer: Option<String>,
+    /// The API the token is for: the proxy sends requests there, and only there.
+    pub api_base: Option<Url>,
     /// The client identifier.
     pub client_id: String,
     /// Where the client secret comes from.
@@ -363,6 +380,7 @@ impl Default for DaemonSettings {
     fn default() -> Self {
         DaemonSettings {
             socket: None,
+            http_socket: HttpSocket::default(),
             state_dir: None,
             log_level: None,
             notify_command: None,
@@ -418,6 +436,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawDaemon {
     socket: Option<PathBuf>,
+    http_socket: Option<value::HttpSocketValue>,
     state_dir: Option<PathBuf>,
     log_level: Option<LogLevel>,
     notify_command: Option<String>,
@@ -447,6 +466,7 @@ impl RawDaemon {
         Ok(DaemonSettings {
             encryption_key,
             socket: self.socket,
+            http_socket: self.http_socket.map(|v| v.0).unwrap_or_default(),
             state_dir: self.state_dir,
             log_level: self.log_level.map(|l| l.0),
             notify_command: self.notify_command.filter(|c| !c.trim().is_empty()),
@@ -466,6 +486,7 @@ struct RawProfile {
     issuer: Option<value::IssuerUrl>,
     revoke_url: Option<value::EndpointUrl>,
     info_url: Option<value::EndpointUrl>,
+    api_base: Option<value::ApiBase>,
     client_id: value::NonEmpty,
     client_secret: Option<Spanned<String>>,
     client_secret_file: Option<Spanned<PathBuf>>,
@@ -644,6 +665,7 @@ impl RawProfile {
             discovered: None,
             redirect_uri,
             issuer,
+            api_base: self.api_base.map(|u| u.0),
             client_id: self.client_id.0,
             client_secret_source: source,
             client_secret,

@@ -421,6 +421,38 @@ fn a_daemon_key_error_names_that_key_s_line() {
 }
 
 #[test]
+fn the_http_socket_is_beside_the_socket_elsewhere_or_off() {
+    assert_eq!(parse("").unwrap().daemon.http_socket, HttpSocket::BesideSocket);
+    let at = parse("[daemon]\nhttp_socket = \"/run/h.sock\"\n").unwrap();
+    assert_eq!(at.daemon.http_socket, HttpSocket::At("/run/h.sock".into()));
+    assert_eq!(parse("[daemon]\nhttp_socket = false\n").unwrap().daemon.http_socket, HttpSocket::Off);
+    assert_eq!(parse("[daemon]\nhttp_socket = true\n").unwrap().daemon.http_socket, HttpSocket::BesideSocket);
+    for bad in ["\"\"", "3"] {
+        let err = parse(&format!("[daemon]\n\nhttp_socket = {bad}\n")).unwrap_err();
+        assert_eq!((err.line, err.key.as_deref()), (Some(3), Some("http_socket")), "{err}");
+    }
+}
+
+#[test]
+fn api_base_must_be_https_or_loopback_without_a_query() {
+    let with = |value: &str| parse(&MINUT.replace("client_id =", &format!("api_base = \"{value}\"\nclient_id =")));
+    let config = with("https://api.minut.com/v8").unwrap();
+    assert_eq!(config.profiles["minut"].api_base.as_ref().unwrap().as_str(), "https://api.minut.com/v8");
+    assert!(with("http://127.0.0.1:8080/api").is_ok());
+    for (bad, says) in [
+        ("http://api.minut.com/v8", "plain http"),
+        ("https://api.minut.com/v8?key=1", "?query"),
+        ("https://user:pw@api.minut.com/", "credentials"),
+        ("https://api.minut.com/#x", "fragment"),
+        ("ftp://api.minut.com/", "not an https URL"),
+    ] {
+        let err = with(bad).unwrap_err();
+        assert!(err.message.contains(says), "{bad}: {err}");
+        assert_eq!(err.key.as_deref(), Some("api_base"), "{err}");
+    }
+}
+
+#[test]
 fn the_examples_load() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     let mut loaded = 0;

@@ -46,7 +46,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
 
 /// The longest duration any key takes: far beyond any sensible setting, and far enough from
 /// the limits of time arithmetic that adding it to a date can never overflow.
-pub(super) const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// A [`HumanDuration`] that must be longer than zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,6 +236,50 @@ pub(crate) fn check_endpoint(text: &str) -> Result<Url, BadEndpoint> {
         "http" if is_loopback(url.host()) => Ok(url),
         "http" => Err(BadEndpoint::PlainHttp(text.to_owned())),
         _ => Err(BadEndpoint::NotHttps(text.to_owned())),
+    }
+}
+
+/// `api_base`: the API a profile's token is for, which the proxy sends requests to. An
+/// [`EndpointUrl`] without a query, so that a proxied path and query join it unambiguously.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ApiBase(pub Url);
+
+impl<'de> Deserialize<'de> for ApiBase {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let EndpointUrl(url) = EndpointUrl::deserialize(deserializer)?;
+        if url.query().is_some() {
+            return Err(de::Error::custom(format!(
+                "{:?} has a ?query, which api_base must not have: proxied requests bring their own",
+                url.as_str()
+            )));
+        }
+        Ok(ApiBase(url))
+    }
+}
+
+/// `[daemon] http_socket`: a path, `true` for the default place, or `false` for none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct HttpSocketValue(pub super::HttpSocket);
+
+impl<'de> Deserialize<'de> for HttpSocketValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = HttpSocketValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a socket path, or false to serve no HTTP API")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<HttpSocketValue, E> {
+                Ok(HttpSocketValue(if v { super::HttpSocket::BesideSocket } else { super::HttpSocket::Off }))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<HttpSocketValue, E> {
+                if v.trim().is_empty() {
+                    return Err(E::custom("must not be empty; give a path, or false to serve no HTTP API"));
+                }
+                Ok(HttpSocketValue(super::HttpSocket::At(v.into())))
+            }
+        }
+        deserializer.deserialize_any(V)
     }
 }
 

@@ -205,8 +205,8 @@ async fn handle(daemon: &Arc<Daemon>, conn: &mut Conn, request: Request) -> Resu
     }
 }
 
-/// Runs `f` on the named profile, following it across reloads.
-async fn with_profile<T, F, Fut>(daemon: &Daemon, name: &str, f: F) -> Result<T, Error>
+/// Runs `f` on the named profile, following it across reloads. The HTTP API uses it too.
+pub(crate) async fn with_profile<T, F, Fut>(daemon: &Daemon, name: &str, f: F) -> Result<T, Error>
 where
     F: Fn(Arc<ProfileHandle>) -> Fut,
     Fut: Future<Output = Result<Result<T, Error>, Gone>>,

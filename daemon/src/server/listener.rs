@@ -1,9 +1,14 @@
 //! Getting a listening socket, and deciding who may use it. This is the daemon's one place
 //! where Unix and Windows differ.
 //!
-//! On Unix, in this order:
+//! tokend listens on two sockets, the protocol socket and (unless it is turned off) the HTTP
+//! API's, and sets up each the same way. On Unix, in this order:
 //!
-//! 1. a socket passed by systemd (`LISTEN_FDS`, socket activation) is adopted as it is;
+//! 1. a socket passed by systemd (`LISTEN_FDS`, socket activation) is adopted as it is. Each
+//!    passed socket is matched to its role by its name (`FileDescriptorName=tokend` or `http`,
+//!    for units that pass them separately) or else by its path; one `tokend.socket` that lists
+//!    both paths therefore works as it is, and so does an older unit that passes only the
+//!    protocol socket, under any name or path;
 //! 2. otherwise the socket's directory is created with mode 0700, and refused if another user
 //!    owns it or may enter it;
 //! 3. a file already at the socket path is probed: if a daemon answers there, this one exits
@@ -19,6 +24,7 @@
 //! (the creating user), and steps 1–3 do not apply.
 
 use std::io;
+use std::path::PathBuf;
 
 use interprocess::local_socket::ListenerOptions;
 use interprocess::local_socket::tokio::{Listener, Stream};
@@ -37,7 +43,7 @@ pub(crate) struct Bound {
 pub(crate) enum BindError {
     /// Another daemon answers at the endpoint.
     #[error(
-        "another tokend is already running at {0}; stop it first (`tokenctl shutdown`), or give this one another --socket"
+        "another tokend is already running at {0}; stop it first (`tokenctl shutdown`), or give this one other sockets (--socket, --http-socket)"
     )]
     AlreadyRunning(Endpoint),
     /// Something else is wrong.
@@ -50,14 +56,57 @@ pub(crate) enum BindError {
     },
 }
 
-/// Sets up the listening socket at `endpoint`, or adopts the one systemd passed.
-pub(crate) fn bind(endpoint: &Endpoint) -> Result<Bound, BindError> {
-    if let Some(listener) =
-        platform::activated().map_err(|e| other(endpoint, format!("cannot adopt the socket passed by systemd: {e}")))?
-    {
-        tracing::info!("using the socket passed by systemd");
-        return Ok(Bound { listener, activated: true });
+/// A listening socket systemd passed.
+struct Passed {
+    /// Its `FileDescriptorName=`.
+    name: String,
+    /// The path it is bound to, if it is a Unix socket with one.
+    path: Option<PathBuf>,
+    listener: Listener,
+}
+
+/// Sets up the protocol socket at `endpoint` and, if `http` is given, the HTTP API's socket
+/// there, each adopted from systemd when it passed it. Sockets systemd passed that neither
+/// claims are closed.
+pub(crate) fn bind(endpoint: &Endpoint, http: Option<&Endpoint>) -> Result<(Bound, Option<Bound>), BindError> {
+    let mut passed =
+        platform::passed().map_err(|e| other(endpoint, format!("cannot adopt the sockets passed by systemd: {e}")))?;
+    let main = claim(&mut passed, "tokend", endpoint);
+    let http_passed = http.and_then(|http| claim(&mut passed, "http", http));
+    // An older unit passes the protocol socket alone, under any name.
+    let main = main.or_else(|| (!passed.is_empty()).then(|| passed.remove(0).listener));
+    for unused in passed {
+        tracing::warn!(
+            "systemd passed a socket that tokend does not use (name {:?}, path {:?}); closing it",
+            unused.name,
+            unused.path
+        );
     }
+    let main = match main {
+        Some(listener) => Bound { listener, activated: true },
+        None => create(endpoint)?,
+    };
+    let http = match (http, http_passed) {
+        (None, _) => None,
+        (Some(_), Some(listener)) => Some(Bound { listener, activated: true }),
+        (Some(http), None) => Some(create(http)?),
+    };
+    Ok((main, http))
+}
+
+/// Takes the passed socket named `name`, or else the one bound to `endpoint`'s path.
+fn claim(passed: &mut Vec<Passed>, name: &str, endpoint: &Endpoint) -> Option<Listener> {
+    let index = passed
+        .iter()
+        .position(|p| p.name == name)
+        .or_else(|| passed.iter().position(|p| p.path.as_deref() == Some(endpoint.path())))?;
+    let adopted = passed.remove(index);
+    tracing::info!("using the socket passed by systemd for {endpoint}");
+    Some(adopted.listener)
+}
+
+/// Creates the listening socket at `endpoint`.
+fn create(endpoint: &Endpoint) -> Result<Bound, BindError> {
     platform::prepare(endpoint)?;
     let name = endpoint.name().map_err(|e| other(endpoint, format!("invalid socket name: {e}")))?;
     let options = platform::options(ListenerOptions::new().name(name).reclaim_name(true).try_overwrite(false));
@@ -96,6 +145,7 @@ fn other(endpoint: &Endpoint, message: String) -> BindError {
 mod platform {
     use std::os::fd::{FromRawFd, OwnedFd};
     use std::os::unix::fs::FileTypeExt;
+    use std::path::Path;
 
     use interprocess::local_socket::traits::StreamCommon;
     use interprocess::os::unix::local_socket::ListenerOptionsExt;
@@ -103,19 +153,21 @@ mod platform {
 
     use super::*;
 
-    pub(super) fn activated() -> io::Result<Option<Listener>> {
-        let mut fds = sd_notify::listen_fds()?;
-        let Some(fd) = fds.next() else { return Ok(None) };
-        if fds.len() > 0 {
-            tracing::warn!("systemd passed {} extra sockets; using the first", fds.len());
+    pub(super) fn passed() -> io::Result<Vec<Passed>> {
+        let mut passed = Vec::new();
+        for (fd, name) in sd_notify::listen_fds_with_names()? {
+            // SAFETY: systemd passes these descriptors to this process, which owns them from
+            // now on; `listen_fds_with_names` checked that they are meant for this PID, and it
+            // is called once.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            let std_listener = std::os::unix::net::UnixListener::from(fd);
+            let path = std_listener.local_addr().ok().and_then(|a| a.as_pathname().map(Path::to_owned));
+            let mut listener = UdsListener::try_from(OwnedFd::from(std_listener))?;
+            // The socket file belongs to the socket unit.
+            interprocess::local_socket::traits::tokio::Listener::do_not_reclaim_name_on_drop(&mut listener);
+            passed.push(Passed { name, path, listener: Listener::from(listener) });
         }
-        // SAFETY: systemd passes these descriptors to this process, which owns them from now
-        // on; `listen_fds` checked that they are meant for this PID.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut listener = UdsListener::try_from(fd)?;
-        // The socket file belongs to the socket unit.
-        interprocess::local_socket::traits::tokio::Listener::do_not_reclaim_name_on_drop(&mut listener);
-        Ok(Some(Listener::from(listener)))
+        Ok(passed)
     }
 
     pub(super) fn prepare(endpoint: &Endpoint) -> Result<(), BindError> {
@@ -163,8 +215,8 @@ mod platform {
 mod platform {
     use super::*;
 
-    pub fn activated() -> io::Result<Option<Listener>> {
-        Ok(None)
+    pub(super) fn passed() -> io::Result<Vec<Passed>> {
+        Ok(Vec::new())
     }
 
     pub fn prepare(_endpoint: &Endpoint) -> Result<(), BindError> {

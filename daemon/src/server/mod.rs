@@ -70,7 +70,8 @@ pub(crate) async fn serve(daemon: Arc<Daemon>, listener: Listener, max_connectio
     }
 }
 
-fn is_resource_exhaustion(e: &io::Error) -> bool {
+/// Whether accepting failed for lack of file descriptors, so that the accept loop should back off.
+pub(crate) fn is_resource_exhaustion(e: &io::Error) -> bool {
     #[cfg(unix)]
     {
         matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))

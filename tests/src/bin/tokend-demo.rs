@@ -52,6 +52,7 @@ client_id = "demo-minut"
 client_secret = "demo-minut-secret"
 token_params = {{ response_type = "token" }}
 info_url = "{base}/v8/users/me"
+api_base = "{base}/api"
 refresh_margin = "20s"
 
 [profiles.demo-movemint]
@@ -61,6 +62,7 @@ authorize_url = "{base}/oauth/authorize"
 redirect_uri = "{REDIRECT}"
 revoke_url = "{base}/oauth/revoke"
 info_url = "{base}/oauth/token/info"
+api_base = "{base}/api"
 client_id = "demo-movemint"
 client_secret = "demo-movemint-secret"
 client_auth = "post"
@@ -78,7 +80,9 @@ scopes = ["public"]
          \n    cargo run -q --bin tokenctl -- status\
          \n    cargo run -q --bin tokenctl -- watch\
          \n    cargo run -q --bin tokenctl -- login demo-movemint\
-         \n    cargo run -q --bin tokenctl -- info demo-movemint\n\
+         \n    cargo run -q --bin tokenctl -- info demo-movemint\
+         \n    curl --unix-socket \"$XDG_RUNTIME_DIR/tokend/http.sock\" http://tokend/v1/token/demo-minut\
+         \n    curl --unix-socket \"$XDG_RUNTIME_DIR/tokend/http.sock\" http://tokend/v1/proxy/demo-minut/resource/hello\n\
          \nConfig: {}\nStop with Ctrl-C.\n",
         fake.base,
         config.display()
@@ -87,6 +91,7 @@ scopes = ["public"]
     let cli = tokend::cli::Cli {
         config: Some(config),
         socket: None,
+        http_socket: None,
         state_dir: Some(dir.path().join("state")),
         log_level: None,
         check_config: None,
