@@ -61,10 +61,10 @@ use std::time::{Duration, SystemTime};
 
 #[cfg(feature = "async")]
 pub use async_client::{Client, Watch};
-pub use protocol::LoginStarted;
+pub use protocol::{DeviceCode, LoginStarted};
 pub use tokend_proto::{
-    Endpoint, Event, Failure, Fingerprint, Grant, Pong, ProfileState, ProfileStatus, ProfileSummary, ReloadSummary,
-    RevocationOutcome, RevocationReport, Secret, Token, TokenSummary,
+    Endpoint, Event, Failure, Fingerprint, Grant, LoginExpiry, LoginExpirySource, Pong, ProfileState, ProfileStatus,
+    ProfileSummary, ReloadSummary, RevocationOutcome, RevocationReport, Secret, Token, TokenSummary,
 };
 
 /// How long a request may take by default. Generous, because a request may wait for the

@@ -14,10 +14,25 @@ use crate::{Error, Info, Result};
 /// A login the daemon started: send the user's browser to `url`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginStarted {
-    /// The authorization URL.
+    /// The authorization URL; for a device login, where to enter the code (the complete
+    /// verification URI when the server sent one).
     pub url: String,
-    /// When the daemon stops waiting for the browser.
+    /// When the daemon stops waiting for the browser (or for the code to be entered).
     pub expires_at: SystemTime,
+    /// For a profile with the device authorization grant (RFC 8628): the code to show the user.
+    pub device: Option<DeviceCode>,
+}
+
+/// What the user needs to approve a device login: enter `user_code` at `verification_uri`, on
+/// any device, or open `verification_uri_complete`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceCode {
+    /// The code to enter.
+    pub user_code: String,
+    /// Where to enter it.
+    pub verification_uri: String,
+    /// The verification URI with the code in it, when the server sent one.
+    pub verification_uri_complete: Option<String>,
 }
 
 /// The error for a failed connection attempt.
@@ -74,6 +89,7 @@ fn unexpected(what: &str, response: &Response) -> Error {
         Response::Reloaded(_) => "reload summary",
         Response::ShuttingDown => "shutdown notice",
         Response::LoginUrl { .. } => "login URL",
+        Response::LoginCode { .. } => "login code",
         Response::LoginDone { .. } => "login result",
         Response::LoggedOut(_) => "logout report",
         Response::Info { .. } => "info",
@@ -118,7 +134,18 @@ pub(crate) fn shutting_down(r: Response) -> Result<()> {
 }
 
 pub(crate) fn login_started(r: Response) -> Result<LoginStarted> {
-    expect!(r, "a login URL", Response::LoginUrl { url, expires_at, .. } => LoginStarted { url, expires_at })
+    match r {
+        Response::LoginCode { user_code, verification_uri, verification_uri_complete, expires_at, .. } => {
+            Ok(LoginStarted {
+                url: verification_uri_complete.clone().unwrap_or_else(|| verification_uri.clone()),
+                expires_at,
+                device: Some(DeviceCode { user_code, verification_uri, verification_uri_complete }),
+            })
+        }
+        r => {
+            expect!(r, "a login URL", Response::LoginUrl { url, expires_at, .. } => LoginStarted { url, expires_at, device: None })
+        }
+    }
 }
 
 pub(crate) fn login_done(r: Response) -> Result<()> {

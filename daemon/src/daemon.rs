@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
-use tokend_proto::{Error, ReloadSummary};
+use tokend_proto::{Error, Grant, ReloadSummary};
 use tokio::sync::{Mutex, mpsc, watch};
 
 use crate::clock::ClockChanges;
@@ -62,7 +62,13 @@ impl Daemon {
     pub(crate) fn start(config: Config, store: Store, http: Http) -> Arc<Daemon> {
         let notifier = Notifier::new(config.daemon.notify_command.clone());
         let (login_needed_tx, login_needed_rx) = mpsc::unbounded_channel();
-        let shared = Shared { http, store, clock: ClockChanges::start(), login_needed: login_needed_tx };
+        let shared = Shared {
+            http,
+            store,
+            clock: ClockChanges::start(),
+            login_needed: login_needed_tx,
+            notifier: notifier.clone(),
+        };
         let cache = Cache::new(shared.store.dir());
         let mut profiles = Profiles::new();
         let mut watchers = Vec::new();
@@ -287,6 +293,12 @@ async fn notify_when_needed(daemon: Weak<Daemon>, mut needed: mpsc::UnboundedRec
             crate::desktop::login_needed(&name, &reason);
             continue;
         }
+        // A device login's URL alone does not log anyone in (the code may not be in it), and
+        // a code nobody asked for would only expire: the user runs `tokenctl login`.
+        if profile.grant == Grant::DeviceCode {
+            daemon.notifier.login_needed(&profile, &reason);
+            continue;
+        }
         match handle.login().await {
             Ok(Ok(started)) => daemon.notifier.login_needed_with_url(&profile, &reason, &started.url),
             Ok(Err(e)) => {
@@ -319,7 +331,8 @@ fn restore(store: &Store, profile: &Profile) -> Restored {
                         path.display(),
                         aside.display()
                     );
-                    if let Err(e) = store.save(profile, restored.token.as_ref(), restored.refresh_token.as_ref()) {
+                    let (token, refresh_token) = (restored.token.as_ref(), restored.refresh_token.as_ref());
+                    if let Err(e) = store.save(profile, token, refresh_token, &restored.login) {
                         tracing::error!(profile = %profile.name, "cannot save the usable tokens again: {e}");
                     }
                 }
@@ -375,7 +388,7 @@ mod tests {
             scope: None,
             rejected: false,
         };
-        store.save(profile, Some(&token), Some(&Secret::from("rt"))).unwrap();
+        store.save(profile, Some(&token), Some(&Secret::from("rt")), &Default::default()).unwrap();
 
         let restored = restore(&store, profile);
         assert!(restored.token.is_none());

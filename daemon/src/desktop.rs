@@ -1,5 +1,5 @@
-//! Desktop notifications: when a profile needs a login and no `notify_command` applies, the
-//! user is told on their desktop, through `org.freedesktop.Notifications` on the session bus
+//! Desktop notifications: when a profile needs a login, or its login ends soon, and no
+//! `notify_command` applies, the user is told on their desktop, through `org.freedesktop.Notifications` on the session bus
 //! (the Desktop Notifications Specification's `Notify` method, signature `susssasa{sv}i`).
 //!
 //! The bus is `$DBUS_SESSION_BUS_ADDRESS`, else `$XDG_RUNTIME_DIR/bus` when that socket exists.
@@ -13,7 +13,7 @@
 //! holds up the daemon.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// How long one notification may take, from connecting to the answer.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(5);
@@ -30,9 +30,29 @@ pub(crate) fn login_needed_text(profile: &str, reason: &str) -> (String, String)
     (format!("tokend: profile {profile} needs a login"), format!("{reason}. Run: tokenctl login {profile}"))
 }
 
+/// The text of the warning that `profile`'s login ends at `expires_at`.
+pub(crate) fn login_expiring_text(profile: &str, expires_at: SystemTime) -> (String, String) {
+    let left = expires_at.duration_since(SystemTime::now()).unwrap_or_default();
+    let left = humantime::format_duration(Duration::from_secs(left.as_secs()));
+    (
+        format!("tokend: the login of profile {profile} expires in {left}"),
+        format!("It ends at {}. Run: tokenctl login {profile}", tokend_proto::time::rfc3339(expires_at)),
+    )
+}
+
 /// Shows that `profile` needs a login, in the background; returns at once.
 pub(crate) fn login_needed(profile: &str, reason: &str) {
     let (summary, body) = login_needed_text(profile, reason);
+    show(profile, summary, body);
+}
+
+/// Shows that `profile`'s login ends at `expires_at`, in the background; returns at once.
+pub(crate) fn login_expiring(profile: &str, expires_at: SystemTime) {
+    let (summary, body) = login_expiring_text(profile, expires_at);
+    show(profile, summary, body);
+}
+
+fn show(profile: &str, summary: String, body: String) {
     let name = profile.to_owned();
     let Some(address) = session_bus_address() else {
         tracing::debug!(profile = %name, "no session bus (DBUS_SESSION_BUS_ADDRESS unset, no $XDG_RUNTIME_DIR/bus); no desktop notification");
@@ -111,6 +131,13 @@ mod tests {
         assert!(body.contains("tokenctl login mm"), "{body}");
         let (_, body) = login_needed_text("mm", "revoked: <b>bad</b> & gone");
         assert!(!body.contains(['<', '>', '&']), "no markup from a server reaches the desktop: {body}");
+    }
+
+    #[test]
+    fn the_warning_names_the_profile_the_time_left_and_the_command() {
+        let (summary, body) = login_expiring_text("mm", SystemTime::now() + Duration::from_secs(3 * 3600 + 30));
+        assert!(summary.contains("mm") && summary.contains("3h"), "{summary}");
+        assert!(body.contains("tokenctl login mm"), "{body}");
     }
 
     #[test]

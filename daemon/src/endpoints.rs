@@ -334,14 +334,12 @@ impl Watcher {
         .await;
         let endpoints = found.metadata.endpoints;
         let profile = Arc::new(self.spec.with_discovered(Some(endpoints.clone())));
-        if profile.needs_discovery() {
-            let missing = if profile.token_url().is_none() { "token_endpoint" } else { "authorization_endpoint" };
+        if let Some((missing, key)) = profile.missing_endpoint() {
             return Err(DiscoveryError {
                 issuer: found.metadata.issuer,
                 attempts: vec![format!(
-                    "{}: the metadata lists no {missing}; set it in the profile ({})",
-                    found.url,
-                    if missing == "token_endpoint" { "token_url" } else { "authorize_url" }
+                    "{}: the metadata lists no {missing}; set it in the profile ({key})",
+                    found.url
                 )],
                 transient: false,
             });
@@ -414,7 +412,11 @@ impl Pending {
         });
         let action = format!(
             "tokend cannot use this profile until it discovers its endpoints, and retries by itself; check `issuer` and the network, or set token_url{} in the profile (`tokend --check-config` shows what it finds)",
-            if self.spec.grant == tokend_proto::Grant::AuthorizationCode { " and authorize_url" } else { "" }
+            match self.spec.grant {
+                tokend_proto::Grant::AuthorizationCode => " and authorize_url",
+                tokend_proto::Grant::DeviceCode => " and device_authorization_url",
+                tokend_proto::Grant::ClientCredentials => "",
+            }
         );
         let mut snap = status_snapshot(
             &self.spec,
@@ -448,7 +450,7 @@ impl Pending {
 
     async fn answer<H: Host>(&mut self, command: Command, daemon: &Weak<H>) {
         match command {
-            Command::Login(reply) => {
+            Command::Login { reply, .. } => {
                 let error = match crate::login::Plan::new(&self.spec) {
                     Err(e) => e,
                     Ok(_) => Error::Login {
@@ -530,6 +532,7 @@ fn status_snapshot(
             action,
             upstream_requests: 0,
             login_pending_until: None,
+            login_expiry: None,
         },
     }
 }

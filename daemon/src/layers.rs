@@ -11,7 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["seal", "cli", "config"],
     // Talking to the world: OAuth servers, notify commands.
     &["oauth", "notify"],
-    &["held", "login"],
+    &["held", "expiry", "login"],
     &["persist"],
     // One profile: its machine, its actor, its handle.
     &["profile"],

@@ -7,12 +7,13 @@
 //! | module | concern |
 //! |---|---|
 //! | [`config`] | the TOML file: parsing, checking, resolving client secrets |
-//! | [`oauth`] | requests to OAuth servers: token, revocation, info endpoints, metadata |
+//! | [`oauth`] | requests to OAuth servers: token, device authorization, revocation, info endpoints, metadata; the claims of JWTs, for scheduling |
 //! | [`limits`] | what tokend accepts from a server: token sizes and characters, lifetimes |
 //! | [`held`] | the access token as a profile holds it, shared by the machine and the store |
+//! | [`expiry`] | when a login ends, and when tokend warns that it will |
 //! | [`profile`] | one profile's token state machine, its actor, and the handle that serves it |
 //! | [`persist`] | tokens on disk, written atomically |
-//! | [`login`] | the authorization code flow with PKCE and its loopback listener |
+//! | [`login`] | logins: the authorization code flow with PKCE and its loopback listener, and the device authorization grant's polling (RFC 8628) |
 //! | [`server`] | the socket: binding, framing, the handshake, answering requests |
 //! | [`http`] | the HTTP API on its own socket: the token API and the authenticating proxy |
 //! | [`daemon`] | the set of running profiles and reload |
@@ -23,7 +24,7 @@
 //!
 //! The modules form layers, and each uses only modules of lower layers (no import cycles;
 //! DEVELOPERS.md has the table, and a unit test checks it): the process modules and `limits`
-//! at the bottom, then `config`, `oauth`, `held`/`login`, `persist`, `profile`, `endpoints`,
+//! at the bottom, then `config`, `oauth`, `held`/`expiry`/`login`, `persist`, `profile`, `endpoints`,
 //! `daemon`, and `server`/`signals` on top.
 //!
 //! The flow: [`run`] hardens the process, loads the config, opens the state directory, binds
@@ -42,6 +43,7 @@ mod daemon;
 #[cfg(unix)]
 mod desktop;
 mod endpoints;
+mod expiry;
 mod fsperm;
 mod harden;
 mod held;

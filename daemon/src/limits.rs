@@ -87,6 +87,32 @@ pub(crate) fn check_token_type(token_type: &str) -> Result<(), Unacceptable> {
     }
 }
 
+/// The longest `user_code` of a device login accepted, in characters. RFC 8628 §6.1 suggests
+/// about eight; anything much longer is no code a person would type.
+pub(crate) const MAX_USER_CODE_LEN: usize = 64;
+
+/// The longest verification URI of a device login accepted, in bytes.
+pub(crate) const MAX_VERIFICATION_URI_LEN: usize = 2048;
+
+/// The longest a device code is honoured (`expires_in` of a device authorization): a day.
+pub(crate) const MAX_DEVICE_CODE_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// The longest polling interval of a device login honoured: ten minutes, so that a server's
+/// `interval` (and its `slow_down`s) cannot put the next poll beyond any device code's life.
+pub(crate) const MAX_POLL_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Checks a device code (RFC 8628 §3.2): at most [`MAX_TOKEN_LEN`] bytes of visible ASCII. It
+/// only travels in a form body, so any such character will do; the error does not show it.
+pub(crate) fn check_device_code(code: &str) -> Result<(), String> {
+    if code.is_empty() || code.len() > MAX_TOKEN_LEN {
+        return Err(format!("of {} bytes; tokend accepts 1 to {MAX_TOKEN_LEN}", code.len()));
+    }
+    match code.chars().find(|c| !c.is_ascii_graphic()) {
+        None => Ok(()),
+        Some(c) => Err(format!("containing {}", describe(c))),
+    }
+}
+
 /// A lifetime as tokend believes it: at most [`MAX_LIFETIME`].
 pub(crate) fn lifetime(claimed: Duration) -> Duration {
     claimed.min(MAX_LIFETIME)

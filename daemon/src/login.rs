@@ -22,6 +22,14 @@
 //! each connection 10 seconds, reads up to 64 connections side by side, and stops listening as
 //! soon as it has the redirect; the browser that brought the code is answered once the code is
 //! exchanged.
+//!
+//! A profile with `grant = "device_code"` logs in through [`device`] instead (RFC 8628): no
+//! listener, a code the user enters on any device, and a task polling the token endpoint. A
+//! device login is a pending login of the profile's state machine like any other, so the
+//! newer login of either kind wins.
+
+pub(crate) mod device;
+mod page;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -32,13 +40,16 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokend_proto::{Error, Grant, Secret};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use url::{Host, Url};
 
 use crate::config::Profile;
+use crate::oauth::token::TokenSet;
+
+use page::{Page, respond};
 
 /// The most a login listener reads of one request.
 const MAX_REQUEST: usize = 8 * 1024;
@@ -60,18 +71,20 @@ pub(crate) struct Plan {
 
 /// What a login's listener heard, for the profile's actor.
 pub(crate) struct Heard {
-    /// The login whose listener heard it.
+    /// The login whose listener (or polling) heard it.
     pub(crate) login: u64,
     /// What it heard.
     pub(crate) what: Redirect,
 }
 
-/// A redirect that ends the wait for the browser.
+/// What ends the wait for the browser, or for the user to enter a device login's code.
 pub(crate) enum Redirect {
     /// The authorization code; the browser that brought it waits on the reply for the outcome.
     Code(Secret, Reply),
     /// The server refused, or the redirect came from another server: the login fails.
     Refused(String),
+    /// A device login's tokens: the user approved it.
+    Tokens(Box<TokenSet>),
 }
 
 /// A login's listening task.
@@ -79,6 +92,24 @@ pub(crate) struct Listener {
     id: u64,
     expect: Arc<Expect>,
     task: JoinHandle<()>,
+}
+
+/// What a pending login runs: a browser login's listener, or a device login's polling.
+pub(crate) enum Waiting {
+    /// Waits for the browser's redirect.
+    Browser(Listener),
+    /// Polls for a device login's tokens.
+    Device(device::Poller),
+}
+
+impl Waiting {
+    /// Stops listening or polling.
+    pub(crate) async fn close(self) {
+        match self {
+            Waiting::Browser(listener) => listener.close().await,
+            Waiting::Device(poller) => poller.close().await,
+        }
+    }
 }
 
 /// What a redirect must carry.
@@ -113,7 +144,7 @@ impl Plan {
         else {
             return Err(Error::NotSupported {
                 profile: name,
-                message: "logins are for grant = \"authorization_code\"; this profile gets its tokens by itself".into(),
+                message: "logins are for grant = \"authorization_code\" and \"device_code\"; this profile gets its tokens by itself".into(),
             });
         };
         let state = random_token();
@@ -249,12 +280,15 @@ async fn listen(socket: TcpListener, expect: Arc<Expect>, id: u64, heard: mpsc::
         };
         let what = match check_redirect(&expect, &target, true) {
             Checked::Ignore(status, page) => {
-                tokio::spawn(async move { respond(&mut stream, status, &page).await });
+                tokio::spawn(async move { respond(&mut stream, status, &Page::Ignored { why: &page }).await });
                 continue;
             }
             Checked::Fail(message) => {
-                let page = format!("Login failed: {message}");
-                tokio::spawn(async move { respond(&mut stream, "400 Bad Request", &page).await });
+                let profile = expect.profile.clone();
+                let why = message.clone();
+                tokio::spawn(async move {
+                    respond(&mut stream, "400 Bad Request", &Page::Failed { profile: &profile, why }).await;
+                });
                 Redirect::Refused(message)
             }
             Checked::Code(code) => {
@@ -274,11 +308,10 @@ async fn answer_browser(mut stream: TcpStream, profile: String, outcome: oneshot
     let result = outcome.await.unwrap_or_else(|_| {
         Err(Error::Login { profile: profile.clone(), message: "the login ended before its code was exchanged".into() })
     });
-    let page = match &result {
-        Ok(()) => format!("Logged in: tokend now holds the tokens of profile “{profile}”. You can close this tab."),
-        Err(e) => format!("Login failed: {e}"),
-    };
-    respond(&mut stream, if result.is_ok() { "200 OK" } else { "502 Bad Gateway" }, &page).await;
+    match &result {
+        Ok(()) => respond(&mut stream, "200 OK", &Page::LoggedIn { profile: &profile }).await,
+        Err(e) => respond(&mut stream, "502 Bad Gateway", &Page::failed(&profile, e)).await,
+    }
 }
 
 /// What a redirect (or a pasted URL) amounts to.
@@ -367,27 +400,15 @@ async fn read_request(mut stream: TcpStream) -> Option<(TcpStream, String)> {
     let mut parts = line.split(' ');
     let (method, target) = (parts.next()?, parts.next()?);
     if method != "GET" {
-        respond(&mut stream, "405 Method Not Allowed", "tokend only expects a GET redirect here.").await;
+        respond(
+            &mut stream,
+            "405 Method Not Allowed",
+            &Page::Ignored { why: "tokend only expects a GET redirect here." },
+        )
+        .await;
         return None;
     }
     Some((stream, target.to_owned()))
-}
-
-async fn respond(stream: &mut TcpStream, status: &str, message: &str) {
-    let body = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>tokend</title></head><body><p>{}</p></body></html>",
-        escape(message)
-    );
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nCache-Control: no-store\r\nReferrer-Policy: no-referrer\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = tokio::time::timeout(REQUEST_TIMEOUT, stream.write_all(response.as_bytes())).await;
-    let _ = stream.shutdown().await;
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 #[cfg(test)]

@@ -1,16 +1,17 @@
-//! Telling the user that a profile needs a login, by running their notify command (like
-//! pizauth's `auth_notify_cmd`): a desktop notification, a mail, a chat message.
+//! Telling the user that a profile needs a login, or soon will, by running their notify
+//! command (like pizauth's `auth_notify_cmd`): a desktop notification, a mail, a chat message.
 //!
 //! The command runs under `/bin/sh -c` with the details in its environment, never on its
 //! command line:
 //!
 //! | variable | value |
 //! |---|---|
-//! | `TOKEND_EVENT` | `login-needed` |
+//! | `TOKEND_EVENT` | `login-needed`, or `login-expiring` ahead of a login's end |
 //! | `TOKEND_PROFILE` | the profile's name |
 //! | `TOKEND_REASON` | why, in words |
 //! | `TOKEND_LOGIN_COMMAND` | `tokenctl login NAME` |
-//! | `TOKEND_URL` | the authorization URL of a login tokend started for the user, when it could |
+//! | `TOKEND_URL` | the authorization URL of a login tokend started for the user, when it could (`login-needed` only) |
+//! | `TOKEND_EXPIRES_AT` | when the login ends, in RFC 3339 (`login-expiring` only) |
 //!
 //! The command runs in the background and is killed if it takes longer than a minute. Without
 //! a notify command, the user gets a desktop notification instead ([`crate::desktop`]).
@@ -43,12 +44,21 @@ impl Notifier {
     /// Runs the profile's notify command (or the default one) for a login that became
     /// necessary. Returns at once.
     pub(crate) fn login_needed(&self, profile: &Profile, reason: &str) {
-        self.run(profile, reason, None);
+        self.run(profile, "login-needed", reason, &[]);
     }
 
     /// Like [`Notifier::login_needed`], with the URL of a login started for the user.
     pub(crate) fn login_needed_with_url(&self, profile: &Profile, reason: &str, url: &str) {
-        self.run(profile, reason, Some(url));
+        self.run(profile, "login-needed", reason, &[("TOKEND_URL", url)]);
+    }
+
+    /// Runs the notify command to warn that `profile`'s login ends at `expires_at`. Returns at
+    /// once. No login is started: the current one still works, and a pending login would hold
+    /// the redirect port for nothing.
+    pub(crate) fn login_expiring(&self, profile: &Profile, expires_at: std::time::SystemTime) {
+        let at = tokend_proto::time::rfc3339(expires_at);
+        let reason = format!("the login expires at {at}");
+        self.run(profile, "login-expiring", &reason, &[("TOKEND_EXPIRES_AT", &at)]);
     }
 
     /// Whether any notify command applies to `profile`.
@@ -57,7 +67,7 @@ impl Notifier {
             || self.global.read().unwrap_or_else(std::sync::PoisonError::into_inner).is_some()
     }
 
-    fn run(&self, profile: &Profile, reason: &str, url: Option<&str>) {
+    fn run(&self, profile: &Profile, event: &str, reason: &str, extra: &[(&str, &str)]) {
         let command = profile
             .notify_command
             .clone()
@@ -66,15 +76,13 @@ impl Notifier {
         let mut cmd = tokio::process::Command::new("/bin/sh");
         cmd.arg("-c")
             .arg(&command)
-            .env("TOKEND_EVENT", "login-needed")
+            .env("TOKEND_EVENT", event)
             .env("TOKEND_PROFILE", &profile.name)
             .env("TOKEND_REASON", reason)
             .env("TOKEND_LOGIN_COMMAND", format!("tokenctl login {}", profile.name))
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
-        if let Some(url) = url {
-            cmd.env("TOKEND_URL", url);
-        }
+        cmd.envs(extra.iter().copied());
         let name = profile.name.clone();
         match cmd.spawn() {
             Ok(mut child) => {

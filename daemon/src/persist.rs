@@ -17,6 +17,10 @@
 //! With a state encryption key ([`crate::seal`]), the JSON is sealed inside an envelope,
 //! `{"format": "tokend-state-sealed", "version": 1, "profile": NAME, "sealed": BASE64}`.
 //! Plain files written before a key was configured are still read, and sealed when next saved.
+//!
+//! What tokend knows about the login (when it began, when it ends, whether the user was warned:
+//! [`Login`]) is saved beside the tokens in an optional `login` object, left out when there is
+//! nothing to say, so files from before it still load, and files without it stay as they were.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -25,13 +29,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use tokend_proto::Secret;
+use tokend_proto::{LoginExpirySource, Secret};
 use zeroize::Zeroizing;
 
 use crate::config::Profile;
+use crate::expiry::Login;
 use crate::fsperm::Refused;
 use crate::held::Current;
 use crate::limits::Unacceptable;
+use crate::oauth::token::RefreshExpiry;
 use crate::seal::{OpenError, Sealer};
 
 /// Why a state file cannot be read. Each names the file.
@@ -99,6 +105,8 @@ pub(crate) struct Restored {
     pub token: Option<Current>,
     /// The refresh token, if one was saved.
     pub refresh_token: Option<Secret>,
+    /// What is known about the login.
+    pub login: Login,
     /// Why part of the file could not be used, if so: the caller sets the file aside for the
     /// user and saves what could be used in its place.
     pub unusable: Option<String>,
@@ -130,6 +138,51 @@ struct StateFile {
     saved_at_ms: u64,
     refresh_token: Option<Secret>,
     access_token: Option<SavedAccess>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    login: Option<SavedLogin>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SavedLogin {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    at_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_at_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lifetime_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source: Option<LoginExpirySource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    warned_for_ms: Option<u64>,
+}
+
+impl SavedLogin {
+    fn from(login: &Login) -> Option<SavedLogin> {
+        let saved = SavedLogin {
+            at_ms: login.at.map(to_ms),
+            expires_at_ms: login.stated.map(|s| to_ms(s.expires_at)),
+            lifetime_ms: login.stated.map(|s| s.lifetime.as_millis().try_into().unwrap_or(u64::MAX)),
+            source: login.stated.map(|s| s.source),
+            warned_for_ms: login.warned_for.map(to_ms),
+        };
+        (login != &Login::default()).then_some(saved)
+    }
+
+    /// The login, as far as the file says it consistently (times past what clocks hold are
+    /// clamped like a server's lifetimes).
+    fn login(&self) -> Login {
+        let time = |ms: u64| crate::limits::after(UNIX_EPOCH, Duration::from_millis(ms));
+        let stated = match (self.expires_at_ms, self.lifetime_ms, self.source) {
+            (Some(expires), Some(lifetime), Some(source)) => Some(RefreshExpiry {
+                expires_at: time(expires),
+                lifetime: crate::limits::lifetime(Duration::from_millis(lifetime)),
+                source,
+            }),
+            _ => None,
+        };
+        Login { at: self.at_ms.map(time), stated, warned_for: self.warned_for_ms.map(time) }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -217,7 +270,8 @@ impl Store {
             }
         });
         let unusable = (!unusable.is_empty()).then(|| unusable.join(" and "));
-        Ok(Some(Restored { token, refresh_token, unusable }))
+        let login = file.login.as_ref().map(SavedLogin::login).unwrap_or_default();
+        Ok(Some(Restored { token, refresh_token, login, unusable }))
     }
 
     /// Saves `profile`'s tokens atomically and durably. With no tokens at all, the file is
@@ -227,6 +281,7 @@ impl Store {
         profile: &Profile,
         token: Option<&Current>,
         refresh_token: Option<&Secret>,
+        login: &Login,
     ) -> io::Result<()> {
         let token = token.filter(|t| !t.rejected);
         if token.is_none() && refresh_token.is_none() {
@@ -246,6 +301,7 @@ impl Store {
                 expires_at_ms: to_ms(t.expires_at),
                 scope: t.scope.clone(),
             }),
+            login: refresh_token.and(SavedLogin::from(login)),
         };
         let mut bytes = Zeroizing::new(serde_json::to_vec_pretty(&file).map_err(io::Error::other)?);
         if let Some(sealer) = &self.sealer {
@@ -414,7 +470,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("state"), None).unwrap();
         let p = profile("abc");
-        store.save(&p, Some(&token("at")), Some(&Secret::from("rt"))).unwrap();
+        store.save(&p, Some(&token("at")), Some(&Secret::from("rt")), &Login::default()).unwrap();
         let restored = store.load(&p).unwrap().unwrap();
         assert_eq!(restored.token.unwrap(), token("at"));
         assert_eq!(restored.refresh_token.unwrap().expose(), "rt");
@@ -427,7 +483,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         let store = Store::open(&state, None).unwrap();
-        store.save(&profile("abc"), None, Some(&Secret::from("rt"))).unwrap();
+        store.save(&profile("abc"), None, Some(&Secret::from("rt")), &Login::default()).unwrap();
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&state), 0o700);
         assert_eq!(mode(&store.path_of("mm")), 0o600);
@@ -437,7 +493,7 @@ mod tests {
     fn tokens_saved_under_other_settings_are_not_reused() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("state"), None).unwrap();
-        store.save(&profile("abc"), Some(&token("at")), Some(&Secret::from("rt"))).unwrap();
+        store.save(&profile("abc"), Some(&token("at")), Some(&Secret::from("rt")), &Login::default()).unwrap();
         assert!(store.load(&profile("other-client")).unwrap().is_none());
     }
 
@@ -457,14 +513,14 @@ mod tests {
         let store = Store::open(&dir.path().join("state"), None).unwrap();
         let p = profile("abc");
         for (bad, why) in [(&"a".repeat(70_000)[..], "of 70000 bytes"), ("at\r\nX: y", "a line break")] {
-            store.save(&p, Some(&token(bad)), Some(&Secret::from("rt"))).unwrap();
+            store.save(&p, Some(&token(bad)), Some(&Secret::from("rt")), &Login::default()).unwrap();
             let restored = store.load(&p).unwrap().unwrap();
             assert!(restored.token.is_none());
             assert_eq!(restored.refresh_token.unwrap().expose(), "rt");
             let unusable = restored.unusable.unwrap();
             assert!(unusable.contains("an access token") && unusable.contains(why), "{unusable}");
         }
-        store.save(&p, Some(&token("at")), Some(&Secret::from("r t"))).unwrap();
+        store.save(&p, Some(&token("at")), Some(&Secret::from("r t")), &Login::default()).unwrap();
         let restored = store.load(&p).unwrap().unwrap();
         assert!(restored.refresh_token.is_none());
         assert_eq!(restored.token.unwrap().access_token.expose(), "at");
@@ -478,7 +534,7 @@ mod tests {
         let p = profile("abc");
         let mut forever = token("at");
         forever.expires_at = UNIX_EPOCH + Duration::from_millis(u64::MAX);
-        store.save(&p, Some(&forever), None).unwrap();
+        store.save(&p, Some(&forever), None, &Login::default()).unwrap();
         let restored = store.load(&p).unwrap().unwrap();
         assert!(restored.unusable.is_none());
         assert_eq!(restored.token.unwrap().lifetime(), crate::limits::MAX_LIFETIME);
@@ -497,8 +553,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("state"), None).unwrap();
         let p = profile("abc");
-        store.save(&p, Some(&token("at")), None).unwrap();
-        store.save(&p, None, None).unwrap();
+        store.save(&p, Some(&token("at")), None, &Login::default()).unwrap();
+        store.save(&p, None, None, &Login::default()).unwrap();
         assert!(!store.path_of("mm").exists());
         assert!(store.load(&p).unwrap().is_none());
     }
@@ -519,7 +575,9 @@ mod tests {
         let key = Sealer::from_key_bytes(&[9; 32]).unwrap();
         let store = Store::open(&dir.path().join("state"), Some(key.clone())).unwrap();
         let p = profile("abc");
-        store.save(&p, Some(&token("at-secret-value")), Some(&Secret::from("rt-secret-value"))).unwrap();
+        store
+            .save(&p, Some(&token("at-secret-value")), Some(&Secret::from("rt-secret-value")), &Login::default())
+            .unwrap();
         let on_disk = fs::read_to_string(store.path_of("mm")).unwrap();
         assert!(on_disk.contains("tokend-state-sealed"));
         assert!(!on_disk.contains("secret-value"), "{on_disk}");
@@ -537,10 +595,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = profile("abc");
         let plain = Store::open(&dir.path().join("state"), None).unwrap();
-        plain.save(&p, None, Some(&Secret::from("rt"))).unwrap();
+        plain.save(&p, None, Some(&Secret::from("rt")), &Login::default()).unwrap();
         let sealed = Store::open(&dir.path().join("state"), Some(Sealer::from_key_bytes(&[9; 32]).unwrap())).unwrap();
         assert_eq!(sealed.load(&p).unwrap().unwrap().refresh_token.unwrap().expose(), "rt");
-        sealed.save(&p, None, Some(&Secret::from("rt"))).unwrap();
+        sealed.save(&p, None, Some(&Secret::from("rt")), &Login::default()).unwrap();
         assert!(fs::read_to_string(sealed.path_of("mm")).unwrap().contains("tokend-state-sealed"));
     }
 
@@ -552,5 +610,29 @@ mod tests {
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let err = Store::open(dir.path(), None).unwrap_err().to_string();
         assert!(err.contains("chmod 700"), "{err}");
+    }
+
+    #[test]
+    fn the_login_is_saved_with_the_tokens_and_files_without_it_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state"), None).unwrap();
+        let p = profile("abc");
+        let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let login = Login {
+            at: Some(at),
+            stated: Some(RefreshExpiry {
+                expires_at: at + Duration::from_secs(1800),
+                lifetime: Duration::from_secs(1800),
+                source: LoginExpirySource::RefreshTokenExp,
+            }),
+            warned_for: Some(at + Duration::from_secs(1800)),
+        };
+        store.save(&p, Some(&token("at")), Some(&Secret::from("rt")), &login).unwrap();
+        assert_eq!(store.load(&p).unwrap().unwrap().login, login);
+
+        store.save(&p, Some(&token("at")), Some(&Secret::from("rt")), &Login::default()).unwrap();
+        let text = fs::read_to_string(store.path_of("mm")).unwrap();
+        assert!(!text.contains("login"), "nothing to say, nothing written: {text}");
+        assert_eq!(store.load(&p).unwrap().unwrap().login, Login::default());
     }
 }

@@ -1,5 +1,5 @@
 //! What an OAuth server can send tokend: a status, headers and a body, read as a token response
-//! or error and as an info answer (`tokend::fuzz_upstream_answer`, which checks what must hold
+//! or error, as a device authorization (RFC 8628) and as an info answer (`tokend::fuzz_upstream_answer`, which checks what must hold
 //! of the outcome). Nothing may panic, and a token that passes must fit a frame and a header.
 //!
 //! Input: two bytes of status (folded into 100..=599), then header lines `name: value` up to an

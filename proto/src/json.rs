@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::error::{ErrorClass, Failure};
-use crate::message::{ProfileStatus, Token, TokenSummary};
+use crate::message::{LoginExpiry, ProfileStatus, Token, TokenSummary};
 
 pub use crate::time::rfc3339;
 
@@ -88,6 +88,36 @@ pub struct StatusView<'a> {
     pub upstream_requests: u64,
     /// When a pending login expires.
     pub login_pending_until: Option<String>,
+    /// When the login itself ends, if that is known.
+    pub login_expiry: Option<LoginExpiryView>,
+}
+
+/// When a login ends, where that was learnt, and when tokend warns about it.
+#[derive(Debug, Serialize)]
+pub struct LoginExpiryView {
+    /// When the login ends.
+    pub expires_at: String,
+    /// Seconds until then.
+    pub expires_in: i64,
+    /// Where tokend learnt it: `refresh_expires_in`, `refresh_token_exp` or `login_lifetime`.
+    pub source: &'static str,
+    /// When tokend warns (or warned) about it.
+    pub warn_at: String,
+    /// Whether the warning has been given.
+    pub warned: bool,
+}
+
+impl LoginExpiryView {
+    /// The view of `e` at `now`.
+    pub fn new(e: &LoginExpiry, now: SystemTime) -> Self {
+        LoginExpiryView {
+            expires_at: rfc3339(e.expires_at),
+            expires_in: seconds_from_now(e.expires_at, now),
+            source: e.source.as_str(),
+            warn_at: rfc3339(e.warn_at),
+            warned: e.warned,
+        }
+    }
 }
 
 /// What a status shows of a token.
@@ -147,6 +177,7 @@ impl<'a> StatusView<'a> {
             action: s.action.as_deref(),
             upstream_requests: s.upstream_requests,
             login_pending_until: s.login_pending_until.map(rfc3339),
+            login_expiry: s.login_expiry.as_deref().map(|e| LoginExpiryView::new(e, now)),
         }
     }
 }

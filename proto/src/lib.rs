@@ -37,8 +37,8 @@ pub use codec::{FrameError, MAX_FRAME_LEN};
 pub use endpoint::Endpoint;
 pub use error::{Error, ErrorClass, Failure};
 pub use message::{
-    Event, Grant, Hello, HelloReply, Pong, ProfileState, ProfileStatus, ProfileSummary, ReloadSummary, Request,
-    Response, RevocationOutcome, RevocationReport, Token, TokenSummary,
+    Event, Grant, Hello, HelloReply, LoginExpiry, LoginExpirySource, Pong, ProfileState, ProfileStatus, ProfileSummary,
+    ReloadSummary, Request, Response, RevocationOutcome, RevocationReport, Token, TokenSummary,
 };
 pub use secret::{Fingerprint, Secret};
 
@@ -48,7 +48,9 @@ pub use secret::{Fingerprint, Secret};
 /// in a way an older peer would misread. The handshake messages never change.
 ///
 /// 2: [`ProfileState::Quiet`], which a version-1 client could not decode in a status.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: [`ProfileStatus::login_expiry`] and [`Event::LoginExpiring`].
+/// 4: [`Grant::DeviceCode`] and [`Response::LoginCode`], for the device authorization grant.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The four bytes every [`Hello`] starts with, so that a daemon can tell a tokend client from
 /// a stray program that connected to its socket by mistake.

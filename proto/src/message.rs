@@ -126,8 +126,9 @@ pub enum Request {
     Reload,
     /// Stop the daemon. Answered by [`Response::ShuttingDown`].
     Shutdown,
-    /// Start an authorization-code login. Answered first by [`Response::LoginUrl`], then, on the
-    /// same connection, by [`Response::LoginDone`] or an error.
+    /// Start a login. Answered first by [`Response::LoginUrl`] (authorization code grant) or
+    /// [`Response::LoginCode`] (device authorization grant), then, on the same connection, by
+    /// [`Response::LoginDone`] or an error.
     Login {
         /// The profile's name.
         profile: String,
@@ -204,6 +205,21 @@ pub enum Response {
     Event(Event),
     /// The request failed.
     Error(Error),
+    /// First answer to [`Request::Login`] for a profile with the device authorization grant
+    /// (RFC 8628): the code the user enters at the verification URI, on any device.
+    LoginCode {
+        /// The profile's name.
+        profile: String,
+        /// The code the user enters.
+        user_code: String,
+        /// Where the user enters it.
+        verification_uri: String,
+        /// The verification URI with the code in it, when the server sent one: opening it is
+        /// enough.
+        verification_uri_complete: Option<String>,
+        /// When the code expires and the pending login gives up.
+        expires_at: SystemTime,
+    },
 }
 
 /// An access token, as served to clients.
@@ -250,6 +266,9 @@ pub enum Grant {
     ClientCredentials,
     /// RFC 6749 §4.1: a user approves access once in a browser; refresh tokens keep it alive.
     AuthorizationCode,
+    /// RFC 8628: a user approves access once on any device, entering a code shown by
+    /// `tokenctl login`; refresh tokens keep it alive.
+    DeviceCode,
 }
 
 impl Grant {
@@ -258,7 +277,14 @@ impl Grant {
         match self {
             Grant::ClientCredentials => "client_credentials",
             Grant::AuthorizationCode => "authorization_code",
+            Grant::DeviceCode => "device_code",
         }
+    }
+
+    /// Whether a user logs in (`tokenctl login`) to get tokens, which refresh tokens then keep
+    /// alive; otherwise the client gets tokens by itself.
+    pub fn has_login(self) -> bool {
+        matches!(self, Grant::AuthorizationCode | Grant::DeviceCode)
     }
 }
 
@@ -350,6 +376,44 @@ pub struct ProfileStatus {
     pub upstream_requests: u64,
     /// When a pending login expires, if one is pending.
     pub login_pending_until: Option<SystemTime>,
+    /// When the login ends (the refresh token stops working), if tokend knows. Boxed to keep
+    /// statuses small in the events that carry them.
+    pub login_expiry: Option<Box<LoginExpiry>>,
+}
+
+/// When a profile's login ends, and when tokend warns about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginExpiry {
+    /// When the refresh token stops working; after it, the profile needs a login.
+    pub expires_at: SystemTime,
+    /// How tokend knows.
+    pub source: LoginExpirySource,
+    /// When tokend warns (or warned) that the login will end.
+    pub warn_at: SystemTime,
+    /// Whether the warning was given.
+    pub warned: bool,
+}
+
+/// Where a login's expiry comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LoginExpirySource {
+    /// The token endpoint's `refresh_expires_in` (Keycloak sends it).
+    RefreshExpiresIn,
+    /// The `exp` claim of a refresh token that is a JWT.
+    RefreshTokenExp,
+    /// The profile's `login_lifetime` setting, counted from the login.
+    LoginLifetime,
+}
+
+impl LoginExpirySource {
+    /// The word for people and scripts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoginExpirySource::RefreshExpiresIn => "refresh_expires_in",
+            LoginExpirySource::RefreshTokenExp => "refresh_token_exp",
+            LoginExpirySource::LoginLifetime => "login_lifetime",
+        }
+    }
 }
 
 /// Answer to [`Request::Reload`]: what changed.
@@ -400,5 +464,13 @@ pub enum Event {
     Removed {
         /// The profile's name.
         profile: String,
+    },
+    /// A profile's login ends soon: the user should log in again before `expires_at`. Sent
+    /// when tokend gives the warning, and at the start of a watch while it stands.
+    LoginExpiring {
+        /// The profile's name.
+        profile: String,
+        /// When the login ends.
+        expires_at: SystemTime,
     },
 }

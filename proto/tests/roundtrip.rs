@@ -8,8 +8,9 @@ use proptest::option;
 use proptest::prelude::*;
 use tokend_proto::codec::{self, HEADER_LEN, MAX_FRAME_LEN};
 use tokend_proto::{
-    Error, Event, Failure, Fingerprint, Grant, Hello, HelloReply, Pong, ProfileState, ProfileStatus, ProfileSummary,
-    ReloadSummary, Request, Response, RevocationOutcome, RevocationReport, Secret, Token, TokenSummary,
+    Error, Event, Failure, Fingerprint, Grant, Hello, HelloReply, LoginExpiry, LoginExpirySource, Pong, ProfileState,
+    ProfileStatus, ProfileSummary, ReloadSummary, Request, Response, RevocationOutcome, RevocationReport, Secret,
+    Token, TokenSummary,
 };
 
 fn text() -> impl Strategy<Value = String> {
@@ -29,7 +30,7 @@ fn fingerprint() -> impl Strategy<Value = Fingerprint> {
 }
 
 fn grant() -> impl Strategy<Value = Grant> {
-    prop_oneof![Just(Grant::ClientCredentials), Just(Grant::AuthorizationCode)]
+    prop_oneof![Just(Grant::ClientCredentials), Just(Grant::AuthorizationCode), Just(Grant::DeviceCode)]
 }
 
 fn state() -> impl Strategy<Value = ProfileState> {
@@ -83,11 +84,13 @@ fn status() -> impl Strategy<Value = ProfileStatus> {
     (
         (text(), grant(), state(), option::of(summary), option::of(time()), any::<bool>()),
         (option::of(failure()), option::of(time()), option::of(text()), any::<u64>(), option::of(time())),
+        option::of(login_expiry().prop_map(Box::new)),
     )
         .prop_map(
             |(
                 (name, grant, state, token, next_refresh, has_refresh_token),
                 (last_error, failing_since, action, upstream_requests, login_pending_until),
+                login_expiry,
             )| ProfileStatus {
                 name,
                 grant,
@@ -100,8 +103,23 @@ fn status() -> impl Strategy<Value = ProfileStatus> {
                 action,
                 upstream_requests,
                 login_pending_until,
+                login_expiry,
             },
         )
+}
+
+fn login_expiry() -> impl Strategy<Value = LoginExpiry> {
+    let source = prop_oneof![
+        Just(LoginExpirySource::RefreshExpiresIn),
+        Just(LoginExpirySource::RefreshTokenExp),
+        Just(LoginExpirySource::LoginLifetime),
+    ];
+    (time(), source, time(), any::<bool>()).prop_map(|(expires_at, source, warn_at, warned)| LoginExpiry {
+        expires_at,
+        source,
+        warn_at,
+        warned,
+    })
 }
 
 fn error() -> impl Strategy<Value = Error> {
@@ -182,6 +200,15 @@ fn response() -> impl Strategy<Value = Response> {
         Just(Response::ShuttingDown),
         (text(), text(), time()).prop_map(|(profile, url, expires_at)| Response::LoginUrl { profile, url, expires_at }),
         text().prop_map(|profile| Response::LoginDone { profile }),
+        (text(), text(), text(), option::of(text()), time()).prop_map(
+            |(profile, user_code, verification_uri, verification_uri_complete, expires_at)| Response::LoginCode {
+                profile,
+                user_code,
+                verification_uri,
+                verification_uri_complete,
+                expires_at
+            }
+        ),
         (text(), outcome(), outcome()).prop_map(|(profile, refresh_token, access_token)| {
             Response::LoggedOut(RevocationReport { profile, refresh_token, access_token })
         }),
@@ -189,6 +216,8 @@ fn response() -> impl Strategy<Value = Response> {
         token().prop_map(|t| Response::Event(Event::Token(t))),
         status().prop_map(|s| Response::Event(Event::Status(s))),
         text().prop_map(|profile| Response::Event(Event::Removed { profile })),
+        (text(), time())
+            .prop_map(|(profile, expires_at)| Response::Event(Event::LoginExpiring { profile, expires_at })),
         error().prop_map(Response::Error),
     ]
 }

@@ -7,8 +7,9 @@
 //   cc-post  / cc-post-secret    client_credentials, secret in the body
 //   web      / web-secret        authorization_code + refresh_token, secret in the body,
 //                                redirect URI from REDIRECT_URI
+//   tv       (public)            device_code (RFC 8628) + refresh_token, no client secret
 // The login and consent pages are oidc-provider's development interactions (any login and
-// password are accepted). Refresh tokens are issued to clients allowed the refresh_token grant
+// password are accepted); the device flow's user code pages are oidc-provider's own, at /device. Refresh tokens are issued to clients allowed the refresh_token grant
 // and rotated on every use; reusing a rotated-out one revokes the whole grant.
 import http from 'node:http';
 import Provider from 'oidc-provider';
@@ -48,6 +49,13 @@ server.listen(port, '127.0.0.1', () => {
         redirect_uris: [redirectUri],
         token_endpoint_auth_method: 'client_secret_post',
       },
+      {
+        client_id: 'tv',
+        grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'refresh_token'],
+        response_types: [],
+        redirect_uris: [],
+        token_endpoint_auth_method: 'none',
+      },
     ],
     scopes: ['openid', 'offline_access', 'api:read'],
     features: {
@@ -55,6 +63,7 @@ server.listen(port, '127.0.0.1', () => {
       introspection: { enabled: true, allowedPolicy: async () => true },
       revocation: { enabled: true, allowedPolicy: async () => true },
       devInteractions: { enabled: true },
+      deviceFlow: { enabled: true },
     },
     issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
     rotateRefreshToken: () => true,
@@ -63,6 +72,7 @@ server.listen(port, '127.0.0.1', () => {
       AccessToken: accessTtl,
       ClientCredentials: accessTtl,
       AuthorizationCode: 60,
+      DeviceCode: 10 * 60,
       RefreshToken: 24 * 60 * 60,
       Grant: 24 * 60 * 60,
       Interaction: 10 * 60,

@@ -2,21 +2,29 @@
 //! Minut-style and Movemint-style APIs, and can be told to misbehave.
 //!
 //! It issues random tokens and remembers them, so a test can ask whether a token tokend served
-//! is one the server would accept right now. It counts requests, can insist on HTTP Basic or on
-//! body authentication and on extra form parameters, can hold requests until released, delay
-//! them, answer any status or garbage (or a real answer with any field replaced), rotate
-//! refresh tokens (and revoke the whole grant when a rotated-out refresh token is used again,
-//! as careful servers do), revoke the access token a refresh replaces (at the refresh, or when
-//! the new token is first used, as Doorkeeper and Django OAuth Toolkit do), run the
-//! authorization endpoint with PKCE, revoke tokens, and describe them (or answer the info
+//! is one the server would accept right now. It counts requests and open connections (so that a
+//! test can wait until the requests of a client that went away are carried out), can insist on
+//! HTTP Basic or on body authentication and on extra form parameters, can hold requests until
+//! released, delay them, answer any status or garbage (or a real answer with any field
+//! replaced), rotate refresh tokens (and revoke the whole grant when a rotated-out refresh token
+//! is used again, as careful servers do), revoke the access token a refresh replaces (at the
+//! refresh, or when the new token is first used, as Doorkeeper and Django OAuth Toolkit do), run
+//! the authorization endpoint with PKCE, revoke tokens, and describe them (or answer the info
 //! request with any body). It can also publish its endpoints as authorization server metadata
 //! (RFC 8414 and OpenID Connect Discovery), for an issuer with or without a path, and make
-//! those documents lie or misbehave. Under `/api/` it is also the API the tokens are for
-//! ([`api`]).
+//! those documents lie or misbehave. Logins can end (refresh tokens that stop working a set time
+//! after the login, said through Keycloak's `refresh_expires_in`, a JWT refresh token's `exp`, or
+//! not at all), and tokens can be JWTs (unsigned: tokend reads them without verifying). It runs
+//! the device authorization grant (RFC 8628): codes, a verification page that approves them, and
+//! polls answered as a [`DeviceFlow`] says — pending, `slow_down`, approved, denied or expired —
+//! or a hostile device answer. Under `/api/` it is also the API the tokens are for ([`api`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -51,6 +59,17 @@ pub enum Style {
     Sloppy,
     /// No `expires_in` at all.
     NoExpiry,
+}
+
+/// How the provider tells when a login ends (see [`Fake::set_login_lifetime`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginEnd {
+    /// It does not say.
+    Silent,
+    /// `refresh_expires_in` in every answer with a refresh token, as Keycloak does.
+    RefreshExpiresIn,
+    /// Refresh tokens are JWTs whose `exp` is the end of the login.
+    JwtRefreshToken,
 }
 
 /// A one-off or standing misbehaviour of the token endpoint.
@@ -120,6 +139,64 @@ pub enum MetadataBody {
     Garbage,
 }
 
+/// How the device authorization grant (RFC 8628) goes; see [`Fake::set_device_flow`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceFlow {
+    /// The `interval` the device authorization answer names, if any.
+    pub interval: Option<u64>,
+    /// The `expires_in` it names.
+    pub expires_in: u64,
+    /// Whether it carries `verification_uri_complete`.
+    pub complete: bool,
+    /// Polls (1-based, counted per device code) answered `slow_down`.
+    pub slow_down_at: Vec<u32>,
+    /// Polls answered `authorization_pending` before the outcome, whatever else happens.
+    pub pending_polls: u32,
+    /// What the polls after those get.
+    pub outcome: DeviceOutcome,
+    /// Answer the device authorization request with this status and body (sent as
+    /// `application/json`, whatever it holds) instead of a code.
+    pub answer: Option<(u16, String)>,
+}
+
+impl Default for DeviceFlow {
+    fn default() -> Self {
+        DeviceFlow {
+            interval: Some(1),
+            expires_in: 600,
+            complete: true,
+            slow_down_at: vec![],
+            pending_polls: 0,
+            outcome: DeviceOutcome::WaitForUser,
+            answer: None,
+        }
+    }
+}
+
+/// What a poll gets once the pending polls are over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceOutcome {
+    /// `authorization_pending` until the user approves at the verification page, then tokens.
+    WaitForUser,
+    /// Tokens, as if the user had approved.
+    Approve,
+    /// `access_denied`.
+    Deny,
+    /// `expired_token`.
+    Expire,
+}
+
+#[derive(Debug, Clone)]
+struct Device {
+    client_id: String,
+    user_code: String,
+    scope: Option<String>,
+    polls: u32,
+    approved: bool,
+    /// Tokens were issued for it: it is used up.
+    done: bool,
+}
+
 /// A registered client.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -170,6 +247,8 @@ struct Refresh {
     scope: Option<String>,
     used: bool,
     revoked: bool,
+    /// When the login this refresh token belongs to happened.
+    login_at: SystemTime,
 }
 
 #[derive(Debug, Clone)]
@@ -209,12 +288,22 @@ struct Inner {
     metadata_requests: Vec<String>,
     revoke_on_refresh: RevokeOnRefresh,
     reject_every_use: bool,
+    /// Refresh requests refused because their login had ended.
+    login_expired_refreshes: u64,
+    login_lifetime: Option<Duration>,
+    login_end: LoginEnd,
+    jwt_access_tokens: bool,
+    device_flow: DeviceFlow,
+    devices: HashMap<String, Device>,
+    device_requests: Vec<HashMap<String, String>>,
 }
 
 /// The provider's shared state.
 #[derive(Clone)]
 pub struct Fake {
     inner: Arc<Mutex<Inner>>,
+    /// How many connections are open.
+    open: Arc<AtomicUsize>,
     /// Where it listens, e.g. `http://127.0.0.1:41234`.
     pub base: String,
 }
@@ -247,6 +336,7 @@ impl FakeProvider {
         let addr = listener.local_addr().unwrap();
         let fake = Fake {
             base: format!("http://{addr}"),
+            open: Arc::default(),
             inner: Arc::new(Mutex::new(Inner {
                 clients: HashMap::new(),
                 api_requests: Vec::new(),
@@ -276,12 +366,20 @@ impl FakeProvider {
                 metadata_requests: Vec::new(),
                 revoke_on_refresh: RevokeOnRefresh::Never,
                 reject_every_use: false,
+                login_expired_refreshes: 0,
+                login_lifetime: None,
+                login_end: LoginEnd::Silent,
+                jwt_access_tokens: false,
+                device_flow: DeviceFlow::default(),
+                devices: HashMap::new(),
+                device_requests: Vec::new(),
             })),
         };
         let app = axum::Router::new().fallback(handle).with_state(fake.clone());
         let (stop, stopped) = oneshot::channel::<()>();
+        let listener = Counted { listener, open: fake.open.clone() };
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            let _ = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
                 .with_graceful_shutdown(async {
                     let _ = stopped.await;
                 })
@@ -319,6 +417,26 @@ impl Fake {
     /// Sets the response style.
     pub fn set_style(&self, style: Style) {
         self.with(|i| i.style = style);
+    }
+
+    /// Makes refresh tokens stop working `lifetime` after the login they come from (a maximum
+    /// session length: refreshing does not extend it), saying so as `end` says. Applies to
+    /// logins from now on.
+    pub fn set_login_lifetime(&self, lifetime: Option<Duration>, end: LoginEnd) {
+        self.with(|i| {
+            i.login_lifetime = lifetime;
+            i.login_end = end;
+        });
+    }
+
+    /// How many refresh requests were refused because their login had ended.
+    pub fn login_expired_refreshes(&self) -> u64 {
+        self.with(|i| i.login_expired_refreshes)
+    }
+
+    /// Whether access tokens are JWTs whose `exp` is their expiry (default: no, opaque).
+    pub fn set_jwt_access_tokens(&self, on: bool) {
+        self.with(|i| i.jwt_access_tokens = on);
     }
 
     /// Whether refresh grants rotate the refresh token (default: yes).
@@ -487,9 +605,127 @@ impl Fake {
         self.with(|i| i.issued.keys().chain(i.refresh.keys()).chain(i.codes_issued.iter()).cloned().collect())
     }
 
+    /// Sets how device logins go from now on.
+    pub fn set_device_flow(&self, flow: DeviceFlow) {
+        self.with(|i| i.device_flow = flow);
+    }
+
+    /// The form of every device authorization request so far.
+    pub fn device_requests(&self) -> Vec<HashMap<String, String>> {
+        self.with(|i| i.device_requests.clone())
+    }
+
+    /// The token requests that polled with a device code, in order.
+    pub fn device_polls(&self) -> Vec<Recorded> {
+        self.with(|i| {
+            i.requests
+                .iter()
+                .filter(|r| r.form.get("grant_type").map(String::as_str) == Some(DEVICE_GRANT))
+                .cloned()
+                .collect()
+        })
+    }
+
     /// Whether any grant was revoked because a rotated-out refresh token was used again.
     pub fn reuse_detected(&self) -> bool {
         self.with(|i| !i.revoked_grants.is_empty())
+    }
+
+    /// How many connections to the provider are open.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// Waits (at most 20 s) until every connection to the provider has ended. Once a client is
+    /// gone (tokend killed, say), this is when the provider has read and carried out everything
+    /// it sent, including a request that was still on its way when the client went; connections
+    /// of a client that is still running (the test's own, for one) keep it waiting.
+    pub async fn wait_connections_closed(&self) {
+        assert!(
+            crate::eventually(Duration::from_secs(20), || self.open_connections() == 0).await,
+            "{} connections to the fake provider still open after 20s",
+            self.open_connections()
+        );
+    }
+}
+
+/// The address a request came from, for the handlers (as `ConnectInfo<Peer>`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Counted>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Counted>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// The provider's listener: counts the connections open, so that a test can wait for the
+/// requests of a client that went away to be carried out.
+struct Counted {
+    listener: tokio::net::TcpListener,
+    open: Arc<AtomicUsize>,
+}
+
+impl axum::serve::Listener for Counted {
+    type Io = CountedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (CountedStream, SocketAddr) {
+        let (stream, addr) = axum::serve::Listener::accept(&mut self.listener).await;
+        self.open.fetch_add(1, Ordering::SeqCst);
+        (CountedStream { stream, open: self.open.clone() }, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// A connection, counted as open until the server drops it.
+struct CountedStream {
+    stream: tokio::net::TcpStream,
+    open: Arc<AtomicUsize>,
+}
+
+impl Drop for CountedStream {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl tokio::io::AsyncRead for CountedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CountedStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -508,6 +744,18 @@ fn first_use(i: &mut Inner, token: &str) {
 
 fn accepts(i: &Inner, token: &str, now: SystemTime) -> bool {
     i.issued.get(token).is_some_and(|t| !t.revoked && t.expires_at > now && !i.revoked_grants.contains(&t.grant))
+}
+
+/// An unsigned JWT (`alg: none`) issued at `iat` that expires at `exp`, unique by its `jti`.
+fn jwt(iat: u64, exp: u64) -> String {
+    let part = |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let header = part(serde_json::json!({ "alg": "none", "typ": "JWT" }));
+    let payload = part(serde_json::json!({ "iss": "fake", "iat": iat, "exp": exp, "jti": random("") }));
+    format!("{header}.{payload}.")
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
 }
 
 fn random(prefix: &str) -> String {
@@ -540,6 +788,8 @@ async fn handle(State(fake): State<Fake>, request: Request) -> Response {
     match (parts.method.clone(), path.as_str()) {
         (Method::POST, "/oauth/token" | "/v8/oauth/token") => token(&fake, &path, &parts.headers, form).await,
         (Method::GET, "/oauth/authorize") => authorize(&fake, query),
+        (Method::POST, "/oauth/device") => device_authorization(&fake, &parts.headers, form),
+        (Method::GET, "/oauth/device/verify") => verify_device(&fake, query),
         (Method::POST, "/oauth/revoke") => revoke(&fake, &parts.headers, form),
         (Method::GET, "/v8/users/me" | "/oauth/token/info") => info(&fake, &parts.headers),
         (_, "/redirect-me") => {
@@ -707,11 +957,11 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
         Err(response) => return *response,
     };
     let now = SystemTime::now();
-    let (grant, scope, with_refresh) = match form.get("grant_type").map(String::as_str) {
+    let (grant, scope, with_refresh, login_at) = match form.get("grant_type").map(String::as_str) {
         Some("client_credentials") => {
             let grant = i.next_grant;
             i.next_grant += 1;
-            (grant, form.get("scope").cloned(), i.cc_refresh)
+            (grant, form.get("scope").cloned(), i.cc_refresh, now)
         }
         Some("authorization_code") => {
             let Some(code) = form.get("code").and_then(|c| i.codes.remove(c)) else {
@@ -734,7 +984,34 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
             }
             let grant = i.next_grant;
             i.next_grant += 1;
-            (grant, code.scope, true)
+            (grant, code.scope, true, now)
+        }
+        Some(DEVICE_GRANT) => {
+            let presented = form.get("device_code").cloned().unwrap_or_default();
+            let flow = i.device_flow.clone();
+            let Some(device) = i.devices.get_mut(&presented).filter(|d| d.client_id == client_id && !d.done) else {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown or used device code");
+            };
+            device.polls += 1;
+            let poll = device.polls;
+            let refuse = |error: &str| oauth_error(StatusCode::BAD_REQUEST, error, &format!("poll {poll}"));
+            if flow.slow_down_at.contains(&poll) {
+                return refuse("slow_down");
+            }
+            if poll <= flow.pending_polls {
+                return refuse("authorization_pending");
+            }
+            match flow.outcome {
+                DeviceOutcome::WaitForUser if !device.approved => return refuse("authorization_pending"),
+                DeviceOutcome::Deny => return refuse("access_denied"),
+                DeviceOutcome::Expire => return refuse("expired_token"),
+                DeviceOutcome::WaitForUser | DeviceOutcome::Approve => {}
+            }
+            device.done = true;
+            let scope = device.scope.clone();
+            let grant = i.next_grant;
+            i.next_grant += 1;
+            (grant, scope, true, now)
         }
         Some("refresh_token") => {
             let presented = form.get("refresh_token").cloned().unwrap_or_default();
@@ -746,6 +1023,10 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
             }
             if entry.revoked || i.revoked_grants.contains(&entry.grant) {
                 return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "The refresh token was revoked");
+            }
+            if i.login_lifetime.is_some_and(|l| now >= entry.login_at + l) {
+                i.login_expired_refreshes += 1;
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Token is not active");
             }
             if entry.used {
                 // Reuse of a rotated-out refresh token: treat as theft, revoke the whole grant.
@@ -760,7 +1041,7 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
             if rotate {
                 i.refresh.get_mut(&presented).unwrap().used = true;
             }
-            (entry.grant, entry.scope, rotate)
+            (entry.grant, entry.scope, rotate, entry.login_at)
         }
         other => {
             return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", &format!("{other:?}"));
@@ -772,8 +1053,12 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
             t.revoked = true;
         }
     }
+    let login_ends = i.login_lifetime.map(|l| login_at + l);
     let refresh = with_refresh.then(|| {
-        let token = random("rt_");
+        let token = match (i.login_end, login_ends) {
+            (LoginEnd::JwtRefreshToken, Some(ends)) => jwt(unix(now), unix(ends)),
+            _ => random("rt_"),
+        };
         let sequence = i.refresh.len() as u64 + 1;
         i.refresh.insert(
             token.clone(),
@@ -784,11 +1069,12 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
                 scope: scope.clone(),
                 used: false,
                 revoked: false,
+                login_at,
             },
         );
         token
     });
-    let mut access = random("at_");
+    let mut access = if i.jwt_access_tokens { jwt(unix(now), unix(now + i.lifetime)) } else { random("at_") };
     while access.len() < i.token_size {
         access.push_str(&random("."));
     }
@@ -807,6 +1093,12 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
         },
     );
     let secs = i.lifetime.as_secs();
+    let refresh_expires_in = match (i.login_end, login_ends, &refresh) {
+        (LoginEnd::RefreshExpiresIn, Some(ends), Some(_)) => {
+            Some(ends.duration_since(now).unwrap_or_default().as_secs())
+        }
+        _ => None,
+    };
     match i.style {
         Style::Minut => json(
             StatusCode::OK,
@@ -821,6 +1113,9 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
             if let Some(refresh) = refresh {
                 body["refresh_token"] = refresh.into();
             }
+            if let Some(left) = refresh_expires_in {
+                body["refresh_expires_in"] = left.into();
+            }
             json(StatusCode::OK, body)
         }
         Style::Sloppy => {
@@ -828,12 +1123,18 @@ fn issue(i: &mut Inner, headers: &HeaderMap, form: &HashMap<String, String>) -> 
             if let Some(refresh) = refresh {
                 body["refresh_token"] = refresh.into();
             }
+            if let Some(left) = refresh_expires_in {
+                body["refresh_expires_in"] = left.into();
+            }
             (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], body.to_string()).into_response()
         }
         Style::NoExpiry => {
             let mut body = serde_json::json!({ "access_token": access, "token_type": "bearer" });
             if let Some(refresh) = refresh {
                 body["refresh_token"] = refresh.into();
+            }
+            if let Some(left) = refresh_expires_in {
+                body["refresh_expires_in"] = left.into();
             }
             json(StatusCode::OK, body)
         }
@@ -887,6 +1188,69 @@ fn authorize(fake: &Fake, query: HashMap<String, String>) -> Response {
             }
         }
         (StatusCode::FOUND, [(header::LOCATION, target.to_string())], "").into_response()
+    })
+}
+
+/// The `grant_type` of a device login's polls.
+const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+/// RFC 8628 §3.1: a device code for the client, or the answer the test asked for.
+fn device_authorization(fake: &Fake, headers: &HeaderMap, form: HashMap<String, String>) -> Response {
+    fake.with(|i| {
+        i.device_requests.push(form.clone());
+        let client_id = match authenticate(i, headers, &form, false) {
+            Ok(id) => id,
+            Err(response) => return *response,
+        };
+        let flow = i.device_flow.clone();
+        if let Some((status, body)) = flow.answer {
+            return (StatusCode::from_u16(status).unwrap(), [(header::CONTENT_TYPE, "application/json")], body)
+                .into_response();
+        }
+        let device_code = random("dc_");
+        let letters: [u8; 8] = rand::random();
+        let letters: String = letters.iter().map(|b| char::from(b'B' + b % 20)).collect();
+        let user_code = format!("{}-{}", &letters[..4], &letters[4..]);
+        i.codes_issued.push(device_code.clone());
+        i.devices.insert(
+            device_code.clone(),
+            Device {
+                client_id,
+                user_code: user_code.clone(),
+                scope: form.get("scope").cloned(),
+                polls: 0,
+                approved: false,
+                done: false,
+            },
+        );
+        let verification_uri = format!("{}/oauth/device/verify", fake.base);
+        let mut body = serde_json::json!({
+            "device_code": device_code,
+            "user_code": user_code,
+            "verification_uri": verification_uri,
+            "expires_in": flow.expires_in,
+        });
+        if flow.complete {
+            body["verification_uri_complete"] = format!("{verification_uri}?user_code={user_code}").into();
+        }
+        if let Some(interval) = flow.interval {
+            body["interval"] = interval.into();
+        }
+        json(StatusCode::OK, body)
+    })
+}
+
+/// The verification page: the user enters (or the complete URI carries) the code and approves.
+fn verify_device(fake: &Fake, query: HashMap<String, String>) -> Response {
+    fake.with(|i| {
+        let entered = query.get("user_code").map(|c| c.trim().to_uppercase()).unwrap_or_default();
+        match i.devices.values_mut().find(|d| d.user_code == entered && !d.done) {
+            Some(device) => {
+                device.approved = true;
+                (StatusCode::OK, "Approved: you can return to your device.").into_response()
+            }
+            None => (StatusCode::NOT_FOUND, "No such code.").into_response(),
+        }
     })
 }
 

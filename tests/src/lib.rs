@@ -4,10 +4,12 @@
 //! The binaries are looked up next to the test executable (`target/debug/`), where
 //! `cargo test --workspace` builds them, or at `$TOKEND_BIN` and `$TOKENCTL_BIN`.
 
+pub mod browser;
 pub mod dbus;
 pub mod fake;
 pub mod http;
 pub mod impostor;
+pub mod movemint;
 pub mod needs;
 pub mod oidc;
 pub mod openapi;
@@ -17,11 +19,13 @@ pub mod xdg;
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use tokend_proto::{ProfileState, ProfileStatus};
 use tokio::process::{Child, Command};
 
 pub use fake::FakeProvider;
+pub use movemint::Movemint;
 pub use needs::Need;
 
 /// The path of a workspace binary.
@@ -364,18 +368,23 @@ pub struct Running {
     /// The process.
     pub child: Child,
     stderr: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+    stdout: Option<tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>>,
     /// Everything read from stderr so far.
     pub seen: String,
 }
 
 impl Running {
     /// Starts `command` with stdin, stdout and stderr piped, and no way to open a browser.
-    pub fn spawn(mut command: Command) -> Running {
+    pub fn spawn(command: Command) -> Running {
+        Running::spawn_with_env(command, &[])
+    }
+
+    /// Like [`Running::spawn`], then sets `env` (a `BROWSER`, say).
+    pub fn spawn_with_env(mut command: Command, env: &[(String, String)]) -> Running {
         use tokio::io::AsyncBufReadExt;
+        command.env_remove("DISPLAY").env_remove("WAYLAND_DISPLAY").env_remove("BROWSER");
+        command.envs(env.iter().map(|(k, v)| (k, v)));
         let mut child = command
-            .env_remove("DISPLAY")
-            .env_remove("WAYLAND_DISPLAY")
-            .env_remove("BROWSER")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -383,7 +392,7 @@ impl Running {
             .spawn()
             .expect("spawn tokenctl");
         let stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        Running { child, stderr, seen: String::new() }
+        Running { child, stderr, stdout: None, seen: String::new() }
     }
 
     /// Reads stderr until a line contains `needle` (at most 20 s); returns that line.
@@ -408,6 +417,30 @@ impl Running {
     /// The authorization URL `tokenctl login` printed.
     pub async fn login_url(&mut self) -> String {
         self.wait_for_line("http").await.trim().to_owned()
+    }
+
+    /// Reads the next line from stdout (at most 30 s), as `--json` output.
+    pub async fn stdout_line(&mut self) -> String {
+        use tokio::io::AsyncBufReadExt;
+        if self.stdout.is_none() {
+            let stdout = self.child.stdout.take().expect("stdout is piped");
+            self.stdout = Some(tokio::io::BufReader::new(stdout).lines());
+        }
+        let lines = self.stdout.as_mut().expect("set above");
+        match tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await {
+            Ok(Ok(Some(line))) => line,
+            Ok(_) => {
+                let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                    while let Ok(Some(line)) = self.stderr.next_line().await {
+                        self.seen.push_str(&line);
+                        self.seen.push('\n');
+                    }
+                })
+                .await;
+                panic!("tokenctl closed stdout; its stderr:\n{}", self.seen)
+            }
+            Err(_) => panic!("tokenctl printed no line on stdout within 30s; stderr so far:\n{}", self.seen),
+        }
     }
 
     /// Writes a line to the process's stdin.
@@ -438,9 +471,14 @@ impl Running {
 impl Tokend {
     /// Starts `tokenctl ARGS` and leaves it running, with stdin and stderr piped.
     pub fn spawn_tokenctl(&self, args: &[&str]) -> Running {
+        self.spawn_tokenctl_with_env(args, &[])
+    }
+
+    /// Like [`Tokend::spawn_tokenctl`], with `env` added (a `BROWSER`, say).
+    pub fn spawn_tokenctl_with_env(&self, args: &[&str], env: &[(String, String)]) -> Running {
         let mut command = Command::new(bin("tokenctl"));
         command.args(args).env("TOKEND_SOCKET", &self.socket);
-        Running::spawn(command)
+        Running::spawn_with_env(command, env)
     }
 
     /// Logs `profile` in against the fake provider, which approves at once: runs `tokenctl login
@@ -451,16 +489,87 @@ impl Tokend {
         let http = crate::http().redirect(reqwest::redirect::Policy::none()).build().unwrap();
         let approved = http.get(&url).send().await.expect("visit the authorization URL");
         let location = approved.headers()["location"].to_str().unwrap().to_owned();
-        http.get(&location).send().await.expect("follow the redirect to tokend");
+        let page = http.get(&location).send().await.expect("follow the redirect to tokend");
+        assert_eq!(page.status(), 200, "tokend's page after the redirect\n{}", self.log());
         let (exit, output) = login.finish().await;
         assert!(exit.success(), "{output}\n{}", self.log());
     }
 
-    /// The refresh token saved for `profile`, read from the state file.
+    /// The refresh token saved for `profile`, read from the state file. While tokend may be
+    /// refreshing, it can be one the server has already retired: compare it with the server
+    /// only through [`Tokend::at_rest`].
     pub fn saved_refresh_token(&self, profile: &str) -> Option<String> {
         let text = std::fs::read_to_string(self.state.join(format!("{profile}.json"))).ok()?;
         let json: serde_json::Value = serde_json::from_str(&text).ok()?;
         json["refresh_token"].as_str().map(str::to_owned)
+    }
+
+    /// The status of `profile`, as the daemon reports it.
+    pub async fn status(&self, profile: &str) -> ProfileStatus {
+        let mut statuses = self.client().await.status(Some(profile)).await.expect("tokend answers a status request");
+        assert_eq!(statuses.len(), 1, "one status for {profile}: {statuses:?}");
+        statuses.remove(0)
+    }
+
+    /// Polls the status of `profile` (at most 20 s) until `condition` holds; returns that status.
+    pub async fn status_until(&self, profile: &str, condition: impl Fn(&ProfileStatus) -> bool) -> ProfileStatus {
+        let mut last = None;
+        let reached = wait_for(Duration::from_secs(20), async || {
+            let status = self.status(profile).await;
+            last = Some(status.clone());
+            condition(&status).then_some(status)
+        })
+        .await;
+        reached.unwrap_or_else(|| panic!("{profile} never reached the state wanted; last: {last:?}\n{}", self.log()))
+    }
+
+    /// Runs `check` with the refresh token saved for `profile`, at a moment when tokend provably
+    /// sent no token request for it: the status read before `check` shows no request in flight
+    /// or about to be sent (not `refreshing`, not `quiet`), and the status read after it shows no
+    /// request started since. tokend saves new tokens before it shows them, so the saved tokens
+    /// are the current ones throughout. While tokend is busy, or if it started a request
+    /// meanwhile, this waits and tries again (for at most 30 s).
+    ///
+    /// This is how a test compares what tokend saved with what the server holds: a refresh
+    /// token read while tokend may be rotating it can be one the server has just retired. Assert
+    /// on what `check` returns rather than inside it, since a result from a moment when tokend
+    /// turned out to be busy is thrown away.
+    pub async fn at_rest<T>(&self, profile: &str, mut check: impl AsyncFnMut(Option<String>) -> T) -> T {
+        let busy = |s: &ProfileStatus| matches!(s.state, ProfileState::Refreshing | ProfileState::Quiet);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let before = self.status(profile).await;
+            if !busy(&before) {
+                let result = check(self.saved_refresh_token(profile)).await;
+                let after = self.status(profile).await;
+                if !busy(&after) && after.upstream_requests == before.upstream_requests {
+                    return result;
+                }
+            }
+            assert!(Instant::now() < deadline, "{profile} was never at rest for 30s: {before:?}\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The processes tokend started that have not been reaped yet (notify commands, secret
+    /// commands). Empty once every command it ran has finished.
+    pub fn child_processes(&self) -> Vec<u32> {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else { return Vec::new() };
+        tasks
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+            .flat_map(|list| list.split_whitespace().filter_map(|pid| pid.parse().ok()).collect::<Vec<u32>>())
+            .collect()
+    }
+
+    /// Waits (at most 20 s) until every process tokend started has finished.
+    pub async fn commands_finished(&self) {
+        assert!(
+            eventually(Duration::from_secs(20), || self.child_processes().is_empty()).await,
+            "tokend's commands still run after 20s: {:?}\n{}",
+            self.child_processes(),
+            self.log()
+        );
     }
 }
 
@@ -497,15 +606,35 @@ pub fn write_private(path: &Path, text: &str) {
 
 /// Polls `condition` every 20 ms until it holds or `limit` passes; returns whether it held.
 pub async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    wait_for(limit, async || condition().then_some(())).await.is_some()
+}
+
+/// Polls `probe` every 20 ms until it returns `Some` or `limit` passes; returns what it found,
+/// or `None` if time ran out. For conditions that need to ask something (a daemon, a server).
+pub async fn wait_for<T>(limit: Duration, mut probe: impl AsyncFnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + limit;
     loop {
-        if condition() {
-            return true;
+        if let Some(found) = probe().await {
+            return Some(found);
         }
         if Instant::now() >= deadline {
-            return false;
+            return None;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the wall clock has passed `instant` (at most a minute away), for tests whose
+/// subject is a token's expiry: an instant of wall-clock time, with no event to wait for
+/// instead.
+pub async fn until_past(instant: SystemTime) {
+    let left = instant.duration_since(SystemTime::now()).unwrap_or_default();
+    assert!(left <= Duration::from_secs(60), "{left:?} is too long to wait for in a test");
+    loop {
+        match instant.duration_since(SystemTime::now()) {
+            Ok(left) => tokio::time::sleep(left + Duration::from_millis(1)).await,
+            Err(_) => return,
+        }
     }
 }
 

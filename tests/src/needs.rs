@@ -25,6 +25,9 @@ pub enum Need {
     OtherUser,
     /// A systemd user manager (root's, started on demand; needs root and Debian's `systemd`).
     SystemdUserManager,
+    /// The right to set the machine's wall clock (`CAP_SYS_TIME`, which root has outside a
+    /// container that drops it).
+    SetClock,
     /// Node.js 20 or newer with npm, for oidc-provider and the Node client tests.
     Node,
     /// A program on `PATH`.
@@ -55,6 +58,9 @@ impl Need {
                     None
                 }
             }
+            Need::SetClock => (!has_capability(CAP_SYS_TIME)).then(|| {
+                "CAP_SYS_TIME (root, outside a container that drops it), to set the machine's clock".to_owned()
+            }),
             Need::Node => match node_major() {
                 None => Some("Node.js 20 or newer (`node` is not on PATH)".to_owned()),
                 Some(major) if major < 20 => Some(format!("Node.js 20 or newer (found Node.js {major})")),
@@ -100,6 +106,19 @@ macro_rules! require {
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// The capability to set the system clock (linux/capability.h).
+const CAP_SYS_TIME: u32 = 25;
+
+/// Whether this process has `capability` in its effective set, read from `/proc/self/status`.
+fn has_capability(capability: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return false };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << capability) != 0)
 }
 
 /// Whether `name` is an executable file in a `PATH` directory.

@@ -59,6 +59,9 @@ impl OidcProvider {
             .expect("oidc-provider started within 30s")
             .expect("read oidc-provider's output")
             .expect("oidc-provider printed its issuer");
+        // Keep reading: oidc-provider prints notices on stdout (its device flow pages do, on first
+        // use), and Node.js dies of EPIPE if nobody reads them.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let json: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
         OidcProvider { issuer: json["issuer"].as_str().unwrap().to_owned(), _child: child }
     }
@@ -121,6 +124,37 @@ pub async fn browser_login(authorization_url: &str, redirect_prefix: &str) -> St
         next = Some((reqwest::Method::POST, base.join(&action).unwrap().to_string(), fields));
     }
     panic!("the login did not reach the redirect URI within 20 steps");
+}
+
+/// Does what a user does with a device login's `verification_uri_complete` on oidc-provider,
+/// in a browser on another device: opens it, confirms the code, logs in (any login and
+/// password) and consents, following redirects, until a page with no form is shown. Returns
+/// that page.
+pub async fn device_approval(verification_uri_complete: &str) -> String {
+    let browser = crate::http().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let mut cookies = Cookies::default();
+    let mut next = (reqwest::Method::GET, verification_uri_complete.to_owned(), Vec::<(String, String)>::new());
+    for _ in 0..20 {
+        let (method, url, form) = next;
+        let request = browser.request(method, &url);
+        let request = if form.is_empty() { request } else { request.form(&form) };
+        let request = match cookies.header() {
+            Some(header) => request.header(reqwest::header::COOKIE, header),
+            None => request,
+        };
+        let response = request.send().await.expect("the provider answers");
+        cookies.keep(response.headers());
+        let base = reqwest::Url::parse(&url).unwrap();
+        if response.status().is_redirection() {
+            let location = response.headers()["location"].to_str().unwrap();
+            next = (reqwest::Method::GET, base.join(location).unwrap().to_string(), vec![]);
+            continue;
+        }
+        let page = response.text().await.unwrap();
+        let Some((action, fields)) = parse_form(&page) else { return page };
+        next = (reqwest::Method::POST, base.join(&action).unwrap().to_string(), fields);
+    }
+    panic!("the device approval did not end within 20 steps");
 }
 
 /// The cookies the browser keeps between the provider's pages. A login stays on one origin, so

@@ -4,7 +4,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use tokend_e2e::fake::ClientAuth;
-use tokend_e2e::{FakeProvider, Need, Tokend, bin, other_user, require, stderr, stdout};
+use tokend_e2e::{FakeProvider, Need, Tokend, bin, other_user, require, stderr, stdout, wait_for};
 
 async fn provider() -> FakeProvider {
     let fake = FakeProvider::start().await;
@@ -103,34 +103,31 @@ async fn a_connection_beyond_max_connections_is_refused_clearly() {
     assert_eq!(second.token("p").await.expect("the second connection still works").fingerprint, token.fingerprint);
     // Once one closes, its place is free again.
     drop(first);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    let admitted = wait_for(Duration::from_secs(10), async || {
         let out = tokend.tokenctl(&["ping"]).await;
-        if out.status.success() {
-            break;
-        }
         let message = stderr(&out);
-        assert!(message.contains("max_connections"), "{message}");
-        assert!(std::time::Instant::now() < deadline, "no connection was admitted after one closed:\n{}", tokend.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        assert!(out.status.success() || message.contains("max_connections"), "{message}");
+        out.status.success().then_some(())
+    })
+    .await;
+    assert!(admitted.is_some(), "no connection was admitted after one closed:\n{}", tokend.log());
     second.ping().await.expect("the second connection still works");
     assert_eq!(fake.token_requests(), 1, "{}", tokend.log());
 }
 
 /// A client connection, retried (for at most 10 s) while tokend is at its connection limit.
 async fn connect_when_admitted(tokend: &Tokend) -> tokend_client::Client {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    let admitted = wait_for(Duration::from_secs(10), async || {
         match tokend_client::Client::connect_to(tokend_client::Endpoint::new(&tokend.socket)).await {
-            Ok(client) => return client,
+            Ok(client) => Some(client),
             Err(e) => {
                 assert!(matches!(e, tokend_client::Error::Refused { .. }), "{e}");
-                assert!(std::time::Instant::now() < deadline, "never admitted: {e}\n{}", tokend.log());
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                None
             }
         }
-    }
+    })
+    .await;
+    admitted.unwrap_or_else(|| panic!("never admitted within 10s:\n{}", tokend.log()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

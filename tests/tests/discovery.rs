@@ -3,10 +3,10 @@
 //! while the server is away, and `tokend --check-config` says where each came from — against the
 //! fake provider's metadata documents, including ones that lie or misbehave.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokend_e2e::fake::{ClientAuth, Metadata, MetadataBody};
-use tokend_e2e::{FakeProvider, Tokend, bin, stderr, stdout};
+use tokend_e2e::{FakeProvider, Tokend, bin, stderr, stdout, wait_for};
 
 /// A provider with a client_credentials client `app`, publishing `metadata`.
 async fn provider(metadata: Metadata) -> FakeProvider {
@@ -35,18 +35,16 @@ retry_max = "1s"
     )
 }
 
-/// Polls `tokenctl ARGS` until its stdout contains `needle` (at most 20 s); returns it.
+/// Polls `tokenctl ARGS` until its output contains `needle` (at most 20 s); returns it.
 async fn until_output(tokend: &Tokend, args: &[&str], needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let mut last = String::new();
+    let found = wait_for(Duration::from_secs(20), async || {
         let out = tokend.tokenctl(args).await;
-        let text = stdout(&out) + &stderr(&out);
-        if text.contains(needle) {
-            return text;
-        }
-        assert!(Instant::now() < deadline, "tokenctl {args:?} never said {needle:?}; last:\n{text}\n{}", tokend.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        last = stdout(&out) + &stderr(&out);
+        last.contains(needle).then(|| last.clone())
+    })
+    .await;
+    found.unwrap_or_else(|| panic!("tokenctl {args:?} never said {needle:?}; last:\n{last}\n{}", tokend.log()))
 }
 
 fn check_config(tokend: &Tokend) -> String {

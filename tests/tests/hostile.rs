@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokend::server::connection::FRAME_TIMEOUT;
 use tokend_e2e::fake::ClientAuth;
 use tokend_e2e::wire::{self, frame, read_frame};
-use tokend_e2e::{FakeProvider, Tokend};
+use tokend_e2e::{FakeProvider, Tokend, eventually};
 use tokend_proto::message::Refusal;
 use tokend_proto::{Hello, HelloReply, PROTOCOL_VERSION, Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -48,10 +48,17 @@ fn rss_kib(pid: u32) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// A well-behaved client is served, and soon: within [`PROMPTLY`].
 async fn still_serves(tokend: &Tokend, fake: &FakeProvider) {
-    let token = tokend.tokenctl_ok(&["token", "p"]).await;
+    let token = tokio::time::timeout(PROMPTLY, tokend.tokenctl_ok(&["token", "p"]))
+        .await
+        .unwrap_or_else(|_| panic!("a well-behaved client waited longer than {PROMPTLY:?}:\n{}", tokend.log()));
     assert!(fake.accepts(token.trim()));
 }
+
+/// How long a well-behaved client may wait while hostile ones are connected: far longer than
+/// answering takes, far shorter than any of the daemon's timeouts that would end a hold-up.
+const PROMPTLY: Duration = Duration::from_secs(5);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversize_length_prefix_is_refused_before_anything_is_allocated() {
@@ -178,6 +185,8 @@ async fn a_partial_frame_trickled_a_byte_at_a_time_is_dropped_at_the_frame_timeo
             "{open} connections still open {:?} after their frames began (the frame timeout is {FRAME_TIMEOUT:?})",
             began.elapsed()
         );
+        // The trickle's pace is the behaviour under test: each connection gets a byte every
+        // half second (`is_closed` writes it), quicker than any read timeout.
         tokio::time::sleep(Duration::from_millis(500)).await;
         for slot in &mut tricklers {
             if let Some(stream) = slot
@@ -187,8 +196,8 @@ async fn a_partial_frame_trickled_a_byte_at_a_time_is_dropped_at_the_frame_timeo
             }
         }
         // A well-behaved client on another connection is served all along.
-        let token = tokio::time::timeout(Duration::from_secs(5), client.token("p")).await;
-        token.expect("served within 5s while others trickle").expect("a token");
+        let token = tokio::time::timeout(PROMPTLY, client.token("p")).await;
+        token.expect("served promptly while others trickle").expect("a token");
     }
 }
 
@@ -204,9 +213,14 @@ async fn a_client_that_never_reads_its_answers_is_dropped_while_others_are_serve
     for _ in 0..5 {
         still_serves(&tokend, &fake).await;
     }
-    // Not reading for longer than the daemon's write timeout (10 s): then what is buffered ends
-    // in EOF rather than in more answers.
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    // Not reading until the daemon has given up on writing to it (at its write timeout, 10 s):
+    // then what is buffered ends in EOF rather than in more answers.
+    let gave_up = "connection ended: timed out writing a response";
+    assert!(
+        eventually(Duration::from_secs(30), || tokend.log().contains(gave_up)).await,
+        "the daemon gave up writing to the client that does not read:\n{}",
+        tokend.log()
+    );
     assert!(closed_by_daemon(&mut greedy).await, "dropped once its answers could not be written in time");
     still_serves(&tokend, &fake).await;
 }
@@ -224,8 +238,9 @@ async fn thousands_of_idle_connections_do_not_hold_anyone_up() {
     for _ in 0..5 {
         still_serves(&tokend, &fake).await;
     }
-    let mut client = tokend.client().await;
+    let mut client = tokio::time::timeout(PROMPTLY, tokend.client()).await.expect("a new client connects promptly");
     for _ in 0..100 {
-        client.token("p").await.unwrap();
+        let token = tokio::time::timeout(PROMPTLY, client.token("p")).await;
+        token.expect("answered promptly with 4000 idle connections open").expect("a token");
     }
 }

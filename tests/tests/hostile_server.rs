@@ -6,8 +6,8 @@
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
-use tokend_e2e::fake::{Client, ClientAuth, Fault, Style};
-use tokend_e2e::{FakeProvider, Options, Tokend, eventually, free_port, stderr, stdout};
+use tokend_e2e::fake::{ClientAuth, Fault};
+use tokend_e2e::{FakeProvider, Movemint, Options, Tokend, eventually, stderr, stdout, wait_for};
 
 /// A token this long fits under tokend's 1 MiB cap on response bodies, but not in a frame.
 const FRAME_BUSTER: usize = 70_000;
@@ -33,17 +33,15 @@ async fn status(tokend: &Tokend, profile: &str) -> Value {
     serde_json::from_str(&tokend.tokenctl_ok(&["status", profile, "--json"]).await).unwrap()
 }
 
-/// Polls the profile's status (at most 10 s) until `condition` holds; returns it.
+/// Polls `tokenctl status PROFILE --json` (at most 20 s) until `condition` holds; returns it.
 async fn status_until(tokend: &Tokend, profile: &str, condition: impl Fn(&Value) -> bool) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = status(tokend, profile).await;
-        if condition(&status) {
-            return status;
-        }
-        assert!(std::time::Instant::now() < deadline, "{status}\n{}", tokend.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut last = Value::Null;
+    let found = wait_for(Duration::from_secs(20), async || {
+        last = status(tokend, profile).await;
+        condition(&last).then(|| last.clone())
+    })
+    .await;
+    found.unwrap_or_else(|| panic!("{last}\n{}", tokend.log()))
 }
 
 fn no_panic(tokend: &Tokend) {
@@ -81,7 +79,7 @@ async fn a_token_too_long_for_a_frame_is_an_upstream_error_and_never_saved() {
 async fn a_token_saved_by_an_older_tokend_that_cannot_be_served_is_set_aside_and_tokend_starts() {
     let (fake, config) = movemint().await;
     let mut tokend = Tokend::start(&config).await;
-    log_in(&tokend).await;
+    tokend.log_in("mm").await;
     let refresh_token = tokend.saved_refresh_token("mm").unwrap();
     tokend.stop().await;
     // What an older tokend saved from a hostile answer: a token no frame can carry.
@@ -283,7 +281,7 @@ async fn a_profile_whose_task_dies_fails_alone_and_says_why() {
 async fn a_rotated_refresh_token_is_kept_when_the_rest_of_the_answer_is_unusable() {
     let (fake, config) = movemint().await;
     let mut tokend = Tokend::start(&config).await;
-    log_in(&tokend).await;
+    tokend.log_in("mm").await;
     let before = fake.token_requests();
     // Every refresh rotates the refresh token, then answers with an access token no client
     // could use. Had tokend dropped a rotated refresh token, its next attempt would present a
@@ -310,32 +308,8 @@ async fn a_rotated_refresh_token_is_kept_when_the_rest_of_the_answer_is_unusable
     no_panic(&tokend);
 }
 
-async fn movemint() -> (FakeProvider, String) {
-    let fake = FakeProvider::start().await;
-    let redirect = format!("http://127.0.0.1:{}/callback", free_port());
-    fake.register(
-        "mm",
-        Client {
-            secret: Some("mm-secret".into()),
-            auth: ClientAuth::Post,
-            required_params: vec![],
-            redirect_uri: Some(redirect.clone()),
-        },
-    );
-    fake.set_style(Style::Movemint);
-    let config = format!(
-        "[profiles.mm]\ngrant = \"authorization_code\"\ntoken_url = \"{base}/oauth/token\"\nauthorize_url = \"{base}/oauth/authorize\"\nredirect_uri = \"{redirect}\"\nclient_id = \"mm\"\nclient_secret = \"mm-secret\"\nclient_auth = \"post\"\nretry_min = \"100ms\"\nretry_max = \"300ms\"\n",
-        base = fake.base
-    );
+async fn movemint() -> (Movemint, String) {
+    let fake = Movemint::start().await;
+    let config = fake.profile("retry_min = \"100ms\"\nretry_max = \"300ms\"");
     (fake, config)
-}
-
-async fn log_in(tokend: &Tokend) {
-    let mut login = tokend.spawn_tokenctl(&["login", "mm", "--no-browser"]);
-    let url = login.login_url().await;
-    let http = tokend_e2e::http().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let location = http.get(&url).send().await.unwrap().headers()["location"].to_str().unwrap().to_owned();
-    assert_eq!(http.get(&location).send().await.unwrap().status(), 200);
-    let (exit, output) = login.finish().await;
-    assert!(exit.success(), "{output}");
 }

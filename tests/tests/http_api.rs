@@ -7,10 +7,10 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokend_e2e::fake::{ClientAuth, Fault, Style};
+use tokend_e2e::fake::{ClientAuth, Fault};
 use tokend_e2e::http::{Answer, Connection};
 use tokend_e2e::openapi::Description;
-use tokend_e2e::{FakeProvider, Need, Options, Tokend, bin, other_user, require, stderr, stdout};
+use tokend_e2e::{FakeProvider, Movemint, Need, Options, Tokend, bin, other_user, require, stderr, stdout, wait_for};
 use tokend_proto::{Fingerprint, ProfileState};
 
 fn cc(name: &str, fake: &FakeProvider, secret: &str, api_base: &str) -> String {
@@ -311,18 +311,8 @@ async fn the_running_server_matches_its_openapi_description() {
     flaky.fail_always(Some(Fault::Status(503, "{}".into())));
     let closed = format!("http://127.0.0.1:{}", tokend_e2e::free_port());
     let api = fake.url("/api");
-    let busy_redirect = format!("http://127.0.0.1:{}/cb", tokend_e2e::free_port());
-    let doorkeeper = FakeProvider::start().await;
-    doorkeeper.set_style(Style::Movemint);
-    doorkeeper.register(
-        "busy",
-        tokend_e2e::fake::Client {
-            secret: Some("busy-secret".into()),
-            auth: ClientAuth::Post,
-            required_params: vec![],
-            redirect_uri: Some(busy_redirect.clone()),
-        },
-    );
+    let doorkeeper = Movemint::with_client("busy", "busy-secret").await;
+    let busy_redirect = doorkeeper.redirect.clone();
     let config = format!(
         "[daemon]\nhttp_timeout = \"1s\"\n\n{}{}{}{}[profiles.mm]\ngrant = \"authorization_code\"\ntoken_url = \"{base}/oauth/token\"\nauthorize_url = \"{base}/oauth/authorize\"\nredirect_uri = \"http://127.0.0.1:{port}/cb\"\nclient_id = \"mm\"\napi_base = \"{api}\"\n\n[profiles.busy]\ngrant = \"authorization_code\"\ntoken_url = \"{door}/oauth/token\"\nauthorize_url = \"{door}/oauth/authorize\"\nredirect_uri = \"{busy_redirect}\"\nclient_id = \"busy\"\nclient_secret = \"busy-secret\"\nclient_auth = \"post\"\nquiet_window = \"10m\"\n",
         cc("p", &fake, "s", &api),
@@ -342,14 +332,12 @@ async fn the_running_server_matches_its_openapi_description() {
     let mut refresher = tokend.client().await;
     let refresh = tokio::spawn(async move { refresher.refresh("busy").await });
     let mut state = String::new();
-    for _ in 0..500 {
+    let quiet = wait_for(Duration::from_secs(10), async || {
         state = http.get("/v1/status/busy").await.json()["state"].as_str().unwrap_or_default().to_owned();
-        if state == "quiet" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(state, "quiet", "{}", tokend.log());
+        (state == "quiet").then_some(())
+    })
+    .await;
+    assert!(quiet.is_some(), "busy never quiet, last {state:?}:\n{}", tokend.log());
     let token = http.get("/v1/token/p").await.json()["access_token"].as_str().unwrap().to_owned();
     let fingerprint = serde_json::json!({ "fingerprint": Fingerprint::of("some other token").to_string() }).to_string();
 
@@ -460,6 +448,32 @@ fn the_openapi_description_lists_every_profile_state() {
     expected.sort_unstable();
     listed_sorted.sort_unstable();
     assert_eq!(listed_sorted, expected);
+}
+
+/// The document's grant enum names every grant a profile can have.
+#[test]
+fn the_openapi_description_lists_every_grant() {
+    use tokend_proto::Grant::*;
+    let every = [ClientCredentials, AuthorizationCode, DeviceCode];
+    // No wildcard arm: a new grant stops this compiling until it is added to `every`.
+    for grant in every {
+        match grant {
+            ClientCredentials | AuthorizationCode | DeviceCode => {}
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let document: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("docs/http-api.openapi.json")).unwrap()).unwrap();
+    let mut listed: Vec<&str> = document["components"]["schemas"]["Status"]["properties"]["grant"]["enum"]
+        .as_array()
+        .expect("Status.grant is an enum")
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let mut expected = every.map(tokend_proto::Grant::as_str).to_vec();
+    listed.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(listed, expected);
 }
 
 /// A daemon started by `systemd-socket-activate` on the first connection, as a socket unit

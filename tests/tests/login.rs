@@ -3,48 +3,14 @@
 
 use std::time::Duration;
 
-use tokend_e2e::fake::{Client, ClientAuth, Style};
-use tokend_e2e::{FakeProvider, Running, Tokend, eventually, free_port, stderr, stdout};
+use tokend_e2e::{Movemint, Running, Tokend, eventually, free_port, stderr, stdout, until_past};
 
-struct Setup {
-    fake: FakeProvider,
-    redirect: String,
+async fn movemint() -> Movemint {
+    Movemint::start().await
 }
 
-async fn movemint() -> Setup {
-    let fake = FakeProvider::start().await;
-    let redirect = format!("http://127.0.0.1:{}/callback", free_port());
-    fake.register(
-        "mm",
-        Client {
-            secret: Some("mm-secret".into()),
-            auth: ClientAuth::Post,
-            required_params: vec![],
-            redirect_uri: Some(redirect.clone()),
-        },
-    );
-    fake.set_style(Style::Movemint);
-    Setup { fake, redirect }
-}
-
-fn config(s: &Setup) -> String {
-    format!(
-        r#"
-[profiles.mm]
-grant = "authorization_code"
-token_url = "{base}/oauth/token"
-authorize_url = "{base}/oauth/authorize"
-redirect_uri = "{redirect}"
-revoke_url = "{base}/oauth/revoke"
-info_url = "{base}/oauth/token/info"
-client_id = "mm"
-client_secret = "mm-secret"
-client_auth = "post"
-scopes = ["public", "write"]
-"#,
-        base = s.fake.base,
-        redirect = s.redirect
-    )
+fn config(s: &Movemint) -> String {
+    s.profile(r#"scopes = ["public", "write"]"#)
 }
 
 fn http() -> reqwest::Client {
@@ -63,15 +29,6 @@ async fn approve(url: &str) -> String {
 async fn follow(redirect: &str) -> (u16, String) {
     let response = http().get(redirect).send().await.unwrap();
     (response.status().as_u16(), response.text().await.unwrap())
-}
-
-async fn log_in(tokend: &Tokend) {
-    let mut login = tokend.spawn_tokenctl(&["login", "mm", "--no-browser"]);
-    let url = login.login_url().await;
-    let (status, page) = follow(&approve(&url).await).await;
-    assert_eq!(status, 200, "{page}");
-    let (exit, output) = login.finish().await;
-    assert!(exit.success(), "{output}\n{}", tokend.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,27 +149,34 @@ async fn rotated_refresh_tokens_keep_the_session_alive_over_many_lifetimes() {
     let s = movemint().await;
     s.fake.set_lifetime(Duration::from_secs(2));
     let tokend = Tokend::start(&config(&s)).await;
-    log_in(&tokend).await;
+    tokend.log_in("mm").await;
     let mut client = tokend.client().await;
-    let started = std::time::Instant::now();
-    while started.elapsed() < Duration::from_secs(7) {
+    let refreshes = || s.fake.requests().iter().filter(|r| r.form["grant_type"] == "refresh_token").count();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while refreshes() < 4 {
+        assert!(std::time::Instant::now() < deadline, "4 refreshes within 30s, not {}:\n{}", refreshes(), tokend.log());
         let token = client.token("mm").await.expect("a token");
         assert!(s.fake.accepts(token.access_token.expose()), "every served token is accepted");
+        // A program asking now and then through each token's life, not only right after a
+        // refresh.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let refreshes = s.fake.requests().iter().filter(|r| r.form["grant_type"] == "refresh_token").count();
-    assert!(refreshes >= 4, "several refreshes happened: {refreshes}");
     assert!(!s.fake.reuse_detected(), "a rotated-out refresh token was never sent again");
-    let saved = tokend.saved_refresh_token("mm").expect("a saved refresh token");
-    assert!(s.fake.refresh_token_is_live(&saved), "the saved refresh token is the newest one");
-    assert_eq!(Some(saved), s.fake.newest_refresh_token());
+    let (saved, live, newest) = tokend
+        .at_rest("mm", async |saved| {
+            let saved = saved.expect("a saved refresh token");
+            (saved.clone(), s.fake.refresh_token_is_live(&saved), s.fake.newest_refresh_token())
+        })
+        .await;
+    assert!(live, "the saved refresh token is live");
+    assert_eq!(Some(saved), newest, "and the newest one");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_needs_no_login_and_no_request_while_the_token_lasts() {
     let s = movemint().await;
     let mut tokend = Tokend::start(&config(&s)).await;
-    log_in(&tokend).await;
+    tokend.log_in("mm").await;
     let before = tokend.tokenctl_ok(&["token", "mm"]).await;
     let requests = s.fake.token_requests();
     tokend.stop().await;
@@ -224,11 +188,16 @@ async fn a_restart_needs_no_login_and_no_request_while_the_token_lasts() {
     s.fake.set_lifetime(Duration::from_secs(1));
     tokend.tokenctl_ok(&["refresh", "mm"]).await;
     tokend.stop().await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    tokend.restart().await;
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tokend.state.join("mm.json")).unwrap()).unwrap();
+    let expiry_ms = state["access_token"]["expires_at_ms"].as_u64().expect("the saved token's expiry");
+    until_past(std::time::UNIX_EPOCH + Duration::from_millis(expiry_ms)).await;
+    let requests = s.fake.token_requests();
     s.fake.set_lifetime(Duration::from_secs(3600));
+    tokend.restart().await;
     let fresh = tokend.tokenctl_ok(&["token", "mm"]).await;
     assert!(s.fake.accepts(fresh.trim()));
+    assert_eq!(s.fake.token_requests(), requests + 1, "the expired token was refreshed");
 }
 
 /// A `notify_command` line that writes the `TOKEND_*` environment it gets to `file`.
@@ -236,17 +205,16 @@ fn notify_into(file: &std::path::Path) -> String {
     format!("notify_command = \"env | grep ^TOKEND_ | sort > {}\"\n", file.display())
 }
 
-/// Waits (at most 10 s) for the command of [`notify_into`] to have written `file`; returns
-/// what it wrote.
+/// Waits (at most 10 s) for the command of [`notify_into`] to have written `file`, and then for
+/// every command tokend started to have finished; returns what it wrote.
 async fn notification(tokend: &Tokend, file: &std::path::Path) -> String {
     assert!(
-        eventually(Duration::from_secs(10), || std::fs::metadata(file).is_ok_and(|m| m.len() > 0)).await,
+        eventually(Duration::from_secs(10), || file.exists()).await,
         "the notify command writing {} ran:\n{}",
         file.display(),
         tokend.log()
     );
-    // The command may still be writing.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokend.commands_finished().await;
     std::fs::read_to_string(file).unwrap()
 }
 
@@ -258,7 +226,7 @@ async fn a_revoked_grant_needs_a_login_and_runs_the_notify_command() {
     let note = dir.path().join("note");
     let config = config(&s).replace("[profiles.mm]", &format!("[daemon]\n{}\n[profiles.mm]", notify_into(&note)));
     let tokend = Tokend::start(&config).await;
-    log_in(&tokend).await;
+    tokend.log_in("mm").await;
     s.fake.revoke_everything();
     let env = notification(&tokend, &note).await;
     assert!(env.contains("TOKEND_EVENT=login-needed"), "{env}");
@@ -270,12 +238,13 @@ async fn a_revoked_grant_needs_a_login_and_runs_the_notify_command() {
     assert_eq!(status["state"], "needs-login");
     assert_eq!(status["has_refresh_token"], false);
     assert!(status["action"].as_str().unwrap().contains("tokenctl login mm"));
+    // No retries once the grant is dead: nothing is scheduled, and a client asking starts none.
+    assert!(status["next_refresh"].is_null(), "{status}");
     let requests = s.fake.token_requests();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(s.fake.token_requests(), requests, "no retries once the grant is dead");
     let out = tokend.tokenctl(&["token", "mm"]).await;
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     assert!(stderr(&out).contains("run `tokenctl login mm`"));
+    assert_eq!(s.fake.token_requests(), requests, "no retries once the grant is dead");
     // The login the daemon started for the notification works.
     let url = env.lines().find_map(|l| l.strip_prefix("TOKEND_URL=")).unwrap().to_owned();
     s.fake.set_lifetime(Duration::from_secs(3600));
@@ -288,7 +257,7 @@ async fn a_revoked_grant_needs_a_login_and_runs_the_notify_command() {
 async fn logout_revokes_at_the_server_and_forgets_locally() {
     let s = movemint().await;
     let tokend = Tokend::start(&config(&s)).await;
-    log_in(&tokend).await;
+    tokend.log_in("mm").await;
     let token = tokend.tokenctl_ok(&["token", "mm"]).await.trim().to_owned();
     let refresh = tokend.saved_refresh_token("mm").unwrap();
     let out = tokend.tokenctl_ok(&["logout", "mm"]).await;
@@ -334,7 +303,7 @@ async fn connections_that_send_nothing_do_not_hold_up_the_redirect() {
 async fn a_logout_during_a_refresh_revokes_what_the_refresh_brings() {
     let s = movemint().await;
     let tokend = Tokend::start(&config(&s)).await;
-    log_in(&tokend).await;
+    tokend.log_in("mm").await;
     let requests = s.fake.token_requests();
     // The server rotates the refresh token at once, but its answer takes a while to arrive.
     s.fake.set_answer_delay(Duration::from_millis(800));
@@ -363,7 +332,7 @@ async fn logout_forgets_locally_even_when_the_server_is_unreachable() {
     let s = movemint().await;
     let dead = format!("http://127.0.0.1:{}/oauth/revoke", free_port());
     let tokend = Tokend::start(&config(&s).replace(&s.fake.url("/oauth/revoke"), &dead)).await;
-    log_in(&tokend).await;
+    tokend.log_in("mm").await;
     let out = tokend.tokenctl(&["logout", "mm", "--json"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
@@ -377,7 +346,7 @@ async fn logout_forgets_locally_even_when_the_server_is_unreachable() {
 async fn info_prints_the_servers_answer_and_retries_once_after_a_401() {
     let s = movemint().await;
     let tokend = Tokend::start(&config(&s)).await;
-    log_in(&tokend).await;
+    tokend.log_in("mm").await;
     let out = tokend.tokenctl_ok(&["info", "mm"]).await;
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(json["application"]["uid"], "mm");
@@ -408,7 +377,7 @@ async fn info_without_info_url_says_what_to_add() {
 async fn changed_security_settings_do_not_reuse_stored_tokens() {
     let s = movemint().await;
     let mut tokend = Tokend::start(&config(&s)).await;
-    log_in(&tokend).await;
+    tokend.log_in("mm").await;
     tokend.stop().await;
     tokend.write_config(&config(&s).replace("scopes = [\"public\", \"write\"]", "scopes = [\"public\", \"admin\"]"));
     tokend.restart().await;
@@ -454,7 +423,7 @@ async fn a_redirect_naming_another_issuer_is_refused() {
     assert_eq!(s.fake.token_requests(), 0, "the code was not exchanged");
     // The server's own origin as issuer is accepted.
     s.fake.send_issuer(Some(&s.fake.base));
-    log_in(&tokend).await;
+    tokend.log_in("mm").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -462,7 +431,7 @@ async fn a_refresh_without_a_new_refresh_token_keeps_the_old_one() {
     let s = movemint().await;
     s.fake.set_rotation(false);
     let tokend = Tokend::start(&config(&s)).await;
-    log_in(&tokend).await;
+    tokend.log_in("mm").await;
     let refresh = tokend.saved_refresh_token("mm").unwrap();
     tokend.tokenctl_ok(&["refresh", "mm"]).await;
     tokend.tokenctl_ok(&["refresh", "mm"]).await;
@@ -481,11 +450,11 @@ async fn a_profiles_own_notify_command_beats_the_daemon_default() {
     let config = config(&s).replace("[profiles.mm]", &format!("[daemon]\n{}\n[profiles.mm]", notify_into(&global)))
         + &notify_into(&own);
     let tokend = Tokend::start(&config).await;
-    log_in(&tokend).await;
+    tokend.log_in("mm").await;
     s.fake.revoke_everything();
+    // Every command tokend started has finished once the notification is read: a wrongly
+    // chosen (or additional) global command would have written its file by then.
     let env = notification(&tokend, &own).await;
-    // Give a wrongly chosen (or additional) global command time to show up too.
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(env.contains("TOKEND_EVENT=login-needed"), "{env}");
     assert!(env.contains("TOKEND_PROFILE=mm"), "{env}");
     assert!(env.contains("TOKEND_LOGIN_COMMAND=tokenctl login mm"), "{env}");

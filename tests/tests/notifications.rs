@@ -5,48 +5,15 @@
 use std::time::Duration;
 
 use tokend_e2e::dbus::{NotificationServer, SessionBus};
-use tokend_e2e::fake::{Client, ClientAuth, Style};
-use tokend_e2e::{FakeProvider, Need, Options, Tokend, eventually, free_port, require};
+use tokend_e2e::fake::LoginEnd;
+use tokend_e2e::{Movemint, Need, Options, Tokend, eventually, require, wait_for};
 
 /// A Movemint-style provider for a login profile `name`, with tokens that live 2 s.
-async fn provider(name: &str) -> (FakeProvider, String) {
-    let fake = FakeProvider::start().await;
-    let redirect = format!("http://127.0.0.1:{}/callback", free_port());
-    fake.register(
-        name,
-        Client {
-            secret: Some("secret".into()),
-            auth: ClientAuth::Post,
-            required_params: vec![],
-            redirect_uri: Some(redirect.clone()),
-        },
-    );
-    fake.set_style(Style::Movemint);
+async fn provider(name: &str) -> (Movemint, String) {
+    let fake = Movemint::with_client(name, "secret").await;
     fake.set_lifetime(Duration::from_secs(2));
-    let config = format!(
-        r#"
-[profiles.{name}]
-grant = "authorization_code"
-token_url = "{base}/oauth/token"
-authorize_url = "{base}/oauth/authorize"
-redirect_uri = "{redirect}"
-client_id = "{name}"
-client_secret = "secret"
-client_auth = "post"
-"#,
-        base = fake.base
-    );
+    let config = fake.config();
     (fake, config)
-}
-
-async fn log_in(tokend: &Tokend, name: &str) {
-    let mut login = tokend.spawn_tokenctl(&["login", name, "--no-browser"]);
-    let url = login.login_url().await;
-    let browser = tokend_e2e::http().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let redirect = browser.get(&url).send().await.unwrap().headers()["location"].to_str().unwrap().to_owned();
-    assert_eq!(browser.get(&redirect).send().await.unwrap().status(), 200);
-    let (exit, output) = login.finish().await;
-    assert!(exit.success(), "{output}\n{}", tokend.log());
 }
 
 fn on_bus(bus: &SessionBus) -> Options {
@@ -60,7 +27,7 @@ async fn a_login_needed_without_a_notify_command_is_a_desktop_notification() {
     let server = NotificationServer::register(&bus.address).await;
     let (fake, config) = provider("mm").await;
     let tokend = Tokend::start_with(&config, on_bus(&bus)).await;
-    log_in(&tokend, "mm").await;
+    tokend.log_in("mm").await;
     assert!(server.received().is_empty(), "nothing to tell while logged in");
 
     fake.revoke_everything();
@@ -78,15 +45,9 @@ async fn a_login_needed_without_a_notify_command_is_a_desktop_notification() {
     assert!(note.body.contains("no longer accepts the refresh token"), "and why: {note:?}");
 
     // tokend hung up after its one call: nothing of it stays on the bus to wake it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !server.other_connections().await.is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "tokend is still connected: {:?}",
-            server.other_connections().await
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let hung_up =
+        wait_for(Duration::from_secs(10), async || server.other_connections().await.is_empty().then_some(())).await;
+    assert!(hung_up.is_some(), "tokend is still connected: {:?}", server.other_connections().await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,8 +62,8 @@ async fn a_notify_command_takes_precedence_over_the_desktop_notification() {
     let config =
         commanded_config + &format!("notify_command = \"echo $TOKEND_PROFILE > {}\"\n", note.display()) + &plain_config;
     let tokend = Tokend::start_with(&config, on_bus(&bus)).await;
-    log_in(&tokend, "commanded").await;
-    log_in(&tokend, "plain").await;
+    tokend.log_in("commanded").await;
+    tokend.log_in("plain").await;
 
     commanded.revoke_everything();
     assert!(
@@ -128,7 +89,7 @@ async fn a_notify_command_takes_precedence_over_the_desktop_notification() {
 async fn without_a_session_bus_a_login_needed_is_only_logged() {
     let (fake, config) = provider("mm").await;
     let tokend = Tokend::start(&config).await;
-    log_in(&tokend, "mm").await;
+    tokend.log_in("mm").await;
     fake.revoke_everything();
     assert!(
         eventually(Duration::from_secs(15), || tokend.log().contains("no desktop notification")).await,
@@ -136,4 +97,25 @@ async fn without_a_session_bus_a_login_needed_is_only_logged() {
         tokend.log()
     );
     tokend.tokenctl_ok(&["ping"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_that_ends_soon_is_a_desktop_notification() {
+    require!(Need::Program("dbus-daemon"));
+    let bus = SessionBus::start().await;
+    let server = NotificationServer::register(&bus.address).await;
+    let (fake, config) = provider("mm").await;
+    fake.set_lifetime(Duration::from_secs(3600));
+    fake.set_login_lifetime(Some(Duration::from_secs(10)), LoginEnd::RefreshExpiresIn);
+    let tokend = Tokend::start_with(&config, on_bus(&bus)).await;
+    tokend.log_in("mm").await;
+    assert!(
+        eventually(Duration::from_secs(20), || !server.received().is_empty()).await,
+        "a notification arrived:\n{}",
+        tokend.log()
+    );
+    let note = &server.received()[0];
+    assert!(note.summary.contains("mm") && note.summary.contains("expires in"), "{note:?}");
+    assert!(note.body.contains("tokenctl login mm"), "the body names the command to run: {note:?}");
+    assert_eq!(fake.login_expired_refreshes(), 0);
 }

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use tokend_e2e::fake::{Client, ClientAuth, RevokeOnRefresh, Style};
-use tokend_e2e::{FakeProvider, Tokend, eventually, free_port};
+use tokend_e2e::fake::RevokeOnRefresh;
+use tokend_e2e::{FakeProvider, Movemint, Tokend, eventually};
 
 const CLIENTS: usize = 50;
 /// Refreshes to go through while the clients send.
@@ -21,26 +21,11 @@ const REFRESHES: usize = 6;
 /// A Doorkeeper-style provider issuing six-second tokens (refreshed about every three seconds)
 /// and revoking replaced ones as `revoke` says, and tokend with a logged-in profile `mm` whose
 /// API is the provider's; `extra` goes into the profile's table.
-async fn doorkeeper(revoke: RevokeOnRefresh, extra: &str) -> (FakeProvider, Tokend) {
-    let fake = FakeProvider::start().await;
-    let redirect = format!("http://127.0.0.1:{}/callback", free_port());
-    fake.register(
-        "mm",
-        Client {
-            secret: Some("mm-secret".into()),
-            auth: ClientAuth::Post,
-            required_params: vec![],
-            redirect_uri: Some(redirect.clone()),
-        },
-    );
-    fake.set_style(Style::Movemint);
+async fn doorkeeper(revoke: RevokeOnRefresh, extra: &str) -> (Movemint, Tokend) {
+    let fake = Movemint::start().await;
     fake.set_lifetime(Duration::from_secs(6));
     fake.set_revoke_on_refresh(revoke);
-    let config = format!(
-        "[profiles.mm]\ngrant = \"authorization_code\"\ntoken_url = \"{base}/oauth/token\"\nauthorize_url = \"{base}/oauth/authorize\"\nredirect_uri = \"{redirect}\"\nclient_id = \"mm\"\nclient_secret = \"mm-secret\"\nclient_auth = \"post\"\napi_base = \"{base}/api\"\n{extra}\n",
-        base = fake.base
-    );
-    let tokend = Tokend::start(&config).await;
+    let tokend = Tokend::start(&fake.profile(&format!("api_base = \"{}/api\"\n{extra}", fake.base))).await;
     tokend.log_in("mm").await;
     (fake, tokend)
 }

@@ -53,7 +53,10 @@ async fn unchanged_profiles_keep_serving_without_a_gap_through_reloads() {
         tokio::spawn(async move {
             let mut client = tokend_client::Client::connect_to(tokend_client::Endpoint::new(&socket)).await.unwrap();
             while !stop.load(Ordering::Relaxed) {
-                let token = client.token("a").await.expect("profile a is served throughout the reloads");
+                let token = tokio::time::timeout(Duration::from_secs(5), client.token("a"))
+                    .await
+                    .expect("no gap: every request is answered within 5s")
+                    .expect("profile a is served throughout the reloads");
                 assert_eq!(token.fingerprint, first.fingerprint, "and keeps its token");
                 served.fetch_add(1, Ordering::Relaxed);
             }
@@ -146,9 +149,19 @@ async fn daemon_settings_that_need_a_restart_say_so() {
     tokend.tokenctl_ok(&["token", "a"]).await;
     tokend.write_config(&format!("[daemon]\nhttp_timeout = \"7s\"\nmax_connections = 100\n\n{config}"));
     tokend.tokenctl_ok(&["reload"]).await;
-    assert!(
-        eventually(Duration::from_secs(5), || tokend.log().contains("take effect when tokend restarts")).await,
-        "{}",
+    let named = || {
+        let log = tokend.log();
+        let line = log.lines().find(|l| l.contains("take effect when tokend restarts"))?;
+        let keys = line.split_once("changes to [daemon] ")?.1.split_once(" take effect")?.0;
+        let mut keys: Vec<String> = keys.split(", ").map(str::to_owned).collect();
+        keys.sort();
+        Some(keys)
+    };
+    assert!(eventually(Duration::from_secs(5), || named().is_some()).await, "{}", tokend.log());
+    assert_eq!(
+        named().unwrap(),
+        ["http_timeout", "max_connections"],
+        "exactly the keys that changed:\n{}",
         tokend.log()
     );
     tokend.tokenctl_ok(&["token", "a"]).await;

@@ -9,43 +9,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokend_client::{Attempt, Fingerprint, TokenExt};
-use tokend_e2e::fake::{Client, ClientAuth, RevokeOnRefresh, Style};
-use tokend_e2e::{FakeProvider, Tokend, eventually, free_port};
+use tokend_e2e::fake::{ClientAuth, RevokeOnRefresh};
+use tokend_e2e::{FakeProvider, Movemint, Tokend, eventually};
 
 /// A Movemint-style (Doorkeeper) provider issuing tokens of `lifetime`, revoking replaced access
 /// tokens as `revoke` says, and tokend with a logged-in profile `mm` against it. `extra` goes
 /// into the profile's table.
-async fn doorkeeper(lifetime: Duration, revoke: RevokeOnRefresh, extra: &str) -> (FakeProvider, Tokend) {
-    let fake = FakeProvider::start().await;
-    let redirect = format!("http://127.0.0.1:{}/callback", free_port());
-    fake.register(
-        "mm",
-        Client {
-            secret: Some("mm-secret".into()),
-            auth: ClientAuth::Post,
-            required_params: vec![],
-            redirect_uri: Some(redirect.clone()),
-        },
-    );
-    fake.set_style(Style::Movemint);
+async fn doorkeeper(lifetime: Duration, revoke: RevokeOnRefresh, extra: &str) -> (Movemint, Tokend) {
+    let fake = Movemint::start().await;
     fake.set_lifetime(lifetime);
     fake.set_revoke_on_refresh(revoke);
-    let config = format!(
-        r#"
-[profiles.mm]
-grant = "authorization_code"
-token_url = "{base}/oauth/token"
-authorize_url = "{base}/oauth/authorize"
-redirect_uri = "{redirect}"
-info_url = "{base}/oauth/token/info"
-client_id = "mm"
-client_secret = "mm-secret"
-client_auth = "post"
-{extra}
-"#,
-        base = fake.base
-    );
-    let tokend = Tokend::start(&config).await;
+    let tokend = Tokend::start(&fake.profile(extra)).await;
     tokend.log_in("mm").await;
     (fake, tokend)
 }
@@ -71,6 +45,7 @@ async fn fetch_and_use(fake: &FakeProvider, tokend: &Tokend, refreshes_wanted: u
             let http = tokend_e2e::http().build().unwrap();
             while !stop.load(Ordering::Relaxed) {
                 let token = tokend.token("mm").await.expect("a token");
+                // Holding the token a while before using it is the behaviour under test.
                 tokio::time::sleep(Duration::from_millis(rand::random_range(0..=100))).await;
                 let response = http.get(&url).header("Authorization", token.header_value()).send().await.unwrap();
                 made.fetch_add(1, Ordering::Relaxed);

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt;
 
-use tokend_e2e::fake::{Client, ClientAuth, Style};
+use tokend_e2e::fake::ClientAuth;
 use tokend_e2e::impostor::{Impostor, PLANTED_TOKEN};
 use tokend_e2e::{
-    FakeProvider, Need, Options, Tokend, bin, eventually, free_port, other_user, require, stderr, stdout, write_private,
+    FakeProvider, Movemint, Need, Options, Tokend, bin, eventually, free_port, other_user, require, stderr, stdout,
+    write_private,
 };
 
 fn cc_config(fake: &FakeProvider, secret: &str) -> String {
@@ -112,19 +113,8 @@ fn ptrace_attach_as(uid: u32, gid: u32, pid: u32) -> i32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_or_token_appears_in_trace_logs_or_error_output() {
-    let fake = FakeProvider::start().await;
-    let redirect = format!("http://127.0.0.1:{}/callback", free_port());
+    let fake = Movemint::with_client("mm", "SECRET-mm-9a2e").await;
     fake.client("c", "SECRET-cc-4f1d", ClientAuth::Basic);
-    fake.register(
-        "mm",
-        Client {
-            secret: Some("SECRET-mm-9a2e".into()),
-            auth: ClientAuth::Post,
-            required_params: vec![],
-            redirect_uri: Some(redirect.clone()),
-        },
-    );
-    fake.set_style(Style::Movemint);
     fake.set_lifetime(Duration::from_secs(2));
     let config = format!(
         r#"{cc}
@@ -133,20 +123,10 @@ grant = "client_credentials"
 token_url = "{base}/oauth/token"
 client_id = "c"
 client_secret = "SECRET-wrong-77c3"
-
-[profiles.mm]
-grant = "authorization_code"
-token_url = "{base}/oauth/token"
-authorize_url = "{base}/oauth/authorize"
-redirect_uri = "{redirect}"
-revoke_url = "{base}/oauth/revoke"
-info_url = "{base}/oauth/token/info"
-client_id = "mm"
-client_secret = "SECRET-mm-9a2e"
-client_auth = "post"
-"#,
+{mm}"#,
         cc = cc_config(&fake, "SECRET-cc-4f1d"),
-        base = fake.base
+        base = fake.base,
+        mm = fake.config(),
     );
     let mut tokend =
         Tokend::start_with(&config, Options { env: vec![("RUST_LOG".into(), "trace".into())], ..Default::default() })
@@ -169,7 +149,9 @@ client_auth = "post"
     login.type_line(&location).await;
     let (_, login_output) = login.finish().await;
     outputs.push_str(&login_output);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Two-second tokens: a few refreshes, traced, with rotated refresh tokens.
+    let refreshes = || fake.requests().iter().filter(|r| r.form["grant_type"] == "refresh_token").count();
+    assert!(eventually(Duration::from_secs(20), || refreshes() >= 2).await, "{}", tokend.log());
     run(&mut outputs, tokend.tokenctl(&["info", "mm"]).await);
     run(&mut outputs, tokend.tokenctl(&["token", "mm", "--min-valid", "1h"]).await);
     run(&mut outputs, tokend.tokenctl(&["logout", "mm"]).await);
@@ -465,30 +447,11 @@ async fn a_certificate_from_a_trusted_root_is_accepted() {
     let _ = server.kill().await;
 }
 
-async fn movemint_with_key(extra_daemon: &str, options: Options) -> (FakeProvider, Tokend, String) {
-    let fake = FakeProvider::start().await;
-    let redirect = format!("http://127.0.0.1:{}/callback", free_port());
-    fake.register(
-        "mm",
-        Client {
-            secret: Some("s".into()),
-            auth: ClientAuth::Post,
-            required_params: vec![],
-            redirect_uri: Some(redirect.clone()),
-        },
-    );
-    fake.set_style(Style::Movemint);
-    let config = format!(
-        "[daemon]\n{extra_daemon}\n\n[profiles.mm]\ngrant = \"authorization_code\"\ntoken_url = \"{base}/oauth/token\"\nauthorize_url = \"{base}/oauth/authorize\"\nredirect_uri = \"{redirect}\"\nclient_id = \"mm\"\nclient_secret = \"s\"\nclient_auth = \"post\"\n",
-        base = fake.base
-    );
+async fn movemint_with_key(extra_daemon: &str, options: Options) -> (Movemint, Tokend, String) {
+    let fake = Movemint::with_client("mm", "s").await;
+    let config = format!("[daemon]\n{extra_daemon}\n{}", fake.config());
     let tokend = Tokend::start_with(&config, options).await;
-    let mut login = tokend.spawn_tokenctl(&["login", "mm", "--no-browser"]);
-    let url = login.login_url().await;
-    let http = tokend_e2e::http().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let location = http.get(&url).send().await.unwrap().headers()["location"].to_str().unwrap().to_owned();
-    http.get(&location).send().await.unwrap();
-    assert!(login.finish().await.0.success());
+    tokend.log_in("mm").await;
     (fake, tokend, config)
 }
 
@@ -595,22 +558,9 @@ async fn a_missing_or_exposed_key_stops_tokend_at_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_login_listener_is_loopback_only_and_bounded() {
-    let fake = FakeProvider::start().await;
-    let port = free_port();
-    let redirect = format!("http://127.0.0.1:{port}/callback");
-    fake.register(
-        "mm",
-        Client {
-            secret: Some("s".into()),
-            auth: ClientAuth::Post,
-            required_params: vec![],
-            redirect_uri: Some(redirect.clone()),
-        },
-    );
-    let config = format!(
-        "[profiles.mm]\ngrant = \"authorization_code\"\ntoken_url = \"{base}/oauth/token\"\nauthorize_url = \"{base}/oauth/authorize\"\nredirect_uri = \"{redirect}\"\nclient_id = \"mm\"\nclient_secret = \"s\"\nclient_auth = \"post\"\n",
-        base = fake.base
-    );
+    let fake = Movemint::with_client("mm", "s").await;
+    let port = url::Url::parse(&fake.redirect).unwrap().port().unwrap();
+    let config = fake.config();
     let tokend = Tokend::start(&config).await;
     let mut login = tokend.spawn_tokenctl(&["login", "mm", "--no-browser"]);
     let url = login.login_url().await;

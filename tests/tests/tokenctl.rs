@@ -202,22 +202,35 @@ async fn watch_with_no_profiles_waits_for_a_reload_that_adds_one() {
     let fake = FakeProvider::start().await;
     fake.client("c", "s", ClientAuth::Basic);
     let tokend = Tokend::start("").await;
-    let (mut watch, mut lines) = watch(&tokend, &["--json"]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(watch.try_wait().unwrap().is_none(), "the watch is still running with nothing to watch");
-    tokend.write_config(&profile_p(&fake));
-    tokend.tokenctl_ok(&["reload"]).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
-    loop {
+    let (_watch, mut lines) = watch(&tokend, &["--json"]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut until = async |wanted: &dyn Fn(&serde_json::Value) -> bool| loop {
         let line = tokio::time::timeout_at(deadline, lines.next_line())
             .await
-            .expect("the added profile's events arrive")
+            .expect("the events wanted arrive within 20s")
             .unwrap()
-            .expect("the stream goes on");
+            .expect("the watch goes on");
         let event: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if event["event"] == "token" {
-            assert!(fake.accepts(event["access_token"].as_str().unwrap()));
-            break;
+        if wanted(&event) {
+            return event;
         }
-    }
+    };
+    // A profile that needs a login asks no server; its state is the watch's first event.
+    let login_only = format!(
+        "[profiles.q]\ngrant = \"authorization_code\"\ntoken_url = \"{}\"\nauthorize_url = \"{}\"\nredirect_uri = \"http://127.0.0.1:9/callback\"\nclient_id = \"q\"\n",
+        fake.url("/oauth/token"),
+        fake.url("/oauth/authorize")
+    );
+    tokend.write_config(&login_only);
+    tokend.tokenctl_ok(&["reload"]).await;
+    until(&|e| e["event"] == "status" && e["state"] == "needs-login").await;
+    // Removed again, and the watch has nothing to watch: it goes on waiting, and a reload that
+    // adds a profile brings that profile's events.
+    tokend.write_config("");
+    tokend.tokenctl_ok(&["reload"]).await;
+    until(&|e| e["event"] == "removed" && e["profile"] == "q").await;
+    tokend.write_config(&profile_p(&fake));
+    tokend.tokenctl_ok(&["reload"]).await;
+    let token = until(&|e| e["event"] == "token").await;
+    assert!(fake.accepts(token["access_token"].as_str().unwrap()));
 }

@@ -124,13 +124,21 @@ pub(crate) enum Command {
         #[arg(long, value_enum, default_value_t = Format::Raw)]
         format: Format,
     },
-    /// Log in to an authorization_code profile in the browser
+    /// Log in to an authorization_code or device_code profile
     ///
-    /// tokend prints the authorization URL and opens your browser: $BROWSER if set (a
-    /// colon-separated list of commands with arguments, such as "firefox --new-window"; %s in
-    /// them stands for the URL, which is appended otherwise), else xdg-open. Over SSH, or
-    /// whenever the browser cannot reach this machine, open the URL anywhere, then paste the
-    /// address the browser was finally sent to (it starts with the profile's redirect_uri) here.
+    /// authorization_code: tokend prints the authorization URL and opens your browser: $BROWSER
+    /// if set (a colon-separated list of commands with arguments, such as "firefox
+    /// --new-window"; %s in them stands for the URL, which is appended otherwise), else
+    /// xdg-open in a graphical session. Over SSH, or whenever the browser cannot reach this
+    /// machine, open the URL anywhere, then paste the address the browser was finally sent to
+    /// (it starts with the profile's redirect_uri) here.
+    ///
+    /// device_code (RFC 8628): tokenctl shows a code and the address where to enter it, on any
+    /// device (a phone will do: on a terminal, a QR code of the address is shown too). tokend
+    /// polls the server until the code is entered and approved, denied, or expires; tokenctl
+    /// waits for that. With --json, one JSON object with user_code, verification_uri,
+    /// verification_uri_complete and expires_at is printed as soon as the code is known, and
+    /// {"profile": ..., "logged_in": true} once the login succeeds.
     Login {
         /// The profile
         profile: String,

@@ -1,14 +1,18 @@
 //! `tokenctl login`: show the URL, open the browser, and wait for whichever comes first — the
 //! browser reaching tokend's loopback listener, or the user pasting the address the browser
 //! was sent to (for logins over SSH, where the browser cannot reach this machine).
+//!
+//! A profile with the device authorization grant shows a code to enter on any device instead
+//! (with a QR code of the verification URI when stdout is a terminal), and waits while tokend
+//! polls the server.
 
-use std::io::BufRead;
+use std::io::{BufRead, IsTerminal};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::SystemTime;
 
 use tokend_client::blocking::Client;
-use tokend_client::{Endpoint, Error};
+use tokend_client::{DeviceCode, Endpoint, Error, LoginStarted};
 
 use crate::output;
 use crate::term::{errln, outln};
@@ -26,6 +30,9 @@ pub(crate) fn run(
     json: bool,
 ) -> Result<(), Error> {
     let started = client.begin_login(profile)?;
+    if let Some(device) = started.device.clone() {
+        return device_login(client, profile, &started, &device, no_browser, json);
+    }
     let until = output::left(started.expires_at, SystemTime::now());
     if json {
         outln!(
@@ -34,8 +41,9 @@ pub(crate) fn run(
         );
     }
     errln!("To log in to profile `{profile}`, open this URL in a browser:\n\n    {}\n", started.url);
-    if !no_browser && !headless() {
-        match open_browser(&started.url) {
+    let browsers = if no_browser { Vec::new() } else { browsers(&started.url) };
+    if !browsers.is_empty() {
+        match open_browser(&browsers) {
             Ok(()) => errln!("(A browser should have opened it.)"),
             Err(e) => errln!("(Could not open a browser: {e}.)"),
         }
@@ -86,6 +94,59 @@ pub(crate) fn run(
     }
 }
 
+/// Shows the code of a device login and waits for the outcome.
+fn device_login(
+    mut client: Client,
+    profile: &str,
+    started: &LoginStarted,
+    device: &DeviceCode,
+    no_browser: bool,
+    json: bool,
+) -> Result<(), Error> {
+    let until = output::left(started.expires_at, SystemTime::now());
+    if json {
+        outln!(
+            "{}",
+            serde_json::json!({
+                "profile": profile,
+                "user_code": device.user_code,
+                "verification_uri": device.verification_uri,
+                "verification_uri_complete": device.verification_uri_complete,
+                "expires_at": output::rfc3339(started.expires_at),
+            })
+        );
+    }
+    errln!(
+        "To log in to profile `{profile}`, open this address on any device:\n\n    {}\n\nand enter the code\n\n    {}\n",
+        device.verification_uri,
+        device.user_code
+    );
+    if let Some(complete) = &device.verification_uri_complete {
+        errln!("Or open this address, which carries the code:\n\n    {complete}\n");
+    }
+    if !json && std::io::stdout().is_terminal() {
+        if let Some(qr) = crate::qr::render(&started.url) {
+            errln!("Or scan this with a phone:\n");
+            outln!("{qr}");
+        }
+    }
+    let browsers = if no_browser { Vec::new() } else { browsers(&started.url) };
+    if !browsers.is_empty() {
+        match open_browser(&browsers) {
+            Ok(()) => errln!("(A browser should have opened it.)"),
+            Err(e) => errln!("(Could not open a browser: {e}.)"),
+        }
+    }
+    errln!("Waiting for the code to be entered, for up to {until}.");
+    client.finish_login()?;
+    if json {
+        outln!("{}", serde_json::json!({ "profile": profile, "logged_in": true }));
+    } else {
+        errln!("Logged in: tokend now holds tokens for `{profile}`.");
+    }
+    Ok(())
+}
+
 /// No graphical session to open a browser in (an SSH login, a console).
 fn headless() -> bool {
     if cfg!(any(target_os = "macos", windows)) {
@@ -94,12 +155,18 @@ fn headless() -> bool {
     std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none()
 }
 
-/// Opens `url` with `$BROWSER` or the platform's opener, without a shell.
-fn open_browser(url: &str) -> Result<(), String> {
-    let browser = std::env::var("BROWSER").ok();
+/// The commands to try, in order, to open `url`: `$BROWSER`'s, then the platform's opener.
+/// `$BROWSER` is the user's own choice and is honoured even without a graphical session (a text
+/// browser works over SSH); the opener is tried only in a graphical session.
+fn browsers(url: &str) -> Vec<Vec<String>> {
+    browser_commands(std::env::var("BROWSER").ok().as_deref(), url, !headless())
+}
+
+/// Runs the first of `commands` that starts, without a shell.
+fn open_browser(commands: &[Vec<String>]) -> Result<(), String> {
     let mut last = String::new();
-    for command in browser_commands(browser.as_deref(), url) {
-        let (program, args) = command.split_first().expect("a command has a program");
+    for command in commands {
+        let Some((program, args)) = command.split_first() else { continue };
         let spawned =
             Command::new(program).args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
         match spawned {
@@ -111,10 +178,10 @@ fn open_browser(url: &str) -> Result<(), String> {
 }
 
 /// The commands to try, in order, to open `url`: those `browser` (`$BROWSER`) lists, then the
-/// platform's opener. `$BROWSER` follows the usual convention: a colon-separated list of
+/// platform's opener when `opener` says so. `$BROWSER` follows the usual convention: a colon-separated list of
 /// commands, each split on white space, with `%s` in its arguments replaced by the URL (and
 /// `%%` by `%`), or the URL appended as the last argument when there is no `%s`.
-fn browser_commands(browser: Option<&str>, url: &str) -> Vec<Vec<String>> {
+fn browser_commands(browser: Option<&str>, url: &str, opener: bool) -> Vec<Vec<String>> {
     let mut commands: Vec<Vec<String>> = browser
         .unwrap_or_default()
         .split(':')
@@ -132,14 +199,16 @@ fn browser_commands(browser: Option<&str>, url: &str) -> Vec<Vec<String>> {
             Some(command)
         })
         .collect();
-    let opener = if cfg!(target_os = "macos") {
-        "open"
-    } else if cfg!(windows) {
-        "explorer"
-    } else {
-        "xdg-open"
-    };
-    commands.push(vec![opener.to_owned(), url.to_owned()]);
+    if opener {
+        let program = if cfg!(target_os = "macos") {
+            "open"
+        } else if cfg!(windows) {
+            "explorer"
+        } else {
+            "xdg-open"
+        };
+        commands.push(vec![program.to_owned(), url.to_owned()]);
+    }
     commands
 }
 
@@ -174,7 +243,7 @@ mod tests {
     const URL: &str = "http://as.example/authorize?a=1&b=%41";
 
     fn opener() -> Vec<String> {
-        browser_commands(None, URL).pop().unwrap()
+        browser_commands(None, URL, true).pop().unwrap()
     }
 
     fn strings(words: &[&str]) -> Vec<String> {
@@ -183,24 +252,24 @@ mod tests {
 
     #[test]
     fn without_browser_the_platform_opener_gets_the_url() {
-        assert_eq!(browser_commands(None, URL), vec![opener()]);
-        assert_eq!(browser_commands(Some(""), URL), vec![opener()]);
+        assert_eq!(browser_commands(None, URL, true), vec![opener()]);
+        assert_eq!(browser_commands(Some(""), URL, true), vec![opener()]);
         assert_eq!(opener()[1], URL);
     }
 
     #[test]
     fn a_browser_with_arguments_gets_the_url_appended() {
-        let commands = browser_commands(Some("firefox --new-window"), URL);
+        let commands = browser_commands(Some("firefox --new-window"), URL, true);
         assert_eq!(commands, vec![strings(&["firefox", "--new-window", URL]), opener()]);
-        let commands = browser_commands(Some("  firefox   -P  work "), URL);
+        let commands = browser_commands(Some("  firefox   -P  work "), URL, true);
         assert_eq!(commands[0], strings(&["firefox", "-P", "work", URL]));
     }
 
     #[test]
     fn percent_s_is_replaced_by_the_url_and_nothing_is_appended() {
-        let commands = browser_commands(Some("chromium --app=%s --incognito"), URL);
+        let commands = browser_commands(Some("chromium --app=%s --incognito"), URL, true);
         assert_eq!(commands[0], strings(&["chromium", &format!("--app={URL}"), "--incognito"]));
-        let commands = browser_commands(Some("echo 100%% %s"), URL);
+        let commands = browser_commands(Some("echo 100%% %s"), URL, true);
         assert_eq!(commands[0], strings(&["echo", "100%", URL]), "%% is a percent sign");
     }
 
@@ -212,7 +281,7 @@ mod tests {
 
     #[test]
     fn a_colon_separated_list_is_tried_in_order() {
-        let commands = browser_commands(Some("missing-browser --x:w3m:firefox %s:"), URL);
+        let commands = browser_commands(Some("missing-browser --x:w3m:firefox %s:"), URL, true);
         assert_eq!(
             commands,
             vec![

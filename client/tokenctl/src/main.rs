@@ -4,6 +4,7 @@
 mod cli;
 mod login;
 mod output;
+mod qr;
 mod term;
 
 use std::io::Read;
@@ -306,6 +307,18 @@ fn watch(client: Client, profile: Option<&str>, json: bool) -> Result<(), Error>
                 serde_json::json!({ "event": "removed", "profile": profile }).to_string()
             }
             Event::Removed { profile } => format!("{now} {profile}: removed from the configuration"),
+            Event::LoginExpiring { profile, expires_at } if json => serde_json::json!({
+                "event": "login_expiring",
+                "profile": profile,
+                "expires_at": output::rfc3339(expires_at),
+                "expires_in": tokend_proto::json::seconds_from_now(expires_at, SystemTime::now()),
+            })
+            .to_string(),
+            Event::LoginExpiring { profile, expires_at } => format!(
+                "{now} {profile}: the login expires in {} ({}): run `tokenctl login {profile}` before then",
+                output::left(expires_at, SystemTime::now()),
+                output::rfc3339(expires_at)
+            ),
         };
         // A reader that went away (e.g. `| head`) ends tokenctl quietly here.
         outln!("{line}");

@@ -19,6 +19,14 @@ pub(crate) fn left(t: SystemTime, now: SystemTime) -> String {
     }
 }
 
+/// "in 59m 12s", or "expired".
+fn when(t: SystemTime, now: SystemTime) -> String {
+    match t.duration_since(now) {
+        Ok(d) => format!("in {}", short(d)),
+        Err(_) => "expired".into(),
+    }
+}
+
 /// A duration to the second, at most two units: "1h 5m", "59m 12s", "3s".
 pub(crate) fn short(d: Duration) -> String {
     let secs = d.as_secs();
@@ -82,6 +90,17 @@ pub(crate) fn status_table(statuses: &[ProfileStatus], now: SystemTime) -> Strin
         if let Some(until) = s.login_pending_until {
             out.push_str(&format!("    login pending until {}\n", rfc3339(until)));
         }
+        if let Some(e) = &s.login_expiry {
+            out.push_str(&format!(
+                "    login {} ({}, from {})\n",
+                match e.expires_at.duration_since(now) {
+                    Ok(d) => format!("expires in {}", short(d)),
+                    Err(_) => "expired".to_owned(),
+                },
+                rfc3339(e.expires_at),
+                e.source.as_str()
+            ));
+        }
     }
     out
 }
@@ -111,8 +130,19 @@ pub(crate) fn status_detail(s: &ProfileStatus, now: SystemTime) -> String {
         };
         field("next refresh", format!("{} ({when})", rfc3339(next)));
     }
-    if s.grant == tokend_client::Grant::AuthorizationCode {
+    if s.grant.has_login() {
         field("refresh token", if s.has_refresh_token { "held".into() } else { "none".into() });
+    }
+    if let Some(e) = &s.login_expiry {
+        let warning = match (e.warned, e.warn_at.duration_since(now)) {
+            (true, _) => "warned".to_owned(),
+            (false, Ok(d)) => format!("warning in {}", short(d)),
+            (false, Err(_)) => "warning due".to_owned(),
+        };
+        field(
+            "login expires",
+            format!("{} ({}; from {}; {warning})", rfc3339(e.expires_at), when(e.expires_at, now), e.source.as_str()),
+        );
     }
     field("requests", s.upstream_requests.to_string());
     if let Some(error) = &s.last_error {

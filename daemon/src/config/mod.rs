@@ -148,7 +148,8 @@ pub(crate) struct Profile {
     pub scopes: Vec<String>,
     /// Extra form parameters for token requests.
     pub token_params: BTreeMap<String, String>,
-    /// Extra query parameters for the authorization URL.
+    /// Extra query parameters for the authorization URL, or extra form parameters for the
+    /// device authorization request.
     pub authorize_params: BTreeMap<String, String>,
     /// How long before expiry to refresh.
     pub refresh_margin: Duration,
@@ -165,6 +166,9 @@ pub(crate) struct Profile {
     /// How long the token must not have been handed out before a refresh replaces it, for
     /// servers that revoke the old access token when they issue a new one; zero for none.
     pub quiet_window: Duration,
+    /// How long a login lasts when the server does not say, counted from the login; for the
+    /// warning before it ends, and its end.
+    pub login_lifetime: Option<Duration>,
     /// Command run when this profile needs a login.
     pub notify_command: Option<String>,
 }
@@ -198,7 +202,7 @@ impl Profile {
         field("scopes", &scopes.join(" "));
         let authorize = match self.grant {
             Grant::AuthorizationCode => discovered(&self.configured.authorization),
-            Grant::ClientCredentials => String::new(),
+            Grant::ClientCredentials | Grant::DeviceCode => String::new(),
         };
         field("authorize_url", &authorize);
         field("redirect_uri", self.redirect_uri.as_ref().map_or("", Url::as_str));
@@ -221,6 +225,12 @@ impl Profile {
         self.endpoint(|e| e.authorization.as_ref()).filter(|_| self.grant == Grant::AuthorizationCode)
     }
 
+    /// The RFC 8628 device authorization endpoint: configured (device_code only), else
+    /// discovered.
+    pub(crate) fn device_authorization_url(&self) -> Option<&Url> {
+        self.endpoint(|e| e.device_authorization.as_ref())
+    }
+
     /// The RFC 7009 revocation endpoint: configured, else discovered.
     pub(crate) fn revoke_url(&self) -> Option<&Url> {
         self.endpoint(|e| e.revocation.as_ref())
@@ -238,9 +248,21 @@ impl Profile {
     /// Whether the profile cannot make a request before discovery finds an endpoint the file
     /// leaves out: the token endpoint, or the authorization endpoint of a login profile.
     pub(crate) fn needs_discovery(&self) -> bool {
-        self.issuer.is_some()
-            && (self.token_url().is_none()
-                || (self.grant == Grant::AuthorizationCode && self.authorize_url().is_none()))
+        self.issuer.is_some() && self.missing_endpoint().is_some()
+    }
+
+    /// The first endpoint the profile needs and does not know yet, as the metadata names it and
+    /// as the config file does: the token endpoint, or the endpoint a login starts at.
+    pub(crate) fn missing_endpoint(&self) -> Option<(&'static str, &'static str)> {
+        if self.token_url().is_none() {
+            Some(("token_endpoint", "token_url"))
+        } else if self.grant == Grant::AuthorizationCode && self.authorize_url().is_none() {
+            Some(("authorization_endpoint", "authorize_url"))
+        } else if self.grant == Grant::DeviceCode && self.device_authorization_url().is_none() {
+            Some(("device_authorization_endpoint", "device_authorization_url"))
+        } else {
+            None
+        }
     }
 
     /// Whether discovery has anything to add: an `issuer` is set and the file leaves out at
@@ -482,6 +504,7 @@ struct RawProfile {
     grant: RawGrant,
     token_url: Option<value::EndpointUrl>,
     authorize_url: Option<value::EndpointUrl>,
+    device_authorization_url: Option<value::EndpointUrl>,
     redirect_uri: Option<Spanned<value::LoopbackUrl>>,
     issuer: Option<value::IssuerUrl>,
     revoke_url: Option<value::EndpointUrl>,
@@ -507,6 +530,7 @@ struct RawProfile {
     retry_max: Option<value::PositiveDuration>,
     login_timeout: Option<value::PositiveDuration>,
     quiet_window: Option<HumanDuration>,
+    login_lifetime: Option<Spanned<value::PositiveDuration>>,
     notify_command: Option<String>,
 }
 
@@ -528,8 +552,17 @@ impl KeyRef {
 
 /// Form parameters that tokend sets itself; letting `token_params` override them would break
 /// the grant or leak the secret into the wrong place.
-const RESERVED_TOKEN_PARAMS: &[&str] =
-    &["grant_type", "client_id", "client_secret", "code", "code_verifier", "redirect_uri", "refresh_token", "scope"];
+const RESERVED_TOKEN_PARAMS: &[&str] = &[
+    "grant_type",
+    "client_id",
+    "client_secret",
+    "code",
+    "code_verifier",
+    "device_code",
+    "redirect_uri",
+    "refresh_token",
+    "scope",
+];
 
 /// Query parameters of the authorization URL that tokend sets itself.
 const RESERVED_AUTHORIZE_PARAMS: &[&str] =
@@ -612,7 +645,7 @@ impl RawProfile {
                 })?;
                 (self.authorize_url.map(|u| u.0), Some(redirect.into_inner().0))
             }
-            Grant::ClientCredentials => {
+            Grant::ClientCredentials | Grant::DeviceCode => {
                 if let Some(redirect) = &self.redirect_uri {
                     return Err((
                         KeyRef::at("redirect_uri", redirect),
@@ -626,6 +659,26 @@ impl RawProfile {
                     ));
                 }
                 (None, None)
+            }
+        };
+        let device_authorization_url = match grant {
+            Grant::DeviceCode => {
+                if self.device_authorization_url.is_none() && issuer.is_none() {
+                    return Err((
+                        KeyRef::key("device_authorization_url"),
+                        "required for grant = \"device_code\", unless `issuer` is set and the server publishes its device_authorization_endpoint".to_owned(),
+                    ));
+                }
+                self.device_authorization_url.map(|u| u.0)
+            }
+            Grant::ClientCredentials | Grant::AuthorizationCode => {
+                if self.device_authorization_url.is_some() {
+                    return Err((
+                        KeyRef::key("device_authorization_url"),
+                        "only used with grant = \"device_code\"; remove it".into(),
+                    ));
+                }
+                None
             }
         };
 
@@ -646,6 +699,13 @@ impl RawProfile {
             }
         }
 
+        if let (Some(lifetime), Grant::ClientCredentials) = (&self.login_lifetime, grant) {
+            return Err((
+                KeyRef::at("login_lifetime", lifetime),
+                "a client_credentials profile has no login; remove it".into(),
+            ));
+        }
+
         let retry_min = self.retry_min.map_or(DEFAULT_RETRY_MIN, |d| d.0);
         let retry_max = self.retry_max.map_or(DEFAULT_RETRY_MAX, |d| d.0);
         if retry_min > retry_max {
@@ -658,7 +718,7 @@ impl RawProfile {
             configured: Endpoints {
                 token: self.token_url.map(|u| u.0),
                 authorization: authorize_url,
-                device_authorization: None,
+                device_authorization: device_authorization_url,
                 revocation: self.revoke_url.map(|u| u.0),
                 info: self.info_url.map(|u| u.0),
             },
@@ -684,11 +744,12 @@ impl RawProfile {
             // (Doorkeeper's `revoke_previous_client_credentials_token`), which its users know.
             quiet_window: self.quiet_window.map_or(
                 match grant {
-                    Grant::AuthorizationCode => DEFAULT_QUIET_WINDOW,
+                    Grant::AuthorizationCode | Grant::DeviceCode => DEFAULT_QUIET_WINDOW,
                     Grant::ClientCredentials => Duration::ZERO,
                 },
                 |d| d.0,
             ),
+            login_lifetime: self.login_lifetime.map(|d| d.into_inner().0),
             notify_command: self.notify_command.filter(|c| !c.trim().is_empty()),
         })
     }

@@ -494,3 +494,69 @@ fn a_bad_quiet_window_names_its_file_line_and_key() {
     assert_eq!(err.line, Some(13), "{err}");
     assert!(err.message.contains("quiet_windows"), "{err}");
 }
+
+#[test]
+fn login_lifetime_is_a_duration_for_profiles_with_a_login() {
+    assert_eq!(parse(MOVEMINT).unwrap().profiles["movemint"].login_lifetime, None);
+    let set = parse(&MOVEMINT.replace("refresh_margin = \"10m\"", "login_lifetime = \"90days\"")).unwrap();
+    assert_eq!(set.profiles["movemint"].login_lifetime, Some(Duration::from_secs(90 * 24 * 3600)));
+    let err = parse(&MOVEMINT.replace("refresh_margin = \"10m\"", "login_lifetime = \"0s\"")).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("login_lifetime"), "{err}");
+    assert!(err.message.contains("longer than zero"), "{err}");
+    let err = parse(&MINUT.replace("token_params", "login_lifetime = \"7days\"\ntoken_params")).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("profiles.minut.login_lifetime"), "{err}");
+    assert!(err.message.contains("no login"), "{err}");
+}
+
+const DEVICE: &str = r#"
+[profiles.tv]
+grant = "device_code"
+token_url = "https://as.example/token"
+device_authorization_url = "https://as.example/device"
+client_id = "tv"
+scopes = ["offline_access"]
+"#;
+
+#[test]
+fn a_device_code_profile_is_a_public_login_profile_by_default() {
+    let p = parse(DEVICE).unwrap().profiles["tv"].clone();
+    assert_eq!(p.grant, Grant::DeviceCode);
+    assert!(p.grant.has_login());
+    assert_eq!(p.client_secret, None);
+    assert_eq!(p.device_authorization_url().unwrap().as_str(), "https://as.example/device");
+    assert_eq!(p.quiet_window, DEFAULT_QUIET_WINDOW, "refreshes like an authorization_code profile");
+    assert_eq!(p.login_timeout, DEFAULT_LOGIN_TIMEOUT);
+    assert!(!p.needs_discovery());
+}
+
+#[test]
+fn a_device_code_profile_needs_its_device_authorization_url_or_an_issuer() {
+    let without = DEVICE.replace("device_authorization_url = \"https://as.example/device\"\n", "");
+    let err = parse(&without).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("profiles.tv.device_authorization_url"), "{err}");
+    assert!(err.message.contains("required for grant = \"device_code\""), "{err}");
+    let by_issuer = parse(&without.replace("grant =", "issuer = \"https://as.example\"\ngrant =")).unwrap();
+    let p = &by_issuer.profiles["tv"];
+    assert!(p.needs_discovery(), "the device endpoint comes from the metadata");
+    assert_eq!(p.missing_endpoint(), Some(("device_authorization_endpoint", "device_authorization_url")));
+    let plain = DEVICE.replace("https://as.example/device", "http://as.example/device");
+    assert!(parse(&plain).unwrap_err().message.contains("plain http"));
+}
+
+#[test]
+fn device_and_browser_login_keys_do_not_mix() {
+    let err =
+        parse(&DEVICE.replace("client_id", "redirect_uri = \"http://127.0.0.1:8976/cb\"\nclient_id")).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("profiles.tv.redirect_uri"), "{err}");
+    let err =
+        parse(&DEVICE.replace("client_id", "authorize_url = \"https://as.example/auth\"\nclient_id")).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("profiles.tv.authorize_url"), "{err}");
+    let cc = MINUT.replace("client_id", "device_authorization_url = \"https://as.example/device\"\nclient_id");
+    let err = parse(&cc).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("profiles.minut.device_authorization_url"), "{err}");
+    assert!(err.message.contains("only used with grant = \"device_code\""), "{err}");
+    let err = parse(&DEVICE.replace("scopes", "token_params = { device_code = \"x\" }\nscopes")).unwrap_err();
+    assert!(err.message.contains("`device_code` is set by tokend itself"), "{err}");
+    let err = parse(&MINUT.replace("\"client_credentials\"", "\"device\"")).unwrap_err();
+    assert!(err.message.contains("\"device_code\""), "{err}");
+}

@@ -86,8 +86,9 @@ impl<'de> Deserialize<'de> for RawGrant {
         match text.as_str() {
             "client_credentials" => Ok(RawGrant(Grant::ClientCredentials)),
             "authorization_code" => Ok(RawGrant(Grant::AuthorizationCode)),
+            "device_code" => Ok(RawGrant(Grant::DeviceCode)),
             other => Err(de::Error::custom(format!(
-                "unknown grant {other:?}; use \"client_credentials\" or \"authorization_code\""
+                "unknown grant {other:?}; use \"client_credentials\", \"authorization_code\" or \"device_code\""
             ))),
         }
     }

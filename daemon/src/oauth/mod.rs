@@ -1,5 +1,5 @@
-//! Talking to OAuth servers: the token endpoint (every grant), and in later modules the
-//! revocation and info endpoints.
+//! Talking to OAuth servers: the token endpoint (every grant), and in the modules below the
+//! device authorization, revocation, info and metadata endpoints.
 //!
 //! One [`Http`] client is shared by every profile. It never follows redirects (a token request
 //! that is redirected would carry the client secret to wherever the redirect points), verifies
@@ -11,8 +11,10 @@
 //! token response) or not ([`Retry::Permanent`]: `invalid_grant`, `invalid_client`, other 4xx),
 //! following RFC 6749 §5.2.
 
+pub(crate) mod device;
 pub(crate) mod discovery;
 pub(crate) mod info;
+pub(crate) mod jwt;
 pub(crate) mod revoke;
 pub(crate) mod token;
 
@@ -293,7 +295,7 @@ impl Answer {
 }
 
 /// Runs what tokend does with an answer from an OAuth server — its headers, then the body as a
-/// token response or error, and as an info answer — on arbitrary input, and panics where
+/// token response or error, as a device authorization (RFC 8628), and as an info answer — on arbitrary input, and panics where
 /// something that must hold of the outcome does not: tokens that pass fit a frame and a
 /// header, lifetimes are clamped, text meant for people carries no control characters.
 ///
@@ -338,6 +340,13 @@ pub fn fuzz_upstream_answer(status: u16, headers: &[(&[u8], &[u8])], body: &[u8]
                         crate::limits::check_token(refresh_token.expose()).expect("a kept refresh token passed");
                     }
                     assert!(set.lifetime() <= crate::limits::MAX_LIFETIME);
+                    if let Some(expiry) = set.refresh_expiry {
+                        assert!(keeps_refresh_tokens, "a login end only for grants with refresh tokens");
+                        assert!(expiry.lifetime <= crate::limits::MAX_LIFETIME);
+                        let left = expiry.expires_at.duration_since(now).unwrap_or_default();
+                        assert!(left <= crate::limits::MAX_LIFETIME + Duration::from_secs(1));
+                        tokend_proto::time::rfc3339(expiry.expires_at);
+                    }
                     assert!(set.scope.as_deref().is_none_or(inert));
                     // Clients print the expiry: that must not panic either.
                     tokend_proto::time::rfc3339(set.expires_at);
@@ -357,6 +366,33 @@ pub fn fuzz_upstream_answer(status: u16, headers: &[(&[u8], &[u8])], body: &[u8]
         }
     } else {
         check_error(&token_answer.to_error("the token endpoint"));
+    }
+
+    if token_answer.is_success() {
+        match device::parse(&token_answer) {
+            Ok(d) => {
+                crate::limits::check_device_code(d.device_code.expose()).expect("a kept device code passed the checks");
+                assert!(inert(&d.user_code) && d.user_code.chars().count() <= crate::limits::MAX_USER_CODE_LEN);
+                for uri in std::iter::once(&d.verification_uri).chain(&d.verification_uri_complete) {
+                    assert!(uri.as_str().is_ascii() && inert(uri.as_str()));
+                    assert!(uri.as_str().len() <= crate::limits::MAX_VERIFICATION_URI_LEN);
+                }
+                assert!(d.interval >= Duration::from_secs(1) && d.interval <= crate::limits::MAX_POLL_INTERVAL);
+                assert!(d.expires_in.is_none_or(|e| e <= crate::limits::MAX_DEVICE_CODE_LIFETIME));
+                let response = Response::LoginCode {
+                    profile: "p".repeat(64),
+                    user_code: d.user_code,
+                    verification_uri: d.verification_uri.into(),
+                    verification_uri_complete: d.verification_uri_complete.map(Into::into),
+                    expires_at: crate::limits::after(
+                        now,
+                        d.expires_in.unwrap_or(crate::limits::MAX_DEVICE_CODE_LIFETIME),
+                    ),
+                };
+                codec::encode(&response, &mut Vec::new()).expect("a device login's code fits a frame");
+            }
+            Err(e) => check_error(&e),
+        }
     }
 
     match info::InfoAnswer::from_answer(&answer(crate::limits::MAX_INFO_BODY)) {

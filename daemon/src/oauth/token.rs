@@ -1,12 +1,14 @@
 //! The token endpoint: one function for every grant tokend uses.
 //!
 //! Requests follow RFC 6749 (§4.1.3 authorization code with RFC 7636 PKCE, §4.4 client
-//! credentials, §6 refresh) with the profile's client authentication (§2.3.1): HTTP Basic with
+//! credentials, §6 refresh) and RFC 8628 §3.4 (the device code, polled by [`crate::login`]) with the profile's client authentication (§2.3.1): HTTP Basic with
 //! the id and secret *form-urlencoded before* Base64, or both in the form body.
 //!
 //! Responses are read the way real servers write them, not only the way the RFC does:
 //! `token_type` may be missing (LinkedIn, Slack, VK) or in any case; `expires_in` may be a
-//! number, a float or a numeric string, or missing (then `default_expires_in` applies); the
+//! number, a float or a numeric string, or missing (then the access token's own `exp` claim
+//! applies if it is a JWT, read but not verified by [`super::jwt`], and otherwise
+//! `default_expires_in`); the
 //! body may be JSON under any content type or form-encoded (GitHub without an `Accept`
 //! header); `created_at` (Doorkeeper) and other extra fields are accepted. Expiry is counted
 //! from when the request was *sent*, rounded down to the whole second (servers stamp tokens in
@@ -17,14 +19,18 @@
 //! [`crate::limits`] (no token longer than 16 KiB or outside RFC 6750's characters), and a
 //! lifetime is clamped to a year and a day. An answer that fails is an [`UpstreamError`],
 //! transient, that keeps any rotated refresh token it carried.
+//!
+//! The answer may also say when the refresh token, and with it the login, ends: Keycloak's
+//! `refresh_expires_in` (where 0 means never), else the `exp` claim of a refresh token that is
+//! a JWT. That becomes [`TokenSet::refresh_expiry`], for the warning before a login expires.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
-use tokend_proto::Secret;
+use tokend_proto::{LoginExpirySource, Secret};
 
-use super::{Answer, Fields, Http, MAX_BODY, UpstreamError};
+use super::{Answer, Fields, Http, MAX_BODY, UpstreamError, jwt};
 use crate::config::{ClientAuth, Profile};
 use crate::limits;
 
@@ -41,6 +47,8 @@ pub(crate) enum TokenGrant<'a> {
     },
     /// `grant_type=refresh_token`.
     RefreshToken(&'a Secret),
+    /// `grant_type=urn:ietf:params:oauth:grant-type:device_code` (RFC 8628 §3.4).
+    DeviceCode(&'a Secret),
 }
 
 /// A successful token response.
@@ -58,6 +66,19 @@ pub(crate) struct TokenSet {
     pub refresh_token: Option<Secret>,
     /// The granted scope, if the server said.
     pub scope: Option<String>,
+    /// When the refresh token ends, if the answer said (grants with refresh tokens only).
+    pub refresh_expiry: Option<RefreshExpiry>,
+}
+
+/// When a refresh token ends, as a token answer says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RefreshExpiry {
+    /// When it stops working.
+    pub expires_at: SystemTime,
+    /// How long it lives in all, for the time of the warning.
+    pub lifetime: Duration,
+    /// Which part of the answer said so.
+    pub source: LoginExpirySource,
 }
 
 impl TokenSet {
@@ -90,6 +111,10 @@ pub(crate) async fn request(http: &Http, profile: &Profile, grant: TokenGrant<'_
             form.push(("grant_type", "refresh_token"));
             form.push(("refresh_token", refresh_token.expose()));
         }
+        TokenGrant::DeviceCode(device_code) => {
+            form.push(("grant_type", "urn:ietf:params:oauth:grant-type:device_code"));
+            form.push(("device_code", device_code.expose()));
+        }
     }
     for (key, value) in &profile.token_params {
         form.push((key, value));
@@ -106,7 +131,7 @@ pub(crate) async fn request(http: &Http, profile: &Profile, grant: TokenGrant<'_
     if !answer.is_success() {
         return Err(answer.to_error("the token endpoint"));
     }
-    let keeps_refresh_tokens = profile.grant == tokend_proto::Grant::AuthorizationCode;
+    let keeps_refresh_tokens = profile.grant.has_login();
     parse(&answer, sent_at, profile.default_expires_in, keeps_refresh_tokens)
 }
 
@@ -210,16 +235,18 @@ pub(super) fn parse(
         }
         None => "Bearer".to_owned(),
     };
+    let whole_second =
+        UNIX_EPOCH + Duration::from_secs(sent_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs());
     let lifetime = match fields.seconds("expires_in") {
         Ok(Some(secs)) if secs > 0 => Duration::from_secs(secs),
-        Ok(_) => default_expires_in,
-        Err(why) => {
+        Ok(_) => jwt_lifetime(&access_token, whole_second).unwrap_or(default_expires_in),
+        Err(why) => jwt_lifetime(&access_token, whole_second).unwrap_or_else(|| {
             tracing::warn!(
                 "ignoring the token response's expires_in ({why}); assuming {}",
                 humantime::format_duration(default_expires_in)
             );
             default_expires_in
-        }
+        }),
     };
     if lifetime > limits::MAX_LIFETIME {
         tracing::info!(
@@ -229,8 +256,8 @@ pub(super) fn parse(
         );
     }
     let scope = fields.scope("scope").map(|s| super::sanitize(&s));
-    let whole_second =
-        UNIX_EPOCH + Duration::from_secs(sent_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs());
+    let refresh_expiry =
+        if keeps_refresh_tokens { refresh_expiry(&mut fields, refresh_token.as_ref(), whole_second) } else { None };
     Ok(TokenSet {
         access_token,
         token_type,
@@ -238,6 +265,71 @@ pub(super) fn parse(
         expires_at: limits::after(whole_second, limits::lifetime(lifetime)),
         refresh_token,
         scope,
+        refresh_expiry,
+    })
+}
+
+/// How long an access token lives by its own `exp` claim, counted from `issued`, when it is a
+/// JWT with a usable one. Used only when the answer has no usable `expires_in`.
+fn jwt_lifetime(access_token: &Secret, issued: SystemTime) -> Option<Duration> {
+    let exp = match jwt::read(access_token.expose()) {
+        jwt::Read::NotJwt | jwt::Read::Claims(jwt::Claims { exp: None, .. }) => return None,
+        jwt::Read::Unusable(why) => {
+            tracing::warn!(
+                "the access token looks like a JWT, but {why}; scheduling its refresh by default_expires_in"
+            );
+            return None;
+        }
+        jwt::Read::Claims(jwt::Claims { exp: Some(exp), .. }) => exp,
+    };
+    match exp.duration_since(issued) {
+        Ok(lifetime) if !lifetime.is_zero() => Some(lifetime),
+        _ => {
+            tracing::warn!(
+                "the access token's exp claim ({}) is not after the time it was issued (is a clock wrong?); scheduling its refresh by default_expires_in",
+                tokend_proto::time::rfc3339(exp)
+            );
+            None
+        }
+    }
+}
+
+/// When the refresh token ends, if the answer says: `refresh_expires_in` (Keycloak; 0 means
+/// it does not expire), else the `exp` claim of a refresh token that is a JWT. Counted from
+/// `issued`, like `expires_in`, and clamped like it.
+fn refresh_expiry(fields: &mut Fields, refresh_token: Option<&Secret>, issued: SystemTime) -> Option<RefreshExpiry> {
+    let stated = |lifetime: Duration, source| {
+        let lifetime = limits::lifetime(lifetime);
+        Some(RefreshExpiry { expires_at: limits::after(issued, lifetime), lifetime, source })
+    };
+    match fields.seconds("refresh_expires_in") {
+        Ok(Some(secs)) if secs > 0 => return stated(Duration::from_secs(secs), LoginExpirySource::RefreshExpiresIn),
+        Ok(Some(_)) => return None,
+        Ok(None) => {}
+        Err(why) => tracing::warn!("ignoring the token response's refresh_expires_in ({why})"),
+    }
+    let claims = match jwt::read(refresh_token?.expose()) {
+        jwt::Read::NotJwt => return None,
+        jwt::Read::Unusable(why) => {
+            tracing::warn!("the refresh token looks like a JWT, but {why}; its expiry is not known");
+            return None;
+        }
+        jwt::Read::Claims(claims) => claims,
+    };
+    let exp = claims.exp?;
+    let Ok(left) = exp.duration_since(issued) else {
+        tracing::warn!(
+            "the refresh token's exp claim ({}) is in the past (is a clock wrong?); its expiry is not known",
+            tokend_proto::time::rfc3339(exp)
+        );
+        return None;
+    };
+    let lifetime = claims.iat.and_then(|iat| exp.duration_since(iat).ok()).filter(|l| *l >= left).unwrap_or(left);
+    let lifetime = limits::lifetime(lifetime);
+    Some(RefreshExpiry {
+        expires_at: limits::after(issued, limits::lifetime(left)),
+        lifetime,
+        source: LoginExpirySource::RefreshTokenExp,
     })
 }
 
@@ -421,6 +513,89 @@ mod tests {
         let body = r#"{"access_token":"at","expires_in":"NaN"}"#;
         let set = parse(&answer(200, "application/json", body), now, DEFAULT, true).unwrap();
         assert!(set.lifetime() > DEFAULT - Duration::from_secs(1), "NaN is not a lifetime: the default applies");
+    }
+
+    fn jwt(payload: &str) -> String {
+        let part = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        format!("{}.{}.sig", part(r#"{"alg":"RS256"}"#), part(payload))
+    }
+
+    const NOW: u64 = 1_700_000_000;
+
+    fn sent() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(NOW)
+    }
+
+    #[test]
+    fn without_expires_in_a_jwt_access_token_is_scheduled_by_its_exp() {
+        let token = jwt(&format!(r#"{{"exp":{}}}"#, NOW + 900));
+        let set =
+            parse(&answer(200, "application/json", &format!(r#"{{"access_token":"{token}"}}"#)), sent(), DEFAULT, true)
+                .unwrap();
+        assert_eq!(set.lifetime(), Duration::from_secs(900));
+        let body = format!(r#"{{"access_token":"{token}","expires_in":60}}"#);
+        let set = parse(&answer(200, "application/json", &body), sent(), DEFAULT, true).unwrap();
+        assert_eq!(set.lifetime(), Duration::from_secs(60), "expires_in wins");
+    }
+
+    #[test]
+    fn a_jwt_exp_in_the_past_absurd_or_garbage_falls_back_or_is_clamped() {
+        for payload in [
+            format!(r#"{{"exp":{}}}"#, NOW - 10),
+            format!(r#"{{"exp":{NOW}}}"#),
+            r#"{"exp":"soon"}"#.to_owned(),
+            r#"{"exp":1e300}"#.to_owned(),
+            r#"{"sub":"no exp"}"#.to_owned(),
+        ] {
+            let body = format!(r#"{{"access_token":"{}"}}"#, jwt(&payload));
+            let set = parse(&answer(200, "application/json", &body), sent(), DEFAULT, true).unwrap();
+            assert_eq!(set.lifetime(), DEFAULT, "{payload}");
+        }
+        let body = format!(r#"{{"access_token":"{}"}}"#, jwt(r#"{"exp":253402300799}"#));
+        let set = parse(&answer(200, "application/json", &body), sent(), DEFAULT, true).unwrap();
+        assert_eq!(set.lifetime(), limits::MAX_LIFETIME, "a far exp is clamped like a far expires_in");
+    }
+
+    #[test]
+    fn refresh_expires_in_says_when_the_login_ends() {
+        let body = r#"{"access_token":"at","expires_in":300,"refresh_token":"rt","refresh_expires_in":1800}"#;
+        let expiry =
+            parse(&answer(200, "application/json", body), sent(), DEFAULT, true).unwrap().refresh_expiry.unwrap();
+        assert_eq!(expiry.expires_at, sent() + Duration::from_secs(1800));
+        assert_eq!(expiry.lifetime, Duration::from_secs(1800));
+        assert_eq!(expiry.source, LoginExpirySource::RefreshExpiresIn);
+        // Keycloak's offline tokens: 0 means the refresh token does not expire.
+        let body = r#"{"access_token":"at","refresh_token":"rt","refresh_expires_in":0}"#;
+        assert_eq!(parse(&answer(200, "application/json", body), sent(), DEFAULT, true).unwrap().refresh_expiry, None);
+        let body = r#"{"access_token":"at","refresh_token":"rt","refresh_expires_in":"never"}"#;
+        assert_eq!(parse(&answer(200, "application/json", body), sent(), DEFAULT, true).unwrap().refresh_expiry, None);
+        let body = r#"{"access_token":"at","refresh_expires_in":1800}"#;
+        assert_eq!(
+            parse(&answer(200, "application/json", body), sent(), DEFAULT, false).unwrap().refresh_expiry,
+            None,
+            "a grant without refresh tokens has no login"
+        );
+    }
+
+    #[test]
+    fn otherwise_a_jwt_refresh_token_says_when_the_login_ends() {
+        let rt = jwt(&format!(r#"{{"exp":{},"iat":{}}}"#, NOW + 3600, NOW - 600));
+        let body = format!(r#"{{"access_token":"at","refresh_token":"{rt}"}}"#);
+        let expiry =
+            parse(&answer(200, "application/json", &body), sent(), DEFAULT, true).unwrap().refresh_expiry.unwrap();
+        assert_eq!(expiry.expires_at, sent() + Duration::from_secs(3600));
+        assert_eq!(expiry.lifetime, Duration::from_secs(4200), "counted from iat");
+        assert_eq!(expiry.source, LoginExpirySource::RefreshTokenExp);
+        let body = format!(r#"{{"access_token":"at","refresh_token":"{rt}","refresh_expires_in":60}}"#);
+        let expiry =
+            parse(&answer(200, "application/json", &body), sent(), DEFAULT, true).unwrap().refresh_expiry.unwrap();
+        assert_eq!(expiry.source, LoginExpirySource::RefreshExpiresIn, "refresh_expires_in wins");
+        for payload in [format!(r#"{{"exp":{}}}"#, NOW - 1), r#"{"exp":[]}"#.to_owned()] {
+            let body = format!(r#"{{"access_token":"at","refresh_token":"{}"}}"#, jwt(&payload));
+            let set = parse(&answer(200, "application/json", &body), sent(), DEFAULT, true).unwrap();
+            assert_eq!(set.refresh_expiry, None, "{payload}");
+            assert!(set.refresh_token.is_some(), "the refresh token itself is kept");
+        }
     }
 
     #[test]

@@ -24,7 +24,8 @@ use super::{Command, Demand, HandedOut, LoginStarted, ProfileHandle, Snapshot};
 use crate::clock::ClockChanges;
 use crate::config::Profile;
 use crate::held::Current;
-use crate::login::{Checked, Heard, Listener, Plan, Redirect, Reply};
+use crate::login::device::Authorized;
+use crate::login::{Checked, Heard, Plan, Redirect, Reply, Waiting};
 use crate::oauth::revoke::{self, Hint};
 use crate::oauth::token::{self, TokenGrant, TokenSet};
 use crate::oauth::{Http, UpstreamError};
@@ -43,6 +44,8 @@ pub(crate) struct Shared {
     pub clock: ClockChanges,
     /// Where to report that a profile needs a login: `(profile, reason)`.
     pub login_needed: mpsc::UnboundedSender<(String, String)>,
+    /// Runs notify commands, for the warning before a login ends.
+    pub notifier: crate::notify::Notifier,
 }
 
 /// Starts the actor of `profile` with the tokens restored from disk and returns its handle.
@@ -53,8 +56,10 @@ pub(crate) fn spawn(profile: Arc<Profile>, restored: Restored, shared: Shared) -
         retry_max: profile.retry_max,
         quiet_window: profile.quiet_window,
         login_timeout: profile.login_timeout,
+        login_lifetime: profile.login_lifetime,
     };
-    let machine = Machine::new(&profile.name, profile.grant, tuning, restored.token, restored.refresh_token);
+    let machine = Machine::new(&profile.name, profile.grant, tuning, restored.token, restored.refresh_token)
+        .with_session(restored.login);
     let (commands_tx, commands) = mpsc::channel(64);
     let (heard_tx, heard) = mpsc::channel(8);
     let (stop_tx, stop) = watch::channel(None);
@@ -160,8 +165,8 @@ struct Actor {
     handed_out: Arc<HandedOut>,
     /// The request in flight.
     in_flight: Option<InFlight>,
-    /// The listener of the pending login, while the machine has one.
-    listener: Option<Listener>,
+    /// The listener or polling of the pending login, while the machine has one.
+    listener: Option<Waiting>,
     /// Where login listeners report what they hear.
     heard: mpsc::Sender<Heard>,
     /// The number of the last login started.
@@ -195,7 +200,7 @@ impl Actor {
         let mut clock = self.shared.clock.subscribe();
         self.step(Event::Start).await;
         loop {
-            let sleep = self.machine.deadline().map(|at| at.duration_since(SystemTime::now()).unwrap_or_default());
+            let sleep = self.machine.wake_at().map(|at| at.duration_since(SystemTime::now()).unwrap_or_default());
             let input = tokio::select! {
                 biased;
                 _ = stop.changed() => break,
@@ -220,6 +225,10 @@ impl Actor {
                     Redirect::Code(code, waiter) => self.step(Event::Code { login, code, waiter }).await,
                     Redirect::Refused(message) => {
                         self.step(Event::LoginRefused { login, message, waiter: None }).await;
+                    }
+                    Redirect::Tokens(set) => {
+                        self.step(Event::DeviceTokens { login, set }).await;
+                        tracing::info!(profile = %self.profile.name, "login complete");
                     }
                 },
                 Input::Outcome(outcome) => self.outcome(outcome).await,
@@ -301,11 +310,33 @@ impl Actor {
         for (waiter, outcome) in fx.replies {
             let _ = waiter.send(outcome);
         }
+        if let Some(expires_at) = fx.login_expiring {
+            self.login_expiring(expires_at);
+        }
         if let Some(reason) = fx.login_needed {
             tracing::warn!(profile = %self.profile.name, %reason, "login needed: run `tokenctl login {}`", self.profile.name);
             let _ = self.shared.login_needed.send((self.profile.name.clone(), reason));
         }
         self.publish();
+    }
+
+    /// Warns that the login ends at `expires_at`: a log line, the notify command or a desktop
+    /// notification, and (through the snapshot) a `watch` event.
+    fn login_expiring(&self, expires_at: SystemTime) {
+        let name = &self.profile.name;
+        let left = expires_at.duration_since(SystemTime::now()).unwrap_or_default();
+        tracing::warn!(
+            profile = %name,
+            expires_at = %tokend_proto::time::rfc3339(expires_at),
+            "the login expires in {}: run `tokenctl login {name}` before then",
+            humantime::format_duration(round_secs(left))
+        );
+        if self.shared.notifier.configured_for(&self.profile) {
+            self.shared.notifier.login_expiring(&self.profile, expires_at);
+        } else {
+            #[cfg(unix)]
+            crate::desktop::login_expiring(name, expires_at);
+        }
     }
 
     async fn command(&mut self, command: Command) {
@@ -319,17 +350,22 @@ impl Actor {
                 panic_if_asked(&self.profile.name);
                 self.step(Event::Force(reply)).await;
             }
-            Command::Login(reply) => {
-                let started = self.start_login().await;
+            Command::Login { device, reply } => {
+                let started = self.start_login(device).await;
                 let _ = reply.send(started);
             }
             Command::Paste { url, reply } => {
-                let Some(listener) = &self.listener else {
-                    let name = &self.profile.name;
-                    let message = format!("no login is pending; run `tokenctl login {name}` first");
+                let name = &self.profile.name;
+                let message = match &self.listener {
+                    Some(Waiting::Browser(_)) => None,
+                    Some(Waiting::Device(_)) => Some("this profile logs in with a code entered at the server's verification page; there is no address to paste".to_owned()),
+                    None => Some(format!("no login is pending; run `tokenctl login {name}` first")),
+                };
+                if let Some(message) = message {
                     let _ = reply.send(Err(Error::Login { profile: name.clone(), message }));
                     return;
-                };
+                }
+                let Some(Waiting::Browser(listener)) = &self.listener else { return };
                 let login = listener.id();
                 match listener.check_pasted(url.expose()) {
                     Checked::Ignore(_, message) => {
@@ -352,23 +388,35 @@ impl Actor {
         }
     }
 
-    /// Starts a login, replacing a pending one: its listener is closed first, since the new
-    /// one listens on the same port.
-    async fn start_login(&mut self) -> Result<LoginStarted, Error> {
-        let plan = Plan::new(&self.profile)?;
+    /// Starts a login, replacing a pending one of either kind: its listener is closed first,
+    /// since the new one listens on the same port, and its polling stops. `device` is the code
+    /// of a device login, which the handle asked the server for.
+    async fn start_login(&mut self, device: Option<Box<Authorized>>) -> Result<LoginStarted, Error> {
+        let plan = match device {
+            Some(_) => None,
+            None => Some(Plan::new(&self.profile)?),
+        };
         if let Some(listener) = self.listener.take() {
             listener.close().await;
             self.step(Event::CancelLogin(SUPERSEDED.into())).await;
         }
         self.logins += 1;
         let id = self.logins;
-        let (listener, url, verifier) = plan.listen(id, self.heard.clone()).await?;
-        self.listener = Some(listener);
         let (waiter, outcome) = oneshot::channel();
+        let Some(plan) = plan else {
+            let device = device.expect("a device login without a plan");
+            let (url, code, until) = (device.url(), device.code.clone(), device.expires_at);
+            let poller = device.poll(id, self.shared.http.clone(), self.profile.clone(), self.heard.clone());
+            self.listener = Some(Waiting::Device(poller));
+            self.step(Event::DeviceLoginStarted { id, until, waiter }).await;
+            return Ok(LoginStarted { url, expires_at: until, outcome, device: Some(code) });
+        };
+        let (listener, url, verifier) = plan.listen(id, self.heard.clone()).await?;
+        self.listener = Some(Waiting::Browser(listener));
         self.step(Event::LoginStarted { id, verifier, waiter }).await;
         let expires_at = self.machine.login_pending_until().unwrap_or_else(SystemTime::now);
         tracing::info!(profile = %self.profile.name, "login started; waiting for the browser");
-        Ok(LoginStarted { url, expires_at, outcome })
+        Ok(LoginStarted { url, expires_at, outcome, device: None })
     }
 
     fn request(&mut self, kind: RequestKind) -> InFlight {
@@ -400,8 +448,10 @@ impl Actor {
         let profile = self.profile.clone();
         let token: Option<Current> = self.machine.token().cloned();
         let refresh_token = self.machine.refresh_token().cloned();
+        let login = *self.machine.session();
         let saved =
-            tokio::task::spawn_blocking(move || store.save(&profile, token.as_ref(), refresh_token.as_ref())).await;
+            tokio::task::spawn_blocking(move || store.save(&profile, token.as_ref(), refresh_token.as_ref(), &login))
+                .await;
         match saved {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokend_proto::{Error, Fingerprint, ProfileStatus, RevocationReport, Secret, Token};
+use tokend_proto::{Error, Fingerprint, Grant, ProfileStatus, RevocationReport, Secret, Token};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use zeroize::Zeroizing;
@@ -32,6 +32,7 @@ use zeroize::Zeroizing;
 use crate::config::Profile;
 use crate::limits;
 use crate::login::Reply;
+use crate::login::device::{self, Authorized, DeviceCode};
 use crate::oauth::Http;
 use crate::oauth::info::{self, InfoAnswer};
 
@@ -114,8 +115,14 @@ pub(crate) enum Command {
     Invalidate(Fingerprint),
     /// Refresh now; reply when the request finishes.
     Refresh(Reply),
-    /// Start a login, replacing a pending one.
-    Login(oneshot::Sender<Result<LoginStarted, Error>>),
+    /// Start a login, replacing a pending one: a device login with this code, else a browser
+    /// login.
+    Login {
+        /// The code the server granted, for a device login.
+        device: Option<Box<Authorized>>,
+        /// Gets the started login.
+        reply: oneshot::Sender<Result<LoginStarted, Error>>,
+    },
     /// The redirect URL of the pending login, pasted by the user; reply with the login's
     /// outcome.
     Paste {
@@ -137,6 +144,8 @@ pub(crate) struct LoginStarted {
     pub expires_at: SystemTime,
     /// The login's outcome, once it ends.
     pub outcome: oneshot::Receiver<Result<(), Error>>,
+    /// What to show the user of a device login; `url` is then where to enter the code.
+    pub device: Option<DeviceCode>,
 }
 
 /// A token chosen to be served: the snapshot it came from.
@@ -303,10 +312,18 @@ impl ProfileHandle {
         }
     }
 
-    /// Starts a login, replacing a pending one.
+    /// Starts a login, replacing a pending one. A device login's code is asked for first, so
+    /// that the actor need not wait for the server.
     pub(crate) async fn login(&self) -> Result<Result<LoginStarted, Error>, Gone> {
+        let device = match self.config.grant {
+            Grant::DeviceCode => match device::authorize(&self.http, &self.config).await {
+                Ok(authorized) => Some(Box::new(authorized)),
+                Err(e) => return Ok(Err(e)),
+            },
+            _ => None,
+        };
         let (reply, done) = oneshot::channel();
-        if self.commands.send(Command::Login(reply)).await.is_err() {
+        if self.commands.send(Command::Login { device, reply }).await.is_err() {
             return self.stopped().await;
         }
         match done.await {

@@ -109,6 +109,12 @@ mod tests {
     }
 
     #[test]
+    fn a_server_asking_for_more_than_an_hour_is_retried_after_an_hour() {
+        assert_eq!(backoff(1, secs(1), secs(300), Some(secs(86_400)), 0.0), secs(3600));
+        assert_eq!(backoff(1, secs(1), secs(300), Some(secs(3599)), 0.0), secs(3599));
+    }
+
+    #[test]
     fn the_quiet_window_is_at_most_an_eighth_of_the_lifetime() {
         assert_eq!(quiet_window(secs(2), secs(7200)), secs(2));
         assert_eq!(quiet_window(secs(2), secs(16)), secs(2));

@@ -49,7 +49,7 @@
 //! The window never makes a token be served later than it would be without it — while it lasts
 //! the token is not served at all — and it never runs while a request is in flight.
 //!
-//! A login (the authorization code grant) is part of the machine too:
+//! A login is part of the machine too:
 //!
 //! - **Pending**: [`Event::LoginStarted`] records a login waiting for the browser, until the
 //!   profile's `login_timeout` has passed ([`Machine::deadline`] includes it). A newer login
@@ -60,18 +60,28 @@
 //!   A code for a login that is no longer pending is refused.
 //! - **Outcome**: the exchange's waiters, and the `tokenctl refresh` waiters who joined it, get
 //!   its outcome. A failed exchange leaves the tokens as they were.
+//! - **Device logins** (RFC 8628) are pending logins too ([`Event::DeviceLoginStarted`], until
+//!   the code expires), so the newest login of either kind wins. Their polling task brings
+//!   tokens, not a code ([`Event::DeviceTokens`]): they are taken at once, or, while a request
+//!   is in flight, queued like a code, so that the older grant's outcome cannot overwrite them.
 //!
 //! The time a token was last handed out comes from the serving side (an atomic the hot path
 //! writes while it still holds the snapshot it served from; the actor passes it in with
 //! [`Machine::handed_out`]). The quiet phase is entered by one event and left only by a later
 //! [`Event::Due`], so that the time the window is judged by is read after the snapshot that
 //! withholds the token was published: no request can be handed the old token unseen.
+//!
+//! **A login ends** when its refresh token does ([`expiry`] says when, and when to warn). The
+//! machine warns once ([`Effects::login_expiring`]), and from the end on it sends no request
+//! with that refresh token: the profile needs a login, the access token is served while it
+//! lasts, and the refresh token is kept (a reload with a longer `login_lifetime` revives it).
 
 use std::time::{Duration, SystemTime};
 
 use tokend_proto::{Error, Failure, Fingerprint, Grant, ProfileState, ProfileStatus, Secret, Token, TokenSummary};
 
 use super::schedule;
+use crate::expiry;
 use crate::held::Current;
 use crate::oauth::UpstreamError;
 use crate::oauth::token::TokenSet;
@@ -165,6 +175,23 @@ pub(crate) enum Event<W> {
         /// Gets the failure too, besides the login's own waiters.
         waiter: Option<W>,
     },
+    /// A device login began, numbered `id` (its polling runs): it waits for the user to enter
+    /// the code until `until`, and replaces a pending login of either kind.
+    DeviceLoginStarted {
+        /// Which login this is, so that news from a replaced one is told apart.
+        id: u64,
+        /// When the code expires.
+        until: SystemTime,
+        /// Gets the login's outcome.
+        waiter: W,
+    },
+    /// Device login `login` obtained these tokens: the user approved it.
+    DeviceTokens {
+        /// The login it belongs to.
+        login: u64,
+        /// The tokens.
+        set: Box<TokenSet>,
+    },
     /// The pending login ends, for this reason (a newer login is about to start).
     CancelLogin(String),
     /// The in-flight request succeeded.
@@ -192,11 +219,20 @@ pub(crate) struct Effects<W> {
     pub replies: Vec<(W, Result<(), Error>)>,
     /// A login became necessary: run the notify command with this reason.
     pub login_needed: Option<String>,
+    /// The login ends at this time, soon: warn the user.
+    pub login_expiring: Option<SystemTime>,
 }
 
 impl<W> Default for Effects<W> {
     fn default() -> Self {
-        Effects { persist: false, close_listener: false, request: None, replies: Vec::new(), login_needed: None }
+        Effects {
+            persist: false,
+            close_listener: false,
+            request: None,
+            replies: Vec::new(),
+            login_needed: None,
+            login_expiring: None,
+        }
     }
 }
 
@@ -220,23 +256,34 @@ pub(crate) struct Tuning {
     pub quiet_window: Duration,
     /// How long a login waits for the browser.
     pub login_timeout: Duration,
+    /// How long a login lasts when the server does not say.
+    pub login_lifetime: Option<Duration>,
 }
 
-/// A login waiting for the browser's redirect.
+/// A login waiting for the browser's redirect, or for a device login's code to be approved.
 #[derive(Debug)]
 struct Login<W> {
     id: u64,
     /// When it gives up.
     until: SystemTime,
-    verifier: Secret,
+    /// The PKCE verifier of a browser login; none for a device login, which brings tokens.
+    verifier: Option<Secret>,
     waiters: Vec<W>,
 }
 
-/// An authorization code to exchange for tokens.
+/// What completes a login.
+#[derive(Debug)]
+enum Completion {
+    /// An authorization code to exchange for tokens, with its PKCE verifier.
+    Code { code: Secret, verifier: Secret },
+    /// A device login's tokens, which its polling obtained.
+    Tokens(Box<TokenSet>),
+}
+
+/// A login about to complete.
 #[derive(Debug)]
 struct Exchange<W> {
-    code: Secret,
-    verifier: Secret,
+    grant: Completion,
     /// When its login would have given up, for status output.
     until: SystemTime,
     waiters: Vec<W>,
@@ -270,6 +317,10 @@ pub(crate) struct Machine<W> {
     exchanging: Option<Exchange<W>>,
     /// A code exchange waiting for the request in flight to finish.
     queued: Option<Exchange<W>>,
+    /// When the login ends and whether the user was warned; saved with the tokens.
+    session: expiry::Login,
+    /// The login has ended: its refresh token is not used any more.
+    login_ended: bool,
 }
 
 impl<W> Machine<W> {
@@ -286,7 +337,7 @@ impl<W> Machine<W> {
             grant,
             tuning,
             token,
-            refresh_token: if grant == Grant::AuthorizationCode { refresh_token } else { None },
+            refresh_token: if grant.has_login() { refresh_token } else { None },
             phase: Phase::Empty,
             withheld: false,
             handed_out: None,
@@ -299,12 +350,23 @@ impl<W> Machine<W> {
             login: None,
             exchanging: None,
             queued: None,
+            session: expiry::Login::default(),
+            login_ended: false,
         }
+    }
+
+    /// This machine with what was saved about the login.
+    pub(crate) fn with_session(mut self, session: expiry::Login) -> Machine<W> {
+        if self.grant.has_login() {
+            self.session = session;
+        }
+        self
     }
 
     /// Applies `event` at wall-clock time `now`; `jitter` is a random number in `0.0..1.0`.
     pub(crate) fn handle(&mut self, event: Event<W>, now: SystemTime, jitter: f64) -> Effects<W> {
         let mut fx = Effects::default();
+        self.login_ended = self.login_expiry().is_some_and(|e| now >= e.expires_at);
         match event {
             Event::Start => {
                 if self.usable_at(now) {
@@ -315,16 +377,25 @@ impl<W> Machine<W> {
                 } else {
                     self.start(&mut fx);
                 }
-                // A profile that was never logged in is not news at start; status shows it.
-                fx.login_needed = None;
+                // A profile that was never logged in is not news at start; status shows it. A
+                // login that ended while tokend was down is.
+                if !self.login_ended {
+                    fx.login_needed = None;
+                }
             }
             Event::Due => {
-                if self.login.as_ref().is_some_and(|login| now >= login.until) {
-                    let message = format!(
-                        "no answer from the browser within {}; run `tokenctl login {}` again",
-                        humantime::format_duration(self.tuning.login_timeout),
-                        self.name
-                    );
+                if let Some(login) = self.login.as_ref().filter(|login| now >= login.until) {
+                    let message = match login.verifier {
+                        Some(_) => format!(
+                            "no answer from the browser within {}; run `tokenctl login {}` again",
+                            humantime::format_duration(self.tuning.login_timeout),
+                            self.name
+                        ),
+                        None => format!(
+                            "the code expired before the login was approved; run `tokenctl login {}` again for a new one",
+                            self.name
+                        ),
+                    };
                     self.end_login(message, &mut fx);
                 }
                 match self.phase {
@@ -379,20 +450,42 @@ impl<W> Machine<W> {
                     fx.reply_all(old.waiters, &Err(self.login_error(SUPERSEDED.into())));
                 }
                 let until = crate::limits::after(now, self.tuning.login_timeout);
-                self.login = Some(Login { id, until, verifier, waiters: vec![waiter] });
+                self.login = Some(Login { id, until, verifier: Some(verifier), waiters: vec![waiter] });
             }
-            Event::Code { login, code, waiter } => match self.login.take() {
-                Some(pending) if pending.id == login => {
+            Event::DeviceLoginStarted { id, until, waiter } => {
+                if let Some(old) = self.login.take() {
+                    fx.reply_all(old.waiters, &Err(self.login_error(SUPERSEDED.into())));
+                }
+                self.login = Some(Login { id, until, verifier: None, waiters: vec![waiter] });
+            }
+            Event::DeviceTokens { login, set } => match self.login.take() {
+                Some(pending) if pending.id == login && pending.verifier.is_none() => {
                     fx.close_listener = true;
-                    let mut waiters = pending.waiters;
-                    waiters.push(waiter);
-                    let exchange = Exchange { code, verifier: pending.verifier, until: pending.until, waiters };
+                    let exchange =
+                        Exchange { grant: Completion::Tokens(set), until: pending.until, waiters: pending.waiters };
+                    if matches!(self.phase, Phase::Refreshing(_)) {
+                        // The request in flight belongs to the older grant: its outcome is
+                        // handled first, so that it cannot overwrite the login's tokens.
+                        if let Some(old) = self.queued.replace(exchange) {
+                            fx.reply_all(old.waiters, &Err(self.login_error(SUPERSEDED.into())));
+                        }
+                    } else {
+                        self.exchange(exchange, now, jitter, &mut fx);
+                    }
+                }
+                other => self.login = other,
+            },
+            Event::Code { login, code, waiter } => match self.login.take() {
+                Some(Login { id, until, verifier: Some(verifier), waiters: mut pending }) if id == login => {
+                    fx.close_listener = true;
+                    pending.push(waiter);
+                    let exchange = Exchange { grant: Completion::Code { code, verifier }, until, waiters: pending };
                     if matches!(self.phase, Phase::Refreshing(_)) {
                         if let Some(old) = self.queued.replace(exchange) {
                             fx.reply_all(old.waiters, &Err(self.login_error(SUPERSEDED.into())));
                         }
                     } else {
-                        self.exchange(exchange, &mut fx);
+                        self.exchange(exchange, now, jitter, &mut fx);
                     }
                 }
                 other => {
@@ -412,23 +505,12 @@ impl<W> Machine<W> {
             }
             Event::CancelLogin(reason) => self.end_login(reason, &mut fx),
             Event::Obtained(set) => {
-                if let Some(rotated) = set.refresh_token.clone().filter(|_| self.grant == Grant::AuthorizationCode) {
-                    self.refresh_token = Some(rotated);
-                }
-                self.token = Some(Current::from_set(&set));
-                self.withheld = false;
-                self.generation += 1;
-                self.attempts = 0;
-                self.last_error = None;
-                self.failing_since = None;
-                self.rest(now, jitter);
-                fx.persist = true;
+                let login = matches!(self.phase, Phase::Refreshing(RequestKind::CodeExchange));
+                self.obtained(&set, login, now, jitter, &mut fx);
                 self.finish(Ok(()), &mut fx);
             }
             Event::Failed(mut error) => {
-                if let Some(rotated) =
-                    error.rotated_refresh_token.take().filter(|_| self.grant == Grant::AuthorizationCode)
-                {
+                if let Some(rotated) = error.rotated_refresh_token.take().filter(|_| self.grant.has_login()) {
                     self.refresh_token = Some(rotated);
                     fx.persist = true;
                 }
@@ -462,6 +544,7 @@ impl<W> Machine<W> {
                     // replay or when the user withdraws consent): clients are told to log in
                     // rather than handed a token that will be refused.
                     self.refresh_token = None;
+                    self.session = expiry::Login::default();
                     if self.token.take().is_some() {
                         self.generation += 1;
                     }
@@ -485,6 +568,7 @@ impl<W> Machine<W> {
             Event::LoggedOut => {
                 self.token = None;
                 self.refresh_token = None;
+                self.session = expiry::Login::default();
                 self.withheld = false;
                 self.generation += 1;
                 self.attempts = 0;
@@ -492,7 +576,7 @@ impl<W> Machine<W> {
                 self.failing_since = None;
                 self.phase = match self.grant {
                     Grant::ClientCredentials => Phase::Empty,
-                    Grant::AuthorizationCode => Phase::NeedsLogin { reason: "logged out".into() },
+                    Grant::AuthorizationCode | Grant::DeviceCode => Phase::NeedsLogin { reason: "logged out".into() },
                 };
                 fx.persist = true;
                 self.end_login("logged out".into(), &mut fx);
@@ -514,14 +598,46 @@ impl<W> Machine<W> {
         if !matches!(self.phase, Phase::Refreshing(_))
             && let Some(queued) = self.queued.take()
         {
-            self.exchange(queued, &mut fx);
+            self.exchange(queued, now, jitter, &mut fx);
         }
+        self.watch_login(now, &mut fx);
         fx
     }
 
-    /// Starts exchanging a login's code.
-    fn exchange(&mut self, exchange: Exchange<W>, fx: &mut Effects<W>) {
+    /// Takes new tokens: a request's, or a device login's. `login` says they come from a new
+    /// login, from which `login_lifetime` counts.
+    fn obtained(&mut self, set: &TokenSet, login: bool, now: SystemTime, jitter: f64, fx: &mut Effects<W>) {
+        if self.grant.has_login() {
+            if login {
+                self.session = expiry::Login::began(set.obtained_at);
+                self.login_ended = false;
+            }
+            if let Some(said) = set.refresh_expiry {
+                self.session.stated(said);
+                self.login_ended = now >= said.expires_at;
+            }
+        }
+        if let Some(rotated) = set.refresh_token.clone().filter(|_| self.grant.has_login()) {
+            self.refresh_token = Some(rotated);
+        }
+        self.token = Some(Current::from_set(set));
+        self.withheld = false;
+        self.generation += 1;
+        self.attempts = 0;
+        self.last_error = None;
+        self.failing_since = None;
+        self.rest(now, jitter);
+        fx.persist = true;
+    }
+
+    /// Completes a login: starts exchanging its code, or takes a device login's tokens.
+    fn exchange(&mut self, exchange: Exchange<W>, now: SystemTime, jitter: f64, fx: &mut Effects<W>) {
         debug_assert!(!matches!(self.phase, Phase::Refreshing(_)), "one request at a time");
+        if let Completion::Tokens(set) = &exchange.grant {
+            self.obtained(set, true, now, jitter, fx);
+            fx.reply_all(exchange.waiters, &Ok(()));
+            return;
+        }
         self.exchanging = Some(exchange);
         self.phase = Phase::Refreshing(RequestKind::CodeExchange);
         self.upstream_requests += 1;
@@ -548,11 +664,50 @@ impl<W> Machine<W> {
         Error::Login { profile: self.name.clone(), message }
     }
 
+    /// When the login ends, per the server or the profile's `login_lifetime`; only while a
+    /// refresh token is held.
+    fn login_expiry(&self) -> Option<expiry::Expiry> {
+        self.refresh_token.as_ref()?;
+        self.session.expiry(self.tuning.login_lifetime)
+    }
+
+    /// Warns once before the login ends, and when it has ended, makes the profile need a
+    /// login (a request in flight finishes first).
+    fn watch_login(&mut self, now: SystemTime, fx: &mut Effects<W>) {
+        let Some(expiry) = self.login_expiry() else { return };
+        if now >= expiry.expires_at {
+            self.login_ended = true;
+            if !matches!(self.phase, Phase::Refreshing(_) | Phase::NeedsLogin { .. }) {
+                self.needs_login_now(self.login_ended_reason(), fx);
+            }
+        } else if now >= expiry.warn_at() && !self.session.warned(&expiry) {
+            self.session.warned_for = Some(expiry.expires_at);
+            fx.login_expiring = Some(expiry.expires_at);
+            fx.persist = true;
+        }
+    }
+
+    /// Enters [`Phase::NeedsLogin`] because the login ended: the user is told, and whoever
+    /// waits for a refresh (`tokenctl refresh`, perhaps joined to a quiet window) is answered.
+    fn needs_login_now(&mut self, reason: String, fx: &mut Effects<W>) {
+        self.withheld = false;
+        self.phase = Phase::NeedsLogin { reason: reason.clone() };
+        self.finish(Err(Error::LoginNeeded { profile: self.name.clone(), reason: reason.clone() }), fx);
+        fx.login_needed = Some(reason);
+    }
+
+    fn login_ended_reason(&self) -> String {
+        match self.login_expiry() {
+            Some(e) => format!("the login expired at {}", tokend_proto::time::rfc3339(e.expires_at)),
+            None => "the login expired".to_owned(),
+        }
+    }
+
     /// Refreshes a token that clients may hold: through a quiet window if the profile has one
     /// and the token is still usable, at once otherwise. The window is only entered here; it is
     /// left by a later [`Event::Due`] (see the module docs for why).
     fn refresh(&mut self, now: SystemTime, fx: &mut Effects<W>) {
-        let can_request = self.grant == Grant::ClientCredentials || self.refresh_token.is_some();
+        let can_request = self.grant == Grant::ClientCredentials || (self.refresh_token.is_some() && !self.login_ended);
         let window = self
             .token
             .as_ref()
@@ -578,10 +733,16 @@ impl<W> Machine<W> {
 
     /// Starts a request if one can be made; otherwise the profile needs a login.
     fn start(&mut self, fx: &mut Effects<W>) {
+        if self.login_ended {
+            if !matches!(self.phase, Phase::NeedsLogin { .. }) {
+                self.needs_login_now(self.login_ended_reason(), fx);
+            }
+            return;
+        }
         let kind = match (self.grant, &self.refresh_token) {
             (Grant::ClientCredentials, _) => RequestKind::ClientCredentials,
-            (Grant::AuthorizationCode, Some(_)) => RequestKind::RefreshToken,
-            (Grant::AuthorizationCode, None) => {
+            (Grant::AuthorizationCode | Grant::DeviceCode, Some(_)) => RequestKind::RefreshToken,
+            (Grant::AuthorizationCode | Grant::DeviceCode, None) => {
                 let reason = if self.token.is_some() { "no refresh token is held" } else { "not logged in yet" };
                 if !matches!(self.phase, Phase::NeedsLogin { .. }) {
                     fx.login_needed = Some(reason.to_owned());
@@ -602,7 +763,7 @@ impl<W> Machine<W> {
             Some(t) if !t.rejected && t.expires_at > now => Phase::Valid {
                 refresh_at: schedule::refresh_at(t.obtained_at, t.expires_at, self.tuning.refresh_margin, jitter),
             },
-            _ if self.grant == Grant::AuthorizationCode && self.refresh_token.is_none() => {
+            _ if self.grant.has_login() && self.refresh_token.is_none() => {
                 Phase::NeedsLogin { reason: "not logged in yet".into() }
             }
             _ => Phase::Empty,
@@ -648,7 +809,28 @@ impl<W> Machine<W> {
 
     /// The code and verifier of the exchange in flight.
     pub(crate) fn exchange_grant(&self) -> Option<(&Secret, &Secret)> {
-        self.exchanging.as_ref().map(|e| (&e.code, &e.verifier))
+        match &self.exchanging.as_ref()?.grant {
+            Completion::Code { code, verifier } => Some((code, verifier)),
+            Completion::Tokens(_) => None,
+        }
+    }
+
+    /// When the actor should wake the machine next: [`Machine::deadline`], or the warning
+    /// before the login ends, or its end.
+    pub(crate) fn wake_at(&self) -> Option<SystemTime> {
+        let login = self.login_expiry().filter(|_| !self.login_ended).map(|e| match self.session.warned(&e) {
+            true => e.expires_at,
+            false => e.warn_at(),
+        });
+        match (self.deadline(), login) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// What is known about the login, to be saved with the tokens.
+    pub(crate) fn session(&self) -> &expiry::Login {
+        &self.session
     }
 
     /// The current phase.
@@ -735,6 +917,15 @@ impl<W> Machine<W> {
             Phase::Backoff { .. } => Some("tokend keeps retrying while the current token lasts".into()),
             _ => None,
         };
+        let login_expiry = self.login_expiry().and(self.session.status(self.tuning.login_lifetime));
+        let action = action.or_else(|| {
+            let expiry = login_expiry.filter(|e| e.warned && !self.login_ended)?;
+            Some(format!(
+                "the login expires at {}; run `tokenctl login {}` before then",
+                tokend_proto::time::rfc3339(expiry.expires_at),
+                self.name
+            ))
+        });
         ProfileStatus {
             name: self.name.clone(),
             grant: self.grant,
@@ -753,6 +944,7 @@ impl<W> Machine<W> {
             action,
             upstream_requests: self.upstream_requests,
             login_pending_until: self.login_pending_until(),
+            login_expiry: login_expiry.map(Box::new),
         }
     }
 }
@@ -764,5 +956,7 @@ fn unknown_failure(at: SystemTime) -> Failure {
     Failure { at, status: None, error: None, description: None, message: "unknown failure".into(), transient: true }
 }
 
+#[cfg(test)]
+mod pinned;
 #[cfg(test)]
 mod tests;

@@ -242,8 +242,17 @@ async fn login(daemon: &Arc<Daemon>, conn: &mut Conn, name: &str) -> Result<(), 
         Ok(started) => started,
         Err(e) => return conn.write(&Response::Error(e)).await,
     };
-    conn.write(&Response::LoginUrl { profile: name.to_owned(), url: started.url, expires_at: started.expires_at })
-        .await?;
+    let first = match started.device {
+        Some(device) => Response::LoginCode {
+            profile: name.to_owned(),
+            user_code: device.user_code,
+            verification_uri: device.verification_uri,
+            verification_uri_complete: device.verification_uri_complete,
+            expires_at: started.expires_at,
+        },
+        None => Response::LoginUrl { profile: name.to_owned(), url: started.url, expires_at: started.expires_at },
+    };
+    conn.write(&first).await?;
     let result = tokio::select! {
         result = started.outcome => result,
         closed = conn.read::<Request>() => {
@@ -284,11 +293,12 @@ async fn watch(daemon: &Arc<Daemon>, conn: &mut Conn, only: Option<String>) -> R
             return Ok(());
         }
         let mut last_generation: Vec<Option<u64>> = vec![None; watched.len()];
+        let mut warned: Vec<Option<SystemTime>> = vec![None; watched.len()];
         let mut receivers: Vec<watch::Receiver<Arc<Snapshot>>> = Vec::with_capacity(watched.len());
         for (i, (_, rx)) in watched.iter().enumerate() {
             let mut rx = rx.clone();
             let snap = rx.borrow_and_update().clone();
-            send_snapshot(conn, &snap, &mut last_generation[i]).await?;
+            send_snapshot(conn, &snap, &mut last_generation[i], &mut warned[i]).await?;
             receivers.push(rx);
         }
         loop {
@@ -319,7 +329,7 @@ async fn watch(daemon: &Arc<Daemon>, conn: &mut Conn, only: Option<String>) -> R
             match woke {
                 Woke::Changed(index) => {
                     let snap = receivers[index].borrow_and_update().clone();
-                    send_snapshot(conn, &snap, &mut last_generation[index]).await?;
+                    send_snapshot(conn, &snap, &mut last_generation[index], &mut warned[index]).await?;
                 }
                 Woke::ProfileStopped => {
                     // The profile's actor stopped: a reload is replacing it.
@@ -342,8 +352,26 @@ async fn watch(daemon: &Arc<Daemon>, conn: &mut Conn, only: Option<String>) -> R
     }
 }
 
-async fn send_snapshot(conn: &mut Conn, snap: &Snapshot, last_generation: &mut Option<u64>) -> Result<(), ConnError> {
+/// Sends a profile's status, then its token if it is new to this watcher, then the warning
+/// that its login ends soon if this watcher has not had it (at the start of a watch too, so
+/// that a watcher that starts just after the warning does not miss it).
+async fn send_snapshot(
+    conn: &mut Conn,
+    snap: &Snapshot,
+    last_generation: &mut Option<u64>,
+    warned: &mut Option<SystemTime>,
+) -> Result<(), ConnError> {
     conn.write(&Response::Event(Event::Status(snap.status.clone()))).await?;
+    let warning = snap.status.login_expiry.as_deref().copied().filter(|e| e.warned && e.expires_at > SystemTime::now());
+    // A server restating the same end give or take a second is the same warning.
+    let lead = |e: &tokend_proto::LoginExpiry| e.expires_at.duration_since(e.warn_at).unwrap_or_default();
+    if let Some(expiry) = warning
+        && warned.is_none_or(|w| expiry.expires_at > crate::limits::after(w, lead(&expiry)))
+    {
+        *warned = Some(expiry.expires_at);
+        let profile = snap.status.name.clone();
+        conn.write(&Response::Event(Event::LoginExpiring { profile, expires_at: expiry.expires_at })).await?;
+    }
     if *last_generation != Some(snap.generation) {
         *last_generation = Some(snap.generation);
         if let Some(token) = snap.token.clone().filter(|t| t.expires_at > SystemTime::now()) {

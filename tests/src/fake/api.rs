@@ -73,7 +73,7 @@ impl Fake {
 /// Answers a request for `/api/…`.
 pub(super) async fn handle(fake: &Fake, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().expect("served with the peer's address").0;
+    let peer = parts.extensions.get::<ConnectInfo<super::Peer>>().expect("served with the peer's address").0.0;
     let token = parts
         .headers
         .get(header::AUTHORIZATION)

@@ -1,9 +1,9 @@
 use super::*;
 use crate::oauth::Retry;
 
-const T0: SystemTime = SystemTime::UNIX_EPOCH;
+pub(super) const T0: SystemTime = SystemTime::UNIX_EPOCH;
 
-fn secs(s: u64) -> Duration {
+pub(super) fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
@@ -17,10 +17,11 @@ fn tuning() -> Tuning {
         retry_max: secs(300),
         quiet_window: Duration::ZERO,
         login_timeout: secs(300),
+        login_lifetime: None,
     }
 }
 
-fn set(token: &str, obtained: SystemTime, lifetime: u64, refresh: Option<&str>) -> TokenSet {
+pub(super) fn set(token: &str, obtained: SystemTime, lifetime: u64, refresh: Option<&str>) -> TokenSet {
     TokenSet {
         access_token: Secret::from(token),
         token_type: "Bearer".into(),
@@ -28,14 +29,15 @@ fn set(token: &str, obtained: SystemTime, lifetime: u64, refresh: Option<&str>) 
         expires_at: obtained + secs(lifetime),
         refresh_token: refresh.map(Secret::from),
         scope: None,
+        refresh_expiry: None,
     }
 }
 
-fn current(token: &str, obtained: SystemTime, lifetime: u64) -> Current {
+pub(super) fn current(token: &str, obtained: SystemTime, lifetime: u64) -> Current {
     Current::from_set(&set(token, obtained, lifetime, None))
 }
 
-fn upstream(retry: Retry, error: Option<&str>) -> UpstreamError {
+pub(super) fn upstream(retry: Retry, error: Option<&str>) -> UpstreamError {
     UpstreamError {
         retry,
         status: Some(if retry == Retry::Transient { 503 } else { 400 }),
@@ -47,11 +49,11 @@ fn upstream(retry: Retry, error: Option<&str>) -> UpstreamError {
     }
 }
 
-fn cc() -> M {
+pub(super) fn cc() -> M {
     M::new("minut", Grant::ClientCredentials, tuning(), None, None)
 }
 
-fn ac(token: Option<Current>, refresh: Option<&str>) -> M {
+pub(super) fn ac(token: Option<Current>, refresh: Option<&str>) -> M {
     M::new("movemint", Grant::AuthorizationCode, tuning(), token, refresh.map(Secret::from))
 }
 
@@ -282,21 +284,115 @@ fn logout_forgets_everything() {
     assert!(matches!(m.phase(), Phase::NeedsLogin { .. }));
 }
 
+/// Every state a profile can be in when its token "a" (obtained at T0, expiring at T0+10s)
+/// expires, and how it got there.
+fn states_at_expiry() -> Vec<(&'static str, M)> {
+    let expiring = || set("a", T0, 10, None);
+    let fetched = || {
+        let mut m = cc();
+        m.handle(Event::Start, T0, 0.0);
+        m.handle(Event::Obtained(expiring()), T0, 0.0);
+        m
+    };
+    let refreshing = || {
+        let mut m = fetched();
+        m.handle(Event::Due, T0 + secs(5), 0.0);
+        m
+    };
+    let backing_off = {
+        let mut m = refreshing();
+        let busy = UpstreamError { retry_after: Some(secs(60)), ..upstream(Retry::Transient, None) };
+        m.handle(Event::Failed(busy), T0 + secs(9), 0.0);
+        m
+    };
+    let failed = {
+        let mut m = refreshing();
+        m.handle(Event::Failed(upstream(Retry::Permanent, Some("invalid_client"))), T0 + secs(5), 0.0);
+        m
+    };
+    let rejected = {
+        let mut m = fetched();
+        m.handle(Event::Invalidate(Fingerprint::of("a")), T0 + secs(1), 0.0);
+        m.handle(Event::Failed(upstream(Retry::Transient, None)), T0 + secs(1), 0.0);
+        m
+    };
+    let quiet = {
+        let tuning = Tuning { quiet_window: secs(2), ..tuning() };
+        let token = Current::from_set(&expiring());
+        let mut m = M::new("movemint", Grant::AuthorizationCode, tuning, Some(token), Some(Secret::from("rt")));
+        m.handle(Event::Start, T0, 0.0);
+        m.handed_out(Some(T0 + secs(5)));
+        m.handle(Event::Due, T0 + secs(5), 0.0);
+        m
+    };
+    let arrived_expired = {
+        let mut m = cc();
+        m.handle(Event::Start, T0, 0.0);
+        m.handle(Event::Obtained(expiring()), T0 + secs(11), 0.0);
+        m
+    };
+    let restored_without_refresh_token = ac(Some(Current::from_set(&expiring())), None);
+    let restored = ac(Some(Current::from_set(&expiring())), Some("rt"));
+    vec![
+        ("valid, its timer missed (a machine that slept)", fetched()),
+        ("refreshing", refreshing()),
+        ("backing off until after its expiry", backing_off),
+        ("failed for good", failed),
+        ("rejected, its replacement failing", rejected),
+        ("in a quiet window", quiet),
+        ("obtained already expired", arrived_expired),
+        ("restored from disk, with no refresh token", restored_without_refresh_token),
+        ("restored from disk", restored),
+    ]
+}
+
 #[test]
-fn an_expired_token_is_never_servable_as_valid_state() {
-    let mut m = cc();
-    m.handle(Event::Start, T0, 0.0);
-    m.handle(Event::Obtained(set("a", T0, 10, None)), T0, 0.0);
-    // The machine keeps the token, but the actor checks expiry at serving time; a demand for
-    // any time past expiry starts a refresh.
-    let fx = m.handle(Event::Demand(T0 + secs(11)), T0 + secs(11), 0.0);
-    assert_eq!(fx.request, Some(RequestKind::ClientCredentials));
+fn an_expired_token_is_never_servable_in_any_state() {
+    let expiry = T0 + secs(10);
+    for now in [expiry, expiry + secs(1), expiry + secs(3600)] {
+        for (state, mut m) in states_at_expiry() {
+            let at = now.duration_since(T0).unwrap();
+            // What the actor feeds the machine when a client asks at `now`: the restored
+            // profile's start, the client's demand, and the timer if it is due.
+            if state.starts_with("restored") {
+                m.handle(Event::Start, now, 0.0);
+            }
+            let demand = m.handle(Event::Demand(now + secs(1)), now, 0.0);
+            let due = match m.deadline() {
+                Some(deadline) if deadline <= now => m.handle(Event::Due, now, 0.0),
+                _ => Effects::default(),
+            };
+            // The token offered for serving, if any, carries its real expiry, so that the
+            // serving side's check by the wall clock refuses it.
+            if let Some(token) = m.servable("movemint") {
+                assert_eq!(token.expires_at, expiry, "{state}, at {at:?}");
+            }
+            assert_ne!(m.status(now).state, ProfileState::Valid, "{state}, at {at:?}: shown as valid");
+            assert!(m.status(now).token.is_none_or(|t| t.expires_at == expiry), "{state}, at {at:?}");
+            // And the client is not left waiting for nothing: a new token is on its way, or the
+            // machine says why none will come.
+            let requesting = demand.request.is_some() || due.request.is_some();
+            let in_flight = matches!(m.phase(), Phase::Refreshing(_));
+            assert!(
+                requesting || in_flight || m.blocked_error().is_some(),
+                "{state}, at {at:?}: a client would wait with no request coming: {:?}",
+                m.phase()
+            );
+        }
+    }
 }
 
 /// Starts login `id` at `now`, with `waiter` waiting for its outcome.
 fn start_login(m: &mut M, id: u64, waiter: u32, now: SystemTime) {
     let fx = m.handle(Event::LoginStarted { id, verifier: "v".into(), waiter }, now, 0.0);
     assert_eq!(fx, Effects::default(), "starting a login changes nothing else");
+}
+
+/// Starts login 99 (its waiter is 99) and hands it its code, which starts the exchange unless a
+/// request is in flight.
+pub(super) fn exchange(m: &mut M, now: SystemTime) -> Effects<u32> {
+    m.handle(Event::LoginStarted { id: 99, verifier: "v".into(), waiter: 99 }, now, 0.0);
+    m.handle(Event::Code { login: 99, code: "code".into(), waiter: 98 }, now, 0.0)
 }
 
 #[test]
@@ -728,4 +824,178 @@ fn stopping_ends_the_login_and_every_exchange() {
     assert_eq!(fx.replies.iter().map(|(w, _)| *w).collect::<Vec<_>>(), vec![20, 10, 11]);
     assert!(fx.replies.iter().all(|(_, o)| login_message(o) == "the profile was reloaded"), "{:?}", fx.replies);
     assert_eq!(m.login_pending_until(), None);
+}
+
+/// A machine logged in at `T0` with a code exchange whose answer is `answer`.
+fn logged_in(tuning: Tuning, answer: TokenSet) -> M {
+    let mut m = M::new("movemint", Grant::AuthorizationCode, tuning, None, None);
+    m.handle(Event::Start, T0, 0.0);
+    exchange(&mut m, T0);
+    let fx = m.handle(Event::Obtained(answer), T0, 0.0);
+    assert!(fx.persist);
+    m
+}
+
+fn refresh_expiry(expires: u64, lifetime: u64) -> crate::oauth::token::RefreshExpiry {
+    crate::oauth::token::RefreshExpiry {
+        expires_at: T0 + secs(expires),
+        lifetime: secs(lifetime),
+        source: tokend_proto::LoginExpirySource::RefreshExpiresIn,
+    }
+}
+
+#[test]
+fn login_lifetime_counts_from_the_login_and_is_warned_about_once() {
+    let tuning = Tuning { login_lifetime: Some(secs(1000)), ..tuning() };
+    let mut m = logged_in(tuning, set("a", T0, 3600, Some("rt")));
+    let expiry = m.status(T0).login_expiry.unwrap();
+    assert_eq!((expiry.expires_at, expiry.warn_at, expiry.warned), (T0 + secs(1000), T0 + secs(900), false));
+    assert_eq!(m.wake_at(), Some(T0 + secs(900)), "woken for the warning before the refresh");
+    let fx = m.handle(Event::Due, T0 + secs(900), 0.0);
+    assert_eq!(fx.login_expiring, Some(T0 + secs(1000)));
+    assert!(fx.persist, "the warning is saved, so a restart does not repeat it");
+    assert!(m.status(T0 + secs(900)).login_expiry.unwrap().warned);
+    assert!(m.status(T0 + secs(900)).action.unwrap().contains("tokenctl login movemint"));
+    assert_eq!(m.wake_at(), Some(T0 + secs(1000)), "next, the end");
+    let fx = m.handle(Event::Due, T0 + secs(950), 0.0);
+    assert_eq!(fx.login_expiring, None, "once");
+}
+
+#[test]
+fn a_login_that_ended_needs_a_login_and_its_refresh_token_is_not_used() {
+    let tuning = Tuning { login_lifetime: Some(secs(1000)), ..tuning() };
+    let mut m = logged_in(tuning, set("a", T0, 3600, Some("rt")));
+    let fx = m.handle(Event::Due, T0 + secs(1000), 0.0);
+    assert_eq!(fx.request, None);
+    assert!(fx.login_needed.unwrap().contains("the login expired"), "the user is told");
+    assert!(matches!(m.phase(), Phase::NeedsLogin { .. }));
+    assert!(m.servable("movemint").is_some(), "the access token is served while it lasts");
+    // Nothing that used to start a refresh does so now.
+    for event in
+        [Event::Due, Event::Force(1), Event::Demand(T0 + secs(5000)), Event::Invalidate(m.token().unwrap().fingerprint)]
+    {
+        let fx = m.handle(event, T0 + secs(1100), 0.0);
+        assert_eq!(fx.request, None);
+        assert_eq!(fx.login_needed, None, "told once");
+    }
+    assert!(matches!(m.blocked_error(), Some(Error::LoginNeeded { .. })));
+    assert_eq!(m.refresh_token().unwrap().expose(), "rt", "kept: a reload with a longer login_lifetime revives it");
+    assert_eq!(m.wake_at(), None, "nothing left to wake for");
+    // A new login starts afresh.
+    exchange(&mut m, T0 + secs(1200));
+    m.handle(Event::Obtained(set("b", T0 + secs(1200), 3600, Some("rt2"))), T0 + secs(1200), 0.0);
+    assert!(matches!(m.phase(), Phase::Valid { .. }));
+    assert_eq!(m.status(T0 + secs(1200)).login_expiry.unwrap().expires_at, T0 + secs(2200));
+}
+
+#[test]
+fn a_restart_after_the_end_needs_a_login_without_a_request() {
+    let tuning = Tuning { login_lifetime: Some(secs(1000)), ..tuning() };
+    let m = logged_in(tuning.clone(), set("a", T0, 100, Some("rt")));
+    let login = *m.session();
+    let mut restarted =
+        M::new("movemint", Grant::AuthorizationCode, tuning, m.token().cloned(), Some("rt".into())).with_session(login);
+    let fx = restarted.handle(Event::Start, T0 + secs(2000), 0.0);
+    assert_eq!(fx.request, None);
+    assert!(fx.login_needed.is_some(), "a login that ended while tokend was down is news");
+    assert!(matches!(restarted.phase(), Phase::NeedsLogin { reason } if reason.contains("expired")));
+}
+
+#[test]
+fn a_restart_does_not_warn_again() {
+    let tuning = Tuning { login_lifetime: Some(secs(1000)), ..tuning() };
+    let mut m = logged_in(tuning.clone(), set("a", T0, 3600, Some("rt")));
+    assert!(m.handle(Event::Due, T0 + secs(900), 0.0).login_expiring.is_some());
+    let mut restarted = M::new("movemint", Grant::AuthorizationCode, tuning, m.token().cloned(), Some("rt".into()))
+        .with_session(*m.session());
+    assert_eq!(restarted.handle(Event::Start, T0 + secs(910), 0.0).login_expiring, None);
+}
+
+#[test]
+fn what_the_server_says_beats_login_lifetime_and_a_rotation_extends_the_login() {
+    let tuning = Tuning { login_lifetime: Some(secs(99_999)), ..tuning() };
+    let answer = TokenSet { refresh_expiry: Some(refresh_expiry(1000, 1000)), ..set("a", T0, 300, Some("rt")) };
+    let mut m = logged_in(tuning, answer);
+    let expiry = m.status(T0).login_expiry.unwrap();
+    assert_eq!(expiry.expires_at, T0 + secs(1000));
+    assert_eq!(expiry.source, tokend_proto::LoginExpirySource::RefreshExpiresIn);
+    m.handle(Event::Due, T0 + secs(250), 0.0);
+    assert_eq!(m.phase(), &Phase::Refreshing(RequestKind::RefreshToken));
+    let rotated =
+        TokenSet { refresh_expiry: Some(refresh_expiry(1250, 1000)), ..set("b", T0 + secs(250), 300, Some("rt2")) };
+    m.handle(Event::Obtained(rotated), T0 + secs(250), 0.0);
+    assert_eq!(m.status(T0).login_expiry.unwrap().expires_at, T0 + secs(1250));
+    // An answer that says nothing keeps what was said.
+    m.handle(Event::Due, T0 + secs(500), 0.0);
+    m.handle(Event::Obtained(set("c", T0 + secs(500), 300, None)), T0 + secs(500), 0.0);
+    assert_eq!(m.status(T0).login_expiry.unwrap().expires_at, T0 + secs(1250));
+}
+
+#[test]
+fn a_dead_grant_or_a_logout_forgets_the_login() {
+    let tuning = Tuning { login_lifetime: Some(secs(1000)), ..tuning() };
+    let mut m = logged_in(tuning.clone(), set("a", T0, 100, Some("rt")));
+    m.handle(Event::Due, T0 + secs(50), 0.0);
+    m.handle(Event::Failed(upstream(Retry::Permanent, Some("invalid_grant"))), T0 + secs(50), 0.0);
+    assert_eq!(m.status(T0).login_expiry, None);
+    assert_eq!(m.wake_at(), None);
+    let mut m = logged_in(tuning, set("a", T0, 100, Some("rt")));
+    m.handle(Event::LoggedOut, T0 + secs(10), 0.0);
+    assert_eq!(m.session(), &expiry::Login::default());
+}
+
+#[test]
+fn a_device_login_s_tokens_keep_a_device_code_profile_alive_like_a_browser_login() {
+    let mut m = M::new("tv", Grant::DeviceCode, tuning(), None, None);
+    let fx = m.handle(Event::Start, T0, 0.0);
+    assert_eq!(fx.request, None);
+    assert!(matches!(m.phase(), Phase::NeedsLogin { .. }));
+    let fx = m.handle(Event::DeviceLoginStarted { id: 1, until: T0 + secs(600), waiter: 10 }, T0, 0.0);
+    assert_eq!(fx, Effects::default(), "starting a login changes nothing else");
+    assert_eq!(m.login_pending_until(), Some(T0 + secs(600)));
+    // The device login's tokens arrive from its polling, outside any request.
+    let tokens = Box::new(set("at1", T0 + secs(5), 3600, Some("rt1")));
+    let fx = m.handle(Event::DeviceTokens { login: 1, set: tokens }, T0 + secs(5), 0.0);
+    assert!(fx.persist && fx.close_listener);
+    assert_eq!(fx.replies, vec![(10, Ok(()))]);
+    assert_eq!(m.login_pending_until(), None);
+    assert_eq!(m.refresh_token().unwrap().expose(), "rt1");
+    let fx = m.handle(Event::Due, T0 + secs(3600), 0.0);
+    assert_eq!(fx.request, Some(RequestKind::RefreshToken));
+    m.handle(Event::Obtained(set("at2", T0 + secs(3600), 3600, Some("rt2"))), T0 + secs(3600), 0.0);
+    assert_eq!(m.refresh_token().unwrap().expose(), "rt2", "rotated");
+    m.handle(Event::LoggedOut, T0 + secs(3700), 0.0);
+    assert!(matches!(m.phase(), Phase::NeedsLogin { .. }));
+}
+
+#[test]
+fn the_newest_login_of_either_kind_wins() {
+    let mut m = M::new("tv", Grant::DeviceCode, tuning(), None, None);
+    m.handle(Event::Start, T0, 0.0);
+    m.handle(Event::DeviceLoginStarted { id: 1, until: T0 + secs(600), waiter: 10 }, T0, 0.0);
+    let fx = m.handle(Event::DeviceLoginStarted { id: 2, until: T0 + secs(700), waiter: 20 }, T0 + secs(1), 0.0);
+    assert_eq!(fx.replies.iter().map(|(w, _)| *w).collect::<Vec<_>>(), vec![10]);
+    assert_eq!(login_message(&fx.replies[0].1), SUPERSEDED);
+    let stale = Box::new(set("old", T0 + secs(2), 3600, Some("rt-old")));
+    let fx = m.handle(Event::DeviceTokens { login: 1, set: stale }, T0 + secs(2), 0.0);
+    assert_eq!(fx, Effects::default(), "a replaced login's tokens are not taken");
+    assert!(m.servable("tv").is_none());
+    let fx = m.handle(Event::Due, T0 + secs(700), 0.0);
+    assert!(fx.close_listener, "the code's expiry ends the login");
+    assert!(login_message(&fx.replies[0].1).contains("the code expired"), "{:?}", fx.replies);
+}
+
+#[test]
+fn a_device_login_s_tokens_during_a_refresh_wait_for_its_outcome() {
+    let mut m = M::new("tv", Grant::DeviceCode, tuning(), Some(current("a", T0, 3600)), Some("rt".into()));
+    m.handle(Event::Start, T0, 0.0);
+    assert_eq!(m.handle(Event::Force(1), T0, 0.0).request, Some(RequestKind::RefreshToken));
+    m.handle(Event::DeviceLoginStarted { id: 1, until: T0 + secs(600), waiter: 10 }, T0, 0.0);
+    let tokens = Box::new(set("new", T0, 3600, Some("rt-new")));
+    let fx = m.handle(Event::DeviceTokens { login: 1, set: tokens }, T0, 0.0);
+    assert_eq!(fx.replies, vec![], "queued behind the request in flight");
+    let fx = m.handle(Event::Obtained(set("b", T0, 3600, Some("rt2"))), T0, 0.0);
+    assert_eq!(fx.replies, vec![(1, Ok(())), (10, Ok(()))]);
+    assert_eq!(m.servable("tv").unwrap().access_token.expose(), "new", "the older grant's answer does not win");
+    assert_eq!(m.refresh_token().unwrap().expose(), "rt-new");
 }
