@@ -66,7 +66,7 @@ impl Route {
 
 /// The fake provider in a process of its own: `tokend-bench --upstream` prints its base URL and
 /// serves until killed.
-pub fn serve_upstream() {
+pub(crate) fn serve_upstream() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(workers()).enable_all().build().unwrap();
     runtime.block_on(async {
         let fake = provider(Duration::from_secs(24 * 3600)).await;
@@ -110,7 +110,7 @@ impl Drop for Upstream {
     }
 }
 
-pub async fn run(plan: &Plan, results: &mut serde_json::Map<String, serde_json::Value>) {
+pub(crate) async fn run(plan: &Plan, results: &mut serde_json::Map<String, serde_json::Value>) {
     let upstream = Upstream::spawn();
     let config = format!(
         "[profiles.p0]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"c\"\nclient_secret = \"s\"\napi_base = \"{}\"\n",
@@ -157,7 +157,7 @@ pub async fn run(plan: &Plan, results: &mut serde_json::Map<String, serde_json::
     print_latency("direct", "proxied", &dl, &pl);
     let ratio = pl.median.as_secs_f64() / dl.median.as_secs_f64();
     println!("  median ratio   {}", verdict(ratio, 1.3, true));
-    let per_request = proxy_cpu / (ROUNDS * per_round) as u32;
+    let per_request = proxy_cpu / u32::try_from(ROUNDS * per_round).expect("a bench-sized number of requests");
     println!("  tokend's CPU time per proxied GET: {} (user and system, all threads)", us(per_request));
     let mut latency = latency_json(&dl, &pl, ratio);
     latency["tokend_cpu_us_per_request"] = (per_request.as_secs_f64() * 1e6).into();
@@ -247,7 +247,7 @@ pub async fn run(plan: &Plan, results: &mut serde_json::Map<String, serde_json::
     print_latency("Client::token", "HTTP", &bl, &hl);
     let ratio = hl.median.as_secs_f64() / bl.median.as_secs_f64();
     println!("  median ratio   {}", verdict(ratio, 1.5, true));
-    let n = (ROUNDS * per_round) as u32;
+    let n = u32::try_from(ROUNDS * per_round).expect("a bench-sized number of requests");
     println!("  tokend's CPU time per request: Client::token {}, HTTP {}", us(bincode_cpu / n), us(http_cpu / n));
     let mut latency = latency_json(&bl, &hl, ratio);
     latency["tokend_cpu_us_per_request"] =
@@ -258,8 +258,7 @@ pub async fn run(plan: &Plan, results: &mut serde_json::Map<String, serde_json::
     drop((d, p, client, http));
     // The pool checks its idle connections every POOL_IDLE from when it first held one, so the
     // last are let go at most twice that after they were last used.
-    let settle =
-        if plan.quick { Duration::from_secs(2) } else { tokend::http::proxy::POOL_IDLE * 2 + Duration::from_secs(3) };
+    let settle = if plan.quick { Duration::from_secs(2) } else { tokend::PROXY_POOL_IDLE * 2 + Duration::from_secs(3) };
     println!(
         "\n== idle with both sockets open, {} after the last proxied request: context switches over {}",
         humantime::format_duration(settle),

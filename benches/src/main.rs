@@ -31,7 +31,7 @@ use stats::{Latency, ms, us, verdict};
 
 /// tokend's tokio worker count on this machine (it uses up to four).
 fn workers() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4)
+    std::thread::available_parallelism().map_or(2, std::num::NonZero::get).clamp(1, 4)
 }
 
 struct Plan {
@@ -414,7 +414,7 @@ fn machine(results: &mut serde_json::Map<String, serde_json::Value>) {
         })
         .unwrap_or_default();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     println!("machine: {cores} cores, {cpu}, Linux {kernel}");
     results.insert("machine".into(), json!({ "cores": cores, "cpu": cpu, "kernel": kernel }));
 }
@@ -851,5 +851,5 @@ fn context_switches(pid: u32) -> u64 {
 }
 
 fn thread_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |t| t.count())
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, std::iter::Iterator::count)
 }

@@ -12,7 +12,7 @@ use tokio::net::{UnixListener, UnixStream};
 
 /// Serves raw frames at `socket` until killed: for every `request_len` bytes read, writes
 /// `response_len` bytes.
-pub fn serve(socket: &Path, request_len: usize, response_len: usize, workers: usize) {
+pub(crate) fn serve(socket: &Path, request_len: usize, response_len: usize, workers: usize) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().unwrap();
     let _ = std::fs::remove_file(socket);
     let listener = runtime.block_on(async { UnixListener::bind(socket).expect("bind the raw baseline socket") });
@@ -36,7 +36,7 @@ pub fn serve(socket: &Path, request_len: usize, response_len: usize, workers: us
 }
 
 /// A client of the raw server.
-pub struct RawClient {
+pub(crate) struct RawClient {
     stream: UnixStream,
     request: Vec<u8>,
     response: Vec<u8>,
@@ -44,7 +44,7 @@ pub struct RawClient {
 
 impl RawClient {
     /// Connects.
-    pub async fn connect(socket: &Path, request_len: usize, response_len: usize) -> RawClient {
+    pub(crate) async fn connect(socket: &Path, request_len: usize, response_len: usize) -> RawClient {
         let deadline = Instant::now() + Duration::from_secs(10);
         let stream = loop {
             match UnixStream::connect(socket).await {
@@ -60,7 +60,7 @@ impl RawClient {
     }
 
     /// One round trip.
-    pub async fn round_trip(&mut self) {
+    pub(crate) async fn round_trip(&mut self) {
         self.stream.write_all(&self.request).await.unwrap();
         self.stream.read_exact(&mut self.response).await.unwrap();
     }

@@ -44,6 +44,6 @@ pub struct Cli {
     pub check_config: Option<Option<PathBuf>>,
 }
 
-fn parse_level(level: &str) -> Result<String, String> {
+fn parse_level(level: &str) -> Result<String, crate::logging::BadLevel> {
     crate::logging::parse_filter(level).map(|()| level.to_owned())
 }

@@ -16,13 +16,13 @@ use tokio::sync::watch;
 
 /// A counter bumped on every wall-clock jump; subscribers re-arm their timers.
 #[derive(Clone, Debug)]
-pub struct ClockChanges {
+pub(crate) struct ClockChanges {
     tx: Arc<watch::Sender<u64>>,
 }
 
 impl ClockChanges {
     /// Starts watching the clock. Must be called inside the tokio runtime.
-    pub fn start() -> ClockChanges {
+    pub(crate) fn start() -> ClockChanges {
         let tx = Arc::new(watch::Sender::new(0u64));
         if let Err(e) = platform::watch(tx.clone()) {
             tracing::warn!("cannot watch for wall-clock changes ({e}); refresh timers may run late after a suspend");
@@ -31,7 +31,7 @@ impl ClockChanges {
     }
 
     /// A receiver that changes whenever the wall clock jumps.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.tx.subscribe()
     }
 }
@@ -45,7 +45,7 @@ mod platform {
     use tokio::io::unix::AsyncFd;
     use tokio::sync::watch;
 
-    pub fn watch(tx: Arc<watch::Sender<u64>>) -> io::Result<()> {
+    pub(super) fn watch(tx: Arc<watch::Sender<u64>>) -> io::Result<()> {
         // SAFETY: timerfd_create has no memory-safety preconditions; the result is checked.
         let raw = unsafe { libc::timerfd_create(libc::CLOCK_REALTIME, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC) };
         if raw < 0 {

@@ -11,28 +11,26 @@
 //! died counts as changed, so a reload restarts it.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
-use tokend_proto::{Error, ReloadSummary};
+use tokend_proto::{Error, Grant, ReloadSummary};
 use tokio::sync::{Mutex, mpsc, watch};
 
 use crate::clock::ClockChanges;
 use crate::config::{Config, Profile};
-use crate::endpoints::{self, Cache, Watchers};
-use crate::login::Logins;
+use crate::endpoints::{self, Cache, Host, Watchers};
 use crate::notify::Notifier;
 use crate::oauth::Http;
 use crate::persist::{Restored, Store};
-use crate::profile::ProfileHandle;
 use crate::profile::actor::{self, Shared};
+use crate::profile::{Gone, ProfileHandle};
 
 /// The running profiles, by name.
-pub type Profiles = BTreeMap<String, Arc<ProfileHandle>>;
+pub(crate) type Profiles = BTreeMap<String, Arc<ProfileHandle>>;
 
 /// Everything connections share.
-pub struct Daemon {
+pub(crate) struct Daemon {
     /// The running profiles. Replaced as a whole by a reload, so a lookup is a read lock and a
     /// pointer copy.
     profiles: RwLock<Arc<Profiles>>,
@@ -45,8 +43,6 @@ pub struct Daemon {
     shared: Shared,
     /// Runs notify commands.
     notifier: Notifier,
-    /// Pending logins.
-    pub logins: Logins,
     /// The discovery watchers of the profiles with an `issuer`.
     watchers: Watchers,
     /// The discovered metadata, cached in the state directory.
@@ -63,7 +59,7 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts an actor for every profile of `config`, with the tokens saved in `store`.
-    pub fn start(config: Config, store: Store, http: Http) -> Arc<Daemon> {
+    pub(crate) fn start(config: Config, store: Store, http: Http) -> Arc<Daemon> {
         let notifier = Notifier::new(config.daemon.notify_command.clone());
         let (login_needed_tx, login_needed_rx) = mpsc::unbounded_channel();
         let shared = Shared {
@@ -71,14 +67,13 @@ impl Daemon {
             store,
             clock: ClockChanges::start(),
             login_needed: login_needed_tx,
-            upstream: Arc::new(tokio::sync::Semaphore::new(actor::UPSTREAM_CONCURRENCY)),
             notifier: notifier.clone(),
         };
         let cache = Cache::new(shared.store.dir());
         let mut profiles = Profiles::new();
         let mut watchers = Vec::new();
         for (name, spec) in &config.profiles {
-            let start = endpoints::start(spec, &cache, |profile| {
+            let start = endpoints::start(spec, &cache, &shared.http, |profile| {
                 let restored = restore(&shared.store, &profile);
                 actor::spawn(profile, restored, shared.clone())
             });
@@ -86,14 +81,12 @@ impl Daemon {
             watchers.extend(start.watcher.map(|w| (name.clone(), w)));
         }
         let request_timeout = config.daemon.http_timeout * 2 + Duration::from_secs(5);
-        let logins = Logins::new(shared.http.clone());
         let daemon = Arc::new_cyclic(|weak| Daemon {
             profiles: RwLock::new(Arc::new(profiles)),
             version: watch::Sender::new(0),
             config: Mutex::new(config),
             shared,
             notifier,
-            logins,
             watchers: Watchers::default(),
             cache,
             weak: weak.clone(),
@@ -101,7 +94,7 @@ impl Daemon {
             request_timeout,
             shutdown: watch::Sender::new(false),
         });
-        tokio::spawn(crate::login::notify_when_needed(Arc::downgrade(&daemon), login_needed_rx));
+        tokio::spawn(notify_when_needed(Arc::downgrade(&daemon), login_needed_rx));
         for (name, watcher) in watchers {
             daemon.watchers.spawn(&name, watcher, Arc::downgrade(&daemon));
         }
@@ -109,7 +102,7 @@ impl Daemon {
     }
 
     /// The profile called `name`.
-    pub fn profile(&self, name: &str) -> Result<Arc<ProfileHandle>, Error> {
+    pub(crate) fn profile(&self, name: &str) -> Result<Arc<ProfileHandle>, Error> {
         let profiles = self.profiles();
         profiles.get(name).cloned().ok_or_else(|| Error::UnknownProfile {
             profile: name.to_owned(),
@@ -118,72 +111,23 @@ impl Daemon {
     }
 
     /// All running profiles.
-    pub fn profiles(&self) -> Arc<Profiles> {
-        self.profiles.read().unwrap_or_else(|e| e.into_inner()).clone()
+    pub(crate) fn profiles(&self) -> Arc<Profiles> {
+        self.profiles.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// A receiver that changes after every reload.
-    pub fn versions(&self) -> watch::Receiver<u64> {
+    pub(crate) fn versions(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
     }
 
-    /// The HTTP client.
-    pub fn http(&self) -> &Http {
-        &self.shared.http
-    }
-
-    /// Where tokens are saved.
-    pub fn store(&self) -> &Store {
-        &self.shared.store
-    }
-
-    /// The notifier, for the login module.
-    pub fn notifier(&self) -> &Notifier {
-        &self.notifier
-    }
-
-    /// The config file in force.
-    pub async fn config_path(&self) -> PathBuf {
-        self.config.lock().await.path.clone()
-    }
-
     /// Re-reads the config file and applies it, or changes nothing if it is invalid.
-    pub async fn reload(&self) -> Result<ReloadSummary, Error> {
+    pub(crate) async fn reload(&self) -> Result<ReloadSummary, Error> {
         let mut current = self.config.lock().await;
         crate::sdnotify::reloading();
         let result = self.apply_reload(&mut current).await;
         let profiles = self.profiles().len();
         crate::sdnotify::ready(&format!("serving {profiles} profile{}", if profiles == 1 { "" } else { "s" }));
         result
-    }
-
-    /// Runs `profile` in place of the running `old` — the same profile with newly discovered
-    /// endpoints — the way a reload replaces a changed profile: `old` finishes and persists any
-    /// request in flight, then the new actor starts from what is on disk. Returns the new
-    /// handle, or `None` (changing nothing) if `old` is no longer running because a reload
-    /// replaced or removed it.
-    pub(crate) async fn replace_profile(
-        &self,
-        old: &Arc<ProfileHandle>,
-        profile: Arc<Profile>,
-    ) -> Option<Arc<ProfileHandle>> {
-        let _no_reload = self.config.lock().await;
-        let current = self.profiles();
-        let name = profile.name.clone();
-        if !current.get(&name).is_some_and(|running| Arc::ptr_eq(running, old)) {
-            return None;
-        }
-        old.stop_and_wait().await;
-        self.logins.cancel(&name, "the profile's endpoints changed; log in again").await;
-        let store = self.shared.store.clone();
-        let p = profile.clone();
-        let restored = tokio::task::spawn_blocking(move || restore(&store, &p)).await.unwrap_or_default();
-        let handle = actor::spawn(profile, restored, self.shared.clone());
-        let mut next = (*current).clone();
-        next.insert(name, handle.clone());
-        *self.profiles.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
-        self.version.send_modify(|v| *v += 1);
-        Some(handle)
     }
 
     async fn apply_reload(&self, current: &mut Config) -> Result<ReloadSummary, Error> {
@@ -222,8 +166,7 @@ impl Daemon {
         // Stop replaced actors before reading their state, so the state read is final.
         for handle in &retired {
             self.watchers.abort(&handle.config.name);
-            handle.stop_and_wait().await;
-            self.logins.cancel(&handle.config.name, "the profile was reloaded").await;
+            handle.stop_and_wait("the profile was reloaded").await;
         }
         let mut next = Profiles::new();
         for (name, profile) in &new.profiles {
@@ -233,7 +176,8 @@ impl Daemon {
                     let (shared, cache, spec) = (self.shared.clone(), self.cache.clone(), profile.clone());
                     // Reads the cache and the saved tokens.
                     let started = tokio::task::spawn_blocking(move || {
-                        endpoints::start(&spec, &cache, |profile| {
+                        let http = shared.http.clone();
+                        endpoints::start(&spec, &cache, &http, |profile| {
                             let restored = restore(&shared.store, &profile);
                             actor::spawn(profile, restored, shared)
                         })
@@ -248,7 +192,7 @@ impl Daemon {
             };
             next.insert(name.clone(), handle);
         }
-        *self.profiles.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        *self.profiles.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(next);
         self.version.send_modify(|v| *v += 1);
 
         let (old, fresh) = (&current.daemon, &new.daemon);
@@ -280,25 +224,89 @@ impl Daemon {
     }
 
     /// Starts shutting down: the server stops accepting and idle connections close.
-    pub fn begin_shutdown(&self) {
+    pub(crate) fn begin_shutdown(&self) {
         self.shutdown.send_replace(true);
     }
 
     /// A receiver that turns `true` when shutdown begins.
-    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
     }
 
     /// Whether shutdown has begun.
-    pub fn is_shutting_down(&self) -> bool {
+    pub(crate) fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
     }
 
     /// Stops every profile actor, letting requests in flight finish and persist.
-    pub async fn stop_profiles(&self) {
+    pub(crate) async fn stop_profiles(&self) {
         let profiles = self.profiles();
-        let stops = profiles.values().map(|h| h.stop_and_wait());
+        let stops = profiles.values().map(|h| h.stop_and_wait("tokend is shutting down"));
         futures_util::future::join_all(stops).await;
+    }
+}
+
+impl Host for Daemon {
+    fn http(&self) -> &Http {
+        &self.shared.http
+    }
+
+    fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    /// Runs `profile` in place of the running `old` — the same profile with newly discovered
+    /// endpoints — the way a reload replaces a changed profile: `old` finishes and persists any
+    /// request in flight, then the new actor starts from what is on disk. Returns the new
+    /// handle, or `None` (changing nothing) if `old` is no longer running because a reload
+    /// replaced or removed it.
+    async fn replace_profile(&self, old: &Arc<ProfileHandle>, profile: Arc<Profile>) -> Option<Arc<ProfileHandle>> {
+        let _no_reload = self.config.lock().await;
+        let current = self.profiles();
+        let name = profile.name.clone();
+        if !current.get(&name).is_some_and(|running| Arc::ptr_eq(running, old)) {
+            return None;
+        }
+        old.stop_and_wait("the profile's endpoints changed; log in again").await;
+        let store = self.shared.store.clone();
+        let p = profile.clone();
+        let restored = tokio::task::spawn_blocking(move || restore(&store, &p)).await.unwrap_or_default();
+        let handle = actor::spawn(profile, restored, self.shared.clone());
+        let mut next = (*current).clone();
+        next.insert(name, handle.clone());
+        *self.profiles.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(next);
+        self.version.send_modify(|v| *v += 1);
+        Some(handle)
+    }
+}
+
+/// Tells the user when a profile needs a login. With a notify command, it first starts a login
+/// and runs the command with the login's URL, so the user can log in straight from the
+/// notification; without one, a desktop notification names the command to run instead.
+async fn notify_when_needed(daemon: Weak<Daemon>, mut needed: mpsc::UnboundedReceiver<(String, String)>) {
+    while let Some((name, reason)) = needed.recv().await {
+        let Some(daemon) = daemon.upgrade() else { return };
+        let Ok(handle) = daemon.profile(&name) else { continue };
+        let profile = handle.config.clone();
+        if !daemon.notifier.configured_for(&profile) {
+            #[cfg(unix)]
+            crate::desktop::login_needed(&name, &reason);
+            continue;
+        }
+        // A device login's URL alone does not log anyone in (the code may not be in it), and
+        // a code nobody asked for would only expire: the user runs `tokenctl login`.
+        if profile.grant == Grant::DeviceCode {
+            daemon.notifier.login_needed(&profile, &reason);
+            continue;
+        }
+        match handle.login().await {
+            Ok(Ok(started)) => daemon.notifier.login_needed_with_url(&profile, &reason, &started.url),
+            Ok(Err(e)) => {
+                tracing::warn!(profile = %name, "cannot start a login for the notification: {e}");
+                daemon.notifier.login_needed(&profile, &reason);
+            }
+            Err(Gone::Stopped) => daemon.notifier.login_needed(&profile, &reason),
+        }
     }
 }
 
@@ -360,7 +368,7 @@ mod tests {
     use tokend_proto::Secret;
 
     use super::*;
-    use crate::profile::state::Current;
+    use crate::held::Current;
 
     #[test]
     fn an_unusable_saved_token_is_set_aside_and_the_usable_refresh_token_saved_again_at_once() {

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 /// How long one notification may take, from connecting to the answer.
-pub const TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The well-known name, object and interface of the notification server.
 const NAME: &str = "org.freedesktop.Notifications";
@@ -24,14 +24,14 @@ const PATH: &str = "/org/freedesktop/Notifications";
 
 /// The text of the notification that `profile` needs a login, for `reason`: a summary and a
 /// body that name the profile and the command to run.
-pub fn login_needed_text(profile: &str, reason: &str) -> (String, String) {
+pub(crate) fn login_needed_text(profile: &str, reason: &str) -> (String, String) {
     // Servers may read the body as markup; the reason can carry a server's words.
     let reason: String = reason.chars().filter(|c| !matches!(c, '<' | '>' | '&')).collect();
     (format!("tokend: profile {profile} needs a login"), format!("{reason}. Run: tokenctl login {profile}"))
 }
 
 /// The text of the warning that `profile`'s login ends at `expires_at`.
-pub fn login_expiring_text(profile: &str, expires_at: SystemTime) -> (String, String) {
+pub(crate) fn login_expiring_text(profile: &str, expires_at: SystemTime) -> (String, String) {
     let left = expires_at.duration_since(SystemTime::now()).unwrap_or_default();
     let left = humantime::format_duration(Duration::from_secs(left.as_secs()));
     (
@@ -41,13 +41,13 @@ pub fn login_expiring_text(profile: &str, expires_at: SystemTime) -> (String, St
 }
 
 /// Shows that `profile` needs a login, in the background; returns at once.
-pub fn login_needed(profile: &str, reason: &str) {
+pub(crate) fn login_needed(profile: &str, reason: &str) {
     let (summary, body) = login_needed_text(profile, reason);
     show(profile, summary, body);
 }
 
 /// Shows that `profile`'s login ends at `expires_at`, in the background; returns at once.
-pub fn login_expiring(profile: &str, expires_at: SystemTime) {
+pub(crate) fn login_expiring(profile: &str, expires_at: SystemTime) {
     let (summary, body) = login_expiring_text(profile, expires_at);
     show(profile, summary, body);
 }

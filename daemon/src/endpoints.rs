@@ -29,6 +29,7 @@
 //! kept, since discovered endpoints are not part of the profile's security fingerprint.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
@@ -41,23 +42,56 @@ use tokio::sync::{mpsc, watch};
 use url::Url;
 
 use crate::config::{Endpoints, Profile};
-use crate::daemon::Daemon;
+use crate::oauth::Http;
 use crate::oauth::discovery::{self, DiscoveryError, Found, Metadata};
 use crate::persist::Store;
 use crate::profile::{Command, ProfileHandle, Snapshot, schedule};
 
+/// What a discovery watcher needs from the daemon that runs it. The daemon, which sits above
+/// this module, implements it; a watcher holds it weakly and ends once the daemon is gone.
+pub(crate) trait Host: Send + Sync + 'static {
+    /// The HTTP client.
+    fn http(&self) -> &Http;
+    /// Where tokens are saved.
+    fn store(&self) -> &Store;
+    /// Runs `profile` in place of the running `old`, as a reload replaces a changed profile;
+    /// `None` if `old` no longer runs (a reload replaced or removed it).
+    fn replace_profile(
+        &self,
+        old: &Arc<ProfileHandle>,
+        profile: Arc<Profile>,
+    ) -> impl Future<Output = Option<Arc<ProfileHandle>>> + Send;
+}
+
 /// How often metadata is fetched again, at most (less up to a tenth, at random).
-pub const REFRESH_EVERY: Duration = Duration::from_secs(24 * 60 * 60);
+pub(crate) const REFRESH_EVERY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The cached metadata of every issuer, in `STATE_DIR/discovery/`.
 #[derive(Debug, Clone)]
-pub struct Cache {
+pub(crate) struct Cache {
     dir: PathBuf,
+}
+
+/// Why a cached metadata document cannot be used. Each names the file.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CacheError {
+    /// Reading it failed.
+    #[error("cannot read {}: {source}", .path.display())]
+    Read { path: PathBuf, source: io::Error },
+    /// It does not parse.
+    #[error("{} is damaged: {why}", .path.display())]
+    Damaged { path: PathBuf, why: String },
+    /// Another format or version.
+    #[error("{} is not a discovery cache this tokend reads", .path.display())]
+    OtherFormat { path: PathBuf },
+    /// What it holds no longer passes the checks.
+    #[error("{}: {source}", .path.display())]
+    Refused { path: PathBuf, source: discovery::BadMetadata },
 }
 
 /// Metadata read back from the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cached {
+pub(crate) struct Cached {
     /// What it says, checked again as it was read.
     pub metadata: Metadata,
     /// Where it was found.
@@ -92,12 +126,12 @@ const KEPT: &[&str] = &[
 
 impl Cache {
     /// The cache inside the state directory `state_dir`.
-    pub fn new(state_dir: &Path) -> Cache {
+    pub(crate) fn new(state_dir: &Path) -> Cache {
         Cache { dir: state_dir.join("discovery") }
     }
 
     /// The file of `issuer`: named by a digest, since an issuer is a URL.
-    pub fn path_of(&self, issuer: &str) -> PathBuf {
+    pub(crate) fn path_of(&self, issuer: &str) -> PathBuf {
         let digest = Sha256::digest(issuer.as_bytes());
         let name: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
         self.dir.join(format!("{name}.json"))
@@ -105,28 +139,29 @@ impl Cache {
 
     /// The cached metadata of `issuer`, checked as if it had just been fetched. A missing file
     /// is `Ok(None)`.
-    pub fn load(&self, issuer: &str) -> Result<Option<Cached>, String> {
+    pub(crate) fn load(&self, issuer: &str) -> Result<Option<Cached>, CacheError> {
         let path = self.path_of(issuer);
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+            Err(source) => return Err(CacheError::Read { path, source }),
         };
-        let file: CacheFile =
-            serde_json::from_slice(&bytes).map_err(|e| format!("{} is damaged: {e}", path.display()))?;
+        let file: CacheFile = serde_json::from_slice(&bytes)
+            .map_err(|e| CacheError::Damaged { path: path.clone(), why: e.to_string() })?;
         if file.format != FORMAT_NAME || file.version != FORMAT_VERSION {
-            return Err(format!("{} is not a discovery cache this tokend reads", path.display()));
+            return Err(CacheError::OtherFormat { path });
         }
         if file.issuer != issuer {
             return Ok(None);
         }
-        let metadata = discovery::check(&file.document, issuer).map_err(|e| format!("{}: {e}", path.display()))?;
-        let url = Url::parse(&file.url).map_err(|e| format!("{} is damaged: {e}", path.display()))?;
+        let metadata = discovery::check(&file.document, issuer)
+            .map_err(|source| CacheError::Refused { path: path.clone(), source })?;
+        let url = Url::parse(&file.url).map_err(|e| CacheError::Damaged { path: path.clone(), why: e.to_string() })?;
         Ok(Some(Cached { metadata, url, fetched_at: UNIX_EPOCH + Duration::from_millis(file.fetched_at_ms) }))
     }
 
     /// Saves what discovery found, atomically.
-    pub fn save(&self, found: &Found, fetched_at: SystemTime) -> io::Result<()> {
+    pub(crate) fn save(&self, found: &Found, fetched_at: SystemTime) -> io::Result<()> {
         crate::fsperm::ensure_private_dir(&self.dir, "discovery cache directory").map_err(io::Error::other)?;
         let document = found
             .document
@@ -139,7 +174,8 @@ impl Cache {
             version: FORMAT_VERSION,
             issuer: found.metadata.issuer.clone(),
             url: found.url.to_string(),
-            fetched_at_ms: fetched_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64,
+            fetched_at_ms: u64::try_from(fetched_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis())
+                .unwrap_or(u64::MAX),
             document,
         };
         let bytes = serde_json::to_vec_pretty(&file).map_err(io::Error::other)?;
@@ -160,6 +196,7 @@ pub(crate) struct Start {
 pub(crate) fn start(
     spec: &Arc<Profile>,
     cache: &Cache,
+    http: &Http,
     spawn: impl FnOnce(Arc<Profile>) -> Arc<ProfileHandle>,
 ) -> Start {
     if !spec.wants_discovery() {
@@ -182,7 +219,7 @@ pub(crate) fn start(
         None => Duration::ZERO,
     };
     let (handle, pending) = if profile.needs_discovery() {
-        let (handle, pending) = Pending::new(spec.clone());
+        let (handle, pending) = Pending::new(spec.clone(), http.clone());
         (handle, Some(pending))
     } else {
         (spawn(profile), None)
@@ -215,7 +252,7 @@ pub(crate) struct Watcher {
 
 impl Watcher {
     /// Runs until the daemon is gone or a reload retires the profile (which aborts the task).
-    pub(crate) async fn run(mut self, daemon: Weak<Daemon>) {
+    pub(crate) async fn run<H: Host>(mut self, daemon: Weak<H>) {
         let issuer = self.spec.issuer.clone().unwrap_or_default();
         let name = self.spec.name.clone();
         let mut wait = self.first_check;
@@ -285,7 +322,7 @@ impl Watcher {
     }
 
     /// Caches what was found and applies it. `Err` if it lacks what the profile needs.
-    async fn found(&mut self, found: Found, daemon: &Weak<Daemon>) -> Result<(), DiscoveryError> {
+    async fn found<H: Host>(&mut self, found: Found, daemon: &Weak<H>) -> Result<(), DiscoveryError> {
         let cache = self.cache.clone();
         let saved = found.clone();
         let name = self.spec.name.clone();
@@ -342,9 +379,9 @@ struct Pending {
 }
 
 impl Pending {
-    fn new(spec: Arc<Profile>) -> (Arc<ProfileHandle>, Pending) {
+    fn new(spec: Arc<Profile>, http: Http) -> (Arc<ProfileHandle>, Pending) {
         let initial = status_snapshot(&spec, ProfileState::Refreshing, None, None, None, None);
-        let (handle, snapshot, commands) = ProfileHandle::detached(spec.clone(), initial);
+        let (handle, snapshot, commands) = ProfileHandle::detached(spec.clone(), http, initial);
         (handle, Pending { spec, snapshot, commands, failing_since: None, last: None, retry_at: None })
     }
 
@@ -411,13 +448,22 @@ impl Pending {
         }
     }
 
-    async fn answer(&mut self, command: Command, daemon: &Weak<Daemon>) {
+    async fn answer<H: Host>(&mut self, command: Command, daemon: &Weak<H>) {
         match command {
-            Command::Exchange { reply, .. } | Command::Install { reply, .. } => {
-                let _ = reply.send(Err(Error::Login {
-                    profile: self.spec.name.clone(),
-                    message: "the profile's endpoints are not known yet; log in again once discovery succeeds".into(),
-                }));
+            Command::Login { reply, .. } => {
+                let error = match crate::login::Plan::new(&self.spec) {
+                    Err(e) => e,
+                    Ok(_) => Error::Login {
+                        profile: self.spec.name.clone(),
+                        message: "the profile's endpoints are not known yet; log in once discovery succeeds".into(),
+                    },
+                };
+                let _ = reply.send(Err(error));
+            }
+            Command::Paste { reply, .. } => {
+                let name = &self.spec.name;
+                let message = format!("no login is pending; run `tokenctl login {name}` first");
+                let _ = reply.send(Err(Error::Login { profile: name.clone(), message }));
             }
             Command::Logout(reply) => {
                 let report = match daemon.upgrade() {
@@ -426,7 +472,7 @@ impl Pending {
                 };
                 let _ = reply.send(report);
             }
-            Command::Refresh(_) | Command::Invalidate(_) | Command::LoginPending(_) => {}
+            Command::Refresh(_) | Command::Invalidate(_) => {}
         }
     }
 }
@@ -493,7 +539,7 @@ fn status_snapshot(
 
 /// Where one endpoint of a profile came from, for `tokend --check-config`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// The config file.
     Config,
     /// Metadata fetched just now from this URL.
@@ -504,7 +550,7 @@ pub enum Origin {
 
 /// What `tokend --check-config` found out about one profile's endpoints.
 #[derive(Debug, Clone)]
-pub struct Report {
+pub(crate) struct Report {
     /// Each endpoint, by its config key, with its value and origin; `None` if unknown.
     pub endpoints: Vec<(&'static str, Option<(Url, Origin)>)>,
     /// Discovery's failure, when it failed.
@@ -513,7 +559,7 @@ pub struct Report {
 
 /// Resolves `spec`'s endpoints for `tokend --check-config`: discovery now (with `http`'s short
 /// timeout), else the cache. Writes nothing.
-pub async fn report(spec: &Profile, http: &crate::oauth::Http, cache: Option<&Cache>) -> Report {
+pub(crate) async fn report(spec: &Profile, http: &Http, cache: Option<&Cache>) -> Report {
     let mut problem = None;
     let mut discovered: Option<(Endpoints, Origin)> = None;
     if let (Some(issuer), true) = (&spec.issuer, spec.wants_discovery()) {
@@ -560,16 +606,18 @@ pub(crate) struct Watchers {
 
 impl Watchers {
     /// Starts `watcher` for profile `name`, aborting one already running for it.
-    pub fn spawn(&self, name: &str, watcher: Watcher, daemon: Weak<Daemon>) {
+    pub(crate) fn spawn<H: Host>(&self, name: &str, watcher: Watcher, daemon: Weak<H>) {
         let task = tokio::spawn(watcher.run(daemon));
-        if let Some(old) = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), task) {
+        if let Some(old) =
+            self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(name.to_owned(), task)
+        {
             old.abort();
         }
     }
 
     /// Stops profile `name`'s watcher, if any.
-    pub fn abort(&self, name: &str) {
-        if let Some(task) = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).remove(name) {
+    pub(crate) fn abort(&self, name: &str) {
+        if let Some(task) = self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(name) {
             task.abort();
         }
     }
@@ -627,9 +675,9 @@ mod tests {
         let path = cache.path_of("https://as.example");
         let text = std::fs::read_to_string(&path).unwrap().replace("https://as.example/token", "http://evil.example/t");
         std::fs::write(&path, text).unwrap();
-        assert!(cache.load("https://as.example").unwrap_err().contains("plain http"));
+        assert!(cache.load("https://as.example").unwrap_err().to_string().contains("plain http"));
         std::fs::write(&path, b"{\"format\":").unwrap();
-        assert!(cache.load("https://as.example").unwrap_err().contains("damaged"));
+        assert!(cache.load("https://as.example").unwrap_err().to_string().contains("damaged"));
     }
 
     #[test]

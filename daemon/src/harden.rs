@@ -7,7 +7,7 @@
 
 /// What hardening achieved, to log once logging is set up.
 #[derive(Debug, Default)]
-pub struct Report {
+pub(crate) struct Report {
     /// Problems worth a warning.
     pub warnings: Vec<String>,
     /// The open-file limit now in force.
@@ -15,7 +15,7 @@ pub struct Report {
 }
 
 /// Applies every hardening step this platform supports.
-pub fn apply() -> Report {
+pub(crate) fn apply() -> Report {
     let mut report = Report::default();
     platform::apply(&mut report);
     report
@@ -26,7 +26,7 @@ mod platform {
     use super::Report;
     use std::io;
 
-    pub fn apply(report: &mut Report) {
+    pub(super) fn apply(report: &mut Report) {
         #[cfg(target_os = "linux")]
         {
             // SAFETY: prctl with PR_SET_DUMPABLE takes plain integers.

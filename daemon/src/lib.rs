@@ -9,7 +9,9 @@
 //! | [`config`] | the TOML file: parsing, checking, resolving client secrets |
 //! | [`oauth`] | requests to OAuth servers: token, device authorization, revocation, info endpoints, metadata; the claims of JWTs, for scheduling |
 //! | [`limits`] | what tokend accepts from a server: token sizes and characters, lifetimes |
-//! | [`profile`] | one profile's token state machine, its actor, the handle that serves it, and when its login ends |
+//! | [`held`] | the access token as a profile holds it, shared by the machine and the store |
+//! | [`expiry`] | when a login ends, and when tokend warns that it will |
+//! | [`profile`] | one profile's token state machine, its actor, and the handle that serves it |
 //! | [`persist`] | tokens on disk, written atomically |
 //! | [`login`] | logins: the authorization code flow with PKCE and its loopback listener, and the device authorization grant's polling (RFC 8628) |
 //! | [`server`] | the socket: binding, framing, the handshake, answering requests |
@@ -20,6 +22,11 @@
 //! | [`signals`], [`sdnotify`], [`logging`], [`harden`], [`fsperm`], [`notify`] | the process |
 //! | [`desktop`] | desktop notifications over the session bus, when no notify command is set |
 //!
+//! The modules form layers, and each uses only modules of lower layers (no import cycles;
+//! DEVELOPERS.md has the table, and a unit test checks it): the process modules and `limits`
+//! at the bottom, then `config`, `oauth`, `held`/`expiry`/`login`, `persist`, `profile`, `endpoints`,
+//! `daemon`, and `server`/`signals` on top.
+//!
 //! The flow: [`run`] hardens the process, loads the config, opens the state directory, binds
 //! the sockets (the protocol socket and the HTTP API's) and starts one actor per profile. Each
 //! actor fetches or restores its token and schedules the next refresh; connections read tokens
@@ -27,33 +34,42 @@
 //! On SIGTERM the servers stop accepting, answer what they were answering, the actors finish
 //! any request in flight and persist it, and the sockets are removed.
 
+#![warn(missing_docs)]
+
 pub mod cli;
-pub mod clock;
-pub mod config;
-pub mod daemon;
+mod clock;
+mod config;
+mod daemon;
 #[cfg(unix)]
-pub mod desktop;
-pub mod endpoints;
-pub mod fsperm;
-pub mod harden;
-pub mod http;
-pub mod limits;
-pub mod logging;
-pub mod login;
-pub mod notify;
-pub mod oauth;
-pub mod persist;
-pub mod profile;
-pub mod sdnotify;
-pub mod seal;
+mod desktop;
+mod endpoints;
+mod expiry;
+mod fsperm;
+mod harden;
+mod held;
+mod http;
+#[cfg(test)]
+mod layers;
+mod limits;
+mod logging;
+mod login;
+mod notify;
+mod oauth;
+mod persist;
+mod profile;
+mod sdnotify;
+mod seal;
 pub mod server;
-pub mod signals;
+mod signals;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// How long the HTTP API's proxy keeps an idle upstream connection (the benchmarks wait it out).
+pub use http::proxy::POOL_IDLE as PROXY_POOL_IDLE;
 #[doc(hidden)]
 pub use oauth::fuzz_upstream_answer;
+pub use oauth::install_crypto_provider;
 
 use tokend_proto::Endpoint;
 
@@ -65,7 +81,7 @@ use crate::persist::Store;
 
 /// Exit status for an invalid config (sysexits' `EX_CONFIG`). The systemd unit does not
 /// restart on it: restarting cannot fix a config.
-pub const EXIT_CONFIG: u8 = 78;
+const EXIT_CONFIG: u8 = 78;
 
 /// Runs the daemon (or the config check) and returns its exit status.
 pub fn run(cli: Cli) -> ExitCode {
@@ -146,7 +162,7 @@ pub fn run(cli: Cli) -> ExitCode {
     };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4))
+        .worker_threads(std::thread::available_parallelism().map_or(2, std::num::NonZero::get).clamp(1, 4))
         .max_blocking_threads(16)
         .thread_name("tokend")
         .enable_all()
@@ -186,8 +202,8 @@ async fn serve(config: Config, sockets: Sockets, store: Store, http: Http, max_f
         // connection too.
         let budget = files.saturating_sub(64).max(32);
         let share = if http_api.is_some() { budget / 2 } else { budget };
-        max_connections = max_connections.min(share as usize);
-        max_http_connections = max_http_connections.min((share / 2) as usize);
+        max_connections = max_connections.min(usize::try_from(share).unwrap_or(usize::MAX));
+        max_http_connections = max_http_connections.min(usize::try_from(share / 2).unwrap_or(usize::MAX));
     }
     let profiles = config.profiles.len();
     let config_path = config.path.clone();

@@ -19,71 +19,91 @@ use std::time::{Duration, SystemTime};
 /// to be of any use, where common servers stop at 8 to 16 KiB for a header line. Real tokens
 /// stay far below (a JWT with many claims is a few KiB), so 16 KiB refuses nothing that works
 /// and leaves the frame three quarters empty.
-pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+pub(crate) const MAX_TOKEN_LEN: usize = 16 * 1024;
 
 /// The longest lifetime tokend believes, whatever `expires_in` says: a year and a day.
 ///
 /// A longer lifetime is clamped, so that expiry and refresh times stay within what clocks and
 /// date formats can hold (`expires_in = 1e300`, or 2^63 seconds). A token that really lives
 /// longer is simply refreshed once a year.
-pub const MAX_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
+pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// The largest info answer tokend passes on to `tokenctl info`, in bytes of text. It must fit in
 /// one frame with room to spare; user and token-info documents are a few KiB.
-pub const MAX_INFO_BODY: usize = 32 * 1024;
+pub(crate) const MAX_INFO_BODY: usize = 32 * 1024;
 
 /// The longest `token_type` accepted.
-pub const MAX_TOKEN_TYPE_LEN: usize = 128;
+pub(crate) const MAX_TOKEN_TYPE_LEN: usize = 128;
+
+/// What is wrong with a token or a token type, said without showing it. It completes a phrase
+/// such as "an access token …".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Unacceptable {
+    /// A token longer than [`MAX_TOKEN_LEN`].
+    #[error("of {0} bytes; tokend accepts at most {MAX_TOKEN_LEN}")]
+    TokenTooLong(usize),
+    /// A token that is empty, padding aside.
+    #[error("that is empty")]
+    Empty,
+    /// A token with a character outside RFC 6750's `b64token`.
+    #[error(
+        "containing {0}, which a bearer token cannot contain (RFC 6750 allows letters, digits, `-._~+/` and trailing `=`)"
+    )]
+    TokenCharacter(&'static str),
+    /// A token type that is empty or longer than [`MAX_TOKEN_TYPE_LEN`].
+    #[error("of {0} bytes; tokend accepts 1 to {MAX_TOKEN_TYPE_LEN}")]
+    TypeLength(usize),
+    /// A token type with a character a header cannot carry.
+    #[error("containing {0}, which an HTTP header cannot carry there")]
+    TypeCharacter(&'static str),
+}
 
 /// Checks a token from a server: at most [`MAX_TOKEN_LEN`] bytes of RFC 6750 `b64token`
 /// (letters, digits and `-._~+/`, then any `=` padding), the characters a bearer token may have
 /// in an `Authorization` header. The error says what is wrong without showing the token.
-pub fn check_token(token: &str) -> Result<(), String> {
+pub(crate) fn check_token(token: &str) -> Result<(), Unacceptable> {
     if token.len() > MAX_TOKEN_LEN {
-        return Err(format!("of {} bytes; tokend accepts at most {MAX_TOKEN_LEN}", token.len()));
+        return Err(Unacceptable::TokenTooLong(token.len()));
     }
     let body = token.trim_end_matches('=');
     if body.is_empty() {
-        return Err("that is empty".into());
+        return Err(Unacceptable::Empty);
     }
     match body.chars().find(|&c| !(c.is_ascii_alphanumeric() || "-._~+/".contains(c))) {
         None => Ok(()),
-        Some(c) => Err(format!(
-            "containing {}, which a bearer token cannot contain (RFC 6750 allows letters, digits, `-._~+/` and trailing `=`)",
-            describe(c)
-        )),
+        Some(c) => Err(Unacceptable::TokenCharacter(describe(c))),
     }
 }
 
 /// Checks a `token_type`: 1 to [`MAX_TOKEN_TYPE_LEN`] visible ASCII characters, as in
 /// `Bearer`, `DPoP` or a URI, since it starts the `Authorization` header.
-pub fn check_token_type(token_type: &str) -> Result<(), String> {
+pub(crate) fn check_token_type(token_type: &str) -> Result<(), Unacceptable> {
     if token_type.is_empty() || token_type.len() > MAX_TOKEN_TYPE_LEN {
-        return Err(format!("of {} bytes; tokend accepts 1 to {MAX_TOKEN_TYPE_LEN}", token_type.len()));
+        return Err(Unacceptable::TypeLength(token_type.len()));
     }
     match token_type.chars().find(|c| !c.is_ascii_graphic()) {
         None => Ok(()),
-        Some(c) => Err(format!("containing {}, which an HTTP header cannot carry there", describe(c))),
+        Some(c) => Err(Unacceptable::TypeCharacter(describe(c))),
     }
 }
 
 /// The longest `user_code` of a device login accepted, in characters. RFC 8628 §6.1 suggests
 /// about eight; anything much longer is no code a person would type.
-pub const MAX_USER_CODE_LEN: usize = 64;
+pub(crate) const MAX_USER_CODE_LEN: usize = 64;
 
 /// The longest verification URI of a device login accepted, in bytes.
-pub const MAX_VERIFICATION_URI_LEN: usize = 2048;
+pub(crate) const MAX_VERIFICATION_URI_LEN: usize = 2048;
 
 /// The longest a device code is honoured (`expires_in` of a device authorization): a day.
-pub const MAX_DEVICE_CODE_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const MAX_DEVICE_CODE_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// The longest polling interval of a device login honoured: ten minutes, so that a server's
 /// `interval` (and its `slow_down`s) cannot put the next poll beyond any device code's life.
-pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(600);
+pub(crate) const MAX_POLL_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Checks a device code (RFC 8628 §3.2): at most [`MAX_TOKEN_LEN`] bytes of visible ASCII. It
 /// only travels in a form body, so any such character will do; the error does not show it.
-pub fn check_device_code(code: &str) -> Result<(), String> {
+pub(crate) fn check_device_code(code: &str) -> Result<(), String> {
     if code.is_empty() || code.len() > MAX_TOKEN_LEN {
         return Err(format!("of {} bytes; tokend accepts 1 to {MAX_TOKEN_LEN}", code.len()));
     }
@@ -94,12 +114,12 @@ pub fn check_device_code(code: &str) -> Result<(), String> {
 }
 
 /// A lifetime as tokend believes it: at most [`MAX_LIFETIME`].
-pub fn lifetime(claimed: Duration) -> Duration {
+pub(crate) fn lifetime(claimed: Duration) -> Duration {
     claimed.min(MAX_LIFETIME)
 }
 
 /// `t + d`, or the latest time `SystemTime` can hold near that: never a panic.
-pub fn after(t: SystemTime, d: Duration) -> SystemTime {
+pub(crate) fn after(t: SystemTime, d: Duration) -> SystemTime {
     t.checked_add(d).unwrap_or_else(|| t + MAX_LIFETIME.min(d))
 }
 
@@ -139,11 +159,11 @@ mod tests {
             ("", "empty"),
             ("==", "empty"),
         ] {
-            let err = check_token(token).unwrap_err();
+            let err = check_token(token).unwrap_err().to_string();
             assert!(err.contains(why), "{token:?}: {err}");
             assert!(token.len() < 3 || !err.contains(token), "{err}");
         }
-        let err = check_token(&"a".repeat(70_000)).unwrap_err();
+        let err = check_token(&"a".repeat(70_000)).unwrap_err().to_string();
         assert!(err.contains("of 70000 bytes"), "{err}");
     }
 
@@ -151,7 +171,7 @@ mod tests {
     fn token_types_must_be_visible_ascii() {
         assert_eq!(check_token_type("DPoP"), Ok(()));
         assert_eq!(check_token_type("urn:ietf:params:oauth:token-type:jwt"), Ok(()));
-        assert!(check_token_type("Bearer\r\nX: y").unwrap_err().contains("a line break"));
+        assert!(check_token_type("Bearer\r\nX: y").unwrap_err().to_string().contains("a line break"));
         assert!(check_token_type("").is_err());
         assert!(check_token_type(&"x".repeat(200)).is_err());
     }

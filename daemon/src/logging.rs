@@ -30,12 +30,20 @@ struct Logging {
 static LOGGING: OnceLock<Logging> = OnceLock::new();
 
 /// Checks a filter given on the command line.
-pub fn parse_filter(level: &str) -> Result<(), String> {
-    EnvFilter::try_new(level).map(|_| ()).map_err(|e| format!("invalid log level {level:?}: {e}"))
+pub(crate) fn parse_filter(level: &str) -> Result<(), BadLevel> {
+    EnvFilter::try_new(level).map(|_| ()).map_err(|e| BadLevel { level: level.to_owned(), why: e.to_string() })
+}
+
+/// A log level or filter that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid log level {level:?}: {why}")]
+pub(crate) struct BadLevel {
+    level: String,
+    why: String,
 }
 
 /// Installs the global subscriber.
-pub fn init(cli_level: Option<&str>, config_level: Option<&str>) {
+pub(crate) fn init(cli_level: Option<&str>, config_level: Option<&str>) {
     let env_level = std::env::var("RUST_LOG").ok().filter(|l| !l.trim().is_empty());
     let fixed = cli_level.is_some() || env_level.is_some();
     let level = cli_level.map(str::to_owned).or(env_level).or(config_level.map(str::to_owned));
@@ -64,7 +72,7 @@ pub fn init(cli_level: Option<&str>, config_level: Option<&str>) {
 
 /// Applies the config's `log_level` after a reload, unless the command line or `RUST_LOG` set
 /// the level.
-pub fn set_config_level(level: Option<&str>) {
+pub(crate) fn set_config_level(level: Option<&str>) {
     let Some(logging) = LOGGING.get() else { return };
     if logging.fixed {
         return;
@@ -81,7 +89,7 @@ fn under_journald() -> bool {
 
 #[cfg(unix)]
 mod platform {
-    pub fn stderr_is(journal_stream: &str) -> bool {
+    pub(super) fn stderr_is(journal_stream: &str) -> bool {
         let Some((dev, ino)) = journal_stream.split_once(':') else { return false };
         let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else { return false };
         let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();

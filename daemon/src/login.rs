@@ -1,33 +1,40 @@
 //! Logging in: the authorization code grant with PKCE (RFC 6749 §4.1, RFC 7636), received on a
 //! loopback redirect URI (RFC 8252 §7.3).
 //!
-//! `tokenctl login NAME` asks the daemon to start a login. The daemon draws a `state` and a
-//! PKCE verifier from the operating system's CSPRNG, listens on the profile's `redirect_uri`
-//! (127.0.0.1 or ::1 only), and hands back the authorization URL for the browser. One login
-//! task then waits for exactly one thing, whichever comes first:
+//! `tokenctl login NAME` asks the profile's actor to start a login. A [`Plan`] draws a `state`
+//! and a PKCE verifier from the operating system's CSPRNG and builds the authorization URL for
+//! the browser; [`Plan::listen`] binds the profile's `redirect_uri` (127.0.0.1 or ::1 only) and
+//! starts the [`Listener`], a task that waits for the browser's redirect. The code can also
+//! come as the same redirect URL pasted into `tokenctl login` by a user whose browser runs on
+//! another machine (a login over SSH), which [`Listener::check_pasted`] checks exactly like a
+//! redirect.
 //!
-//! - the browser's redirect to the listener;
-//! - the same redirect URL pasted into `tokenctl login` by a user whose browser runs on another
-//!   machine (a login over SSH), which is checked exactly like a redirect;
-//! - a newer login for the same profile (the newer one wins; the older one is told so);
-//! - the profile's `login_timeout`.
+//! This module holds the mechanics only. Whether a login is pending, until when, which code
+//! exchange is queued and who waits for the outcome is the profile's state machine's to know
+//! ([`crate::profile::state`]); the listener reports what it hears ([`Heard`]) to the actor,
+//! which feeds it to the machine, and closes the listener when the machine says the login
+//! ended (a newer login, the `login_timeout`, a logout, a reload).
 //!
 //! A redirect is checked in a fixed order: the path, then `state` (in constant time) before
 //! anything else is looked at, then `iss` (RFC 9207) when present, then `error`, then `code`.
 //! Requests for other paths or with a wrong `state` are answered and ignored, so a stray or
 //! forged request cannot end the login. The listener reads at most 8 KiB per request, gives
-//! each connection 10 seconds, and closes when the login ends.
+//! each connection 10 seconds, reads up to 64 connections side by side, and stops listening as
+//! soon as it has the redirect; the browser that brought the code is answered once the code is
+//! exchanged.
 //!
 //! A profile with `grant = "device_code"` logs in through [`device`] instead (RFC 8628): no
-//! listener, a code the user enters on any device, and tokend polling the token endpoint. Both
-//! kinds share [`Logins`], so the newer login wins either way.
+//! listener, a code the user enters on any device, and a task polling the token endpoint. A
+//! device login is a pending login of the profile's state machine like any other, so the
+//! newer login of either kind wins.
 
-mod device;
+pub(crate) mod device;
+mod page;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -35,17 +42,13 @@ use subtle::ConstantTimeEq;
 use tokend_proto::{Error, Grant, Secret};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Mutex, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use url::{Host, Url};
 
 use crate::config::Profile;
-use crate::daemon::Daemon;
-use crate::oauth::Http;
-use crate::profile::ProfileHandle;
+use crate::oauth::token::TokenSet;
 
-mod page;
-pub use device::DeviceCode;
 use page::{Page, respond};
 
 /// The most a login listener reads of one request.
@@ -53,36 +56,63 @@ const MAX_REQUEST: usize = 8 * 1024;
 /// How long one connection to the login listener may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The outcome of a login: `None` while it is pending.
-pub type Outcome = Option<Result<(), Error>>;
+/// How a waiter for a login's outcome is answered.
+pub(crate) type Reply = oneshot::Sender<Result<(), Error>>;
 
-/// A login that was started.
-pub struct Started {
-    /// Where to send the browser.
-    pub url: String,
-    /// When the login gives up.
-    pub expires_at: SystemTime,
-    /// Turns `Some` when the login ends.
-    pub outcome: watch::Receiver<Outcome>,
-    /// What to show the user of a device login; `url` is then where to enter the code.
-    pub device: Option<DeviceCode>,
+/// A login about to start: where to send the browser, and what its redirect must carry.
+pub(crate) struct Plan {
+    /// The authorization URL.
+    pub(crate) url: String,
+    /// The PKCE verifier, for the code exchange.
+    pub(crate) verifier: Secret,
+    redirect: Url,
+    expect: Expect,
 }
 
-/// The pending logins, at most one per profile.
-pub struct Logins {
-    pending: Mutex<HashMap<String, Pending>>,
-    /// For the requests of device logins.
-    http: Http,
+/// What a login's listener heard, for the profile's actor.
+pub(crate) struct Heard {
+    /// The login whose listener (or polling) heard it.
+    pub(crate) login: u64,
+    /// What it heard.
+    pub(crate) what: Redirect,
 }
 
-struct Pending {
-    cancel: Option<oneshot::Sender<String>>,
-    pasted: mpsc::Sender<(Secret, oneshot::Sender<Result<(), Error>>)>,
-    outcome: watch::Receiver<Outcome>,
+/// What ends the wait for the browser, or for the user to enter a device login's code.
+pub(crate) enum Redirect {
+    /// The authorization code; the browser that brought it waits on the reply for the outcome.
+    Code(Secret, Reply),
+    /// The server refused, or the redirect came from another server: the login fails.
+    Refused(String),
+    /// A device login's tokens: the user approved it.
+    Tokens(Box<TokenSet>),
+}
+
+/// A login's listening task.
+pub(crate) struct Listener {
+    id: u64,
+    expect: Arc<Expect>,
     task: JoinHandle<()>,
 }
 
-/// What one login task needs to check a redirect.
+/// What a pending login runs: a browser login's listener, or a device login's polling.
+pub(crate) enum Waiting {
+    /// Waits for the browser's redirect.
+    Browser(Listener),
+    /// Polls for a device login's tokens.
+    Device(device::Poller),
+}
+
+impl Waiting {
+    /// Stops listening or polling.
+    pub(crate) async fn close(self) {
+        match self {
+            Waiting::Browser(listener) => listener.close().await,
+            Waiting::Device(poller) => poller.close().await,
+        }
+    }
+}
+
+/// What a redirect must carry.
 struct Expect {
     profile: String,
     path: String,
@@ -98,18 +128,10 @@ enum Issuer {
     Origin(url::Origin),
 }
 
-impl Logins {
-    /// No logins pending; device logins make their requests with `http`.
-    pub fn new(http: Http) -> Logins {
-        Logins { pending: Mutex::default(), http }
-    }
-
-    /// Starts a login for `handle`'s profile, replacing a pending one.
-    pub async fn start(&self, handle: Arc<ProfileHandle>) -> Result<Started, Error> {
-        if handle.config.grant == Grant::DeviceCode {
-            return device::start(self, handle).await;
-        }
-        let profile = handle.config.clone();
+impl Plan {
+    /// Plans a login for `profile`: draws its `state` and PKCE verifier and builds the
+    /// authorization URL. Fails for a profile that cannot log in (yet).
+    pub(crate) fn new(profile: &Profile) -> Result<Plan, Error> {
         let name = profile.name.clone();
         if profile.grant == Grant::AuthorizationCode && profile.authorize_url().is_none() {
             return Err(Error::Login {
@@ -125,13 +147,6 @@ impl Logins {
                 message: "logins are for grant = \"authorization_code\" and \"device_code\"; this profile gets its tokens by itself".into(),
             });
         };
-
-        let mut pending = self.pending.lock().await;
-        if let Some(old) = pending.remove(&name) {
-            finish(old, "a newer login for this profile replaced this one").await;
-        }
-
-        let listener = bind(redirect, &name).await?;
         let state = random_token();
         let verifier = random_token();
         let challenge =
@@ -155,7 +170,7 @@ impl Logins {
             }
         }
         let expect = Expect {
-            profile: name.clone(),
+            profile: name,
             path: redirect.path().to_owned(),
             state,
             issuer: match &profile.issuer {
@@ -163,65 +178,43 @@ impl Logins {
                 None => Issuer::Origin(authorize_url.origin()),
             },
         };
-        let expires_at = SystemTime::now() + profile.login_timeout;
-        let (cancel_tx, cancel_rx) = oneshot::channel();
-        let (pasted_tx, pasted_rx) = mpsc::channel(4);
-        let (outcome_tx, outcome_rx) = watch::channel(None);
-        handle.set_login_pending(Some(expires_at)).await;
-        let task = tokio::spawn(run(
-            handle,
-            listener,
-            expect,
-            verifier,
-            profile.login_timeout,
-            cancel_rx,
-            pasted_rx,
-            outcome_tx,
-        ));
-        pending.insert(
-            name.clone(),
-            Pending { cancel: Some(cancel_tx), pasted: pasted_tx, outcome: outcome_rx.clone(), task },
-        );
-        tracing::info!(profile = %name, "login started; waiting for the browser");
-        Ok(Started { url: url.into(), expires_at, outcome: outcome_rx, device: None })
+        Ok(Plan { url: url.into(), verifier, redirect: redirect.clone(), expect })
     }
 
-    /// Completes `profile`'s pending login with a redirect URL pasted by the user.
-    pub async fn paste(&self, profile: &str, url: Secret) -> Result<(), Error> {
-        let sender = {
-            let pending = self.pending.lock().await;
-            match pending.get(profile).filter(|p| p.outcome.borrow().is_none()) {
-                Some(p) => p.pasted.clone(),
-                None => {
-                    return Err(Error::Login {
-                        profile: profile.to_owned(),
-                        message: format!("no login is pending; run `tokenctl login {profile}` first"),
-                    });
-                }
-            }
-        };
-        let (reply, done) = oneshot::channel();
-        let ended =
-            || Error::Login { profile: profile.to_owned(), message: "the login ended before the URL arrived".into() };
-        sender.send((url, reply)).await.map_err(|_| ended())?;
-        done.await.map_err(|_| ended())?
-    }
-
-    /// Ends `profile`'s pending login, if any, telling its waiters `why`.
-    pub async fn cancel(&self, profile: &str, why: &str) {
-        let old = self.pending.lock().await.remove(profile);
-        if let Some(old) = old {
-            finish(old, why).await;
-        }
+    /// Listens on the redirect URI for login `id`, reporting what it hears to `heard`. Returns
+    /// the listener, the authorization URL and the verifier.
+    pub(crate) async fn listen(self, id: u64, heard: mpsc::Sender<Heard>) -> Result<(Listener, String, Secret), Error> {
+        let socket = bind(&self.redirect, &self.expect.profile).await?;
+        let expect = Arc::new(self.expect);
+        let task = tokio::spawn(listen(socket, expect.clone(), id, heard));
+        Ok((Listener { id, expect, task }, self.url, self.verifier))
     }
 }
 
-/// Cancels a pending login and waits until its listener is closed.
-async fn finish(mut old: Pending, why: &str) {
-    if let Some(cancel) = old.cancel.take() {
-        let _ = cancel.send(why.to_owned());
+impl Listener {
+    /// The login it listens for.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
-    let _ = old.task.await;
+
+    /// Checks a redirect URL the user pasted, as the redirect would be checked (from any host).
+    pub(crate) fn check_pasted(&self, url: &str) -> Checked {
+        check_redirect(&self.expect, url, false)
+    }
+
+    /// Stops listening. The port is free once this returns: a newer login may be waiting to
+    /// bind it.
+    pub(crate) async fn close(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// A listener dropped without [`Listener::close`] (its actor panicked) stops listening too.
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// Listens on the redirect URI's loopback address and port.
@@ -250,91 +243,79 @@ fn random_token() -> Secret {
     Secret::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(*bytes))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run(
-    handle: Arc<ProfileHandle>,
-    listener: TcpListener,
-    expect: Expect,
-    verifier: Secret,
-    timeout: Duration,
-    mut cancel: oneshot::Receiver<String>,
-    mut pasted: mpsc::Receiver<(Secret, oneshot::Sender<Result<(), Error>>)>,
-    outcome: watch::Sender<Outcome>,
-) {
-    let profile = expect.profile.clone();
-    let login_error = |message: String| Error::Login { profile: profile.clone(), message };
-    let deadline = tokio::time::Instant::now() + timeout;
+/// Connections whose request line is still being read, at most. Browsers open spare
+/// connections that send nothing, so requests are read side by side: a silent connection must
+/// not hold up the redirect on another.
+const MAX_READERS: usize = 64;
+
+/// The listener's task: accepts connections, reads their requests side by side, answers those
+/// that are not the redirect, and ends once the redirect arrives, handing it to `heard`.
+async fn listen(socket: TcpListener, expect: Arc<Expect>, id: u64, heard: mpsc::Sender<Heard>) {
+    let readers = Arc::new(tokio::sync::Semaphore::new(MAX_READERS));
     let (requests_tx, mut requests) = mpsc::channel(1);
-    let acceptor = tokio::spawn(accept_requests(listener, requests_tx));
-    let result = loop {
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => {
-                break Err(login_error(format!(
-                    "no answer from the browser within {}; run `tokenctl login {profile}` again",
-                    humantime::format_duration(timeout)
-                )));
+    loop {
+        let (mut stream, target) = tokio::select! {
+            accepted = socket.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of descriptors, most likely: wait instead of spinning.
+                        tracing::debug!("login listener: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                // Over the limit, the connection is closed at once; the browser retries.
+                let Ok(permit) = readers.clone().try_acquire_owned() else { continue };
+                let found = requests_tx.clone();
+                tokio::spawn(async move {
+                    if let Some(request) = read_request(stream).await {
+                        drop(permit);
+                        let _ = found.send(request).await;
+                    }
+                });
+                continue;
             }
-            why = &mut cancel => break Err(login_error(why.unwrap_or_else(|_| "the login was cancelled".into()))),
-            Some((mut stream, target)) = requests.recv() => {
-                match check_redirect(&expect, &target, true) {
-                    Checked::Ignore(status, why) => {
-                        respond(&mut stream, status, &Page::Ignored { why: &why }).await;
-                    }
-                    Checked::Fail(message) => {
-                        respond(&mut stream, "400 Bad Request", &Page::Failed { profile: &profile, why: message.clone() }).await;
-                        break Err(login_error(message));
-                    }
-                    Checked::Code(code) => {
-                        let result = exchange(&handle, code, &verifier).await;
-                        match &result {
-                            Ok(()) => respond(&mut stream, "200 OK", &Page::LoggedIn { profile: &profile }).await,
-                            Err(e) => respond(&mut stream, "502 Bad Gateway", &Page::failed(&profile, e)).await,
-                        }
-                        break result;
-                    }
-                }
+            Some(request) = requests.recv() => request,
+        };
+        let what = match check_redirect(&expect, &target, true) {
+            Checked::Ignore(status, page) => {
+                tokio::spawn(async move { respond(&mut stream, status, &Page::Ignored { why: &page }).await });
+                continue;
             }
-            Some((url, reply)) = pasted.recv() => {
-                match check_redirect(&expect, url.expose(), false) {
-                    Checked::Ignore(_, message) => {
-                        let _ = reply.send(Err(login_error(message)));
-                    }
-                    Checked::Fail(message) => {
-                        let _ = reply.send(Err(login_error(message.clone())));
-                        break Err(login_error(message));
-                    }
-                    Checked::Code(code) => {
-                        let result = exchange(&handle, code, &verifier).await;
-                        let _ = reply.send(result.clone());
-                        break result;
-                    }
-                }
+            Checked::Fail(message) => {
+                let profile = expect.profile.clone();
+                let why = message.clone();
+                tokio::spawn(async move {
+                    respond(&mut stream, "400 Bad Request", &Page::Failed { profile: &profile, why }).await;
+                });
+                Redirect::Refused(message)
             }
-        }
-    };
-    // The port is free again once this returns: a newer login may be waiting to bind it.
-    acceptor.abort();
-    let _ = acceptor.await;
-    match &result {
-        Ok(()) => tracing::info!(profile = %profile, "login complete"),
-        Err(e) => tracing::warn!(profile = %profile, "login ended: {e}"),
+            Checked::Code(code) => {
+                let (reply, outcome) = oneshot::channel();
+                tokio::spawn(answer_browser(stream, expect.profile.clone(), outcome));
+                Redirect::Code(code, reply)
+            }
+        };
+        drop(socket);
+        let _ = heard.send(Heard { login: id, what }).await;
+        return;
     }
-    handle.set_login_pending(None).await;
-    outcome.send_replace(Some(result));
 }
 
-async fn exchange(handle: &ProfileHandle, code: Secret, verifier: &Secret) -> Result<(), Error> {
-    match handle.exchange(code, verifier.clone()).await {
-        Ok(result) => result,
-        Err(_) => Err(Error::Login {
-            profile: handle.config.name.clone(),
-            message: "the profile was reloaded during the login; log in again".into(),
-        }),
+/// Shows the browser that brought the code how the exchange went.
+async fn answer_browser(mut stream: TcpStream, profile: String, outcome: oneshot::Receiver<Result<(), Error>>) {
+    let result = outcome.await.unwrap_or_else(|_| {
+        Err(Error::Login { profile: profile.clone(), message: "the login ended before its code was exchanged".into() })
+    });
+    match &result {
+        Ok(()) => respond(&mut stream, "200 OK", &Page::LoggedIn { profile: &profile }).await,
+        Err(e) => respond(&mut stream, "502 Bad Gateway", &Page::failed(&profile, e)).await,
     }
 }
 
 /// What a redirect (or a pasted URL) amounts to.
-enum Checked {
+pub(crate) enum Checked {
     /// Not the redirect being waited for: answer with this status and page, keep waiting.
     Ignore(&'static str, String),
     /// The server refused or the redirect came from the wrong server: the login fails.
@@ -395,36 +376,6 @@ fn check_redirect(expect: &Expect, target: &str, from_listener: bool) -> Checked
     }
 }
 
-/// Connections whose request line is still being read, at most. Browsers open spare
-/// connections that send nothing, so requests are read side by side: a silent connection must
-/// not hold up the redirect on another.
-const MAX_READERS: usize = 64;
-
-/// Accepts connections on the login listener and passes on each GET request read from them.
-async fn accept_requests(listener: TcpListener, found: mpsc::Sender<(TcpStream, String)>) {
-    let readers = Arc::new(tokio::sync::Semaphore::new(MAX_READERS));
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Out of descriptors, most likely: wait instead of spinning.
-                tracing::debug!("login listener: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        // Over the limit, the connection is closed at once; the browser retries.
-        let Ok(permit) = readers.clone().try_acquire_owned() else { continue };
-        let found = found.clone();
-        tokio::spawn(async move {
-            if let Some(request) = read_request(stream).await {
-                drop(permit);
-                let _ = found.send(request).await;
-            }
-        });
-    }
-}
-
 /// Reads one HTTP request line within the limits; returns the request target.
 async fn read_request(mut stream: TcpStream) -> Option<(TcpStream, String)> {
     let mut buf = Vec::with_capacity(1024);
@@ -458,35 +409,6 @@ async fn read_request(mut stream: TcpStream) -> Option<(TcpStream, String)> {
         return None;
     }
     Some((stream, target.to_owned()))
-}
-
-/// Starts a login when a profile needs one and a notify command is configured, then runs the
-/// command with the login's URL, so the user can log in straight from the notification.
-/// Without a notify command, a desktop notification names the command to run instead.
-pub async fn notify_when_needed(daemon: Weak<Daemon>, mut needed: mpsc::UnboundedReceiver<(String, String)>) {
-    while let Some((name, reason)) = needed.recv().await {
-        let Some(daemon) = daemon.upgrade() else { return };
-        let Ok(handle) = daemon.profile(&name) else { continue };
-        let profile: Arc<Profile> = handle.config.clone();
-        if !daemon.notifier().configured_for(&profile) {
-            #[cfg(unix)]
-            crate::desktop::login_needed(&name, &reason);
-            continue;
-        }
-        // A device login's URL alone does not log anyone in (the code may not be in it), and
-        // a code nobody asked for would only expire: the user runs `tokenctl login`.
-        if profile.grant == Grant::DeviceCode {
-            daemon.notifier().login_needed(&profile, &reason);
-            continue;
-        }
-        match daemon.logins.start(handle).await {
-            Ok(started) => daemon.notifier().login_needed_with_url(&profile, &reason, &started.url),
-            Err(e) => {
-                tracing::warn!(profile = %name, "cannot start a login for the notification: {e}");
-                daemon.notifier().login_needed(&profile, &reason);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -26,49 +26,52 @@ const NOTIFY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs notify commands. Cheap to clone; the global command can be replaced by a reload.
 #[derive(Clone, Debug, Default)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     global: Arc<RwLock<Option<String>>>,
 }
 
 impl Notifier {
     /// A notifier whose default command is `global`.
-    pub fn new(global: Option<String>) -> Notifier {
+    pub(crate) fn new(global: Option<String>) -> Notifier {
         Notifier { global: Arc::new(RwLock::new(global)) }
     }
 
     /// Replaces the default command (after a reload).
-    pub fn set_global(&self, global: Option<String>) {
-        *self.global.write().unwrap_or_else(|e| e.into_inner()) = global;
+    pub(crate) fn set_global(&self, global: Option<String>) {
+        *self.global.write().unwrap_or_else(std::sync::PoisonError::into_inner) = global;
     }
 
     /// Runs the profile's notify command (or the default one) for a login that became
     /// necessary. Returns at once.
-    pub fn login_needed(&self, profile: &Profile, reason: &str) {
+    pub(crate) fn login_needed(&self, profile: &Profile, reason: &str) {
         self.run(profile, "login-needed", reason, &[]);
     }
 
     /// Like [`Notifier::login_needed`], with the URL of a login started for the user.
-    pub fn login_needed_with_url(&self, profile: &Profile, reason: &str, url: &str) {
+    pub(crate) fn login_needed_with_url(&self, profile: &Profile, reason: &str, url: &str) {
         self.run(profile, "login-needed", reason, &[("TOKEND_URL", url)]);
     }
 
     /// Runs the notify command to warn that `profile`'s login ends at `expires_at`. Returns at
     /// once. No login is started: the current one still works, and a pending login would hold
     /// the redirect port for nothing.
-    pub fn login_expiring(&self, profile: &Profile, expires_at: std::time::SystemTime) {
+    pub(crate) fn login_expiring(&self, profile: &Profile, expires_at: std::time::SystemTime) {
         let at = tokend_proto::time::rfc3339(expires_at);
         let reason = format!("the login expires at {at}");
         self.run(profile, "login-expiring", &reason, &[("TOKEND_EXPIRES_AT", &at)]);
     }
 
     /// Whether any notify command applies to `profile`.
-    pub fn configured_for(&self, profile: &Profile) -> bool {
-        profile.notify_command.is_some() || self.global.read().unwrap_or_else(|e| e.into_inner()).is_some()
+    pub(crate) fn configured_for(&self, profile: &Profile) -> bool {
+        profile.notify_command.is_some()
+            || self.global.read().unwrap_or_else(std::sync::PoisonError::into_inner).is_some()
     }
 
     fn run(&self, profile: &Profile, event: &str, reason: &str, extra: &[(&str, &str)]) {
-        let command =
-            profile.notify_command.clone().or_else(|| self.global.read().unwrap_or_else(|e| e.into_inner()).clone());
+        let command = profile
+            .notify_command
+            .clone()
+            .or_else(|| self.global.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone());
         let Some(command) = command else { return };
         let mut cmd = tokio::process::Command::new("/bin/sh");
         cmd.arg("-c")

@@ -33,20 +33,74 @@ use tokend_proto::{LoginExpirySource, Secret};
 use zeroize::Zeroizing;
 
 use crate::config::Profile;
+use crate::expiry::Login;
+use crate::fsperm::Refused;
+use crate::held::Current;
+use crate::limits::Unacceptable;
 use crate::oauth::token::RefreshExpiry;
-use crate::profile::expiry::Login;
-use crate::profile::state::Current;
-use crate::seal::Sealer;
+use crate::seal::{OpenError, Sealer};
+
+/// Why a state file cannot be read. Each names the file.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LoadError {
+    /// Reading it failed.
+    #[error("cannot read {}: {source}", .path.display())]
+    Read { path: PathBuf, source: io::Error },
+    /// It is not JSON of the expected shape.
+    #[error("{} is not a tokend state file: {source}", .path.display())]
+    NotJson { path: PathBuf, source: serde_json::Error },
+    /// It names another format.
+    #[error("{} is not a tokend state file", .path.display())]
+    NotStateFile { path: PathBuf },
+    /// A newer tokend wrote it.
+    #[error("{} was written in state format {version} by a newer tokend; this one reads format {FORMAT_VERSION}", .path.display())]
+    Newer { path: PathBuf, version: u32 },
+    /// It has no format version.
+    #[error("{} has no format version", .path.display())]
+    NoVersion { path: PathBuf },
+    /// It has the right format but does not parse.
+    #[error("{} is damaged: {source}", .path.display())]
+    Damaged { path: PathBuf, source: serde_json::Error },
+    /// It is encrypted, and there is no key.
+    #[error(
+        "{} is encrypted, and no state encryption key is configured ([daemon] encryption_key_file or encryption_key_credential)",
+        .path.display()
+    )]
+    NoKey { path: PathBuf },
+    /// Its envelope has another version.
+    #[error("{} was written in state format {version} by another tokend", .path.display())]
+    OtherSealedFormat { path: PathBuf, version: u32 },
+    /// Its sealed part is not Base64.
+    #[error("{} is damaged: its sealed part is not Base64", .path.display())]
+    NotBase64 { path: PathBuf },
+    /// Its sealed part does not open.
+    #[error("{}: {source}", .path.display())]
+    Sealed { path: PathBuf, source: OpenError },
+}
+
+/// Why a saved access token cannot be served; completes "an access token …".
+#[derive(Debug, thiserror::Error)]
+enum Unservable {
+    /// The token itself.
+    #[error(transparent)]
+    Token(#[from] Unacceptable),
+    /// Its type.
+    #[error("whose type is {0}")]
+    Type(Unacceptable),
+    /// It does not fit in a frame.
+    #[error("that cannot be sent to clients ({0})")]
+    Frame(String),
+}
 
 /// The version of the state file format this build writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 1;
 
 const FORMAT_NAME: &str = "tokend-state";
 const SEALED_FORMAT_NAME: &str = "tokend-state-sealed";
 
 /// The tokens restored for a profile.
 #[derive(Debug, Default)]
-pub struct Restored {
+pub(crate) struct Restored {
     /// The access token, if one was saved (it may have expired since).
     pub token: Option<Current>,
     /// The refresh token, if one was saved.
@@ -60,7 +114,7 @@ pub struct Restored {
 
 /// The state directory.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub(crate) struct Store {
     dir: PathBuf,
     sealer: Option<Sealer>,
 }
@@ -151,7 +205,7 @@ struct VersionProbe {
 impl Store {
     /// Opens (creating if needed) the state directory, refusing one that others can enter.
     /// With a `sealer`, state is encrypted at rest.
-    pub fn open(dir: &Path, sealer: Option<Sealer>) -> Result<Store, String> {
+    pub(crate) fn open(dir: &Path, sealer: Option<Sealer>) -> Result<Store, Refused> {
         crate::fsperm::ensure_private_dir(dir, "state directory")?;
         let store = Store { dir: dir.to_owned(), sealer };
         store.remove_leftover_temporaries();
@@ -159,45 +213,40 @@ impl Store {
     }
 
     /// The directory.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// The file of profile `name`.
-    pub fn path_of(&self, name: &str) -> PathBuf {
+    pub(crate) fn path_of(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.json"))
     }
 
     /// Loads the tokens saved for `profile`. A missing file, or one saved under other security
     /// settings, yields `Ok(None)`; an unreadable one is an error and is left in place.
-    pub fn load(&self, profile: &Profile) -> Result<Option<Restored>, String> {
+    pub(crate) fn load(&self, profile: &Profile) -> Result<Option<Restored>, LoadError> {
         let path = self.path_of(&profile.name);
         let bytes = match fs::read(&path) {
             Ok(bytes) => Zeroizing::new(bytes),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+            Err(source) => return Err(LoadError::Read { path, source }),
         };
-        let probe: VersionProbe = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("{} is not a tokend state file: {e}", path.display()))?;
+        let probe: VersionProbe =
+            serde_json::from_slice(&bytes).map_err(|source| LoadError::NotJson { path: path.clone(), source })?;
         let bytes = match probe.format.as_deref() {
             Some(FORMAT_NAME) => bytes,
             Some(SEALED_FORMAT_NAME) => self.unseal(&path, &profile.name, &bytes)?,
-            _ => return Err(format!("{} is not a tokend state file", path.display())),
+            _ => return Err(LoadError::NotStateFile { path }),
         };
-        let probe: VersionProbe = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("{} is not a tokend state file: {e}", path.display()))?;
+        let probe: VersionProbe =
+            serde_json::from_slice(&bytes).map_err(|source| LoadError::NotJson { path: path.clone(), source })?;
         match probe.version {
             Some(FORMAT_VERSION) => {}
-            Some(v) => {
-                return Err(format!(
-                    "{} was written in state format {v} by a newer tokend; this one reads format {FORMAT_VERSION}",
-                    path.display()
-                ));
-            }
-            None => return Err(format!("{} has no format version", path.display())),
+            Some(version) => return Err(LoadError::Newer { path, version }),
+            None => return Err(LoadError::NoVersion { path }),
         }
         let file: StateFile =
-            serde_json::from_slice(&bytes).map_err(|e| format!("{} is damaged: {e}", path.display()))?;
+            serde_json::from_slice(&bytes).map_err(|source| LoadError::Damaged { path: path.clone(), source })?;
         if file.config_fingerprint != profile.security_fingerprint() {
             tracing::info!(
                 profile = %profile.name,
@@ -227,7 +276,7 @@ impl Store {
 
     /// Saves `profile`'s tokens atomically and durably. With no tokens at all, the file is
     /// removed instead.
-    pub fn save(
+    pub(crate) fn save(
         &self,
         profile: &Profile,
         token: Option<&Current>,
@@ -267,30 +316,24 @@ impl Store {
         write_atomically(&self.dir, &self.path_of(&profile.name), &bytes)
     }
 
-    fn unseal(&self, path: &Path, profile: &str, bytes: &[u8]) -> Result<Zeroizing<Vec<u8>>, String> {
+    fn unseal(&self, path: &Path, profile: &str, bytes: &[u8]) -> Result<Zeroizing<Vec<u8>>, LoadError> {
+        let path = || path.to_owned();
         let Some(sealer) = &self.sealer else {
-            return Err(format!(
-                "{} is encrypted, and no state encryption key is configured ([daemon] encryption_key_file or encryption_key_credential)",
-                path.display()
-            ));
+            return Err(LoadError::NoKey { path: path() });
         };
         let envelope: SealedFile =
-            serde_json::from_slice(bytes).map_err(|e| format!("{} is damaged: {e}", path.display()))?;
+            serde_json::from_slice(bytes).map_err(|source| LoadError::Damaged { path: path(), source })?;
         if envelope.version != FORMAT_VERSION {
-            return Err(format!(
-                "{} was written in state format {} by another tokend",
-                path.display(),
-                envelope.version
-            ));
+            return Err(LoadError::OtherSealedFormat { path: path(), version: envelope.version });
         }
         let sealed = base64::engine::general_purpose::STANDARD
             .decode(envelope.sealed.as_bytes())
-            .map_err(|_| format!("{} is damaged: its sealed part is not Base64", path.display()))?;
-        sealer.open(profile, &sealed).map_err(|e| format!("{}: {e}", path.display()))
+            .map_err(|_| LoadError::NotBase64 { path: path() })?;
+        sealer.open(profile, &sealed).map_err(|source| LoadError::Sealed { path: path(), source })
     }
 
     /// Forgets profile `name`'s tokens.
-    pub fn remove(&self, name: &str) -> io::Result<()> {
+    pub(crate) fn remove(&self, name: &str) -> io::Result<()> {
         match fs::remove_file(self.path_of(name)) {
             Ok(()) => sync_dir(&self.dir),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -300,7 +343,7 @@ impl Store {
 
     /// Moves profile `name`'s file aside as `NAME.json.damaged-UNIXTIME`, so that a file that
     /// could not be read is kept for inspection and not overwritten by the next save.
-    pub fn quarantine(&self, name: &str) -> io::Result<PathBuf> {
+    pub(crate) fn quarantine(&self, name: &str) -> io::Result<PathBuf> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let aside = self.dir.join(format!("{name}.json.damaged-{now}"));
         fs::rename(self.path_of(name), &aside)?;
@@ -321,9 +364,9 @@ impl Store {
 
 /// The saved access token as tokend holds tokens, if it passes the checks a token from a
 /// server does and can be sent to clients. Its lifetime is clamped as a server's would be.
-fn servable(profile: &str, saved: &SavedAccess) -> Result<Current, String> {
+fn servable(profile: &str, saved: &SavedAccess) -> Result<Current, Unservable> {
     crate::limits::check_token(saved.token.expose())?;
-    crate::limits::check_token_type(&saved.token_type).map_err(|why| format!("whose type is {why}"))?;
+    crate::limits::check_token_type(&saved.token_type).map_err(Unservable::Type)?;
     let obtained_at = from_ms(saved.obtained_at_ms);
     let claimed = from_ms(saved.expires_at_ms).duration_since(obtained_at).unwrap_or_default();
     let token = Current {
@@ -344,12 +387,12 @@ fn servable(profile: &str, saved: &SavedAccess) -> Result<Current, String> {
         scope: token.scope.clone(),
     });
     tokend_proto::codec::encode(&served, &mut Zeroizing::new(Vec::new()))
-        .map_err(|e| format!("that cannot be sent to clients ({e})"))?;
+        .map_err(|e| Unservable::Frame(e.to_string()))?;
     Ok(token)
 }
 
 /// Writes `bytes` to `path` so that a crash leaves either the old content or the new one.
-pub fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = dir.join(format!(".tmp-{}-{:016x}", std::process::id(), rand::random::<u64>()));
     let result = (|| {
         let mut file = private_file(&tmp)?;
@@ -387,7 +430,7 @@ fn sync_dir(_dir: &Path) -> io::Result<()> {
 }
 
 fn to_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+    u64::try_from(t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(u64::MAX)
 }
 
 fn from_ms(ms: u64) -> SystemTime {
@@ -459,7 +502,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("state"), None).unwrap();
         fs::write(store.path_of("mm"), b"{\"format\":\"tokend-state\",\"version\":1,").unwrap();
-        let err = store.load(&profile("abc")).unwrap_err();
+        let err = store.load(&profile("abc")).unwrap_err().to_string();
         assert!(err.contains("not a tokend state file") || err.contains("damaged"), "{err}");
         assert!(store.path_of("mm").exists());
     }
@@ -502,7 +545,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("state"), None).unwrap();
         fs::write(store.path_of("mm"), br#"{"format":"tokend-state","version":99}"#).unwrap();
-        assert!(store.load(&profile("abc")).unwrap_err().contains("newer tokend"));
+        assert!(store.load(&profile("abc")).unwrap_err().to_string().contains("newer tokend"));
     }
 
     #[test]
@@ -542,9 +585,9 @@ mod tests {
         assert_eq!(restored.refresh_token.unwrap().expose(), "rt-secret-value");
 
         let wrong = Store::open(&dir.path().join("state"), Some(Sealer::from_key_bytes(&[8; 32]).unwrap())).unwrap();
-        assert!(wrong.load(&p).unwrap_err().contains("key is wrong"));
+        assert!(wrong.load(&p).unwrap_err().to_string().contains("key is wrong"));
         let none = Store::open(&dir.path().join("state"), None).unwrap();
-        assert!(none.load(&p).unwrap_err().contains("no state encryption key"));
+        assert!(none.load(&p).unwrap_err().to_string().contains("no state encryption key"));
     }
 
     #[test]
@@ -565,7 +608,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        let err = Store::open(dir.path(), None).unwrap_err();
+        let err = Store::open(dir.path(), None).unwrap_err().to_string();
         assert!(err.contains("chmod 700"), "{err}");
     }
 

@@ -3,19 +3,19 @@
 //! at shutdown, and a one-line `STATUS=`. Outside systemd (no `NOTIFY_SOCKET`) these do
 //! nothing.
 
-pub use imp::{ready, reloading, status, stopping};
+pub(crate) use imp::{ready, reloading, stopping};
 
 #[cfg(unix)]
 mod imp {
     use sd_notify::NotifyState;
 
     /// The daemon is ready to serve.
-    pub fn ready(status: &str) {
+    pub(crate) fn ready(status: &str) {
         send(&[NotifyState::Ready, NotifyState::Status(status)]);
     }
 
     /// A reload has begun.
-    pub fn reloading() {
+    pub(crate) fn reloading() {
         match NotifyState::monotonic_usec_now() {
             Ok(now) => send(&[NotifyState::Reloading, now]),
             Err(_) => send(&[NotifyState::Reloading]),
@@ -23,13 +23,8 @@ mod imp {
     }
 
     /// Shutdown has begun.
-    pub fn stopping() {
+    pub(crate) fn stopping() {
         send(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
-    }
-
-    /// Updates the one-line status shown by `systemctl status`.
-    pub fn status(text: &str) {
-        send(&[NotifyState::Status(text)]);
     }
 
     fn send(states: &[NotifyState<'_>]) {
@@ -48,5 +43,4 @@ mod imp {
     pub fn ready(_status: &str) {}
     pub fn reloading() {}
     pub fn stopping() {}
-    pub fn status(_text: &str) {}
 }

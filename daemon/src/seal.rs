@@ -10,18 +10,20 @@
 
 use std::fmt;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
 use zeroize::Zeroizing;
 
+use crate::fsperm::Refused;
+
 const KEY_LEN: usize = 32;
 const NONCE_LEN: usize = 24;
 
 /// Seals and opens state files with one key.
-pub struct Sealer {
+pub(crate) struct Sealer {
     cipher: XChaCha20Poly1305,
 }
 
@@ -37,30 +39,68 @@ impl Clone for Sealer {
     }
 }
 
+/// Why a state encryption key cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum KeyError {
+    /// The key file cannot be opened.
+    #[error("cannot open the key file {}: {source}", .path.display())]
+    Open { path: PathBuf, source: std::io::Error },
+    /// Others may read or write the key file.
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    /// The key file cannot be read.
+    #[error("cannot read {}: {source}", .path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    /// The key file does not hold a key.
+    #[error("{}: {BAD_KEY}", .path.display())]
+    BadKeyIn { path: PathBuf },
+    /// The bytes are not a key.
+    #[error("{BAD_KEY}")]
+    BadKey,
+    /// A credential is configured but systemd passed none.
+    #[error(
+        "encryption_key_credential = {name:?}, but tokend was not given credentials ($CREDENTIALS_DIRECTORY is not set); add `LoadCredentialEncrypted={name}:PATH` to the service"
+    )]
+    NoCredentials { name: String },
+}
+
+/// Why sealed state cannot be opened.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum OpenError {
+    /// Shorter than a nonce and a tag.
+    #[error("the sealed state is too short")]
+    TooShort,
+    /// The tag does not match.
+    #[error("cannot decrypt it: the key is wrong, or the file was altered")]
+    Undecryptable,
+}
+
+const BAD_KEY: &str = "a state encryption key must be 32 bytes: raw, 64 hexadecimal digits, or Base64; make one with `head -c 32 /dev/urandom > KEYFILE`";
+
 impl Sealer {
     /// Reads a key file, which must be the user's own (or root's) and not readable or writable by
     /// other users.
-    pub fn from_key_file(path: &Path) -> Result<Sealer, String> {
-        let mut file =
-            std::fs::File::open(path).map_err(|e| format!("cannot open the key file {}: {e}", path.display()))?;
+    pub(crate) fn from_key_file(path: &Path) -> Result<Sealer, KeyError> {
+        let mut file = std::fs::File::open(path).map_err(|source| KeyError::Open { path: path.to_owned(), source })?;
         crate::fsperm::refuse_unless_private(&file, path, "state encryption key")?;
         let mut bytes = Zeroizing::new(Vec::new());
-        file.by_ref().take(4096).read_to_end(&mut bytes).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        Sealer::from_key_bytes(&bytes).map_err(|m| format!("{}: {m}", path.display()))
+        file.by_ref()
+            .take(4096)
+            .read_to_end(&mut bytes)
+            .map_err(|source| KeyError::Read { path: path.to_owned(), source })?;
+        Sealer::from_key_bytes(&bytes).map_err(|_| KeyError::BadKeyIn { path: path.to_owned() })
     }
 
     /// Reads the systemd credential `name` from `$CREDENTIALS_DIRECTORY`.
-    pub fn from_credential(name: &str) -> Result<Sealer, String> {
+    pub(crate) fn from_credential(name: &str) -> Result<Sealer, KeyError> {
         let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
-            return Err(format!(
-                "encryption_key_credential = {name:?}, but tokend was not given credentials ($CREDENTIALS_DIRECTORY is not set); add `LoadCredentialEncrypted={name}:PATH` to the service"
-            ));
+            return Err(KeyError::NoCredentials { name: name.to_owned() });
         };
         Sealer::from_key_file(&Path::new(&dir).join(name))
     }
 
     /// A key given as 32 raw bytes, 64 hex digits, or Base64 of 32 bytes.
-    pub fn from_key_bytes(bytes: &[u8]) -> Result<Sealer, String> {
+    pub(crate) fn from_key_bytes(bytes: &[u8]) -> Result<Sealer, KeyError> {
         let key = if bytes.len() == KEY_LEN {
             Zeroizing::new(bytes.to_vec())
         } else {
@@ -77,7 +117,7 @@ impl Sealer {
     }
 
     /// Encrypts `plaintext` for `profile`: nonce followed by ciphertext and tag.
-    pub fn seal(&self, profile: &str, plaintext: &[u8]) -> Vec<u8> {
+    pub(crate) fn seal(&self, profile: &str, plaintext: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::fill(&mut nonce[..]);
         let sealed = self
@@ -91,21 +131,21 @@ impl Sealer {
     }
 
     /// Decrypts what [`Sealer::seal`] produced for `profile`.
-    pub fn open(&self, profile: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, String> {
+    pub(crate) fn open(&self, profile: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, OpenError> {
         if sealed.len() < NONCE_LEN + 16 {
-            return Err("the sealed state is too short".into());
+            return Err(OpenError::TooShort);
         }
         let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
         let nonce: [u8; NONCE_LEN] = nonce.try_into().expect("split at the nonce length");
         self.cipher
             .decrypt(&XNonce::from(nonce), Payload { msg: ciphertext, aad: profile.as_bytes() })
             .map(Zeroizing::new)
-            .map_err(|_| "cannot decrypt it: the key is wrong, or the file was altered".to_owned())
+            .map_err(|_| OpenError::Undecryptable)
     }
 }
 
-fn bad_key() -> String {
-    "a state encryption key must be 32 bytes: raw, 64 hexadecimal digits, or Base64; make one with `head -c 32 /dev/urandom > KEYFILE`".into()
+fn bad_key() -> KeyError {
+    KeyError::BadKey
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
@@ -127,7 +167,7 @@ mod tests {
     fn sealed_state_opens_with_the_same_key_and_profile_only() {
         let sealed = sealer(1).seal("mm", b"refresh token");
         assert_eq!(&*sealer(1).open("mm", &sealed).unwrap(), b"refresh token");
-        assert!(sealer(2).open("mm", &sealed).unwrap_err().contains("key is wrong"));
+        assert!(sealer(2).open("mm", &sealed).unwrap_err().to_string().contains("key is wrong"));
         assert!(sealer(1).open("other", &sealed).is_err(), "bound to its profile");
     }
 
@@ -156,7 +196,7 @@ mod tests {
             let s = Sealer::from_key_bytes(text.as_bytes()).unwrap();
             assert_eq!(&*s.open("p", &sealed).unwrap(), b"x", "{text:?}");
         }
-        assert!(Sealer::from_key_bytes(b"too short").unwrap_err().contains("32 bytes"));
+        assert!(Sealer::from_key_bytes(b"too short").unwrap_err().to_string().contains("32 bytes"));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::daemon::Daemon;
 
 /// Starts handling signals for `daemon`.
 #[cfg(unix)]
-pub fn spawn(daemon: Arc<Daemon>) -> std::io::Result<()> {
+pub(crate) fn spawn(daemon: Arc<Daemon>) -> std::io::Result<()> {
     use futures_util::StreamExt;
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     use signal_hook_tokio::Signals;

@@ -69,7 +69,8 @@ pub fn encode<T: Serialize>(message: &T, out: &mut Vec<u8>) -> Result<(), FrameE
     let result = match written {
         Ok(_) if len > MAX_FRAME_LEN => Err(FrameError::TooLarge { len }),
         Ok(_) => {
-            out[start..start + HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
+            let len = u32::try_from(len).expect("a frame is at most MAX_FRAME_LEN bytes, which fits in u32");
+            out[start..start + HEADER_LEN].copy_from_slice(&len.to_be_bytes());
             return Ok(());
         }
         Err(e) => Err(FrameError::Encode(e.to_string())),
@@ -229,7 +230,7 @@ mod tests {
 
     #[test]
     fn an_oversize_length_prefix_is_refused_before_the_payload_arrives() {
-        let header = ((MAX_FRAME_LEN + 1) as u32).to_be_bytes();
+        let header = u32::try_from(MAX_FRAME_LEN + 1).unwrap().to_be_bytes();
         assert_eq!(complete_frame(&header), Err(FrameError::TooLarge { len: MAX_FRAME_LEN + 1 }));
         assert_eq!(complete_frame(&u32::MAX.to_be_bytes()), Err(FrameError::TooLarge { len: u32::MAX as usize }));
     }
@@ -278,7 +279,7 @@ mod tests {
                     seed ^= seed << 13;
                     seed ^= seed >> 7;
                     seed ^= seed << 17;
-                    seed as u8
+                    seed.to_le_bytes()[0]
                 })
                 .collect();
             let _ = decode::<Request>(&payload);

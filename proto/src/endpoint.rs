@@ -111,7 +111,7 @@ mod platform {
     use super::*;
     use interprocess::local_socket::{GenericFilePath, ToFsName};
 
-    pub fn default_endpoint() -> Endpoint {
+    pub(super) fn default_endpoint() -> Endpoint {
         let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
             Some(runtime) => PathBuf::from(runtime).join("tokend"),
             None => std::env::temp_dir().join(format!("tokend-{}", current_uid())),
@@ -119,11 +119,11 @@ mod platform {
         Endpoint::new(dir.join(SOCKET_FILE))
     }
 
-    pub fn name(path: &Path) -> io::Result<Name<'_>> {
+    pub(super) fn name(path: &Path) -> io::Result<Name<'_>> {
         path.to_fs_name::<GenericFilePath>()
     }
 
-    pub fn beside(path: &Path, name: &str) -> Endpoint {
+    pub(super) fn beside(path: &Path, name: &str) -> Endpoint {
         Endpoint::new(path.with_file_name(name))
     }
 

@@ -96,7 +96,7 @@ impl Browser {
             assert!(Instant::now() < deadline, "chromedriver did not answer within {WAIT:?}\n{}", browser.log());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let mut args: Vec<String> = CHROMIUM_ARGS.iter().map(|a| a.to_string()).collect();
+        let mut args: Vec<String> = CHROMIUM_ARGS.iter().map(ToString::to_string).collect();
         args.push(format!("--user-data-dir={}", browser.dir.path().join("profile").display()));
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
@@ -204,7 +204,7 @@ impl Browser {
         self.call(reqwest::Method::DELETE, &session, None).await;
         let _ = self.driver.kill();
         let _ = self.driver.wait();
-        kill_group(self.driver.id() as i32);
+        kill_group(i32::try_from(self.driver.id()).unwrap_or(i32::MAX));
         self.closed = true;
     }
 
@@ -251,7 +251,7 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         if !self.closed {
-            kill_group(self.driver.id() as i32);
+            kill_group(i32::try_from(self.driver.id()).unwrap_or(i32::MAX));
             let _ = self.driver.wait();
         }
     }

@@ -97,7 +97,7 @@ impl Server {
     ) -> u32 {
         let mut received = self.received.lock().unwrap();
         received.push(Notification { app: app_name, summary, body });
-        received.len() as u32
+        u32::try_from(received.len()).expect("fewer than 2^32 notifications")
     }
 
     fn get_capabilities(&self) -> Vec<String> {
@@ -140,7 +140,7 @@ impl NotificationServer {
             .await
             .expect("ListNames");
         let names: Vec<String> = reply.body().deserialize().expect("a list of names");
-        let mine = self.connection.unique_name().map(|n| n.to_string());
+        let mine = self.connection.unique_name().map(std::string::ToString::to_string);
         names.into_iter().filter(|n| n.starts_with(':') && Some(n) != mine.as_ref()).collect()
     }
 

@@ -317,7 +317,7 @@ impl Tokend {
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) with a PID of our own child.
         unsafe {
-            libc::kill(self.pid() as i32, signal);
+            libc::kill(libc::pid_t::try_from(self.pid()).expect("a PID fits in pid_t"), signal);
         }
     }
 
@@ -353,7 +353,7 @@ impl Tokend {
 /// provider). reqwest has no TLS crypto provider of its own in this workspace, so this installs
 /// tokend's first, as tokend does before building its client.
 pub fn http() -> reqwest::ClientBuilder {
-    tokend::oauth::install_crypto_provider();
+    tokend::install_crypto_provider();
     #[allow(clippy::disallowed_methods, reason = "the provider is installed just above")]
     reqwest::Client::builder()
 }
@@ -577,7 +577,7 @@ impl Tokend {
 /// GID. The tests that use it run as root, as CI does.
 pub fn other_user() -> (u32, u32) {
     static CREATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _once = CREATE.lock().unwrap_or_else(|e| e.into_inner());
+    let _once = CREATE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let name = "tokend-test-other";
     let id = |flag: &str| {
         std::process::Command::new("id")

@@ -24,7 +24,7 @@ fn dir() -> PathBuf {
 
 /// Installs the npm packages if they are not there yet (CI's `.ci/run` installs them first).
 fn ensure_installed() {
-    let _once = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    let _once = INSTALL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if dir().join("node_modules/oidc-provider/package.json").exists() {
         return;
     }

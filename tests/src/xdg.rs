@@ -134,7 +134,7 @@ impl XdgHome {
         let pid = child.id().expect("the process is running");
         // SAFETY: kill(2) with the PID of our own, not yet reaped, child.
         unsafe {
-            libc::kill(pid as i32, libc::SIGTERM);
+            libc::kill(libc::pid_t::try_from(pid).expect("a PID fits in pid_t"), libc::SIGTERM);
         }
         tokio::time::timeout(Duration::from_secs(20), child.wait())
             .await

@@ -326,9 +326,9 @@ async fn status_and_list_describe_the_profiles() {
     let now = SystemTime::now();
     assert!(obtained_at <= now + Duration::from_secs(1) && obtained_at < next_refresh, "{json}");
     assert!(now < next_refresh && next_refresh < expires_at, "{json}");
-    let left = expires_at.duration_since(now).unwrap().as_secs() as i64;
+    let left = i64::try_from(expires_at.duration_since(now).unwrap().as_secs()).unwrap();
     assert!((expires_in - left).abs() <= 2, "expires_at and expires_in agree: {json}");
-    let until_refresh = next_refresh.duration_since(now).unwrap().as_secs() as i64;
+    let until_refresh = i64::try_from(next_refresh.duration_since(now).unwrap().as_secs()).unwrap();
     assert!((next_refresh_in - until_refresh).abs() <= 2, "next_refresh and next_refresh_in agree: {json}");
     // The table shows the same in its EXPIRES IN and NEXT REFRESH columns.
     let expires_cell = column(&table, "minut", "EXPIRES IN");

@@ -33,7 +33,10 @@ impl Drop for ClockJump {
 
 fn set_clock(to: SystemTime) {
     let since = to.duration_since(UNIX_EPOCH).unwrap();
-    let ts = libc::timespec { tv_sec: since.as_secs() as libc::time_t, tv_nsec: since.subsec_nanos() as libc::c_long };
+    let ts = libc::timespec {
+        tv_sec: libc::time_t::try_from(since.as_secs()).expect("a time after 1970 that fits"),
+        tv_nsec: libc::c_long::from(since.subsec_nanos()),
+    };
     // SAFETY: clock_settime with a valid timespec.
     let rc = unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) };
     assert_eq!(rc, 0, "setting the clock needs root (CAP_SYS_TIME): {}", std::io::Error::last_os_error());

@@ -312,7 +312,7 @@ async fn under_journald_log_lines_carry_priorities_and_no_timestamps() {
         .env("TOKEND_SOCKET", &socket)
         .output()
         .unwrap();
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(libc::pid_t::try_from(daemon.id()).unwrap(), libc::SIGTERM) };
     assert!(daemon.wait().unwrap().success());
     let text = std::fs::read_to_string(&log_path).unwrap();
     assert!(text.lines().count() >= 3, "{text}");

@@ -37,9 +37,11 @@ fn same_view(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     match (a, b) {
         (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
             x.len() == y.len()
-                && x.iter().all(|(k, v)| match (k.ends_with("_in"), v.as_i64(), y.get(k).and_then(|w| w.as_i64())) {
-                    (true, Some(v), Some(w)) => (v - w).abs() <= 1,
-                    _ => y.get(k).is_some_and(|w| same_view(v, w)),
+                && x.iter().all(|(k, v)| {
+                    match (k.ends_with("_in"), v.as_i64(), y.get(k).and_then(serde_json::Value::as_i64)) {
+                        (true, Some(v), Some(w)) => (v - w).abs() <= 1,
+                        _ => y.get(k).is_some_and(|w| same_view(v, w)),
+                    }
                 })
         }
         (serde_json::Value::Array(x), serde_json::Value::Array(y)) => {

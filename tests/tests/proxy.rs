@@ -191,7 +191,7 @@ async fn a_gibibyte_streams_up_and_down_through_the_proxy_in_bounded_memory() {
     let mut buffer = vec![0u8; PATTERN_BLOCK];
     let mut received = 0u64;
     loop {
-        let at = (received % PATTERN_BLOCK as u64) as usize;
+        let at = usize::try_from(received % PATTERN_BLOCK as u64).expect("below PATTERN_BLOCK");
         let n = stdout.read(&mut buffer[..PATTERN_BLOCK - at]).await.unwrap();
         if n == 0 {
             break;
@@ -384,7 +384,7 @@ async fn only_method_profile_status_and_timing_are_logged() {
     tokend.stop().await;
     let log = tokend.log();
     assert!(log.contains("proxied a request"), "{log}");
-    for secret in secrets.iter().map(|s| s.to_string()).chain(fake.every_secret_issued()) {
+    for secret in secrets.iter().map(ToString::to_string).chain(fake.every_secret_issued()) {
         assert!(!log.contains(&secret), "the log holds {secret}");
     }
 }

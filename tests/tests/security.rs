@@ -93,6 +93,7 @@ async fn tokend_run_by_an_ordinary_user_cannot_be_inspected_by_that_user() {
 
 /// Tries PTRACE_ATTACH on `pid` from a child process running as `uid`; returns 0 or the errno.
 fn ptrace_attach_as(uid: u32, gid: u32, pid: u32) -> i32 {
+    let pid = libc::pid_t::try_from(pid).expect("a PID fits in pid_t");
     // SAFETY: the child calls only async-signal-safe system calls before `_exit`.
     unsafe {
         let child = libc::fork();
@@ -101,7 +102,7 @@ fn ptrace_attach_as(uid: u32, gid: u32, pid: u32) -> i32 {
             if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
                 libc::_exit(100);
             }
-            let attached = libc::ptrace(libc::PTRACE_ATTACH, pid as libc::pid_t, 0, 0);
+            let attached = libc::ptrace(libc::PTRACE_ATTACH, pid, 0, 0);
             libc::_exit(if attached == 0 { 0 } else { *libc::__errno_location() });
         }
         let mut status = 0;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokend_client::Fingerprint;
 
-pub const EXIT_CODES: &str = "\
+pub(crate) const EXIT_CODES: &str = "\
 Exit status:
   0  success
   1  other failure
@@ -30,7 +30,7 @@ Exit status:
 ///   curl -H "$(tokenctl token minut --format header)" https://api.minut.com/v8/users/me
 #[derive(Debug, Parser)]
 #[command(name = "tokenctl", version, max_term_width = 100, after_help = EXIT_CODES)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// tokend's socket [default: $TOKEND_SOCKET, else the config's [daemon] socket, else
     /// $XDG_RUNTIME_DIR/tokend/tokend.sock]
     #[arg(long, global = true, value_name = "PATH")]
@@ -55,7 +55,7 @@ pub struct Cli {
 
 /// How to print a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// The token alone
     Raw,
     /// An HTTP header line: `Authorization: Bearer TOKEN`
@@ -66,7 +66,7 @@ pub enum Format {
 
 /// How `exec` passes the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ExecFormat {
+pub(crate) enum ExecFormat {
     /// The token alone
     Raw,
     /// The header value: `Bearer TOKEN`
@@ -74,7 +74,7 @@ pub enum ExecFormat {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Print a profile's access token, valid for at least --min-valid
     Token {
         /// The profile, as in [profiles.NAME]
@@ -126,9 +126,12 @@ pub enum Command {
     },
     /// Log in to an authorization_code or device_code profile
     ///
-    /// authorization_code: tokend prints the authorization URL and opens your browser. Over SSH,
-    /// or whenever the browser cannot reach this machine, open the URL anywhere, then paste the
-    /// address the browser was finally sent to (it starts with the profile's redirect_uri) here.
+    /// authorization_code: tokend prints the authorization URL and opens your browser: $BROWSER
+    /// if set (a colon-separated list of commands with arguments, such as "firefox
+    /// --new-window"; %s in them stands for the URL, which is appended otherwise), else
+    /// xdg-open in a graphical session. Over SSH, or whenever the browser cannot reach this
+    /// machine, open the URL anywhere, then paste the address the browser was finally sent to
+    /// (it starts with the profile's redirect_uri) here.
     ///
     /// device_code (RFC 8628): tokenctl shows a code and the address where to enter it, on any
     /// device (a phone will do: on a terminal, a QR code of the address is shown too). tokend
@@ -215,7 +218,7 @@ pub enum Command {
     },
 }
 
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     if let Ok(secs) = text.trim().parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
@@ -226,7 +229,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// before each request they make, and building clap's command tree to parse it costs more CPU
 /// than the rest of tokenctl's own work for it (BENCHMARKS.md). `None` for anything else,
 /// which clap parses; a test checks that the two agree.
-pub fn token_shortcut(mut args: impl Iterator<Item = OsString>) -> Option<Cli> {
+pub(crate) fn token_shortcut(mut args: impl Iterator<Item = OsString>) -> Option<Cli> {
     let (_, command, profile) = (args.next()?, args.next()?, args.next()?);
     if command != "token" || args.next().is_some() {
         return None;

@@ -22,7 +22,13 @@ enum Input {
     Pasted(String),
 }
 
-pub fn run(mut client: Client, endpoint: Endpoint, profile: &str, no_browser: bool, json: bool) -> Result<(), Error> {
+pub(crate) fn run(
+    mut client: Client,
+    endpoint: Endpoint,
+    profile: &str,
+    no_browser: bool,
+    json: bool,
+) -> Result<(), Error> {
     let started = client.begin_login(profile)?;
     if let Some(device) = started.device.clone() {
         return device_login(client, profile, &started, &device, no_browser, json);
@@ -35,9 +41,9 @@ pub fn run(mut client: Client, endpoint: Endpoint, profile: &str, no_browser: bo
         );
     }
     errln!("To log in to profile `{profile}`, open this URL in a browser:\n\n    {}\n", started.url);
-    let browsers = if no_browser { Vec::new() } else { browsers() };
+    let browsers = if no_browser { Vec::new() } else { browsers(&started.url) };
     if !browsers.is_empty() {
-        match open_browser(&browsers, &started.url) {
+        match open_browser(&browsers) {
             Ok(()) => errln!("(A browser should have opened it.)"),
             Err(e) => errln!("(Could not open a browser: {e}.)"),
         }
@@ -124,9 +130,9 @@ fn device_login(
             outln!("{qr}");
         }
     }
-    let browsers = if no_browser { Vec::new() } else { browsers() };
+    let browsers = if no_browser { Vec::new() } else { browsers(&started.url) };
     if !browsers.is_empty() {
-        match open_browser(&browsers, &started.url) {
+        match open_browser(&browsers) {
             Ok(()) => errln!("(A browser should have opened it.)"),
             Err(e) => errln!("(Could not open a browser: {e}.)"),
         }
@@ -149,38 +155,141 @@ fn headless() -> bool {
     std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none()
 }
 
-/// The programs to try, in order: each of `$BROWSER`'s, then the platform's opener. `$BROWSER`
-/// is the user's own choice and is honoured even without a graphical session (a text browser
-/// works over SSH); the opener is tried only in a graphical session.
-fn browsers() -> Vec<String> {
-    let mut candidates: Vec<String> = std::env::var("BROWSER")
-        .map(|b| b.split(':').filter(|c| !c.is_empty()).map(str::to_owned).collect())
-        .unwrap_or_default();
-    if !headless() {
-        candidates.push(
-            if cfg!(target_os = "macos") {
-                "open"
-            } else if cfg!(windows) {
-                "explorer"
-            } else {
-                "xdg-open"
-            }
-            .to_owned(),
-        );
-    }
-    candidates
+/// The commands to try, in order, to open `url`: `$BROWSER`'s, then the platform's opener.
+/// `$BROWSER` is the user's own choice and is honoured even without a graphical session (a text
+/// browser works over SSH); the opener is tried only in a graphical session.
+fn browsers(url: &str) -> Vec<Vec<String>> {
+    browser_commands(std::env::var("BROWSER").ok().as_deref(), url, !headless())
 }
 
-/// Opens `url` with the first of `candidates` that starts, without a shell.
-fn open_browser(candidates: &[String], url: &str) -> Result<(), String> {
+/// Runs the first of `commands` that starts, without a shell.
+fn open_browser(commands: &[Vec<String>]) -> Result<(), String> {
     let mut last = String::new();
-    for candidate in candidates {
+    for command in commands {
+        let Some((program, args)) = command.split_first() else { continue };
         let spawned =
-            Command::new(candidate).arg(url).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+            Command::new(program).args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
         match spawned {
             Ok(_) => return Ok(()),
-            Err(e) => last = format!("{candidate}: {e}"),
+            Err(e) => last = format!("{program}: {e}"),
         }
     }
     Err(last)
+}
+
+/// The commands to try, in order, to open `url`: those `browser` (`$BROWSER`) lists, then the
+/// platform's opener when `opener` says so. `$BROWSER` follows the usual convention: a colon-separated list of
+/// commands, each split on white space, with `%s` in its arguments replaced by the URL (and
+/// `%%` by `%`), or the URL appended as the last argument when there is no `%s`.
+fn browser_commands(browser: Option<&str>, url: &str, opener: bool) -> Vec<Vec<String>> {
+    let mut commands: Vec<Vec<String>> = browser
+        .unwrap_or_default()
+        .split(':')
+        .filter_map(|entry| {
+            let mut words = entry.split_whitespace();
+            let program = words.next()?.to_owned();
+            let args: Vec<&str> = words.collect();
+            let mut command = vec![program];
+            if args.iter().any(|arg| arg.contains("%s")) {
+                command.extend(args.iter().map(|arg| substitute(arg, url)));
+            } else {
+                command.extend(args.iter().map(|arg| (*arg).to_owned()));
+                command.push(url.to_owned());
+            }
+            Some(command)
+        })
+        .collect();
+    if opener {
+        let program = if cfg!(target_os = "macos") {
+            "open"
+        } else if cfg!(windows) {
+            "explorer"
+        } else {
+            "xdg-open"
+        };
+        commands.push(vec![program.to_owned(), url.to_owned()]);
+    }
+    commands
+}
+
+/// `arg` with `%s` replaced by `url` and `%%` by `%`; any other `%` stays as it is.
+fn substitute(arg: &str, url: &str) -> String {
+    let mut out = String::with_capacity(arg.len() + url.len());
+    let mut chars = arg.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.clone().next() {
+            Some('s') => {
+                chars.next();
+                out.push_str(url);
+            }
+            Some('%') => {
+                chars.next();
+                out.push('%');
+            }
+            _ => out.push('%'),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const URL: &str = "http://as.example/authorize?a=1&b=%41";
+
+    fn opener() -> Vec<String> {
+        browser_commands(None, URL, true).pop().unwrap()
+    }
+
+    fn strings(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| (*w).to_owned()).collect()
+    }
+
+    #[test]
+    fn without_browser_the_platform_opener_gets_the_url() {
+        assert_eq!(browser_commands(None, URL, true), vec![opener()]);
+        assert_eq!(browser_commands(Some(""), URL, true), vec![opener()]);
+        assert_eq!(opener()[1], URL);
+    }
+
+    #[test]
+    fn a_browser_with_arguments_gets_the_url_appended() {
+        let commands = browser_commands(Some("firefox --new-window"), URL, true);
+        assert_eq!(commands, vec![strings(&["firefox", "--new-window", URL]), opener()]);
+        let commands = browser_commands(Some("  firefox   -P  work "), URL, true);
+        assert_eq!(commands[0], strings(&["firefox", "-P", "work", URL]));
+    }
+
+    #[test]
+    fn percent_s_is_replaced_by_the_url_and_nothing_is_appended() {
+        let commands = browser_commands(Some("chromium --app=%s --incognito"), URL, true);
+        assert_eq!(commands[0], strings(&["chromium", &format!("--app={URL}"), "--incognito"]));
+        let commands = browser_commands(Some("echo 100%% %s"), URL, true);
+        assert_eq!(commands[0], strings(&["echo", "100%", URL]), "%% is a percent sign");
+    }
+
+    #[test]
+    fn the_url_s_own_percent_signs_are_kept() {
+        assert_eq!(substitute("%s", URL), URL);
+        assert_eq!(substitute("%d %", URL), "%d %");
+    }
+
+    #[test]
+    fn a_colon_separated_list_is_tried_in_order() {
+        let commands = browser_commands(Some("missing-browser --x:w3m:firefox %s:"), URL, true);
+        assert_eq!(
+            commands,
+            vec![
+                strings(&["missing-browser", "--x", URL]),
+                strings(&["w3m", URL]),
+                strings(&["firefox", URL]),
+                opener()
+            ]
+        );
+    }
 }

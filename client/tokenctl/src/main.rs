@@ -203,7 +203,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             let mut tokend = connect()?;
             let token = tokend.token_with(&profile, min_valid)?;
             let Some(rejected) = retry_on_exit else {
-                return exec(&token, &env, format, &command);
+                return Ok(exec(&token, &env, format, &command));
             };
             let status = match with_token(&token, &env, format, &command).status() {
                 Ok(status) => status,
@@ -213,7 +213,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 return Ok(ExitCode::from(exit_status(status)));
             }
             let fresh = tokend.invalidate_fingerprint(&profile, Some(token.fingerprint))?;
-            return exec(&fresh, &env, format, &command);
+            return Ok(exec(&fresh, &env, format, &command));
         }
         Command::Completions { shell } => {
             // Generated whole first: clap_complete panics on a failed write.
@@ -326,7 +326,7 @@ fn watch(client: Client, profile: Option<&str>, json: bool) -> Result<(), Error>
     Err(Error::Io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "tokend closed the watch stream")))
 }
 
-fn exec(token: &Token, var: &str, format: ExecFormat, command: &[std::ffi::OsString]) -> Result<ExitCode, Error> {
+fn exec(token: &Token, var: &str, format: ExecFormat, command: &[std::ffi::OsString]) -> ExitCode {
     exec_command(with_token(token, var, format, command), &command[0])
 }
 
@@ -352,23 +352,23 @@ fn cannot_run(program: &std::ffi::OsStr, error: &std::io::Error) -> ExitCode {
 fn exit_status(status: std::process::ExitStatus) -> u8 {
     #[cfg(unix)]
     if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
-        return 128u8.saturating_add(signal as u8);
+        return 128u8.saturating_add(u8::try_from(signal).unwrap_or(u8::MAX));
     }
-    status.code().map_or(1, |code| code as u8)
+    status.code().map_or(1, |code| u8::try_from(code).unwrap_or(1))
 }
 
 #[cfg(unix)]
-fn exec_command(mut command: std::process::Command, program: &std::ffi::OsStr) -> Result<ExitCode, Error> {
+fn exec_command(mut command: std::process::Command, program: &std::ffi::OsStr) -> ExitCode {
     use std::os::unix::process::CommandExt;
     let error = command.exec();
-    Ok(cannot_run(program, &error))
+    cannot_run(program, &error)
 }
 
 #[cfg(not(unix))]
-fn exec_command(mut command: std::process::Command, program: &std::ffi::OsStr) -> Result<ExitCode, Error> {
+fn exec_command(mut command: std::process::Command, program: &std::ffi::OsStr) -> ExitCode {
     match command.status() {
-        Ok(status) => Ok(ExitCode::from(exit_status(status))),
-        Err(error) => Ok(cannot_run(program, &error)),
+        Ok(status) => ExitCode::from(exit_status(status)),
+        Err(error) => cannot_run(program, &error),
     }
 }
 

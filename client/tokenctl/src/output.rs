@@ -8,11 +8,11 @@
 use std::time::{Duration, SystemTime};
 
 use tokend_client::ProfileStatus;
-pub use tokend_proto::json::{StatusView, TokenView};
-pub use tokend_proto::time::rfc3339;
+pub(crate) use tokend_proto::json::{StatusView, TokenView};
+pub(crate) use tokend_proto::time::rfc3339;
 
 /// "59m 12s", or "expired".
-pub fn left(t: SystemTime, now: SystemTime) -> String {
+pub(crate) fn left(t: SystemTime, now: SystemTime) -> String {
     match t.duration_since(now) {
         Ok(d) => short(d),
         Err(_) => "expired".into(),
@@ -28,7 +28,7 @@ fn when(t: SystemTime, now: SystemTime) -> String {
 }
 
 /// A duration to the second, at most two units: "1h 5m", "59m 12s", "3s".
-pub fn short(d: Duration) -> String {
+pub(crate) fn short(d: Duration) -> String {
     let secs = d.as_secs();
     let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
     match (h, m) {
@@ -40,7 +40,7 @@ pub fn short(d: Duration) -> String {
 }
 
 /// The status table: one row per profile, with what to do under rows that need something.
-pub fn status_table(statuses: &[ProfileStatus], now: SystemTime) -> String {
+pub(crate) fn status_table(statuses: &[ProfileStatus], now: SystemTime) -> String {
     let header = ["PROFILE", "GRANT", "STATE", "EXPIRES IN", "NEXT REFRESH", "REQUESTS", "LAST ERROR"];
     let mut rows: Vec<[String; 7]> = Vec::new();
     for s in statuses {
@@ -106,7 +106,7 @@ pub fn status_table(statuses: &[ProfileStatus], now: SystemTime) -> String {
 }
 
 /// One profile in detail.
-pub fn status_detail(s: &ProfileStatus, now: SystemTime) -> String {
+pub(crate) fn status_detail(s: &ProfileStatus, now: SystemTime) -> String {
     let mut out = String::new();
     let mut field = |name: &str, value: String| out.push_str(&format!("{name:<14} {value}\n"));
     field("profile", s.name.clone());

@@ -9,7 +9,7 @@ use qrcode::render::unicode::Dense1x2;
 use qrcode::{EcLevel, QrCode};
 
 /// The QR code of `text` as lines of text, or `None` if it is too long for a QR code.
-pub fn render(text: &str) -> Option<String> {
+pub(crate) fn render(text: &str) -> Option<String> {
     // The lowest error correction gives the smallest code; a screen is not a worn label.
     let code = QrCode::with_error_correction_level(text.as_bytes(), EcLevel::L).ok()?;
     Some(code.render::<Dense1x2>().dark_color(Dense1x2::Light).light_color(Dense1x2::Dark).quiet_zone(true).build())

@@ -15,7 +15,7 @@ use std::borrow::Cow;
 use std::io::{self, IsTerminal, Write};
 
 /// Writes `text` to stdout.
-pub fn out(text: &str) {
+pub(crate) fn out(text: &str) {
     let stdout = io::stdout();
     let text = if stdout.is_terminal() { escape(text) } else { Cow::Borrowed(text) };
     let mut lock = stdout.lock();
@@ -30,7 +30,7 @@ pub fn out(text: &str) {
 }
 
 /// Writes `text` to stderr.
-pub fn err(text: &str) {
+pub(crate) fn err(text: &str) {
     let stderr = io::stderr();
     let text = if stderr.is_terminal() { escape(text) } else { Cow::Borrowed(text) };
     let _ = stderr.lock().write_all(text.as_bytes());

@@ -26,29 +26,55 @@ use tokio::process::{Child, Command};
 use zeroize::Zeroizing;
 
 /// How long a `client_secret_command` may run, unless its profile says otherwise.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most a `client_secret_command` may print.
-pub const MAX_OUTPUT: usize = 64 * 1024;
+pub(super) const MAX_OUTPUT: usize = 64 * 1024;
 /// How much of the command's stderr is kept for the error message.
 const STDERR_KEPT: usize = 4096;
+
+/// Why a `client_secret_command` gave no secret. Never shows what it printed on stdout.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CommandError {
+    /// It could not be started.
+    #[error("cannot run the command: {0}")]
+    Start(std::io::Error),
+    /// Waiting for it failed.
+    #[error("cannot wait for the command: {0}")]
+    Wait(std::io::Error),
+    /// Reading its output failed.
+    #[error("cannot read the command's output: {0}")]
+    Read(std::io::Error),
+    /// It was not done by the deadline.
+    #[error(
+        "the command did not finish within {}: it was still running, or something it started in the background still held its output open; all of it was stopped. Send a background process's output elsewhere (`… >/dev/null 2>&1 &`), or raise client_secret_command_timeout",
+        humantime::format_duration(*.0)
+    )]
+    TimedOut(Duration),
+    /// It printed too much.
+    #[error("the command printed more than {} KiB; it must print only the client secret", MAX_OUTPUT / 1024)]
+    TooMuchOutput,
+    /// It exited unsuccessfully; `detail` is the first line of its stderr, if any.
+    #[error("the command failed ({status}){detail}")]
+    Failed { status: std::process::ExitStatus, detail: String },
+    /// Its output is not text.
+    #[error("the command printed something that is not UTF-8 text")]
+    NotUtf8,
+}
 
 /// Runs `command` and returns what it printed, within `limit`. Errors say what went wrong and
 /// how to fix it, never what the command printed on stdout.
 ///
 /// Call it off any async runtime: it runs one of its own.
-pub fn run(command: &str, limit: Duration) -> Result<Secret, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot run the command: {e}"))?;
+pub(super) fn run(command: &str, limit: Duration) -> Result<Secret, CommandError> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(CommandError::Start)?;
     runtime.block_on(run_bounded(command, limit))
 }
 
-async fn run_bounded(command: &str, limit: Duration) -> Result<Secret, String> {
+async fn run_bounded(command: &str, limit: Duration) -> Result<Secret, CommandError> {
     let mut shell = Command::new("/bin/sh");
     shell.arg("-c").arg(command).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     platform::own_group(&mut shell);
-    let mut child = shell.spawn().map_err(|e| format!("cannot run the command: {e}"))?;
+    let mut child = shell.spawn().map_err(CommandError::Start)?;
     // The shell's PID is also its process group's ID; taken now, because `Child::id` forgets it
     // once the shell has been reaped.
     let group = child.id();
@@ -58,49 +84,42 @@ async fn run_bounded(command: &str, limit: Duration) -> Result<Secret, String> {
 
     let finished = tokio::time::timeout(limit, async {
         tokio::try_join!(read_bounded(&mut stdout, &mut output), async { Ok(keep_start(&mut stderr).await) }, async {
-            child.wait().await.map_err(|e| format!("cannot wait for the command: {e}"))
+            child.wait().await.map_err(CommandError::Wait)
         },)
     })
     .await;
     let (len, stderr, status) = match finished {
         Ok(Ok(done)) => done,
-        Ok(Err(message)) => {
+        Ok(Err(error)) => {
             platform::kill_group(group, &mut child).await;
-            return Err(message);
+            return Err(error);
         }
         Err(_) => {
             platform::kill_group(group, &mut child).await;
-            return Err(format!(
-                "the command did not finish within {}: it was still running, or something it started in the background still held its output open; all of it was stopped. Send a background process's output elsewhere (`… >/dev/null 2>&1 &`), or raise client_secret_command_timeout",
-                humantime::format_duration(limit)
-            ));
+            return Err(CommandError::TimedOut(limit));
         }
     };
     if !status.success() {
         let stderr = stderr.trim();
         let detail = if stderr.is_empty() { String::new() } else { format!(": {}", first_line(stderr)) };
-        return Err(format!("the command failed ({status}){detail}"));
+        return Err(CommandError::Failed { status, detail });
     }
-    let text = std::str::from_utf8(&output[..len])
-        .map_err(|_| "the command printed something that is not UTF-8 text".to_owned())?;
+    let text = std::str::from_utf8(&output[..len]).map_err(|_| CommandError::NotUtf8)?;
     Ok(Secret::from(text))
 }
 
 /// Reads `pipe` to its end into `buf`; fails as soon as it holds more than [`MAX_OUTPUT`]. The
 /// buffer never grows, so the secret is never copied into memory that is freed unwiped.
-async fn read_bounded(pipe: &mut (impl AsyncRead + Unpin), buf: &mut [u8]) -> Result<usize, String> {
+async fn read_bounded(pipe: &mut (impl AsyncRead + Unpin), buf: &mut [u8]) -> Result<usize, CommandError> {
     let mut len = 0;
     loop {
         if len > MAX_OUTPUT {
-            return Err(format!(
-                "the command printed more than {} KiB; it must print only the client secret",
-                MAX_OUTPUT / 1024
-            ));
+            return Err(CommandError::TooMuchOutput);
         }
         match pipe.read(&mut buf[len..]).await {
             Ok(0) => return Ok(len),
             Ok(n) => len += n,
-            Err(e) => return Err(format!("cannot read the command's output: {e}")),
+            Err(e) => return Err(CommandError::Read(e)),
         }
     }
 }
@@ -125,7 +144,7 @@ mod platform {
 
     /// Puts the command in a process group of its own, so that everything it starts can be
     /// stopped together.
-    pub fn own_group(command: &mut Command) {
+    pub(super) fn own_group(command: &mut Command) {
         command.process_group(0);
     }
 
@@ -134,7 +153,7 @@ mod platform {
     /// The group's ID cannot name anyone else's processes here: it is killed only while the
     /// shell is unreaped or while a process of its group still runs (one holding the output
     /// open), and an ID in use by a process group is never handed to a new process.
-    pub async fn kill_group(group: Option<u32>, child: &mut Child) {
+    pub(super) async fn kill_group(group: Option<u32>, child: &mut Child) {
         if let Some(group) = group.and_then(|g| libc::pid_t::try_from(g).ok()) {
             // SAFETY: kill(2) has no memory-safety preconditions.
             unsafe {
@@ -170,7 +189,7 @@ mod tests {
         let at_bound = format!("head -c {MAX_OUTPUT} /dev/zero | tr '\\0' a");
         assert_eq!(run(&at_bound, DEFAULT_TIMEOUT).unwrap().expose().len(), MAX_OUTPUT);
         let over = format!("head -c {} /dev/zero | tr '\\0' a", MAX_OUTPUT + 1);
-        assert!(run(&over, DEFAULT_TIMEOUT).unwrap_err().contains("more than 64 KiB"));
+        assert!(run(&over, DEFAULT_TIMEOUT).unwrap_err().to_string().contains("more than 64 KiB"));
     }
 
     #[test]

@@ -25,34 +25,34 @@ use tokend_proto::{Grant, Secret};
 use toml::Spanned;
 use url::Url;
 
-pub use source::SecretSource;
+pub(crate) use source::SecretSource;
 use value::{HumanDuration, LogLevel, RawGrant};
-pub use value::{MAX_DURATION, check_endpoint};
+pub(crate) use value::{MAX_DURATION, check_endpoint};
 
 /// How long before expiry a token is refreshed, unless the profile says otherwise.
-pub const DEFAULT_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
+pub(crate) const DEFAULT_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 /// The lifetime assumed for a token whose response has no `expires_in`.
-pub const DEFAULT_EXPIRES_IN: Duration = Duration::from_secs(60 * 60);
+pub(crate) const DEFAULT_EXPIRES_IN: Duration = Duration::from_secs(60 * 60);
 /// The least a served token has left by default (capped at a quarter of its lifetime).
-pub const DEFAULT_MIN_VALID: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_MIN_VALID: Duration = Duration::from_secs(30);
 /// The first retry delay after a transient failure.
-pub const DEFAULT_RETRY_MIN: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_RETRY_MIN: Duration = Duration::from_secs(1);
 /// The longest retry delay after repeated transient failures.
-pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(5 * 60);
+pub(crate) const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(5 * 60);
 /// How long a request to an OAuth server may take in all.
-pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `tokenctl login` waits for the browser.
-pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+pub(crate) const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// How long an `authorization_code` profile's token must not have been handed out before a
 /// refresh replaces it (capped at an eighth of the token's lifetime), unless the profile says
 /// otherwise. `client_credentials` profiles have no quiet window unless they set one.
-pub const DEFAULT_QUIET_WINDOW: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_QUIET_WINDOW: Duration = Duration::from_secs(2);
 /// How many client connections are served at once.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 
 /// A configuration that passed every check.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     /// The file it came from.
     pub path: PathBuf,
     /// The `[daemon]` table.
@@ -63,7 +63,7 @@ pub struct Config {
 
 /// The `[daemon]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DaemonSettings {
+pub(crate) struct DaemonSettings {
     /// Socket path override.
     pub socket: Option<PathBuf>,
     /// Where the HTTP API listens, if anywhere.
@@ -85,7 +85,7 @@ pub struct DaemonSettings {
 /// Where the HTTP API listens (`[daemon] http_socket`); `--http-socket` and
 /// `TOKEND_HTTP_SOCKET` override it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum HttpSocket {
+pub(crate) enum HttpSocket {
     /// `http.sock` in the socket's directory (the default).
     #[default]
     BesideSocket,
@@ -97,7 +97,7 @@ pub enum HttpSocket {
 
 /// Where the state encryption key comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeySource {
+pub(crate) enum KeySource {
     /// `encryption_key_file`: a file (mode 0600).
     File(PathBuf),
     /// `encryption_key_credential`: a systemd credential in `$CREDENTIALS_DIRECTORY`.
@@ -107,7 +107,7 @@ pub enum KeySource {
 /// How the client authenticates at the token endpoint (RFC 6749 §2.3.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ClientAuth {
+pub(crate) enum ClientAuth {
     /// HTTP Basic with the form-urlencoded id and secret.
     Basic,
     /// `client_id` and `client_secret` in the form body.
@@ -116,7 +116,7 @@ pub enum ClientAuth {
 
 /// One `[profiles.NAME]` table, checked and with its secret resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Profile {
+pub(crate) struct Profile {
     /// The table's name.
     pub name: String,
     /// The grant.
@@ -177,7 +177,7 @@ impl Profile {
     /// A digest of the settings that decide *whose* tokens these are. Stored tokens are only
     /// reused by a profile with the same fingerprint, so that changing the server, the client
     /// or the scopes never serves tokens obtained under the old ones.
-    pub fn security_fingerprint(&self) -> String {
+    pub(crate) fn security_fingerprint(&self) -> String {
         let mut hasher = Sha256::new();
         let mut field = |name: &str, value: &str| {
             hasher.update((name.len() as u64).to_be_bytes());
@@ -211,33 +211,33 @@ impl Profile {
     }
 
     /// The scopes as the space-separated `scope` parameter, if any were configured.
-    pub fn scope_param(&self) -> Option<String> {
+    pub(crate) fn scope_param(&self) -> Option<String> {
         (!self.scopes.is_empty()).then(|| self.scopes.join(" "))
     }
 
     /// The token endpoint: configured, else discovered. `None` only while discovery is pending.
-    pub fn token_url(&self) -> Option<&Url> {
+    pub(crate) fn token_url(&self) -> Option<&Url> {
         self.endpoint(|e| e.token.as_ref())
     }
 
     /// The authorization endpoint (authorization_code only): configured, else discovered.
-    pub fn authorize_url(&self) -> Option<&Url> {
+    pub(crate) fn authorize_url(&self) -> Option<&Url> {
         self.endpoint(|e| e.authorization.as_ref()).filter(|_| self.grant == Grant::AuthorizationCode)
     }
 
     /// The RFC 8628 device authorization endpoint: configured (device_code only), else
     /// discovered.
-    pub fn device_authorization_url(&self) -> Option<&Url> {
+    pub(crate) fn device_authorization_url(&self) -> Option<&Url> {
         self.endpoint(|e| e.device_authorization.as_ref())
     }
 
     /// The RFC 7009 revocation endpoint: configured, else discovered.
-    pub fn revoke_url(&self) -> Option<&Url> {
+    pub(crate) fn revoke_url(&self) -> Option<&Url> {
         self.endpoint(|e| e.revocation.as_ref())
     }
 
     /// The info endpoint: configured, else the discovered `userinfo_endpoint`.
-    pub fn info_url(&self) -> Option<&Url> {
+    pub(crate) fn info_url(&self) -> Option<&Url> {
         self.endpoint(|e| e.info.as_ref())
     }
 
@@ -247,13 +247,13 @@ impl Profile {
 
     /// Whether the profile cannot make a request before discovery finds an endpoint the file
     /// leaves out: the token endpoint, or the authorization endpoint of a login profile.
-    pub fn needs_discovery(&self) -> bool {
+    pub(crate) fn needs_discovery(&self) -> bool {
         self.issuer.is_some() && self.missing_endpoint().is_some()
     }
 
     /// The first endpoint the profile needs and does not know yet, as the metadata names it and
     /// as the config file does: the token endpoint, or the endpoint a login starts at.
-    pub fn missing_endpoint(&self) -> Option<(&'static str, &'static str)> {
+    pub(crate) fn missing_endpoint(&self) -> Option<(&'static str, &'static str)> {
         if self.token_url().is_none() {
             Some(("token_endpoint", "token_url"))
         } else if self.grant == Grant::AuthorizationCode && self.authorize_url().is_none() {
@@ -267,7 +267,7 @@ impl Profile {
 
     /// Whether discovery has anything to add: an `issuer` is set and the file leaves out at
     /// least one endpoint.
-    pub fn wants_discovery(&self) -> bool {
+    pub(crate) fn wants_discovery(&self) -> bool {
         let c = &self.configured;
         self.issuer.is_some()
             && (c.token.is_none()
@@ -278,19 +278,19 @@ impl Profile {
     }
 
     /// Whether `other` has the same settings from the file, whatever either discovered.
-    pub fn same_settings(&self, other: &Profile) -> bool {
+    pub(crate) fn same_settings(&self, other: &Profile) -> bool {
         Profile { discovered: None, ..self.clone() } == Profile { discovered: None, ..other.clone() }
     }
 
     /// This profile with `discovered` as its discovered endpoints.
-    pub fn with_discovered(&self, discovered: Option<Endpoints>) -> Profile {
+    pub(crate) fn with_discovered(&self, discovered: Option<Endpoints>) -> Profile {
         Profile { discovered, ..self.clone() }
     }
 }
 
 /// A profile's endpoints, each set or not.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Endpoints {
+pub(crate) struct Endpoints {
     /// The token endpoint (`token_url`, `token_endpoint`).
     pub token: Option<Url>,
     /// The authorization endpoint (`authorize_url`, `authorization_endpoint`).
@@ -305,7 +305,7 @@ pub struct Endpoints {
 
 /// A configuration that could not be loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
+pub(crate) struct ConfigError {
     /// The file.
     pub path: PathBuf,
     /// The 1-based line, when the problem has one.
@@ -333,7 +333,7 @@ impl std::error::Error for ConfigError {}
 
 impl Config {
     /// The default config file location.
-    pub fn default_path() -> Option<PathBuf> {
+    pub(crate) fn default_path() -> Option<PathBuf> {
         tokend_proto::endpoint::default_config_path()
     }
 
@@ -342,7 +342,7 @@ impl Config {
     /// A file that another user could have written is refused before anything in it runs (see
     /// [`crate::fsperm::refuse_if_others_could_have_written`]). Loading may run
     /// `client_secret_command`s, so call it off the async runtime.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
         let error = |message: String| ConfigError { path: path.to_owned(), line: None, key: None, message };
         let mut file = std::fs::File::open(path).map_err(|e| {
             error(match e.kind() {
@@ -353,20 +353,21 @@ impl Config {
                 _ => format!("cannot read: {e}"),
             })
         })?;
-        crate::fsperm::refuse_if_others_could_have_written(&file, path, "config file").map_err(error)?;
+        crate::fsperm::refuse_if_others_could_have_written(&file, path, "config file")
+            .map_err(|e| error(e.to_string()))?;
         let mut text = String::new();
         file.read_to_string(&mut text).map_err(|e| error(format!("cannot read: {e}")))?;
         let config = Config::parse(path, &text)?;
         let inline = config.profiles.values().any(|p| matches!(p.client_secret_source, SecretSource::Inline(_)));
         if inline {
-            crate::fsperm::refuse_inline_secret_in_shared_file(&file, path).map_err(error)?;
+            crate::fsperm::refuse_inline_secret_in_shared_file(&file, path).map_err(|e| error(e.to_string()))?;
         }
         Ok(config)
     }
 
     /// Checks and resolves a configuration given as text; `path` is used for error messages and
     /// to resolve relative `client_secret_file` paths.
-    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    pub(crate) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let located = Locator { path, text };
         let raw: RawConfig = toml::from_str(text).map_err(|e| located.toml_error(&e))?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -478,7 +479,8 @@ impl RawDaemon {
                 ));
             }
             (Some(file), None) => Some(KeySource::File(
-                source::expand_path(file.get_ref(), base).map_err(|m| (KeyRef::at("encryption_key_file", &file), m))?,
+                source::expand_path(file.get_ref(), base)
+                    .map_err(|e| (KeyRef::at("encryption_key_file", &file), e.to_string()))?,
             )),
             (None, Some(name)) => Some(KeySource::Credential(name.into_inner().0)),
             (None, None) => None,
@@ -568,7 +570,7 @@ const RESERVED_AUTHORIZE_PARAMS: &[&str] =
 
 impl RawProfile {
     fn check(self, name: &str, base: &Path) -> Result<Profile, (KeyRef, String)> {
-        value::check_profile_name(name).map_err(|m| (KeyRef { name: None, line: None }, m))?;
+        value::check_profile_name(name).map_err(|e| (KeyRef { name: None, line: None }, e.to_string()))?;
         let grant = self.grant.0;
 
         let sources = [
@@ -596,7 +598,7 @@ impl RawProfile {
             SecretSource::Inline(Secret::new(s.into_inner()))
         } else if let Some(p) = self.client_secret_file {
             let key = KeyRef::at("client_secret_file", &p);
-            let path = source::expand_path(p.get_ref(), base).map_err(|m| (key, m))?;
+            let path = source::expand_path(p.get_ref(), base).map_err(|e| (key, e.to_string()))?;
             SecretSource::File(path)
         } else if let Some(v) = self.client_secret_env {
             SecretSource::Env(v.into_inner())
@@ -612,7 +614,7 @@ impl RawProfile {
             SecretSource::Env(_) => KeyRef::key("client_secret_env"),
             SecretSource::Command { .. } => KeyRef::key("client_secret_command"),
         };
-        let client_secret = source.resolve().map_err(|m| (secret_key, m))?;
+        let client_secret = source.resolve().map_err(|e| (secret_key, e.to_string()))?;
 
         if grant == Grant::ClientCredentials && client_secret.is_none() {
             return Err((

@@ -13,7 +13,7 @@ use tokend_proto::Secret;
 
 /// The configured source of a client secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretSource {
+pub(crate) enum SecretSource {
     /// A public client: no secret.
     None,
     /// `client_secret`: the secret itself, in the config file.
@@ -31,10 +31,43 @@ pub enum SecretSource {
     },
 }
 
+/// Why a client secret cannot be read. Never shows the secret.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SecretError {
+    /// The secret file cannot be opened.
+    #[error("cannot open {}: {source}", .path.display())]
+    Open { path: PathBuf, source: std::io::Error },
+    /// Others may read or write the secret file.
+    #[error(transparent)]
+    Refused(#[from] crate::fsperm::Refused),
+    /// The secret file cannot be read.
+    #[error("cannot read {}: {source}", .path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    /// The variable is not set.
+    #[error(
+        "environment variable {0} is not set in tokend's environment (under systemd, set it with Environment= or EnvironmentFile=)"
+    )]
+    EnvNotSet(String),
+    /// The variable is not text.
+    #[error("environment variable {0} is not valid UTF-8")]
+    EnvNotUnicode(String),
+    /// The command failed.
+    #[error(transparent)]
+    Command(#[from] super::command::CommandError),
+    /// The source gave nothing.
+    #[error("the client secret is empty")]
+    Empty,
+}
+
+/// `~` cannot be expanded.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot expand `~`: no home directory")]
+pub(super) struct NoHome;
+
 impl SecretSource {
     /// A stable description of the source (not of the secret it yields) for fingerprints. An
     /// inline secret is its own source, so it is represented by its digest.
-    pub fn identity(&self) -> String {
+    pub(crate) fn identity(&self) -> String {
         match self {
             SecretSource::None => "none".to_owned(),
             SecretSource::Inline(secret) => {
@@ -48,45 +81,39 @@ impl SecretSource {
     }
 
     /// Reads the secret. Errors say what failed and how to fix it, never what the secret is.
-    pub fn resolve(&self) -> Result<Option<Secret>, String> {
+    pub(crate) fn resolve(&self) -> Result<Option<Secret>, SecretError> {
         let value = match self {
             SecretSource::None => return Ok(None),
             SecretSource::Inline(secret) => secret.clone(),
             SecretSource::File(path) => read_secret_file(path)?,
             SecretSource::Env(var) => match std::env::var(var) {
                 Ok(value) => Secret::new(value),
-                Err(std::env::VarError::NotPresent) => {
-                    return Err(format!(
-                        "environment variable {var} is not set in tokend's environment (under systemd, set it with Environment= or EnvironmentFile=)"
-                    ));
-                }
-                Err(std::env::VarError::NotUnicode(_)) => {
-                    return Err(format!("environment variable {var} is not valid UTF-8"));
-                }
+                Err(std::env::VarError::NotPresent) => return Err(SecretError::EnvNotSet(var.clone())),
+                Err(std::env::VarError::NotUnicode(_)) => return Err(SecretError::EnvNotUnicode(var.clone())),
             },
             SecretSource::Command { command, timeout } => super::command::run(command, *timeout)?,
         };
         let trimmed = value.expose().trim_end_matches(['\n', '\r']);
         if trimmed.is_empty() {
-            return Err("the client secret is empty".to_owned());
+            return Err(SecretError::Empty);
         }
         Ok(Some(if trimmed.len() == value.expose().len() { value } else { Secret::from(trimmed) }))
     }
 }
 
 /// Resolves `~/` and paths relative to the config file's directory.
-pub fn expand_path(path: &Path, base: &Path) -> Result<PathBuf, String> {
+pub(super) fn expand_path(path: &Path, base: &Path) -> Result<PathBuf, NoHome> {
     if let Ok(rest) = path.strip_prefix("~") {
-        let home = directories::BaseDirs::new().ok_or_else(|| "cannot expand `~`: no home directory".to_owned())?;
+        let home = directories::BaseDirs::new().ok_or(NoHome)?;
         return Ok(home.home_dir().join(rest));
     }
     Ok(if path.is_absolute() { path.to_owned() } else { base.join(path) })
 }
 
-fn read_secret_file(path: &Path) -> Result<Secret, String> {
-    let mut file = std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+fn read_secret_file(path: &Path) -> Result<Secret, SecretError> {
+    let mut file = std::fs::File::open(path).map_err(|source| SecretError::Open { path: path.to_owned(), source })?;
     crate::fsperm::refuse_unless_private(&file, path, "client secret file")?;
     let mut text = String::new();
-    file.read_to_string(&mut text).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    file.read_to_string(&mut text).map_err(|source| SecretError::Read { path: path.to_owned(), source })?;
     Ok(Secret::new(text))
 }

@@ -12,7 +12,7 @@ use url::{Host, Url};
 
 /// A duration written the humantime way (`"90s"`, `"5m"`, `"1h 30m"`) or as whole seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
+pub(super) struct HumanDuration(pub Duration);
 
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -46,11 +46,11 @@ impl<'de> Deserialize<'de> for HumanDuration {
 
 /// The longest duration any key takes: far beyond any sensible setting, and far enough from
 /// the limits of time arithmetic that adding it to a date can never overflow.
-pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// A [`HumanDuration`] that must be longer than zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PositiveDuration(pub Duration);
+pub(super) struct PositiveDuration(pub Duration);
 
 impl<'de> Deserialize<'de> for PositiveDuration {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -64,7 +64,7 @@ impl<'de> Deserialize<'de> for PositiveDuration {
 
 /// A positive whole number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Positive(pub usize);
+pub(super) struct Positive(pub usize);
 
 impl<'de> Deserialize<'de> for Positive {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -78,7 +78,7 @@ impl<'de> Deserialize<'de> for Positive {
 
 /// The `grant` key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RawGrant(pub Grant);
+pub(super) struct RawGrant(pub Grant);
 
 impl<'de> Deserialize<'de> for RawGrant {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -96,7 +96,7 @@ impl<'de> Deserialize<'de> for RawGrant {
 
 /// A non-empty string.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NonEmpty(pub String);
+pub(super) struct NonEmpty(pub String);
 
 impl<'de> Deserialize<'de> for NonEmpty {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -110,7 +110,7 @@ impl<'de> Deserialize<'de> for NonEmpty {
 
 /// One OAuth scope: no spaces, since scopes travel space-separated.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Scope(pub String);
+pub(super) struct Scope(pub String);
 
 impl<'de> Deserialize<'de> for Scope {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -126,7 +126,7 @@ impl<'de> Deserialize<'de> for Scope {
 
 /// A log filter understood by tracing-subscriber (`info`, `debug`, `tokend=trace`, …).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogLevel(pub String);
+pub(super) struct LogLevel(pub String);
 
 impl<'de> Deserialize<'de> for LogLevel {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -139,7 +139,7 @@ impl<'de> Deserialize<'de> for LogLevel {
 }
 
 /// Whether `host` is this machine: 127.0.0.0/8, ::1 or `localhost`.
-pub fn is_loopback(host: Option<Host<&str>>) -> bool {
+pub(super) fn is_loopback(host: Option<Host<&str>>) -> bool {
     match host {
         Some(Host::Ipv4(ip)) => ip.is_loopback(),
         Some(Host::Ipv6(ip)) => ip.is_loopback(),
@@ -152,7 +152,7 @@ pub fn is_loopback(host: Option<Host<&str>>) -> bool {
 
 /// An OAuth server endpoint: https, or http to this machine only.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EndpointUrl(pub Url);
+pub(super) struct EndpointUrl(pub Url);
 
 impl<'de> Deserialize<'de> for EndpointUrl {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -171,7 +171,7 @@ impl<'de> Deserialize<'de> for EndpointUrl {
 /// machine) with no query or fragment. Kept exactly as written, because the server's metadata
 /// and its redirects must name it identically (RFC 8414 §3.3, RFC 9207).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IssuerUrl(pub String);
+pub(super) struct IssuerUrl(pub String);
 
 impl<'de> Deserialize<'de> for IssuerUrl {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -200,30 +200,50 @@ impl<'de> Deserialize<'de> for IssuerUrl {
     }
 }
 
+/// Why an endpoint URL is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum BadEndpoint {
+    /// Not a URL.
+    #[error("invalid URL {0:?}: {1}")]
+    Invalid(String, url::ParseError),
+    /// It has a fragment.
+    #[error("{0:?} has a #fragment, which an endpoint URL must not have")]
+    Fragment(String),
+    /// It has a user name or password.
+    #[error("{0:?} carries credentials, which an endpoint URL must not")]
+    Credentials(String),
+    /// Plain http to another machine.
+    #[error(
+        "{0:?} uses plain http; tokens may only travel over https (http is allowed only for 127.0.0.1, ::1 and localhost)"
+    )]
+    PlainHttp(String),
+    /// Some other scheme.
+    #[error("{0:?} is not an https URL")]
+    NotHttps(String),
+}
+
 /// Checks an endpoint URL by the rules [`EndpointUrl`] applies to the config file, for URLs that
 /// come from elsewhere (a server's metadata).
-pub fn check_endpoint(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text.trim()).map_err(|e| format!("invalid URL {text:?}: {e}"))?;
+pub(crate) fn check_endpoint(text: &str) -> Result<Url, BadEndpoint> {
+    let url = Url::parse(text.trim()).map_err(|e| BadEndpoint::Invalid(text.to_owned(), e))?;
     if url.fragment().is_some() {
-        return Err(format!("{text:?} has a #fragment, which an endpoint URL must not have"));
+        return Err(BadEndpoint::Fragment(text.to_owned()));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!("{text:?} carries credentials, which an endpoint URL must not"));
+        return Err(BadEndpoint::Credentials(text.to_owned()));
     }
     match url.scheme() {
         "https" if url.host().is_some() => Ok(url),
         "http" if is_loopback(url.host()) => Ok(url),
-        "http" => Err(format!(
-            "{text:?} uses plain http; tokens may only travel over https (http is allowed only for 127.0.0.1, ::1 and localhost)"
-        )),
-        _ => Err(format!("{text:?} is not an https URL")),
+        "http" => Err(BadEndpoint::PlainHttp(text.to_owned())),
+        _ => Err(BadEndpoint::NotHttps(text.to_owned())),
     }
 }
 
 /// `api_base`: the API a profile's token is for, which the proxy sends requests to. An
 /// [`EndpointUrl`] without a query, so that a proxied path and query join it unambiguously.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiBase(pub Url);
+pub(super) struct ApiBase(pub Url);
 
 impl<'de> Deserialize<'de> for ApiBase {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -240,7 +260,7 @@ impl<'de> Deserialize<'de> for ApiBase {
 
 /// `[daemon] http_socket`: a path, `true` for the default place, or `false` for none.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpSocketValue(pub super::HttpSocket);
+pub(super) struct HttpSocketValue(pub super::HttpSocket);
 
 impl<'de> Deserialize<'de> for HttpSocketValue {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -267,7 +287,7 @@ impl<'de> Deserialize<'de> for HttpSocketValue {
 /// A redirect URI for the authorization code grant: http on a loopback address with an
 /// explicit port (RFC 8252 §7.3), which tokend listens on during a login.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoopbackUrl(pub Url);
+pub(super) struct LoopbackUrl(pub Url);
 
 impl<'de> Deserialize<'de> for LoopbackUrl {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -291,16 +311,15 @@ impl<'de> Deserialize<'de> for LoopbackUrl {
 }
 
 /// Profile names become file names and command-line arguments, so they are kept plain.
-pub fn check_profile_name(name: &str) -> Result<(), String> {
+pub(super) fn check_profile_name(name: &str) -> Result<(), BadProfileName> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid profile name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit"
-        ))
-    }
+    if ok { Ok(()) } else { Err(BadProfileName(name.to_owned())) }
 }
+
+/// A profile name that is not plain enough.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid profile name {0:?}: use 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit")]
+pub(super) struct BadProfileName(String);

@@ -37,12 +37,12 @@ const MAX_INVALIDATE_BODY: usize = 64 * 1024;
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The header that marks an answer as tokend's own error rather than an API's.
-pub const ERROR_HEADER: &str = "tokend-error";
+pub(crate) const ERROR_HEADER: &str = "tokend-error";
 /// What `Allow` says for a refused `CONNECT` or `TRACE`: the proxy takes any other method.
-pub const PROXY_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+pub(crate) const PROXY_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 
 /// What every request needs.
-pub struct Api {
+pub(crate) struct Api {
     /// The profiles.
     pub daemon: Arc<Daemon>,
     /// The authenticating proxy.
@@ -51,7 +51,7 @@ pub struct Api {
 
 /// An answer of tokend's own that is not a success: a status, a class and a sentence.
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     class: &'static str,
     message: String,
@@ -63,12 +63,12 @@ pub struct ApiError {
 
 impl ApiError {
     /// An error with `status` and `class`, saying `message`.
-    pub fn new(status: StatusCode, class: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, class: &'static str, message: impl Into<String>) -> Self {
         ApiError { status, class, message: message.into(), retry_after: None, allow: None }
     }
 
     /// A malformed or refused request (400, class `usage`).
-    pub fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "usage", message)
     }
 
@@ -81,17 +81,17 @@ impl ApiError {
     }
 
     /// A method the route does not take (405, with `Allow`).
-    pub fn method_not_allowed(method: &Method, allow: &'static str) -> Self {
+    pub(crate) fn method_not_allowed(method: &Method, allow: &'static str) -> Self {
         ApiError::refused_method(allow, format!("this route does not take {method}; use {allow}"))
     }
 
     /// A method refused for a reason of its own (405, with `Allow`).
-    pub fn refused_method(allow: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn refused_method(allow: &'static str, message: impl Into<String>) -> Self {
         ApiError { allow: Some(allow), ..ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "usage", message) }
     }
 
     /// The answer to send.
-    pub fn into_response(self) -> Response<ResponseBody> {
+    pub(crate) fn into_response(self) -> Response<ResponseBody> {
         let json = serde_json::to_vec(&ErrorView { error: self.class, message: &self.message }).unwrap_or_default();
         let mut response = json_response(self.status, Bytes::from(json));
         let headers = response.headers_mut();
@@ -135,7 +135,10 @@ impl From<Error> for ApiError {
 
 impl Api {
     /// Answers one request. Every failure is an answer, so the connection stays usable.
-    pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
+    pub(crate) async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+    ) -> Result<Response<ResponseBody>, Infallible> {
         Ok(self.route(request).await.unwrap_or_else(ApiError::into_response))
     }
 

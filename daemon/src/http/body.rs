@@ -25,14 +25,14 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 /// Any error a body may end with.
-pub type BoxError = Box<dyn StdError + Send + Sync>;
+pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// The response body type of every route.
-pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+pub(crate) type ResponseBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
 /// A body stalled: nothing arrived for the idle time.
 #[derive(Debug)]
-pub struct Stalled {
+pub(crate) struct Stalled {
     /// Whose body it was: "the client" or "the API".
     pub sender: &'static str,
     /// How long it sent nothing.
@@ -49,7 +49,7 @@ impl StdError for Stalled {}
 
 /// A body that fails with [`Stalled`] when its sender sends nothing for `idle` while it is
 /// being read.
-pub struct Idle<B> {
+pub(crate) struct Idle<B> {
     inner: B,
     sender: &'static str,
     idle: Duration,
@@ -61,7 +61,7 @@ pub struct Idle<B> {
 
 impl<B> Idle<B> {
     /// Wraps `inner`, sent by `sender`.
-    pub fn new(inner: B, sender: &'static str, idle: Duration) -> Self {
+    pub(crate) fn new(inner: B, sender: &'static str, idle: Duration) -> Self {
         Idle { inner, sender, idle, timer: Box::pin(tokio::time::sleep(idle)), armed: false }
     }
 }
@@ -106,7 +106,7 @@ where
 }
 
 /// What [`read_up_to`] read.
-pub enum Read<B> {
+pub(crate) enum Read<B> {
     /// The whole body, within the limit.
     Whole(Bytes),
     /// The body is longer than the limit: what was read so far, and the rest.
@@ -115,7 +115,7 @@ pub enum Read<B> {
 
 /// Reads `body` into memory until it ends or more than `limit` bytes have arrived. Trailers
 /// are dropped.
-pub async fn read_up_to<B>(mut body: B, limit: usize) -> Result<Read<B>, BoxError>
+pub(crate) async fn read_up_to<B>(mut body: B, limit: usize) -> Result<Read<B>, BoxError>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
@@ -135,7 +135,7 @@ where
 
 /// A proxied request's body: `buffered`, then `rest`. Tells `sent` once it has all been
 /// handed over.
-pub struct Outgoing<B> {
+pub(crate) struct Outgoing<B> {
     buffered: Option<Bytes>,
     rest: Option<B>,
     /// The length in all, when the client said.
@@ -145,7 +145,7 @@ pub struct Outgoing<B> {
 
 impl<B> Outgoing<B> {
     /// A body held whole in memory.
-    pub fn buffered(bytes: Bytes) -> Self {
+    pub(crate) fn buffered(bytes: Bytes) -> Self {
         let sent = Arc::new(Notify::new());
         // Nothing to wait for: it goes out as soon as the request does.
         sent.notify_one();
@@ -154,13 +154,13 @@ impl<B> Outgoing<B> {
     }
 
     /// A body of `read`, followed by `rest`; `length` bytes in all, if the client said.
-    pub fn streaming(read: Bytes, rest: B, length: Option<u64>) -> Self {
+    pub(crate) fn streaming(read: Bytes, rest: B, length: Option<u64>) -> Self {
         let sent = Arc::new(Notify::new());
         Outgoing { buffered: Some(read).filter(|b| !b.is_empty()), rest: Some(rest), length, sent }
     }
 
     /// Notified once the whole body has been handed over.
-    pub fn sent(&self) -> Arc<Notify> {
+    pub(crate) fn sent(&self) -> Arc<Notify> {
         self.sent.clone()
     }
 }
@@ -191,7 +191,7 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.buffered.is_none() && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
+        self.buffered.is_none() && self.rest.as_ref().is_none_or(hyper::body::Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -203,7 +203,7 @@ where
 }
 
 /// A complete body from bytes: a JSON answer of tokend's own.
-pub fn full(bytes: Bytes) -> ResponseBody {
+pub(crate) fn full(bytes: Bytes) -> ResponseBody {
     http_body_util::Full::new(bytes).map_err(|never| match never {}).boxed()
 }
 

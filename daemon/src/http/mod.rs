@@ -19,10 +19,10 @@
 //! shutdown the accept loop stops, idle connections close, requests being answered get the
 //! protocol server's grace period, and the socket file is removed.
 
-pub mod api;
-pub mod body;
-pub mod proxy;
-pub mod target;
+pub(crate) mod api;
+pub(crate) mod body;
+pub(crate) mod proxy;
+pub(crate) mod target;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -46,12 +46,12 @@ use proxy::Proxy;
 
 /// How long a connection may wait for its next request's head, which also bounds how long a
 /// client may take to send one.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(60);
+pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(60);
 
 /// Where the HTTP API listens: `--http-socket`, else `TOKEND_HTTP_SOCKET`, else `[daemon]
 /// http_socket`, else `http.sock` beside the protocol socket. `None` when the config turns it
 /// off and nothing overrides that.
-pub fn endpoint(
+pub(crate) fn endpoint(
     explicit: Option<&Path>,
     configured: &HttpSocket,
     socket: &Endpoint,
@@ -74,7 +74,7 @@ pub fn endpoint(
 
 /// Serves the HTTP API on `listener` until shutdown begins, then waits for the open
 /// connections to finish.
-pub async fn serve(daemon: Arc<Daemon>, listener: Listener, proxy: Proxy, max_connections: usize) {
+pub(crate) async fn serve(daemon: Arc<Daemon>, listener: Listener, proxy: Proxy, max_connections: usize) {
     let limit = Arc::new(Semaphore::new(max_connections));
     // Each connection task holds a clone; when all are dropped, every connection has ended.
     let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
@@ -118,7 +118,7 @@ async fn connection(api: Arc<Api>, stream: Stream, admitted: bool, mut shutdown:
     let refusal = match listener::check_peer(&stream) {
         Err(message) => {
             tracing::warn!("refused a connection to the HTTP socket: {message}");
-            Some((StatusCode::FORBIDDEN, message))
+            Some((StatusCode::FORBIDDEN, message.to_string()))
         }
         Ok(()) if !admitted => Some((
             StatusCode::SERVICE_UNAVAILABLE,

@@ -46,15 +46,15 @@ use crate::daemon::Daemon;
 use crate::server::handler::with_profile;
 
 /// The largest request body kept in memory to be replayed after a 401.
-pub const REPLAY_LIMIT: usize = 1024 * 1024;
+pub(crate) const REPLAY_LIMIT: usize = 1024 * 1024;
 /// How much memory the request bodies kept for replay may take in all.
-pub const REPLAY_BUDGET: usize = 64 * REPLAY_LIMIT;
+pub(crate) const REPLAY_BUDGET: usize = 64 * REPLAY_LIMIT;
 /// How long idle upstream connections are kept for reuse. The pool's timer runs only while it
 /// holds one, so an idle tokend is not woken.
 pub const POOL_IDLE: Duration = Duration::from_secs(30);
 
 /// The client side of the proxy.
-pub struct Proxy {
+pub(crate) struct Proxy {
     client: reqwest::Client,
     /// How long the API may take to start answering once it has the request, and how long
     /// either side of a transfer may send nothing while the other waits.
@@ -73,7 +73,7 @@ enum Payload {
 
 impl Proxy {
     /// A proxy whose upstream requests wait at most `timeout` for an answer or a piece of one.
-    pub fn new(timeout: Duration) -> Result<Proxy, String> {
+    pub(crate) fn new(timeout: Duration) -> Result<Proxy, String> {
         crate::oauth::install_crypto_provider();
         #[allow(clippy::disallowed_methods, reason = "the provider is installed just above")]
         let client = reqwest::Client::builder()
@@ -86,7 +86,7 @@ impl Proxy {
     }
 
     /// Forwards `request` for profile `name`, whose path below `/v1/proxy/NAME` is `below`.
-    pub async fn forward(
+    pub(crate) async fn forward(
         &self,
         daemon: &Arc<Daemon>,
         name: &str,
@@ -186,8 +186,11 @@ impl Proxy {
         // Known to be too long, or no room left to hold it: stream it.
         let share = match length {
             Some(n) if n > REPLAY_LIMIT as u64 => None,
-            Some(n) => self.replay_budget.clone().try_acquire_many_owned(n as u32).ok(),
-            None => self.replay_budget.clone().try_acquire_many_owned(REPLAY_LIMIT as u32).ok(),
+            Some(n) => u32::try_from(n).ok().and_then(|n| self.replay_budget.clone().try_acquire_many_owned(n).ok()),
+            None => {
+                let limit = u32::try_from(REPLAY_LIMIT).expect("the replay limit fits in u32");
+                self.replay_budget.clone().try_acquire_many_owned(limit).ok()
+            }
         };
         let Some(permit) = share else { return Ok(Payload::Streaming(Bytes::new(), body, length)) };
         match super::body::read_up_to(body, REPLAY_LIMIT).await.map_err(client_body_error)? {

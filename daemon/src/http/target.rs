@@ -19,11 +19,11 @@ use url::Url;
 
 /// Why a request's path was refused, as a sentence that finishes "refused: …".
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused(pub &'static str);
+pub(crate) struct Refused(pub &'static str);
 
 /// The upstream URL for a request whose path below `/v1/proxy/NAME` is `rest` (empty, or
 /// starting with `/`), with query `query`, on a profile whose API is at `base`.
-pub fn join(base: &Url, rest: &str, query: Option<&str>) -> Result<Url, Refused> {
+pub(crate) fn join(base: &Url, rest: &str, query: Option<&str>) -> Result<Url, Refused> {
     if !rest.is_empty() && !rest.starts_with('/') {
         return Err(Refused("the path after the profile name must start with /"));
     }

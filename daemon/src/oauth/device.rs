@@ -26,14 +26,14 @@ use crate::config::Profile;
 use crate::limits;
 
 /// The polling interval when the server names none (RFC 8628 §3.2).
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How much a `slow_down` answer adds to the polling interval (RFC 8628 §3.5).
-pub const SLOW_DOWN: Duration = Duration::from_secs(5);
+pub(crate) const SLOW_DOWN: Duration = Duration::from_secs(5);
 
 /// A device authorization the server granted: what to show the user and what to poll with.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceAuthorization {
+pub(crate) struct DeviceAuthorization {
     /// The code tokend polls the token endpoint with.
     pub device_code: Secret,
     /// The code the user enters.
@@ -52,7 +52,7 @@ pub struct DeviceAuthorization {
 const WHAT: &str = "the device authorization endpoint";
 
 /// Asks the profile's device authorization endpoint for a code.
-pub async fn authorize(http: &Http, profile: &Profile) -> Result<DeviceAuthorization, UpstreamError> {
+pub(crate) async fn authorize(http: &Http, profile: &Profile) -> Result<DeviceAuthorization, UpstreamError> {
     let Some(url) = profile.device_authorization_url() else {
         return Err(UpstreamError::unresolved(WHAT));
     };
@@ -165,7 +165,8 @@ fn check_uri(text: &str) -> Result<Url, String> {
     if text.len() > limits::MAX_VERIFICATION_URI_LEN {
         return Err(format!("is {} bytes long; tokend accepts {}", text.len(), limits::MAX_VERIFICATION_URI_LEN));
     }
-    let url = crate::config::check_endpoint(text).map_err(|why| format!("is not usable: {}", super::sanitize(&why)))?;
+    let url = crate::config::check_endpoint(text)
+        .map_err(|why| format!("is not usable: {}", super::sanitize(&why.to_string())))?;
     if url.as_str().len() > limits::MAX_VERIFICATION_URI_LEN {
         return Err(format!("is longer than {} bytes once encoded", limits::MAX_VERIFICATION_URI_LEN));
     }

@@ -27,7 +27,7 @@ use crate::config::{Endpoints, check_endpoint};
 
 /// A server's metadata, checked: the endpoints tokend uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Metadata {
+pub(crate) struct Metadata {
     /// The issuer, identical to the configured one.
     pub issuer: String,
     /// The endpoints it lists.
@@ -36,7 +36,7 @@ pub struct Metadata {
 
 /// A metadata document found and checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Found {
+pub(crate) struct Found {
     /// What it says.
     pub metadata: Metadata,
     /// The document, as received (so it can be cached and checked again when read back).
@@ -47,7 +47,7 @@ pub struct Found {
 
 /// Why no usable metadata was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DiscoveryError {
+pub(crate) struct DiscoveryError {
     /// The issuer asked about.
     pub issuer: String,
     /// What each attempt found, in order.
@@ -78,7 +78,7 @@ const FIELDS: &[(&str, Slot)] = &[
 ];
 
 /// The URLs to look for `issuer`'s metadata at, in order: RFC 8414's, then OpenID Connect's.
-pub fn well_known_urls(issuer: &str) -> Result<[Url; 2], String> {
+pub(crate) fn well_known_urls(issuer: &str) -> Result<[Url; 2], String> {
     let url = Url::parse(issuer).map_err(|e| format!("the issuer {issuer:?} is not a URL: {e}"))?;
     let path = url.path().trim_end_matches('/').to_owned();
     let mut rfc8414 = url.clone();
@@ -89,7 +89,7 @@ pub fn well_known_urls(issuer: &str) -> Result<[Url; 2], String> {
 }
 
 /// Looks up `issuer`'s metadata: RFC 8414's document first, then OpenID Connect's.
-pub async fn discover(http: &Http, issuer: &str) -> Result<Found, DiscoveryError> {
+pub(crate) async fn discover(http: &Http, issuer: &str) -> Result<Found, DiscoveryError> {
     let failed =
         |attempts: Vec<String>, transient: bool| DiscoveryError { issuer: issuer.to_owned(), attempts, transient };
     let urls = well_known_urls(issuer).map_err(|e| failed(vec![e], false))?;
@@ -158,22 +158,44 @@ async fn fetch(http: &Http, url: &Url, issuer: &str) -> Result<Found, Attempt> {
         Ok(_) => return Err(Attempt::Unusable("the answer is JSON but not an object".into())),
         Err(_) => return Err(Attempt::Unusable("the answer is not JSON".into())),
     };
-    let metadata = check(&document, issuer).map_err(Attempt::Unusable)?;
+    let metadata = check(&document, issuer).map_err(|e| Attempt::Unusable(e.to_string()))?;
     Ok(Found { metadata, document, url: url.clone() })
 }
 
+/// Why a metadata document is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum BadMetadata {
+    /// It names another issuer (shown sanitized).
+    #[error(
+        "the metadata names issuer {named:?}, not {issuer:?}, so it is refused (RFC 8414 §3.3); if the server's issuer really is {named:?}, set `issuer` to exactly that"
+    )]
+    OtherIssuer { named: String, issuer: String },
+    /// Its `issuer` is not a string.
+    #[error("the metadata's `issuer` is not a string")]
+    IssuerNotString,
+    /// It has no `issuer`.
+    #[error("the metadata has no `issuer`")]
+    NoIssuer,
+    /// An endpoint breaks the rules (the reason sanitized).
+    #[error("the metadata's `{field}` is refused: {why}")]
+    Endpoint { field: &'static str, why: String },
+    /// An endpoint is not a string.
+    #[error("the metadata's `{0}` is not a string")]
+    EndpointNotString(&'static str),
+}
+
 /// Checks a metadata document against the configured `issuer` and the endpoint rules.
-pub fn check(document: &serde_json::Map<String, serde_json::Value>, issuer: &str) -> Result<Metadata, String> {
+pub(crate) fn check(
+    document: &serde_json::Map<String, serde_json::Value>,
+    issuer: &str,
+) -> Result<Metadata, BadMetadata> {
     match document.get("issuer") {
         Some(serde_json::Value::String(named)) if named == issuer => {}
         Some(serde_json::Value::String(named)) => {
-            return Err(format!(
-                "the metadata names issuer {:?}, not {issuer:?}, so it is refused (RFC 8414 §3.3); if the server's issuer really is {0:?}, set `issuer` to exactly that",
-                sanitize(named)
-            ));
+            return Err(BadMetadata::OtherIssuer { named: sanitize(named), issuer: issuer.to_owned() });
         }
-        Some(_) => return Err("the metadata's `issuer` is not a string".into()),
-        None => return Err("the metadata has no `issuer`".into()),
+        Some(_) => return Err(BadMetadata::IssuerNotString),
+        None => return Err(BadMetadata::NoIssuer),
     }
     let mut endpoints = Endpoints::default();
     for (field, slot) in FIELDS {
@@ -181,10 +203,10 @@ pub fn check(document: &serde_json::Map<String, serde_json::Value>, issuer: &str
             None | Some(serde_json::Value::Null) => {}
             Some(serde_json::Value::String(text)) => {
                 let url = check_endpoint(text)
-                    .map_err(|why| format!("the metadata's `{field}` is refused: {}", sanitize(&why)))?;
+                    .map_err(|why| BadMetadata::Endpoint { field, why: sanitize(&why.to_string()) })?;
                 *slot(&mut endpoints) = Some(url);
             }
-            Some(_) => return Err(format!("the metadata's `{field}` is not a string")),
+            Some(_) => return Err(BadMetadata::EndpointNotString(field)),
         }
     }
     Ok(Metadata { issuer: issuer.to_owned(), endpoints })
@@ -245,10 +267,13 @@ mod tests {
     #[test]
     fn another_issuer_is_refused_even_if_it_differs_only_by_a_slash() {
         for named in ["https://evil.example", "https://as.example/"] {
-            let err = check(&doc(serde_json::json!({ "issuer": named })), "https://as.example").unwrap_err();
+            let err =
+                check(&doc(serde_json::json!({ "issuer": named })), "https://as.example").unwrap_err().to_string();
             assert!(err.contains("RFC 8414 §3.3"), "{err}");
         }
-        let err = check(&doc(serde_json::json!({ "token_endpoint": "https://x" })), "https://as.example").unwrap_err();
+        let err = check(&doc(serde_json::json!({ "token_endpoint": "https://x" })), "https://as.example")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no `issuer`"), "{err}");
     }
 
@@ -264,7 +289,8 @@ mod tests {
                 &doc(serde_json::json!({ "issuer": "https://as.example", "token_endpoint": bad })),
                 "https://as.example",
             )
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
             assert!(err.contains("token_endpoint") && err.contains(why), "{bad}: {err}");
         }
         let ok = check(
@@ -284,7 +310,7 @@ mod tests {
             assert!(check(&doc(value.clone()), "https://as.example").is_err(), "{value}");
         }
         let text = "\u{1b}[31m".repeat(200);
-        let err = check(&doc(serde_json::json!({ "issuer": text })), "https://as.example").unwrap_err();
+        let err = check(&doc(serde_json::json!({ "issuer": text })), "https://as.example").unwrap_err().to_string();
         assert!(!err.contains('\u{1b}'), "server text is sanitized");
     }
 }

@@ -15,7 +15,7 @@ use crate::limits::MAX_INFO_BODY;
 
 /// What the info endpoint answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InfoAnswer {
+pub(crate) struct InfoAnswer {
     /// The HTTP status.
     pub status: u16,
     /// The body as text.
@@ -24,7 +24,7 @@ pub struct InfoAnswer {
 
 /// GETs `url` with `token` as a bearer token. Any HTTP answer is returned, so that the caller
 /// can react to a 401; only transport failures are errors.
-pub async fn fetch(http: &Http, url: &Url, token: &Secret) -> Result<InfoAnswer, UpstreamError> {
+pub(crate) async fn fetch(http: &Http, url: &Url, token: &Secret) -> Result<InfoAnswer, UpstreamError> {
     let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
         .map_err(|_| UpstreamError::malformed(0, "the access token cannot be sent in an HTTP header".into()))?;
     auth.set_sensitive(true);

@@ -22,7 +22,7 @@ use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 
 /// The longest header or payload decoded, in bytes of Base64url; tokens are at most 16 KiB.
-pub const MAX_PART: usize = 16 * 1024;
+pub(crate) const MAX_PART: usize = 16 * 1024;
 
 /// The latest `exp` or `iat` believed: the end of year 9999, the last instant RFC 3339 (and so
 /// `tokenctl`'s output) can write. Anything later is nonsense, not a long lifetime.
@@ -36,7 +36,7 @@ const BASE64URL: GeneralPurpose = GeneralPurpose::new(
 
 /// The claims tokend reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Claims {
+pub(crate) struct Claims {
     /// `exp`: when the token expires.
     pub exp: Option<SystemTime>,
     /// `iat`: when it was issued.
@@ -45,7 +45,7 @@ pub struct Claims {
 
 /// What a token turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Read {
+pub(crate) enum Read {
     /// Not a JWT: an opaque token, as most are.
     NotJwt,
     /// A JWT with these claims (each absent if the token has none).
@@ -55,7 +55,7 @@ pub enum Read {
 }
 
 /// Reads the `exp` and `iat` claims of `token`, without verifying it.
-pub fn read(token: &str) -> Read {
+pub(crate) fn read(token: &str) -> Read {
     let mut parts = token.split('.');
     let (Some(header), Some(payload), Some(_signature), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -100,7 +100,9 @@ fn numeric_date(value: &serde_json::Value) -> Result<SystemTime, String> {
     };
     let secs = match (n.as_u64(), n.as_f64()) {
         (Some(secs), _) => secs,
-        (None, Some(f)) if f.is_finite() && f >= 0.0 && f <= LATEST as f64 => f as u64,
+        (None, Some(f)) if f.is_finite() && f >= 0.0 && f <= LATEST as f64 => {
+            Duration::try_from_secs_f64(f).map_or(LATEST, |d| d.as_secs())
+        }
         (None, Some(f)) if f < 0.0 => return Err("is before 1970".to_owned()),
         _ => return Err("is after the year 9999".to_owned()),
     };

@@ -11,14 +11,15 @@
 //! token response) or not ([`Retry::Permanent`]: `invalid_grant`, `invalid_client`, other 4xx),
 //! following RFC 6749 §5.2.
 
-pub mod device;
-pub mod discovery;
-pub mod info;
-pub mod jwt;
-pub mod revoke;
-pub mod token;
+pub(crate) mod device;
+pub(crate) mod discovery;
+pub(crate) mod info;
+pub(crate) mod jwt;
+pub(crate) mod revoke;
+pub(crate) mod token;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::HeaderMap;
@@ -26,17 +27,23 @@ use tokend_proto::{Failure, Secret};
 use zeroize::Zeroizing;
 
 /// The largest response body read from an OAuth server.
-pub const MAX_BODY: usize = 1024 * 1024;
+pub(crate) const MAX_BODY: usize = 1024 * 1024;
 
-/// The HTTP client shared by all profiles.
+/// How many requests to OAuth servers may be in flight at once across all profiles.
+pub(crate) const UPSTREAM_CONCURRENCY: usize = 16;
+
+/// The HTTP client shared by all profiles, with the cap on requests in flight.
 #[derive(Clone, Debug)]
-pub struct Http {
+pub(crate) struct Http {
     client: reqwest::Client,
+    /// Bounds the requests in flight across all profiles, so that a daemon with many profiles
+    /// does not send them all at once (at start, or after the network returns).
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl Http {
     /// A client whose requests give up after `timeout`.
-    pub fn new(timeout: Duration) -> Result<Http, String> {
+    pub(crate) fn new(timeout: Duration) -> Result<Http, SetupError> {
         install_crypto_provider();
         #[allow(clippy::disallowed_methods, reason = "the provider is installed just above")]
         let client = reqwest::Client::builder()
@@ -50,14 +57,45 @@ impl Http {
             .pool_idle_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(2)
             .build()
-            .map_err(|e| format!("cannot set up the HTTP client: {}", root_cause(&e)))?;
-        Ok(Http { client })
+            .map_err(|e| SetupError(root_cause(&e)))?;
+        Ok(Http { client, permits: Arc::new(tokio::sync::Semaphore::new(UPSTREAM_CONCURRENCY)) })
     }
 
     pub(crate) fn client(&self) -> &reqwest::Client {
         &self.client
     }
+
+    /// Waits for a turn under the cap on requests in flight; the turn lasts until the permit
+    /// is dropped. Token requests and info requests take one.
+    pub(crate) async fn permit(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.permits.acquire().await.expect("the upstream semaphore is never closed")
+    }
 }
+
+/// `f` (not negative, not NaN) in whole seconds, `u64::MAX` if it is larger.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "`as` from f64 saturates, as wanted here")]
+fn saturating_secs(f: f64) -> u64 {
+    f as u64
+}
+
+/// Why a field is not a number of seconds; names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum BadSeconds {
+    /// A JSON value of another kind.
+    #[error("{0} is a {1}")]
+    Kind(String, &'static str),
+    /// Text that is no number.
+    #[error("{0} is not a number")]
+    NotANumber(String),
+    /// A negative number.
+    #[error("{0} is negative")]
+    Negative(String),
+}
+
+/// The HTTP client cannot be set up (no TLS roots, say); the text is the root cause.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the HTTP client: {0}")]
+pub(crate) struct SetupError(String);
 
 /// Makes ring the process's rustls crypto provider, which reqwest takes for every client it
 /// builds. reqwest is built without a provider of its own (its own choice would be aws-lc-rs;
@@ -71,7 +109,7 @@ pub fn install_crypto_provider() {
 
 /// Whether retrying a failed request can help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retry {
+pub(crate) enum Retry {
     /// The server or the network may recover: retry with backoff.
     Transient,
     /// The server refused for good: retrying would only repeat the refusal.
@@ -80,7 +118,7 @@ pub enum Retry {
 
 /// A request to an OAuth server that failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamError {
+pub(crate) struct UpstreamError {
     /// Whether to retry.
     pub retry: Retry,
     /// The HTTP status, when the server answered.
@@ -101,7 +139,7 @@ pub struct UpstreamError {
 
 impl UpstreamError {
     /// A failure before any response arrived.
-    pub fn transport(what: &str, error: &reqwest::Error) -> Self {
+    pub(crate) fn transport(what: &str, error: &reqwest::Error) -> Self {
         let cause = root_cause(error);
         let message = if error.is_timeout() {
             format!("{what} timed out ({cause})")
@@ -122,7 +160,7 @@ impl UpstreamError {
     }
 
     /// A response that is not what the endpoint should send, though the server did answer.
-    pub fn malformed(status: u16, message: String) -> Self {
+    pub(crate) fn malformed(status: u16, message: String) -> Self {
         UpstreamError {
             retry: Retry::Transient,
             status: Some(status),
@@ -136,7 +174,7 @@ impl UpstreamError {
 
     /// A request that cannot be made because the endpoint is not known: the profile's issuer
     /// has not been discovered. Transient, since discovery is retried.
-    pub fn unresolved(what: &str) -> Self {
+    pub(crate) fn unresolved(what: &str) -> Self {
         UpstreamError {
             retry: Retry::Transient,
             status: None,
@@ -149,17 +187,17 @@ impl UpstreamError {
     }
 
     /// Whether this failure means the server will not accept the request as configured.
-    pub fn is_permanent(&self) -> bool {
+    pub(crate) fn is_permanent(&self) -> bool {
         self.retry == Retry::Permanent
     }
 
     /// Whether the server said the grant (refresh token or code) is no longer valid.
-    pub fn is_invalid_grant(&self) -> bool {
+    pub(crate) fn is_invalid_grant(&self) -> bool {
         self.error.as_deref() == Some("invalid_grant")
     }
 
     /// The failure as recorded in status output and sent to clients.
-    pub fn to_failure(&self, at: SystemTime) -> Failure {
+    pub(crate) fn to_failure(&self, at: SystemTime) -> Failure {
         Failure {
             at,
             status: self.status,
@@ -190,7 +228,11 @@ pub(crate) struct Answer {
 impl Answer {
     /// Reads `response` to the end, refusing bodies over `limit` bytes ([`MAX_BODY`] for OAuth
     /// endpoints).
-    pub async fn read(what: &str, mut response: reqwest::Response, limit: usize) -> Result<Answer, UpstreamError> {
+    pub(crate) async fn read(
+        what: &str,
+        mut response: reqwest::Response,
+        limit: usize,
+    ) -> Result<Answer, UpstreamError> {
         let mut answer = Answer::head(response.status().as_u16(), response.headers(), SystemTime::now());
         loop {
             match response.chunk().await {
@@ -221,13 +263,13 @@ impl Answer {
         }
     }
 
-    pub fn is_success(&self) -> bool {
+    pub(crate) fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }
 
     /// The error for a non-2xx answer, with the server's `error` and `error_description` when
     /// the body carries them.
-    pub fn to_error(&self, what: &str) -> UpstreamError {
+    pub(crate) fn to_error(&self, what: &str) -> UpstreamError {
         let (error, description) = error_fields(&self.body);
         let mut message = format!("{what} answered HTTP {}", self.status);
         if (300..400).contains(&self.status) {
@@ -388,7 +430,7 @@ pub(crate) enum Fields {
 }
 
 impl Fields {
-    pub fn parse(body: &[u8]) -> Option<Fields> {
+    pub(crate) fn parse(body: &[u8]) -> Option<Fields> {
         match serde_json::from_slice::<serde_json::Value>(body) {
             Ok(serde_json::Value::Object(map)) => Some(Fields::Json(map)),
             Ok(_) => None,
@@ -406,7 +448,7 @@ impl Fields {
     }
 
     /// Takes a string field out, so that secrets are moved rather than copied.
-    pub fn string(&mut self, key: &str) -> Option<String> {
+    pub(crate) fn string(&mut self, key: &str) -> Option<String> {
         match self {
             Fields::Json(map) => match map.remove(key)? {
                 serde_json::Value::String(s) => Some(s),
@@ -421,13 +463,13 @@ impl Fields {
     }
 
     /// A number of seconds, as a number or a numeric string; `Err` for anything else.
-    pub fn seconds(&mut self, key: &str) -> Result<Option<u64>, String> {
+    pub(crate) fn seconds(&mut self, key: &str) -> Result<Option<u64>, BadSeconds> {
         let text = match self {
             Fields::Json(map) => match map.remove(key) {
                 None | Some(serde_json::Value::Null) => return Ok(None),
                 Some(serde_json::Value::Number(n)) => n.to_string(),
                 Some(serde_json::Value::String(s)) => s,
-                Some(other) => return Err(format!("{key} is a {}", json_kind(&other))),
+                Some(other) => return Err(BadSeconds::Kind(key.to_owned(), json_kind(&other))),
             },
             Fields::Form(_) => match self.string(key) {
                 None => return Ok(None),
@@ -444,15 +486,15 @@ impl Fields {
         // Too large for a u64 (2^64 or more, 1e300, inf) is far too long, not an error: `as`
         // saturates, and the lifetime is clamped later.
         match text.parse::<f64>() {
-            Ok(f) if f >= 0.0 => Ok(Some(f as u64)),
-            Ok(f) if f.is_nan() => Err(format!("{key} is not a number")),
-            Ok(_) => Err(format!("{key} is negative")),
-            Err(_) => Err(format!("{key} is not a number")),
+            Ok(f) if f >= 0.0 => Ok(Some(saturating_secs(f))),
+            Ok(f) if f.is_nan() => Err(BadSeconds::NotANumber(key.to_owned())),
+            Ok(_) => Err(BadSeconds::Negative(key.to_owned())),
+            Err(_) => Err(BadSeconds::NotANumber(key.to_owned())),
         }
     }
 
     /// A space-separated list, sent as a string or (by some servers) as an array of strings.
-    pub fn scope(&mut self, key: &str) -> Option<String> {
+    pub(crate) fn scope(&mut self, key: &str) -> Option<String> {
         if let Fields::Json(map) = self
             && let Some(serde_json::Value::Array(items)) = map.get(key)
         {

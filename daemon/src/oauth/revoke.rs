@@ -12,7 +12,7 @@ use crate::config::Profile;
 
 /// Which kind of token is being revoked (RFC 7009 §2.1 `token_type_hint`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hint {
+pub(crate) enum Hint {
     /// A refresh token; most servers then revoke its access tokens too.
     RefreshToken,
     /// An access token.
@@ -21,7 +21,7 @@ pub enum Hint {
 
 /// Asks the server at `url` to revoke `token`. The server answers 200 even for tokens it does
 /// not know (RFC 7009 §2.2), so any 2xx is success.
-pub async fn revoke(
+pub(crate) async fn revoke(
     http: &Http,
     profile: &Profile,
     url: &Url,

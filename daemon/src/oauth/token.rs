@@ -35,7 +35,7 @@ use crate::config::{ClientAuth, Profile};
 use crate::limits;
 
 /// What the token endpoint is asked for.
-pub enum TokenGrant<'a> {
+pub(crate) enum TokenGrant<'a> {
     /// `grant_type=client_credentials`.
     ClientCredentials,
     /// `grant_type=authorization_code`, with the PKCE verifier.
@@ -53,7 +53,7 @@ pub enum TokenGrant<'a> {
 
 /// A successful token response.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenSet {
+pub(crate) struct TokenSet {
     /// The access token.
     pub access_token: Secret,
     /// The token type, `Bearer` when the server did not say.
@@ -72,7 +72,7 @@ pub struct TokenSet {
 
 /// When a refresh token ends, as a token answer says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RefreshExpiry {
+pub(crate) struct RefreshExpiry {
     /// When it stops working.
     pub expires_at: SystemTime,
     /// How long it lives in all, for the time of the warning.
@@ -83,13 +83,13 @@ pub struct RefreshExpiry {
 
 impl TokenSet {
     /// How long the token lives in all.
-    pub fn lifetime(&self) -> Duration {
+    pub(crate) fn lifetime(&self) -> Duration {
         self.expires_at.duration_since(self.obtained_at).unwrap_or_default()
     }
 }
 
 /// Asks the profile's token endpoint for a token.
-pub async fn request(http: &Http, profile: &Profile, grant: TokenGrant<'_>) -> Result<TokenSet, UpstreamError> {
+pub(crate) async fn request(http: &Http, profile: &Profile, grant: TokenGrant<'_>) -> Result<TokenSet, UpstreamError> {
     let mut form: Vec<(&str, &str)> = Vec::with_capacity(8);
     let scope = profile.scope_param();
     match &grant {

@@ -19,10 +19,13 @@ use tokend_proto::{Error, Failure, ProfileState, RevocationOutcome, RevocationRe
 use tokio::sync::{mpsc, oneshot, watch};
 use zeroize::Zeroizing;
 
-use super::state::{Current, Effects, Event, Machine, Phase, RequestKind, Tuning};
-use super::{Command, Demand, HandedOut, ProfileHandle, Snapshot};
+use super::state::{Effects, Event, Machine, Phase, RequestKind, SUPERSEDED, Tuning};
+use super::{Command, Demand, HandedOut, LoginStarted, ProfileHandle, Snapshot};
 use crate::clock::ClockChanges;
 use crate::config::Profile;
+use crate::held::Current;
+use crate::login::device::Authorized;
+use crate::login::{Checked, Heard, Plan, Redirect, Reply, Waiting};
 use crate::oauth::revoke::{self, Hint};
 use crate::oauth::token::{self, TokenGrant, TokenSet};
 use crate::oauth::{Http, UpstreamError};
@@ -32,7 +35,7 @@ type InFlight = Pin<Box<dyn Future<Output = Result<TokenSet, UpstreamError>> + S
 
 /// What the actor needs from the daemon.
 #[derive(Clone)]
-pub struct Shared {
+pub(crate) struct Shared {
     /// The HTTP client.
     pub http: Http,
     /// Where tokens are saved.
@@ -41,50 +44,47 @@ pub struct Shared {
     pub clock: ClockChanges,
     /// Where to report that a profile needs a login: `(profile, reason)`.
     pub login_needed: mpsc::UnboundedSender<(String, String)>,
-    /// Bounds the token requests in flight across all profiles, so that a daemon with many
-    /// profiles does not send them all at once (at start, or after the network returns).
-    pub upstream: Arc<tokio::sync::Semaphore>,
     /// Runs notify commands, for the warning before a login ends.
     pub notifier: crate::notify::Notifier,
 }
 
-/// How many token requests may be in flight at once across all profiles.
-pub const UPSTREAM_CONCURRENCY: usize = 16;
-
 /// Starts the actor of `profile` with the tokens restored from disk and returns its handle.
-pub fn spawn(profile: Arc<Profile>, restored: Restored, shared: Shared) -> Arc<ProfileHandle> {
+pub(crate) fn spawn(profile: Arc<Profile>, restored: Restored, shared: Shared) -> Arc<ProfileHandle> {
     let tuning = Tuning {
         refresh_margin: profile.refresh_margin,
         retry_min: profile.retry_min,
         retry_max: profile.retry_max,
         quiet_window: profile.quiet_window,
+        login_timeout: profile.login_timeout,
         login_lifetime: profile.login_lifetime,
     };
     let machine = Machine::new(&profile.name, profile.grant, tuning, restored.token, restored.refresh_token)
-        .with_login(restored.login);
+        .with_session(restored.login);
     let (commands_tx, commands) = mpsc::channel(64);
-    let (stop_tx, stop) = watch::channel(false);
+    let (heard_tx, heard) = mpsc::channel(8);
+    let (stop_tx, stop) = watch::channel(None);
     let demand = Arc::new(Demand::default());
     let handed_out = Arc::new(HandedOut::default());
-    let initial = snapshot(&profile, &machine, None);
+    let initial = snapshot(&profile, &machine);
     let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(initial));
+    let http = shared.http.clone();
     let actor = Actor {
         profile: profile.clone(),
         machine,
         shared,
         snapshot: snapshot_tx.clone(),
         handed_out: handed_out.clone(),
-        waiters: Vec::new(),
-        exchange: None,
-        queued_exchange: None,
-        queued_install: None,
-        login_pending_until: None,
+        in_flight: None,
+        listener: None,
+        heard: heard_tx,
+        logins: 0,
     };
     let died = Arc::new(OnceLock::new());
-    let run = tokio::spawn(actor.run(commands, stop, demand.clone()));
+    let run = tokio::spawn(actor.run(commands, heard, stop, demand.clone()));
     let task = tokio::spawn(supervise(profile.name.clone(), run, snapshot_tx, died.clone()));
     Arc::new(ProfileHandle {
         config: profile,
+        http,
         snapshot: snapshot_rx,
         commands: commands_tx,
         demand,
@@ -158,21 +158,19 @@ async fn supervise(
 
 struct Actor {
     profile: Arc<Profile>,
-    machine: Machine,
+    machine: Machine<Reply>,
     shared: Shared,
     snapshot: watch::Sender<Arc<Snapshot>>,
     /// When the serving side last handed out a token, for the quiet window.
     handed_out: Arc<HandedOut>,
-    /// `tokenctl refresh` requests waiting for the request in flight.
-    waiters: Vec<oneshot::Sender<Result<(), Error>>>,
-    /// The code exchange in flight: its reply and its secrets.
-    exchange: Option<PendingExchange>,
-    /// A code exchange waiting for the request in flight to finish.
-    queued_exchange: Option<PendingExchange>,
-    /// A device login's tokens waiting for the request in flight to finish, whose outcome
-    /// belongs to the older grant and must not overwrite them.
-    queued_install: Option<PendingInstall>,
-    login_pending_until: Option<SystemTime>,
+    /// The request in flight.
+    in_flight: Option<InFlight>,
+    /// The listener or polling of the pending login, while the machine has one.
+    listener: Option<Waiting>,
+    /// Where login listeners report what they hear.
+    heard: mpsc::Sender<Heard>,
+    /// The number of the last login started.
+    logins: u64,
 }
 
 /// The owned secrets of a request about to be made.
@@ -182,20 +180,10 @@ enum Grant {
     Code(Secret, Secret),
 }
 
-struct PendingInstall {
-    tokens: Box<TokenSet>,
-    reply: oneshot::Sender<Result<(), Error>>,
-}
-
-struct PendingExchange {
-    code: Secret,
-    verifier: Secret,
-    reply: oneshot::Sender<Result<(), Error>>,
-}
-
 /// One thing that woke the actor.
 enum Input {
     Command(Command),
+    Heard(Heard),
     Outcome(Result<TokenSet, UpstreamError>),
     Demand,
     Due,
@@ -205,29 +193,24 @@ impl Actor {
     async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
-        mut stop: watch::Receiver<bool>,
+        mut heard: mpsc::Receiver<Heard>,
+        mut stop: watch::Receiver<Option<String>>,
         demand: Arc<Demand>,
     ) {
         let mut clock = self.shared.clock.subscribe();
-        let mut in_flight: Option<InFlight> = None;
-        let mut next = self.step(Event::Start).await;
+        self.step(Event::Start).await;
         loop {
-            if let Some(kind) = next.take() {
-                in_flight = Some(self.request(kind));
-            }
             let sleep = self.machine.wake_at().map(|at| at.duration_since(SystemTime::now()).unwrap_or_default());
             let input = tokio::select! {
                 biased;
-                _ = stop.changed() => {
-                    self.land(&mut in_flight).await;
-                    break;
-                }
+                _ = stop.changed() => break,
                 command = commands.recv() => match command {
                     Some(command) => Input::Command(command),
                     None => break,
                 },
-                outcome = poll_in_flight(&mut in_flight) => {
-                    in_flight = None;
+                Some(heard) = heard.recv() => Input::Heard(heard),
+                outcome = poll_in_flight(&mut self.in_flight) => {
+                    self.in_flight = None;
                     Input::Outcome(outcome)
                 }
                 _ = demand.notify.notified() => Input::Demand,
@@ -236,70 +219,41 @@ impl Actor {
                 // clock went back past ends; see `state`), and the timer is re-armed.
                 Ok(()) = clock.changed() => Input::Due,
             };
-            next = match input {
-                Input::Command(command) => self.command(command, &mut in_flight).await,
-                Input::Outcome(outcome) => self.outcome(outcome).await,
-                Input::Demand => match demand.take() {
-                    Some(until) => self.step(Event::Demand(until)).await,
-                    None => None,
+            match input {
+                Input::Command(command) => self.command(command).await,
+                Input::Heard(Heard { login, what }) => match what {
+                    Redirect::Code(code, waiter) => self.step(Event::Code { login, code, waiter }).await,
+                    Redirect::Refused(message) => {
+                        self.step(Event::LoginRefused { login, message, waiter: None }).await;
+                    }
+                    Redirect::Tokens(set) => {
+                        self.step(Event::DeviceTokens { login, set }).await;
+                        tracing::info!(profile = %self.profile.name, "login complete");
+                    }
                 },
-                Input::Due => self.step(Event::Due).await,
-            };
-            if next.is_none() && in_flight.is_none() && !matches!(self.machine.phase(), Phase::Refreshing(_)) {
-                if let Some(queued) = self.queued_exchange.take() {
-                    self.exchange = Some(queued);
-                    next = self.step(Event::Exchange).await;
-                } else if let Some(queued) = self.queued_install.take() {
-                    next = self.install(queued).await;
+                Input::Outcome(outcome) => self.outcome(outcome).await,
+                Input::Demand => {
+                    if let Some(until) = demand.take() {
+                        self.step(Event::Demand(until)).await;
+                    }
                 }
+                Input::Due => self.step(Event::Due).await,
             }
         }
+        // Whatever is in flight lands and is persisted first: dropping it could lose a refresh
+        // token the server has already rotated.
+        self.land().await;
+        let reason = stop.borrow().clone().unwrap_or_else(|| "tokend is shutting down".into());
+        self.step(Event::Stop(reason)).await;
         tracing::debug!(profile = %self.profile.name, "profile actor stopped");
     }
 
     /// Feeds the outcome of a token request to the machine.
-    async fn outcome(&mut self, outcome: Result<TokenSet, UpstreamError>) -> Option<RequestKind> {
+    async fn outcome(&mut self, outcome: Result<TokenSet, UpstreamError>) {
+        let exchange = matches!(self.machine.phase(), Phase::Refreshing(RequestKind::CodeExchange));
         match outcome {
-            Ok(set) => self.step(Event::Obtained(set)).await,
-            Err(error) => {
-                tracing::warn!(profile = %self.profile.name, error = %error, "token request failed");
-                self.step(Event::Failed(error)).await
-            }
-        }
-    }
-
-    /// Waits for the request in flight, if any, and feeds its outcome to the machine (which
-    /// persists it). Dropping it instead could lose a refresh token the server has already
-    /// rotated.
-    async fn land(&mut self, in_flight: &mut Option<InFlight>) {
-        if let Some(request) = in_flight.take() {
-            self.outcome(request.await).await;
-        }
-    }
-
-    /// Feeds one event to the machine and carries out its effects. Returns the request to
-    /// start, if any.
-    async fn step(&mut self, event: Event) -> Option<RequestKind> {
-        let exchanging = matches!(self.machine.phase(), Phase::Refreshing(RequestKind::CodeExchange));
-        // Read after the previous step's snapshot was published, as the quiet window needs.
-        self.machine.handed_out(self.handed_out.last());
-        let fx: Effects = self.machine.handle(event, SystemTime::now(), rand::random::<f64>());
-        if fx.persist {
-            self.persist().await;
-        }
-        if let Some(kind) = fx.request {
-            tracing::debug!(profile = %self.profile.name, ?kind, "requesting a token");
-        }
-        if let Some(finished) = fx.finished {
-            if exchanging {
-                if let Some(exchange) = self.exchange.take() {
-                    let _ = exchange.reply.send(finished.clone());
-                }
-            }
-            for waiter in self.waiters.drain(..) {
-                let _ = waiter.send(finished.clone());
-            }
-            if finished.is_ok() {
+            Ok(set) => {
+                self.step(Event::Obtained(set)).await;
                 if let Some(t) = self.machine.token() {
                     tracing::info!(
                         profile = %self.profile.name,
@@ -308,7 +262,53 @@ impl Actor {
                         "new access token"
                     );
                 }
+                if exchange {
+                    tracing::info!(profile = %self.profile.name, "login complete");
+                }
             }
+            Err(error) => {
+                tracing::warn!(profile = %self.profile.name, error = %error, "token request failed");
+                if exchange {
+                    tracing::warn!(profile = %self.profile.name, "login failed: {error}");
+                }
+                self.step(Event::Failed(error)).await;
+            }
+        }
+    }
+
+    /// Waits for the request in flight, if any, and feeds its outcome to the machine (which
+    /// persists it), and so on for a request that outcome starts (a queued code exchange).
+    async fn land(&mut self) {
+        while let Some(request) = self.in_flight.take() {
+            self.outcome(request.await).await;
+        }
+    }
+
+    /// Feeds one event to the machine and carries out its effects.
+    async fn step(&mut self, event: Event<Reply>) {
+        // Read after the previous step's snapshot was published, as the quiet window needs.
+        self.machine.handed_out(self.handed_out.last());
+        let fx: Effects<Reply> = self.machine.handle(event, SystemTime::now(), rand::random::<f64>());
+        if fx.persist {
+            self.persist().await;
+        }
+        if fx.close_listener
+            && let Some(listener) = self.listener.take()
+        {
+            listener.close().await;
+            if fx.request != Some(RequestKind::CodeExchange)
+                && let Some((_, Err(e))) = fx.replies.first()
+            {
+                tracing::warn!(profile = %self.profile.name, "login ended: {e}");
+            }
+        }
+        if let Some(kind) = fx.request {
+            tracing::debug!(profile = %self.profile.name, ?kind, "requesting a token");
+            debug_assert!(self.in_flight.is_none(), "the machine starts one request at a time");
+            self.in_flight = Some(self.request(kind));
+        }
+        for (waiter, outcome) in fx.replies {
+            let _ = waiter.send(outcome);
         }
         if let Some(expires_at) = fx.login_expiring {
             self.login_expiring(expires_at);
@@ -318,7 +318,6 @@ impl Actor {
             let _ = self.shared.login_needed.send((self.profile.name.clone(), reason));
         }
         self.publish();
-        fx.request
     }
 
     /// Warns that the login ends at `expires_at`: a log line, the notify command or a desktop
@@ -340,84 +339,101 @@ impl Actor {
         }
     }
 
-    async fn command(&mut self, command: Command, in_flight: &mut Option<InFlight>) -> Option<RequestKind> {
-        let busy = in_flight.is_some();
+    async fn command(&mut self, command: Command) {
         match command {
             Command::Invalidate(fingerprint) => {
                 tracing::info!(profile = %self.profile.name, token = %fingerprint, "a client reports the token was rejected");
-                self.step(Event::Invalidate(fingerprint)).await
+                self.step(Event::Invalidate(fingerprint)).await;
             }
             Command::Refresh(reply) => {
                 #[cfg(debug_assertions)]
                 panic_if_asked(&self.profile.name);
-                // Answered when the request it starts (or joins) finishes, or at once by the
-                // machine when no request can be made.
-                self.waiters.push(reply);
-                self.step(Event::Force).await
+                self.step(Event::Force(reply)).await;
             }
-            Command::Exchange { code, verifier, reply } => {
-                let pending = PendingExchange { code, verifier, reply };
-                if busy || matches!(self.machine.phase(), Phase::Refreshing(_)) {
-                    if let Some(old) = self.queued_exchange.replace(pending) {
-                        let _ = old.reply.send(Err(superseded(&self.profile.name)));
-                    }
-                    None
-                } else {
-                    self.exchange = Some(pending);
-                    self.step(Event::Exchange).await
+            Command::Login { device, reply } => {
+                let started = self.start_login(device).await;
+                let _ = reply.send(started);
+            }
+            Command::Paste { url, reply } => {
+                let name = &self.profile.name;
+                let message = match &self.listener {
+                    Some(Waiting::Browser(_)) => None,
+                    Some(Waiting::Device(_)) => Some("this profile logs in with a code entered at the server's verification page; there is no address to paste".to_owned()),
+                    None => Some(format!("no login is pending; run `tokenctl login {name}` first")),
+                };
+                if let Some(message) = message {
+                    let _ = reply.send(Err(Error::Login { profile: name.clone(), message }));
+                    return;
                 }
-            }
-            Command::Install { tokens, reply } => {
-                let pending = PendingInstall { tokens, reply };
-                if busy || matches!(self.machine.phase(), Phase::Refreshing(_)) {
-                    if let Some(old) = self.queued_install.replace(pending) {
-                        let _ = old.reply.send(Err(superseded(&self.profile.name)));
+                let Some(Waiting::Browser(listener)) = &self.listener else { return };
+                let login = listener.id();
+                match listener.check_pasted(url.expose()) {
+                    Checked::Ignore(_, message) => {
+                        let _ = reply.send(Err(Error::Login { profile: self.profile.name.clone(), message }));
                     }
-                    None
-                } else {
-                    self.install(pending).await
+                    Checked::Fail(message) => {
+                        self.step(Event::LoginRefused { login, message, waiter: Some(reply) }).await
+                    }
+                    Checked::Code(code) => self.step(Event::Code { login, code, waiter: reply }).await,
                 }
             }
             Command::Logout(reply) => {
                 // A request in flight may bring a rotated refresh token the server already
                 // counts as live: logout revokes and forgets that one, instead of having it
                 // arrive afterwards and revive the session.
-                self.land(in_flight).await;
+                self.land().await;
                 let report = self.logout().await;
                 let _ = reply.send(report);
-                None
-            }
-            Command::LoginPending(until) => {
-                self.login_pending_until = until;
-                self.publish();
-                None
             }
         }
     }
 
-    /// Takes a device login's tokens as if a request had just obtained them.
-    async fn install(&mut self, pending: PendingInstall) -> Option<RequestKind> {
-        let next = self.step(Event::Obtained(*pending.tokens)).await;
-        let _ = pending.reply.send(Ok(()));
-        next
+    /// Starts a login, replacing a pending one of either kind: its listener is closed first,
+    /// since the new one listens on the same port, and its polling stops. `device` is the code
+    /// of a device login, which the handle asked the server for.
+    async fn start_login(&mut self, device: Option<Box<Authorized>>) -> Result<LoginStarted, Error> {
+        let plan = match device {
+            Some(_) => None,
+            None => Some(Plan::new(&self.profile)?),
+        };
+        if let Some(listener) = self.listener.take() {
+            listener.close().await;
+            self.step(Event::CancelLogin(SUPERSEDED.into())).await;
+        }
+        self.logins += 1;
+        let id = self.logins;
+        let (waiter, outcome) = oneshot::channel();
+        let Some(plan) = plan else {
+            let device = device.expect("a device login without a plan");
+            let (url, code, until) = (device.url(), device.code.clone(), device.expires_at);
+            let poller = device.poll(id, self.shared.http.clone(), self.profile.clone(), self.heard.clone());
+            self.listener = Some(Waiting::Device(poller));
+            self.step(Event::DeviceLoginStarted { id, until, waiter }).await;
+            return Ok(LoginStarted { url, expires_at: until, outcome, device: Some(code) });
+        };
+        let (listener, url, verifier) = plan.listen(id, self.heard.clone()).await?;
+        self.listener = Some(Waiting::Browser(listener));
+        self.step(Event::LoginStarted { id, verifier, waiter }).await;
+        let expires_at = self.machine.login_pending_until().unwrap_or_else(SystemTime::now);
+        tracing::info!(profile = %self.profile.name, "login started; waiting for the browser");
+        Ok(LoginStarted { url, expires_at, outcome, device: None })
     }
 
     fn request(&mut self, kind: RequestKind) -> InFlight {
         let http = self.shared.http.clone();
         let profile = self.profile.clone();
-        let upstream = self.shared.upstream.clone();
         let grant = match kind {
             RequestKind::ClientCredentials => Grant::ClientCredentials,
             RequestKind::RefreshToken => Grant::RefreshToken(
                 self.machine.refresh_token().cloned().expect("the machine only refreshes with a refresh token"),
             ),
             RequestKind::CodeExchange => {
-                let exchange = self.exchange.as_ref().expect("an exchange is pending");
-                Grant::Code(exchange.code.clone(), exchange.verifier.clone())
+                let (code, verifier) = self.machine.exchange_grant().expect("the machine holds the code it exchanges");
+                Grant::Code(code.clone(), verifier.clone())
             }
         };
         Box::pin(async move {
-            let _permit = upstream.acquire().await.expect("the upstream semaphore is never closed");
+            let _permit = http.permit().await;
             let grant = match &grant {
                 Grant::ClientCredentials => TokenGrant::ClientCredentials,
                 Grant::RefreshToken(refresh_token) => TokenGrant::RefreshToken(refresh_token),
@@ -432,7 +448,7 @@ impl Actor {
         let profile = self.profile.clone();
         let token: Option<Current> = self.machine.token().cloned();
         let refresh_token = self.machine.refresh_token().cloned();
-        let login = *self.machine.login();
+        let login = *self.machine.session();
         let saved =
             tokio::task::spawn_blocking(move || store.save(&profile, token.as_ref(), refresh_token.as_ref(), &login))
                 .await;
@@ -470,7 +486,7 @@ impl Actor {
     }
 
     fn publish(&self) {
-        let next = snapshot(&self.profile, &self.machine, self.login_pending_until);
+        let next = snapshot(&self.profile, &self.machine);
         self.snapshot.send_if_modified(|current| {
             let same = current.generation == next.generation
                 && current.token.is_some() == next.token.is_some()
@@ -485,7 +501,7 @@ impl Actor {
     }
 }
 
-fn snapshot(profile: &Profile, machine: &Machine, login_pending_until: Option<SystemTime>) -> Snapshot {
+fn snapshot(profile: &Profile, machine: &Machine<Reply>) -> Snapshot {
     let mut token = machine.servable(&profile.name);
     let mut blocked = machine.blocked_error();
     // Encoded once per token, so that serving it is a single write of these bytes. Tokens are
@@ -513,7 +529,7 @@ fn snapshot(profile: &Profile, machine: &Machine, login_pending_until: Option<Sy
         generation: machine.generation(),
         refreshing: matches!(machine.phase(), Phase::Refreshing(_) | Phase::Quiet { .. }),
         blocked,
-        status: machine.status(SystemTime::now(), login_pending_until),
+        status: machine.status(SystemTime::now()),
     }
 }
 
@@ -543,8 +559,4 @@ async fn sleep_for(duration: Option<Duration>) {
 
 fn round_secs(d: Duration) -> Duration {
     Duration::from_secs(d.as_secs())
-}
-
-fn superseded(profile: &str) -> Error {
-    Error::Login { profile: profile.to_owned(), message: "a newer login for this profile replaced this one".into() }
 }

@@ -1,5 +1,6 @@
 //! One profile: its token state machine, the actor task that drives it, and the handle the
-//! socket server uses to ask for tokens.
+//! socket server uses to ask for tokens (and for what the profile's info endpoint says, the
+//! one upstream request made on the serving side, under the same cap as the actor's).
 //!
 //! The split keeps the hot path cheap. The actor is the only writer: it owns the
 //! [`state::Machine`], makes the upstream requests one at a time, persists, and publishes an
@@ -15,28 +16,30 @@
 //! request to the profile gets that error until a reload starts it afresh. Other profiles
 //! have their own actors and keep serving.
 
-pub mod actor;
-pub mod expiry;
-pub mod schedule;
-pub mod state;
+pub(crate) mod actor;
+pub(crate) mod schedule;
+pub(crate) mod state;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokend_proto::{Error, Fingerprint, ProfileStatus, RevocationReport, Secret, Token};
+use tokend_proto::{Error, Fingerprint, Grant, ProfileStatus, RevocationReport, Secret, Token};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use crate::config::Profile;
 use crate::limits;
-use crate::oauth::token::TokenSet;
+use crate::login::Reply;
+use crate::login::device::{self, Authorized, DeviceCode};
+use crate::oauth::Http;
+use crate::oauth::info::{self, InfoAnswer};
 
 /// What the actor publishes after every change: everything a request needs to be answered
 /// without asking the actor.
 #[derive(Debug, Clone)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// The token to serve, unless a server rejected it. It may have expired: the server checks
     /// expiry when serving.
     pub token: Option<Token>,
@@ -65,7 +68,7 @@ pub(crate) struct Demand {
 
 impl Demand {
     fn ask(&self, until: SystemTime) {
-        let ms = until.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let ms = u64::try_from(until.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(u64::MAX);
         self.until_ms.fetch_max(ms.max(1), Ordering::AcqRel);
         self.notify.notify_one();
     }
@@ -91,7 +94,7 @@ impl HandedOut {
     /// lock, and reads this afterwards, so the lock orders every hand-out of the old token
     /// before that read (the read lock's release makes the store visible to the next writer).
     fn record(&self, now: SystemTime) {
-        let ms = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let ms = u64::try_from(now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(u64::MAX);
         self.at_ms.store(ms.max(1), Ordering::Relaxed);
     }
 
@@ -111,36 +114,59 @@ pub(crate) enum Command {
     /// A server rejected the token with this fingerprint.
     Invalidate(Fingerprint),
     /// Refresh now; reply when the request finishes.
-    Refresh(oneshot::Sender<Result<(), Error>>),
-    /// Exchange an authorization code for tokens, completing a login.
-    Exchange { code: Secret, verifier: Secret, reply: oneshot::Sender<Result<(), Error>> },
-    /// Take the tokens a device login obtained, completing it.
-    Install { tokens: Box<TokenSet>, reply: oneshot::Sender<Result<(), Error>> },
+    Refresh(Reply),
+    /// Start a login, replacing a pending one: a device login with this code, else a browser
+    /// login.
+    Login {
+        /// The code the server granted, for a device login.
+        device: Option<Box<Authorized>>,
+        /// Gets the started login.
+        reply: oneshot::Sender<Result<LoginStarted, Error>>,
+    },
+    /// The redirect URL of the pending login, pasted by the user; reply with the login's
+    /// outcome.
+    Paste {
+        /// The URL.
+        url: Secret,
+        /// Gets the outcome.
+        reply: Reply,
+    },
     /// Revoke and forget the tokens.
     Logout(oneshot::Sender<RevocationReport>),
-    /// A login is pending until this time (or no longer pending), for status output.
-    LoginPending(Option<SystemTime>),
+}
+
+/// A login that was started.
+#[derive(Debug)]
+pub(crate) struct LoginStarted {
+    /// Where to send the browser.
+    pub url: String,
+    /// When the login gives up.
+    pub expires_at: SystemTime,
+    /// The login's outcome, once it ends.
+    pub outcome: oneshot::Receiver<Result<(), Error>>,
+    /// What to show the user of a device login; `url` is then where to enter the code.
+    pub device: Option<DeviceCode>,
 }
 
 /// A token chosen to be served: the snapshot it came from.
 #[derive(Debug, Clone)]
-pub struct Served(Arc<Snapshot>);
+pub(crate) struct Served(Arc<Snapshot>);
 
 impl Served {
     /// The token.
-    pub fn token(&self) -> &Token {
+    pub(crate) fn token(&self) -> &Token {
         self.0.token.as_ref().expect("a served snapshot has a token")
     }
 
     /// The token's response, ready to write.
-    pub fn frame(&self) -> &[u8] {
+    pub(crate) fn frame(&self) -> &[u8] {
         self.0.token_frame.as_ref().expect("a served snapshot has a token frame")
     }
 }
 
 /// Why a request to a profile ended without an answer of its own.
 #[derive(Debug)]
-pub enum Gone {
+pub(crate) enum Gone {
     /// The profile's actor stopped: the profile was reloaded or removed, or the daemon is
     /// shutting down. Look the profile up again.
     Stopped,
@@ -148,14 +174,17 @@ pub enum Gone {
 
 /// The serving side of a profile, shared by all connections.
 #[derive(Debug)]
-pub struct ProfileHandle {
+pub(crate) struct ProfileHandle {
     /// The profile's configuration.
     pub config: Arc<Profile>,
+    /// For the requests made on the serving side (the info endpoint's).
+    http: Http,
     snapshot: watch::Receiver<Arc<Snapshot>>,
     commands: mpsc::Sender<Command>,
     demand: Arc<Demand>,
     handed_out: Arc<HandedOut>,
-    stop: watch::Sender<bool>,
+    /// Set to the reason when the actor is to stop.
+    stop: watch::Sender<Option<String>>,
     /// The supervisor's task, which ends when the actor does.
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Why the actor died, once it has: set by the supervisor before it lets go of the snapshot
@@ -170,16 +199,18 @@ impl ProfileHandle {
     /// that wait on it look the profile up again.
     pub(crate) fn detached(
         config: Arc<Profile>,
+        http: Http,
         initial: Snapshot,
     ) -> (Arc<ProfileHandle>, watch::Sender<Arc<Snapshot>>, mpsc::Receiver<Command>) {
         let (snapshot_tx, snapshot) = watch::channel(Arc::new(initial));
         let (commands, commands_rx) = mpsc::channel(64);
         let handle = ProfileHandle {
             config,
+            http,
             snapshot,
             commands,
             demand: Arc::new(Demand::default()),
-            stop: watch::Sender::new(false),
+            stop: watch::Sender::new(None),
             task: std::sync::Mutex::new(None),
             died: Arc::new(OnceLock::new()),
             handed_out: Arc::default(),
@@ -187,30 +218,29 @@ impl ProfileHandle {
         (Arc::new(handle), snapshot_tx, commands_rx)
     }
 
-    /// The latest snapshot.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.borrow().clone()
-    }
-
     /// A receiver of every new snapshot, for `watch`.
-    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.snapshot.clone()
     }
 
     /// The profile's status.
-    pub fn status(&self) -> ProfileStatus {
+    pub(crate) fn status(&self) -> ProfileStatus {
         self.snapshot.borrow().status.clone()
     }
 
     /// A token with at least `min_valid` left (the profile's default margin when `None`),
     /// waiting for a refresh if the cached one is not good enough, until `deadline`.
-    pub async fn token(&self, min_valid: Option<Duration>, deadline: Instant) -> Result<Result<Served, Error>, Gone> {
+    pub(crate) async fn token(
+        &self,
+        min_valid: Option<Duration>,
+        deadline: Instant,
+    ) -> Result<Result<Served, Error>, Gone> {
         self.wait_for_token(min_valid, None, deadline).await
     }
 
     /// Reports that a server rejected the token with fingerprint `rejected` (the current one if
     /// `None`) and returns a token other than that one.
-    pub async fn invalidate(
+    pub(crate) async fn invalidate(
         &self,
         rejected: Option<Fingerprint>,
         deadline: Instant,
@@ -228,7 +258,7 @@ impl ProfileHandle {
     }
 
     /// Refreshes now (joining a refresh already in flight) and returns the new token.
-    pub async fn refresh(&self, deadline: Instant) -> Result<Result<Served, Error>, Gone> {
+    pub(crate) async fn refresh(&self, deadline: Instant) -> Result<Result<Served, Error>, Gone> {
         let (reply, done) = oneshot::channel();
         if self.commands.send(Command::Refresh(reply)).await.is_err() {
             return self.stopped().await;
@@ -241,22 +271,71 @@ impl ProfileHandle {
         }
     }
 
-    /// Exchanges a login's authorization code for tokens.
-    pub async fn exchange(&self, code: Secret, verifier: Secret) -> Result<Result<(), Error>, Gone> {
+    /// GETs the profile's info endpoint with its token (`tokenctl info`), under the cap on
+    /// requests in flight that token requests share. If the endpoint rejects the token (401),
+    /// the token is invalidated and the GET is made once more with a new one; the answer to
+    /// that one is returned whatever it is.
+    pub(crate) async fn info(&self, deadline: Instant) -> Result<Result<InfoAnswer, Error>, Gone> {
+        let name = &self.config.name;
+        let Some(url) = self.config.info_url() else {
+            return Ok(Err(Error::NotSupported {
+                profile: name.clone(),
+                message: "no info_url is configured for this profile; add one (for example the server's user or token-info endpoint)".into(),
+            }));
+        };
+        let mut served = match self.token(None, deadline).await? {
+            Ok(served) => served,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut retried = false;
+        loop {
+            let answer = {
+                let _permit = self.http.permit().await;
+                info::fetch(&self.http, url, &served.token().access_token).await
+            };
+            let answer = match answer {
+                Ok(answer) => answer,
+                Err(e) => {
+                    let failure = Box::new(e.to_failure(SystemTime::now()));
+                    return Ok(Err(Error::Upstream { profile: name.clone(), failure }));
+                }
+            };
+            if answer.status != 401 || retried {
+                return Ok(Ok(answer));
+            }
+            tracing::info!(profile = %name, "the info endpoint rejected the token; getting a new one");
+            retried = true;
+            served = match self.invalidate(Some(served.token().fingerprint), deadline).await? {
+                Ok(served) => served,
+                Err(e) => return Ok(Err(e)),
+            };
+        }
+    }
+
+    /// Starts a login, replacing a pending one. A device login's code is asked for first, so
+    /// that the actor need not wait for the server.
+    pub(crate) async fn login(&self) -> Result<Result<LoginStarted, Error>, Gone> {
+        let device = match self.config.grant {
+            Grant::DeviceCode => match device::authorize(&self.http, &self.config).await {
+                Ok(authorized) => Some(Box::new(authorized)),
+                Err(e) => return Ok(Err(e)),
+            },
+            _ => None,
+        };
         let (reply, done) = oneshot::channel();
-        if self.commands.send(Command::Exchange { code, verifier, reply }).await.is_err() {
+        if self.commands.send(Command::Login { device, reply }).await.is_err() {
             return self.stopped().await;
         }
         match done.await {
-            Ok(result) => Ok(result),
+            Ok(started) => Ok(started),
             Err(_) => self.stopped().await,
         }
     }
 
-    /// Hands the tokens a device login obtained to the profile, completing the login.
-    pub async fn install(&self, tokens: TokenSet) -> Result<Result<(), Error>, Gone> {
+    /// Completes the pending login with the redirect URL the user pasted.
+    pub(crate) async fn paste(&self, url: Secret) -> Result<Result<(), Error>, Gone> {
         let (reply, done) = oneshot::channel();
-        if self.commands.send(Command::Install { tokens: Box::new(tokens), reply }).await.is_err() {
+        if self.commands.send(Command::Paste { url, reply }).await.is_err() {
             return self.stopped().await;
         }
         match done.await {
@@ -266,7 +345,7 @@ impl ProfileHandle {
     }
 
     /// Revokes the tokens at the server (when a `revoke_url` is set) and forgets them.
-    pub async fn logout(&self) -> Result<Result<RevocationReport, Error>, Gone> {
+    pub(crate) async fn logout(&self) -> Result<Result<RevocationReport, Error>, Gone> {
         let (reply, done) = oneshot::channel();
         if self.commands.send(Command::Logout(reply)).await.is_err() {
             return self.stopped().await;
@@ -277,23 +356,22 @@ impl ProfileHandle {
         }
     }
 
-    /// Records whether a login is pending, for status output.
-    pub async fn set_login_pending(&self, until: Option<SystemTime>) {
-        let _ = self.commands.send(Command::LoginPending(until)).await;
-    }
-
     /// Stops the actor and waits until it has finished any request in flight and persisted
-    /// its outcome. Requests waiting on it end with [`Gone::Stopped`].
-    pub async fn stop_and_wait(&self) {
-        let _ = self.stop.send(true);
-        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+    /// its outcome. A pending login ends, its waiters told `why`; requests waiting on the actor
+    /// end with [`Gone::Stopped`].
+    pub(crate) async fn stop_and_wait(&self, why: &str) {
+        self.stop.send_if_modified(|reason| {
+            reason.get_or_insert_with(|| why.to_owned());
+            true
+        });
+        let task = self.task.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         if let Some(task) = task {
             let _ = task.await;
         }
     }
 
     /// Whether the actor died (panicked), rather than being stopped.
-    pub fn has_died(&self) -> bool {
+    pub(crate) fn has_died(&self) -> bool {
         self.died.get().is_some()
     }
 

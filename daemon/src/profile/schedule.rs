@@ -14,7 +14,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
 /// left. Up to a fifth of the margin is taken off at random (`jitter`), so that profiles and
 /// daemons sharing a server do not refresh in lockstep; jitter only ever moves a refresh
 /// *earlier*.
-pub fn refresh_at(obtained: SystemTime, expires: SystemTime, margin: Duration, jitter: f64) -> SystemTime {
+pub(crate) fn refresh_at(obtained: SystemTime, expires: SystemTime, margin: Duration, jitter: f64) -> SystemTime {
     let lifetime = expires.duration_since(obtained).unwrap_or_default();
     let margin = margin.min(lifetime / 2);
     let spread = margin.mul_f64(0.2 * jitter.clamp(0.0, 1.0));
@@ -24,7 +24,13 @@ pub fn refresh_at(obtained: SystemTime, expires: SystemTime, margin: Duration, j
 /// How long to wait before retry number `attempt` (1 for the first retry) after a transient
 /// failure: exponential backoff with full jitter between `min` and an exponentially growing cap
 /// that stops at `max`, but never sooner than the server's `Retry-After`.
-pub fn backoff(attempt: u32, min: Duration, max: Duration, retry_after: Option<Duration>, jitter: f64) -> Duration {
+pub(crate) fn backoff(
+    attempt: u32,
+    min: Duration,
+    max: Duration,
+    retry_after: Option<Duration>,
+    jitter: f64,
+) -> Duration {
     let exponent = attempt.saturating_sub(1).min(30);
     let cap = min.saturating_mul(1 << exponent).min(max).max(min);
     let delay = min + (cap - min).mul_f64(jitter.clamp(0.0, 1.0));
@@ -37,7 +43,7 @@ pub fn backoff(attempt: u32, min: Duration, max: Duration, retry_after: Option<D
 /// The least a token must have left to be served when the client did not say: the profile's
 /// `min_valid`, capped at a quarter of the token's lifetime so that short-lived tokens are
 /// still served for most of their life.
-pub fn default_min_valid(min_valid: Duration, lifetime: Duration) -> Duration {
+pub(crate) fn default_min_valid(min_valid: Duration, lifetime: Duration) -> Duration {
     min_valid.min(lifetime / 4)
 }
 
@@ -50,7 +56,7 @@ pub fn default_min_valid(min_valid: Duration, lifetime: Duration) -> Duration {
 /// covers holds of up to half that, while the old token, should the refresh fail, still has more
 /// than the serving margin left to be served during the retries. A 4-second token gets a
 /// half-second window; from 16 seconds up, the default two seconds apply in full.
-pub fn quiet_window(window: Duration, lifetime: Duration) -> Duration {
+pub(crate) fn quiet_window(window: Duration, lifetime: Duration) -> Duration {
     window.min(lifetime / 8)
 }
 

@@ -1,8 +1,12 @@
 //! The per-profile token state machine.
 //!
-//! Every change to a profile's tokens goes through [`Machine::handle`], which is the only place
-//! transitions are written down. The machine does no I/O: it returns [`Effects`] (start an
-//! upstream request, persist, tell the user a login is needed) that the actor carries out.
+//! Every change to a profile's tokens and to its login goes through [`Machine::handle`], which
+//! is the only place transitions are written down. The machine does no I/O: it returns
+//! [`Effects`] (start an upstream request, persist, tell the user a login is needed, close the
+//! login's listener, answer these waiters with these outcomes) that the actor carries out. It
+//! holds whoever waits for an outcome — a `tokenctl refresh`, a `tokenctl login`, the browser
+//! that brought a login's code — as an opaque `W` (a channel's reply end in the actor, a number
+//! in the unit tests), and decides whom to answer and with what.
 //!
 //! Invariants the machine keeps:
 //!
@@ -45,6 +49,22 @@
 //! The window never makes a token be served later than it would be without it — while it lasts
 //! the token is not served at all — and it never runs while a request is in flight.
 //!
+//! A login is part of the machine too:
+//!
+//! - **Pending**: [`Event::LoginStarted`] records a login waiting for the browser, until the
+//!   profile's `login_timeout` has passed ([`Machine::deadline`] includes it). A newer login
+//!   replaces it (its waiters are told so); so do a logout, a stop and the timeout.
+//! - **Code**: [`Event::Code`] for the pending login ends the wait (the listener is closed) and
+//!   exchanges the code — at once, or, while a request is in flight, *queued* until its outcome
+//!   is handled, which starts the exchange in the same step. A newer code replaces a queued one.
+//!   A code for a login that is no longer pending is refused.
+//! - **Outcome**: the exchange's waiters, and the `tokenctl refresh` waiters who joined it, get
+//!   its outcome. A failed exchange leaves the tokens as they were.
+//! - **Device logins** (RFC 8628) are pending logins too ([`Event::DeviceLoginStarted`], until
+//!   the code expires), so the newest login of either kind wins. Their polling task brings
+//!   tokens, not a code ([`Event::DeviceTokens`]): they are taken at once, or, while a request
+//!   is in flight, queued like a code, so that the older grant's outcome cannot overwrite them.
+//!
 //! The time a token was last handed out comes from the serving side (an atomic the hot path
 //! writes while it still holds the snapshot it served from; the actor passes it in with
 //! [`Machine::handed_out`]). The quiet phase is entered by one event and left only by a later
@@ -60,14 +80,15 @@ use std::time::{Duration, SystemTime};
 
 use tokend_proto::{Error, Failure, Fingerprint, Grant, ProfileState, ProfileStatus, Secret, Token, TokenSummary};
 
-use super::expiry::{self, Login};
 use super::schedule;
+use crate::expiry;
+use crate::held::Current;
 use crate::oauth::UpstreamError;
 use crate::oauth::token::TokenSet;
 
 /// What kind of request to the token endpoint to make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestKind {
+pub(crate) enum RequestKind {
     /// A client credentials grant.
     ClientCredentials,
     /// A refresh token grant with the held refresh token.
@@ -78,7 +99,7 @@ pub enum RequestKind {
 
 /// Where a profile is, besides which tokens it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Nothing to serve and nothing scheduled; a token is fetched when a client asks.
     Empty,
     /// A token is held; the next refresh is due at `refresh_at`.
@@ -111,9 +132,9 @@ pub enum Phase {
     Failed,
 }
 
-/// Something that happened to a profile.
+/// Something that happened to a profile. `W` waits for an outcome (see the module docs).
 #[derive(Debug)]
-pub enum Event {
+pub(crate) enum Event<W> {
     /// The daemon started (or the profile was added) with these tokens from disk.
     Start,
     /// The timer armed for [`Machine::deadline`] fired.
@@ -122,76 +143,108 @@ pub enum Event {
     Demand(SystemTime),
     /// A client reports that a server rejected the token with this fingerprint.
     Invalidate(Fingerprint),
-    /// The user asked for a refresh now (`tokenctl refresh`).
-    Force,
-    /// A login produced a code; exchange it.
-    Exchange,
+    /// The user asked for a refresh now (`tokenctl refresh`); the waiter gets its outcome.
+    Force(W),
+    /// A login began, numbered `id` (its listener is up): it waits for its code until the
+    /// profile's `login_timeout` has passed, and replaces a pending one.
+    LoginStarted {
+        /// Which login this is, so that news from a replaced one is told apart.
+        id: u64,
+        /// The PKCE verifier that goes with its code.
+        verifier: Secret,
+        /// Gets the login's outcome.
+        waiter: W,
+    },
+    /// Login `login` brought its authorization code (the browser's redirect, or a URL the user
+    /// pasted); `waiter` gets the exchange's outcome.
+    Code {
+        /// The login it belongs to.
+        login: u64,
+        /// The code.
+        code: Secret,
+        /// Gets the exchange's outcome.
+        waiter: W,
+    },
+    /// Login `login` failed before any code: the server refused, or the redirect came from
+    /// another server.
+    LoginRefused {
+        /// The login it belongs to.
+        login: u64,
+        /// Why, for people.
+        message: String,
+        /// Gets the failure too, besides the login's own waiters.
+        waiter: Option<W>,
+    },
+    /// A device login began, numbered `id` (its polling runs): it waits for the user to enter
+    /// the code until `until`, and replaces a pending login of either kind.
+    DeviceLoginStarted {
+        /// Which login this is, so that news from a replaced one is told apart.
+        id: u64,
+        /// When the code expires.
+        until: SystemTime,
+        /// Gets the login's outcome.
+        waiter: W,
+    },
+    /// Device login `login` obtained these tokens: the user approved it.
+    DeviceTokens {
+        /// The login it belongs to.
+        login: u64,
+        /// The tokens.
+        set: Box<TokenSet>,
+    },
+    /// The pending login ends, for this reason (a newer login is about to start).
+    CancelLogin(String),
     /// The in-flight request succeeded.
     Obtained(TokenSet),
     /// The in-flight request failed.
     Failed(UpstreamError),
     /// The user logged out: forget everything.
     LoggedOut,
+    /// The actor stops (a reload, a shutdown), for this reason: logins and code exchanges end,
+    /// and no request is made any more.
+    Stop(String),
 }
 
-/// What the actor must do after an event, in this order: persist, then start the request,
-/// then tell the user.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Effects {
+/// What the actor must do after an event, in this order: persist, close the login's listener,
+/// start the request, answer the waiters, then tell the user.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Effects<W> {
     /// Save the tokens before anyone is served the new state.
     pub persist: bool,
+    /// The pending login ended: close its listener.
+    pub close_listener: bool,
     /// Start this request.
     pub request: Option<RequestKind>,
+    /// Answer each of these waiters with its outcome.
+    pub replies: Vec<(W, Result<(), Error>)>,
     /// A login became necessary: run the notify command with this reason.
     pub login_needed: Option<String>,
-    /// The in-flight request finished with this outcome (for `tokenctl refresh` and `login`
-    /// waiters).
-    pub finished: Option<Result<(), Error>>,
     /// The login ends at this time, soon: warn the user.
     pub login_expiring: Option<SystemTime>,
 }
 
-/// The access token being served.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Current {
-    /// The token as obtained.
-    pub access_token: Secret,
-    /// Its type.
-    pub token_type: String,
-    /// When the request that obtained it was sent.
-    pub obtained_at: SystemTime,
-    /// When it expires.
-    pub expires_at: SystemTime,
-    /// The granted scope.
-    pub scope: Option<String>,
-    /// Its fingerprint.
-    pub fingerprint: Fingerprint,
-    /// A server rejected it: never serve it again.
-    pub rejected: bool,
-}
-
-impl Current {
-    fn from_set(set: &TokenSet) -> Current {
-        Current {
-            fingerprint: set.access_token.fingerprint(),
-            access_token: set.access_token.clone(),
-            token_type: set.token_type.clone(),
-            obtained_at: set.obtained_at,
-            expires_at: set.expires_at,
-            scope: set.scope.clone(),
-            rejected: false,
+impl<W> Default for Effects<W> {
+    fn default() -> Self {
+        Effects {
+            persist: false,
+            close_listener: false,
+            request: None,
+            replies: Vec::new(),
+            login_needed: None,
+            login_expiring: None,
         }
     }
+}
 
-    /// How long it lives in all.
-    pub fn lifetime(&self) -> Duration {
-        self.expires_at.duration_since(self.obtained_at).unwrap_or_default()
+impl<W> Effects<W> {
+    fn reply_all(&mut self, waiters: impl IntoIterator<Item = W>, outcome: &Result<(), Error>) {
+        self.replies.extend(waiters.into_iter().map(|w| (w, outcome.clone())));
     }
 }
 
 /// Settings the machine needs from the profile's config.
 #[derive(Debug, Clone)]
-pub struct Tuning {
+pub(crate) struct Tuning {
     /// How long before expiry to refresh.
     pub refresh_margin: Duration,
     /// The first retry delay.
@@ -201,13 +254,44 @@ pub struct Tuning {
     /// How long the token must not have been handed out before a refresh replaces it; zero for
     /// no quiet window.
     pub quiet_window: Duration,
+    /// How long a login waits for the browser.
+    pub login_timeout: Duration,
     /// How long a login lasts when the server does not say.
     pub login_lifetime: Option<Duration>,
 }
 
-/// The state of one profile.
+/// A login waiting for the browser's redirect, or for a device login's code to be approved.
 #[derive(Debug)]
-pub struct Machine {
+struct Login<W> {
+    id: u64,
+    /// When it gives up.
+    until: SystemTime,
+    /// The PKCE verifier of a browser login; none for a device login, which brings tokens.
+    verifier: Option<Secret>,
+    waiters: Vec<W>,
+}
+
+/// What completes a login.
+#[derive(Debug)]
+enum Completion {
+    /// An authorization code to exchange for tokens, with its PKCE verifier.
+    Code { code: Secret, verifier: Secret },
+    /// A device login's tokens, which its polling obtained.
+    Tokens(Box<TokenSet>),
+}
+
+/// A login about to complete.
+#[derive(Debug)]
+struct Exchange<W> {
+    grant: Completion,
+    /// When its login would have given up, for status output.
+    until: SystemTime,
+    waiters: Vec<W>,
+}
+
+/// The state of one profile. `W` waits for an outcome (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Machine<W> {
     name: String,
     grant: Grant,
     tuning: Tuning,
@@ -224,21 +308,30 @@ pub struct Machine {
     attempts: u32,
     generation: u64,
     upstream_requests: u64,
+    /// `tokenctl refresh` waiters: answered with the outcome of the next request.
+    waiters: Vec<W>,
+    /// The login waiting for the browser.
+    login: Option<Login<W>>,
+    /// The code exchange in flight: set exactly while the phase is
+    /// `Refreshing(RequestKind::CodeExchange)`.
+    exchanging: Option<Exchange<W>>,
+    /// A code exchange waiting for the request in flight to finish.
+    queued: Option<Exchange<W>>,
     /// When the login ends and whether the user was warned; saved with the tokens.
-    login: Login,
+    session: expiry::Login,
     /// The login has ended: its refresh token is not used any more.
     login_ended: bool,
 }
 
-impl Machine {
+impl<W> Machine<W> {
     /// A machine holding the tokens restored from disk, if any. Feed it [`Event::Start`].
-    pub fn new(
+    pub(crate) fn new(
         name: &str,
         grant: Grant,
         tuning: Tuning,
         token: Option<Current>,
         refresh_token: Option<Secret>,
-    ) -> Machine {
+    ) -> Machine<W> {
         Machine {
             name: name.to_owned(),
             grant,
@@ -253,21 +346,25 @@ impl Machine {
             attempts: 0,
             generation: 0,
             upstream_requests: 0,
-            login: Login::default(),
+            waiters: Vec::new(),
+            login: None,
+            exchanging: None,
+            queued: None,
+            session: expiry::Login::default(),
             login_ended: false,
         }
     }
 
     /// This machine with what was saved about the login.
-    pub fn with_login(mut self, login: Login) -> Machine {
-        if self.grant == Grant::AuthorizationCode {
-            self.login = login;
+    pub(crate) fn with_session(mut self, session: expiry::Login) -> Machine<W> {
+        if self.grant.has_login() {
+            self.session = session;
         }
         self
     }
 
     /// Applies `event` at wall-clock time `now`; `jitter` is a random number in `0.0..1.0`.
-    pub fn handle(&mut self, event: Event, now: SystemTime, jitter: f64) -> Effects {
+    pub(crate) fn handle(&mut self, event: Event<W>, now: SystemTime, jitter: f64) -> Effects<W> {
         let mut fx = Effects::default();
         self.login_ended = self.login_expiry().is_some_and(|e| now >= e.expires_at);
         match event {
@@ -286,22 +383,38 @@ impl Machine {
                     fx.login_needed = None;
                 }
             }
-            Event::Due => match self.phase {
-                Phase::Valid { refresh_at } | Phase::Backoff { retry_at: refresh_at } if now >= refresh_at => {
-                    self.refresh(now, &mut fx);
+            Event::Due => {
+                if let Some(login) = self.login.as_ref().filter(|login| now >= login.until) {
+                    let message = match login.verifier {
+                        Some(_) => format!(
+                            "no answer from the browser within {}; run `tokenctl login {}` again",
+                            humantime::format_duration(self.tuning.login_timeout),
+                            self.name
+                        ),
+                        None => format!(
+                            "the code expired before the login was approved; run `tokenctl login {}` again for a new one",
+                            self.name
+                        ),
+                    };
+                    self.end_login(message, &mut fx);
                 }
-                // A clock set back past the window's start ends it: clients must not wait for
-                // as long as the clock went back.
-                Phase::Quiet { since, send_at } if now >= send_at || now < since => {
-                    let send_at = self.quiet_until(since);
-                    if now >= send_at || now < since {
-                        self.start(&mut fx);
-                    } else {
-                        self.phase = Phase::Quiet { since, send_at };
+                match self.phase {
+                    Phase::Valid { refresh_at } | Phase::Backoff { retry_at: refresh_at } if now >= refresh_at => {
+                        self.refresh(now, &mut fx);
                     }
+                    // A clock set back past the window's start ends it: clients must not wait for
+                    // as long as the clock went back.
+                    Phase::Quiet { since, send_at } if now >= send_at || now < since => {
+                        let send_at = self.quiet_until(since);
+                        if now >= send_at || now < since {
+                            self.start(&mut fx);
+                        } else {
+                            self.phase = Phase::Quiet { since, send_at };
+                        }
+                    }
+                    _ => {}
                 }
-                _ => {}
-            },
+            }
             Event::Demand(until) => {
                 let satisfied = self.token.as_ref().is_some_and(|t| !t.rejected && t.expires_at >= until);
                 if !satisfied && matches!(self.phase, Phase::Empty | Phase::Valid { .. }) {
@@ -317,50 +430,84 @@ impl Machine {
                     }
                 }
             }
-            Event::Force => {
+            Event::Force(waiter) => {
+                // Answered when the request it starts (or joins) finishes, or at once when no
+                // request can be made.
+                self.waiters.push(waiter);
                 if !matches!(self.phase, Phase::Refreshing(_) | Phase::Quiet { .. }) {
                     self.refresh(now, &mut fx);
-                    if fx.request.is_none() {
-                        fx.finished = self.blocked_error().map(Err);
+                    if fx.request.is_none()
+                        && let Some(error) = self.blocked_error()
+                    {
+                        fx.reply_all(self.waiters.drain(..), &Err(error));
                     }
                 }
             }
-            Event::Exchange => {
-                debug_assert!(
-                    !matches!(self.phase, Phase::Refreshing(_)),
-                    "the actor queues exchanges behind requests"
-                );
-                self.phase = Phase::Refreshing(RequestKind::CodeExchange);
-                self.upstream_requests += 1;
-                fx.request = Some(RequestKind::CodeExchange);
+            Event::LoginStarted { id, verifier, waiter } => {
+                // The actor closes the listener of a login it replaces before it opens the new
+                // one (they share the port), so only the waiters are left to tell.
+                if let Some(old) = self.login.take() {
+                    fx.reply_all(old.waiters, &Err(self.login_error(SUPERSEDED.into())));
+                }
+                let until = crate::limits::after(now, self.tuning.login_timeout);
+                self.login = Some(Login { id, until, verifier: Some(verifier), waiters: vec![waiter] });
             }
+            Event::DeviceLoginStarted { id, until, waiter } => {
+                if let Some(old) = self.login.take() {
+                    fx.reply_all(old.waiters, &Err(self.login_error(SUPERSEDED.into())));
+                }
+                self.login = Some(Login { id, until, verifier: None, waiters: vec![waiter] });
+            }
+            Event::DeviceTokens { login, set } => match self.login.take() {
+                Some(pending) if pending.id == login && pending.verifier.is_none() => {
+                    fx.close_listener = true;
+                    let exchange =
+                        Exchange { grant: Completion::Tokens(set), until: pending.until, waiters: pending.waiters };
+                    if matches!(self.phase, Phase::Refreshing(_)) {
+                        // The request in flight belongs to the older grant: its outcome is
+                        // handled first, so that it cannot overwrite the login's tokens.
+                        if let Some(old) = self.queued.replace(exchange) {
+                            fx.reply_all(old.waiters, &Err(self.login_error(SUPERSEDED.into())));
+                        }
+                    } else {
+                        self.exchange(exchange, now, jitter, &mut fx);
+                    }
+                }
+                other => self.login = other,
+            },
+            Event::Code { login, code, waiter } => match self.login.take() {
+                Some(Login { id, until, verifier: Some(verifier), waiters: mut pending }) if id == login => {
+                    fx.close_listener = true;
+                    pending.push(waiter);
+                    let exchange = Exchange { grant: Completion::Code { code, verifier }, until, waiters: pending };
+                    if matches!(self.phase, Phase::Refreshing(_)) {
+                        if let Some(old) = self.queued.replace(exchange) {
+                            fx.reply_all(old.waiters, &Err(self.login_error(SUPERSEDED.into())));
+                        }
+                    } else {
+                        self.exchange(exchange, now, jitter, &mut fx);
+                    }
+                }
+                other => {
+                    self.login = other;
+                    let message = format!(
+                        "this login is no longer pending (it timed out or a newer one replaced it); run `tokenctl login {}` again",
+                        self.name
+                    );
+                    fx.reply_all([waiter], &Err(self.login_error(message)));
+                }
+            },
+            Event::LoginRefused { login, message, waiter } => {
+                if self.login.as_ref().is_some_and(|pending| pending.id == login) {
+                    fx.reply_all(waiter, &Err(self.login_error(message.clone())));
+                    self.end_login(message, &mut fx);
+                }
+            }
+            Event::CancelLogin(reason) => self.end_login(reason, &mut fx),
             Event::Obtained(set) => {
-                if self.grant.has_login() {
-                    // A login's tokens: a code exchange's answer, or a device login's, installed from outside
-                    // a request.
-                    let login = matches!(self.phase, Phase::Refreshing(RequestKind::CodeExchange))
-                        || (self.grant == Grant::DeviceCode && !matches!(self.phase, Phase::Refreshing(_)));
-                    if login {
-                        self.login = Login::began(set.obtained_at);
-                        self.login_ended = false;
-                    }
-                    if let Some(said) = set.refresh_expiry {
-                        self.login.stated(said);
-                        self.login_ended = now >= said.expires_at;
-                    }
-                }
-                if let Some(rotated) = set.refresh_token.clone().filter(|_| self.grant.has_login()) {
-                    self.refresh_token = Some(rotated);
-                }
-                self.token = Some(Current::from_set(&set));
-                self.withheld = false;
-                self.generation += 1;
-                self.attempts = 0;
-                self.last_error = None;
-                self.failing_since = None;
-                self.rest(now, jitter);
-                fx.persist = true;
-                fx.finished = Some(Ok(()));
+                let login = matches!(self.phase, Phase::Refreshing(RequestKind::CodeExchange));
+                self.obtained(&set, login, now, jitter, &mut fx);
+                self.finish(Ok(()), &mut fx);
             }
             Event::Failed(mut error) => {
                 if let Some(rotated) = error.rotated_refresh_token.take().filter(|_| self.grant.has_login()) {
@@ -374,10 +521,10 @@ impl Machine {
                 let failure = error.to_failure(now);
                 // Whatever happened, the refresh is over; a token still valid is served again.
                 self.withheld = false;
-                fx.finished =
-                    Some(Err(Error::Upstream { profile: self.name.clone(), failure: Box::new(failure.clone()) }));
+                let mut outcome =
+                    Err(Error::Upstream { profile: self.name.clone(), failure: Box::new(failure.clone()) });
                 if kind == RequestKind::CodeExchange {
-                    // A failed login leaves the profile as it was; the login waiter is told.
+                    // A failed login leaves the profile as it was; the login's waiters are told.
                     self.rest(now, jitter);
                 } else if !error.is_permanent() {
                     self.attempts += 1;
@@ -397,7 +544,7 @@ impl Machine {
                     // replay or when the user withdraws consent): clients are told to log in
                     // rather than handed a token that will be refused.
                     self.refresh_token = None;
-                    self.login = Login::default();
+                    self.session = expiry::Login::default();
                     if self.token.take().is_some() {
                         self.generation += 1;
                     }
@@ -409,18 +556,19 @@ impl Machine {
                     self.failing_since.get_or_insert(now);
                     self.last_error = Some(failure);
                     fx.persist = true;
-                    fx.finished = Some(Err(Error::LoginNeeded { profile: self.name.clone(), reason: reason.clone() }));
+                    outcome = Err(Error::LoginNeeded { profile: self.name.clone(), reason: reason.clone() });
                     fx.login_needed = Some(reason);
                 } else {
                     self.phase = Phase::Failed;
                     self.failing_since.get_or_insert(now);
                     self.last_error = Some(failure);
                 }
+                self.finish(outcome, &mut fx);
             }
             Event::LoggedOut => {
                 self.token = None;
                 self.refresh_token = None;
-                self.login = Login::default();
+                self.session = expiry::Login::default();
                 self.withheld = false;
                 self.generation += 1;
                 self.attempts = 0;
@@ -431,30 +579,109 @@ impl Machine {
                     Grant::AuthorizationCode | Grant::DeviceCode => Phase::NeedsLogin { reason: "logged out".into() },
                 };
                 fx.persist = true;
+                self.end_login("logged out".into(), &mut fx);
+                if let Some(queued) = self.queued.take() {
+                    fx.reply_all(queued.waiters, &Err(self.login_error("logged out".into())));
+                }
+                // Waiting for a quiet window that will not end in a request now.
+                let outcome = self.blocked_error().map_or(Ok(()), Err);
+                fx.reply_all(self.waiters.drain(..), &outcome);
             }
+            Event::Stop(reason) => {
+                self.end_login(reason.clone(), &mut fx);
+                let error = Err(self.login_error(reason));
+                for exchange in [self.exchanging.take(), self.queued.take()].into_iter().flatten() {
+                    fx.reply_all(exchange.waiters, &error);
+                }
+            }
+        }
+        if !matches!(self.phase, Phase::Refreshing(_))
+            && let Some(queued) = self.queued.take()
+        {
+            self.exchange(queued, now, jitter, &mut fx);
         }
         self.watch_login(now, &mut fx);
         fx
+    }
+
+    /// Takes new tokens: a request's, or a device login's. `login` says they come from a new
+    /// login, from which `login_lifetime` counts.
+    fn obtained(&mut self, set: &TokenSet, login: bool, now: SystemTime, jitter: f64, fx: &mut Effects<W>) {
+        if self.grant.has_login() {
+            if login {
+                self.session = expiry::Login::began(set.obtained_at);
+                self.login_ended = false;
+            }
+            if let Some(said) = set.refresh_expiry {
+                self.session.stated(said);
+                self.login_ended = now >= said.expires_at;
+            }
+        }
+        if let Some(rotated) = set.refresh_token.clone().filter(|_| self.grant.has_login()) {
+            self.refresh_token = Some(rotated);
+        }
+        self.token = Some(Current::from_set(set));
+        self.withheld = false;
+        self.generation += 1;
+        self.attempts = 0;
+        self.last_error = None;
+        self.failing_since = None;
+        self.rest(now, jitter);
+        fx.persist = true;
+    }
+
+    /// Completes a login: starts exchanging its code, or takes a device login's tokens.
+    fn exchange(&mut self, exchange: Exchange<W>, now: SystemTime, jitter: f64, fx: &mut Effects<W>) {
+        debug_assert!(!matches!(self.phase, Phase::Refreshing(_)), "one request at a time");
+        if let Completion::Tokens(set) = &exchange.grant {
+            self.obtained(set, true, now, jitter, fx);
+            fx.reply_all(exchange.waiters, &Ok(()));
+            return;
+        }
+        self.exchanging = Some(exchange);
+        self.phase = Phase::Refreshing(RequestKind::CodeExchange);
+        self.upstream_requests += 1;
+        fx.request = Some(RequestKind::CodeExchange);
+    }
+
+    /// The request in flight ended with `outcome`: its waiters are told.
+    fn finish(&mut self, outcome: Result<(), Error>, fx: &mut Effects<W>) {
+        if let Some(exchange) = self.exchanging.take() {
+            fx.reply_all(exchange.waiters, &outcome);
+        }
+        fx.reply_all(self.waiters.drain(..), &outcome);
+    }
+
+    /// Ends the pending login, if any, telling its waiters `why`.
+    fn end_login(&mut self, why: String, fx: &mut Effects<W>) {
+        if let Some(login) = self.login.take() {
+            fx.close_listener = true;
+            fx.reply_all(login.waiters, &Err(self.login_error(why)));
+        }
+    }
+
+    fn login_error(&self, message: String) -> Error {
+        Error::Login { profile: self.name.clone(), message }
     }
 
     /// When the login ends, per the server or the profile's `login_lifetime`; only while a
     /// refresh token is held.
     fn login_expiry(&self) -> Option<expiry::Expiry> {
         self.refresh_token.as_ref()?;
-        self.login.expiry(self.tuning.login_lifetime)
+        self.session.expiry(self.tuning.login_lifetime)
     }
 
     /// Warns once before the login ends, and when it has ended, makes the profile need a
     /// login (a request in flight finishes first).
-    fn watch_login(&mut self, now: SystemTime, fx: &mut Effects) {
+    fn watch_login(&mut self, now: SystemTime, fx: &mut Effects<W>) {
         let Some(expiry) = self.login_expiry() else { return };
         if now >= expiry.expires_at {
             self.login_ended = true;
             if !matches!(self.phase, Phase::Refreshing(_) | Phase::NeedsLogin { .. }) {
                 self.needs_login_now(self.login_ended_reason(), fx);
             }
-        } else if now >= expiry.warn_at() && !self.login.warned(&expiry) {
-            self.login.warned_for = Some(expiry.expires_at);
+        } else if now >= expiry.warn_at() && !self.session.warned(&expiry) {
+            self.session.warned_for = Some(expiry.expires_at);
             fx.login_expiring = Some(expiry.expires_at);
             fx.persist = true;
         }
@@ -462,10 +689,10 @@ impl Machine {
 
     /// Enters [`Phase::NeedsLogin`] because the login ended: the user is told, and whoever
     /// waits for a refresh (`tokenctl refresh`, perhaps joined to a quiet window) is answered.
-    fn needs_login_now(&mut self, reason: String, fx: &mut Effects) {
+    fn needs_login_now(&mut self, reason: String, fx: &mut Effects<W>) {
         self.withheld = false;
         self.phase = Phase::NeedsLogin { reason: reason.clone() };
-        fx.finished = Some(Err(Error::LoginNeeded { profile: self.name.clone(), reason: reason.clone() }));
+        self.finish(Err(Error::LoginNeeded { profile: self.name.clone(), reason: reason.clone() }), fx);
         fx.login_needed = Some(reason);
     }
 
@@ -479,7 +706,7 @@ impl Machine {
     /// Refreshes a token that clients may hold: through a quiet window if the profile has one
     /// and the token is still usable, at once otherwise. The window is only entered here; it is
     /// left by a later [`Event::Due`] (see the module docs for why).
-    fn refresh(&mut self, now: SystemTime, fx: &mut Effects) {
+    fn refresh(&mut self, now: SystemTime, fx: &mut Effects<W>) {
         let can_request = self.grant == Grant::ClientCredentials || (self.refresh_token.is_some() && !self.login_ended);
         let window = self
             .token
@@ -505,7 +732,7 @@ impl Machine {
     }
 
     /// Starts a request if one can be made; otherwise the profile needs a login.
-    fn start(&mut self, fx: &mut Effects) {
+    fn start(&mut self, fx: &mut Effects<W>) {
         if self.login_ended {
             if !matches!(self.phase, Phase::NeedsLogin { .. }) {
                 self.needs_login_now(self.login_ended_reason(), fx);
@@ -549,12 +776,22 @@ impl Machine {
 
     /// Records when the serving side last handed out a token of this profile. The actor calls
     /// it before every event, with what it reads from the serving side at that moment.
-    pub fn handed_out(&mut self, at: Option<SystemTime>) {
+    pub(crate) fn handed_out(&mut self, at: Option<SystemTime>) {
         self.handed_out = at;
     }
 
-    /// When the actor should send [`Event::Due`] next.
-    pub fn deadline(&self) -> Option<SystemTime> {
+    /// When the actor should send [`Event::Due`] next: the next request, or the end of the
+    /// pending login, whichever comes first.
+    pub(crate) fn deadline(&self) -> Option<SystemTime> {
+        let login = self.login.as_ref().map(|login| login.until);
+        match (self.next_request(), login) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When the next request is due to be sent, if one is scheduled.
+    pub(crate) fn next_request(&self) -> Option<SystemTime> {
         match self.phase {
             Phase::Valid { refresh_at } => Some(refresh_at),
             Phase::Quiet { send_at, .. } => Some(send_at),
@@ -563,10 +800,25 @@ impl Machine {
         }
     }
 
+    /// Until when a login is pending, if one is: waiting for the browser, or its code waiting
+    /// to be exchanged or being exchanged.
+    pub(crate) fn login_pending_until(&self) -> Option<SystemTime> {
+        let exchange = self.queued.as_ref().or(self.exchanging.as_ref()).map(|e| e.until);
+        self.login.as_ref().map(|login| login.until).or(exchange)
+    }
+
+    /// The code and verifier of the exchange in flight.
+    pub(crate) fn exchange_grant(&self) -> Option<(&Secret, &Secret)> {
+        match &self.exchanging.as_ref()?.grant {
+            Completion::Code { code, verifier } => Some((code, verifier)),
+            Completion::Tokens(_) => None,
+        }
+    }
+
     /// When the actor should wake the machine next: [`Machine::deadline`], or the warning
     /// before the login ends, or its end.
-    pub fn wake_at(&self) -> Option<SystemTime> {
-        let login = self.login_expiry().filter(|_| !self.login_ended).map(|e| match self.login.warned(&e) {
+    pub(crate) fn wake_at(&self) -> Option<SystemTime> {
+        let login = self.login_expiry().filter(|_| !self.login_ended).map(|e| match self.session.warned(&e) {
             true => e.expires_at,
             false => e.warn_at(),
         });
@@ -577,32 +829,32 @@ impl Machine {
     }
 
     /// What is known about the login, to be saved with the tokens.
-    pub fn login(&self) -> &Login {
-        &self.login
+    pub(crate) fn session(&self) -> &expiry::Login {
+        &self.session
     }
 
     /// The current phase.
-    pub fn phase(&self) -> &Phase {
+    pub(crate) fn phase(&self) -> &Phase {
         &self.phase
     }
 
     /// The held refresh token.
-    pub fn refresh_token(&self) -> Option<&Secret> {
+    pub(crate) fn refresh_token(&self) -> Option<&Secret> {
         self.refresh_token.as_ref()
     }
 
     /// The current access token, rejected or not.
-    pub fn token(&self) -> Option<&Current> {
+    pub(crate) fn token(&self) -> Option<&Current> {
         self.token.as_ref()
     }
 
     /// Bumped whenever a new token is obtained or the tokens are forgotten.
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation
     }
 
     /// Why a client that cannot be served a token should not wait, if waiting cannot help.
-    pub fn blocked_error(&self) -> Option<Error> {
+    pub(crate) fn blocked_error(&self) -> Option<Error> {
         let profile = self.name.clone();
         match &self.phase {
             Phase::Backoff { retry_at } => Some(Error::UpstreamUnavailable {
@@ -622,7 +874,7 @@ impl Machine {
 
     /// The token to serve, if there is one that was not rejected and is not withheld for a
     /// quiet window (it may have expired).
-    pub fn servable(&self, profile: &str) -> Option<Token> {
+    pub(crate) fn servable(&self, profile: &str) -> Option<Token> {
         let t = self.token.as_ref().filter(|t| !t.rejected && !self.withheld)?;
         Some(Token {
             profile: profile.to_owned(),
@@ -635,7 +887,7 @@ impl Machine {
     }
 
     /// Everything `tokenctl status` shows.
-    pub fn status(&self, now: SystemTime, login_pending_until: Option<SystemTime>) -> ProfileStatus {
+    pub(crate) fn status(&self, now: SystemTime) -> ProfileStatus {
         let state = match self.phase {
             Phase::Empty => ProfileState::Empty,
             Phase::Valid { .. } => ProfileState::Valid,
@@ -665,7 +917,7 @@ impl Machine {
             Phase::Backoff { .. } => Some("tokend keeps retrying while the current token lasts".into()),
             _ => None,
         };
-        let login_expiry = self.login_expiry().and(self.login.status(self.tuning.login_lifetime));
+        let login_expiry = self.login_expiry().and(self.session.status(self.tuning.login_lifetime));
         let action = action.or_else(|| {
             let expiry = login_expiry.filter(|e| e.warned && !self.login_ended)?;
             Some(format!(
@@ -685,17 +937,20 @@ impl Machine {
                 expires_at: t.expires_at,
                 scope: t.scope.clone(),
             }),
-            next_refresh: self.deadline(),
+            next_refresh: self.next_request(),
             has_refresh_token: self.refresh_token.is_some(),
             last_error: self.last_error.clone(),
             failing_since: self.failing_since,
             action,
             upstream_requests: self.upstream_requests,
-            login_pending_until,
+            login_pending_until: self.login_pending_until(),
             login_expiry: login_expiry.map(Box::new),
         }
     }
 }
+
+/// What the waiters of a login or a queued code exchange that a newer one replaced are told.
+pub(crate) const SUPERSEDED: &str = "a newer login for this profile replaced this one";
 
 fn unknown_failure(at: SystemTime) -> Failure {
     Failure { at, status: None, error: None, description: None, message: "unknown failure".into(), transient: true }

@@ -28,12 +28,12 @@ const MAX_LOOKUPS: usize = 5;
 type Conn = Connection<Stream>;
 
 /// Serves one connection to the end.
-pub async fn serve(daemon: Arc<Daemon>, stream: Stream, admitted: Result<(), Refusal>) {
+pub(crate) async fn serve(daemon: Arc<Daemon>, stream: Stream, admitted: Result<(), Refusal>) {
     let peer_ok = super::listener::check_peer(&stream);
     let mut conn = Connection::new(stream);
     if let Err(message) = peer_ok {
         tracing::warn!("refused a connection: {message}");
-        let _ = conn.write(&HelloReply::refuse(Refusal::PermissionDenied, message)).await;
+        let _ = conn.write(&HelloReply::refuse(Refusal::PermissionDenied, message.to_string())).await;
         return;
     }
     if let Err(refusal) = admitted {
@@ -126,7 +126,7 @@ async fn handle(daemon: &Arc<Daemon>, conn: &mut Conn, request: Request) -> Resu
             daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: std::process::id(),
             started_at: daemon.started_at,
-            profiles: daemon.profiles().len() as u32,
+            profiles: u32::try_from(daemon.profiles().len()).unwrap_or(u32::MAX),
         }),
         Request::Token { profile, min_valid } => {
             let served = with_profile(daemon, &profile, |h| async move { h.token(min_valid, deadline).await }).await;
@@ -169,21 +169,28 @@ async fn handle(daemon: &Arc<Daemon>, conn: &mut Conn, request: Request) -> Resu
             return Ok(());
         }
         Request::Login { profile } => return Box::pin(login(daemon, conn, &profile)).await,
-        Request::LoginRedirect { profile, url } => match Box::pin(daemon.logins.paste(&profile, url)).await {
-            Ok(()) => Response::LoginDone { profile },
-            Err(e) => Response::Error(e),
-        },
+        Request::LoginRedirect { profile, url } => {
+            let pasted = with_profile(daemon, &profile, |h| {
+                let url = url.clone();
+                async move { h.paste(url).await }
+            });
+            match Box::pin(pasted).await {
+                Ok(()) => Response::LoginDone { profile },
+                Err(e) => Response::Error(e),
+            }
+        }
         Request::Logout { profile } => {
-            Box::pin(daemon.logins.cancel(&profile, "logged out")).await;
             match Box::pin(with_profile(daemon, &profile, |h| async move { h.logout().await })).await {
                 Ok(report) => Response::LoggedOut(report),
                 Err(e) => Response::Error(e),
             }
         }
-        Request::Info { profile } => match Box::pin(info(daemon, &profile, deadline)).await {
-            Ok(response) => response,
-            Err(e) => Response::Error(e),
-        },
+        Request::Info { profile } => {
+            match Box::pin(with_profile(daemon, &profile, |h| async move { h.info(deadline).await })).await {
+                Ok(answer) => Response::Info { profile, status: answer.status, body: answer.body },
+                Err(e) => Response::Error(e),
+            }
+        }
         Request::Watch { profile } => return Box::pin(watch(daemon, conn, profile)).await,
     };
     match conn.write(&response).await {
@@ -233,11 +240,7 @@ async fn write_token(conn: &mut Conn, served: Result<Served, Error>) -> Result<(
 /// `tokenctl login`: the URL first, then the outcome, on the same connection. If the client
 /// goes away, the login stays pending: the browser can still complete it.
 async fn login(daemon: &Arc<Daemon>, conn: &mut Conn, name: &str) -> Result<(), ConnError> {
-    let handle = match daemon.profile(name) {
-        Ok(handle) => handle,
-        Err(e) => return conn.write(&Response::Error(e)).await,
-    };
-    let started = match daemon.logins.start(handle).await {
+    let started = match with_profile(daemon, name, |h| async move { h.login().await }).await {
         Ok(started) => started,
         Err(e) => return conn.write(&Response::Error(e)).await,
     };
@@ -252,9 +255,8 @@ async fn login(daemon: &Arc<Daemon>, conn: &mut Conn, name: &str) -> Result<(), 
         None => Response::LoginUrl { profile: name.to_owned(), url: started.url, expires_at: started.expires_at },
     };
     conn.write(&first).await?;
-    let mut outcome = started.outcome;
     let result = tokio::select! {
-        result = outcome.wait_for(Option::is_some) => result.map(|r| r.clone()),
+        result = started.outcome => result,
         closed = conn.read::<Request>() => {
             // Anything from the client while it waits means it went away.
             tracing::debug!("the client left while its login was pending: {closed:?}");
@@ -262,40 +264,11 @@ async fn login(daemon: &Arc<Daemon>, conn: &mut Conn, name: &str) -> Result<(), 
         }
     };
     let response = match result {
-        Ok(Some(Ok(()))) => Response::LoginDone { profile: name.to_owned() },
-        Ok(Some(Err(e))) => Response::Error(e),
-        Ok(None) | Err(_) => {
-            Response::Error(Error::Login { profile: name.to_owned(), message: "the login was abandoned".into() })
-        }
+        Ok(Ok(())) => Response::LoginDone { profile: name.to_owned() },
+        Ok(Err(e)) => Response::Error(e),
+        Err(_) => Response::Error(Error::Login { profile: name.to_owned(), message: "the login was abandoned".into() }),
     };
     conn.write(&response).await
-}
-
-/// `tokenctl info`: GET the info endpoint with the token; on 401, invalidate and retry once.
-async fn info(daemon: &Daemon, name: &str, deadline: Instant) -> Result<Response, Error> {
-    let handle = daemon.profile(name)?;
-    let Some(url) = handle.config.info_url().cloned() else {
-        return Err(Error::NotSupported {
-            profile: name.to_owned(),
-            message: "no info_url is configured for this profile; add one (for example the server's user or token-info endpoint)".into(),
-        });
-    };
-    let http = daemon.http().clone();
-    let mut served = with_profile(daemon, name, |h| async move { h.token(None, deadline).await }).await?;
-    for attempt in 0..2 {
-        let answer = crate::oauth::info::fetch(&http, &url, &served.token().access_token).await.map_err(|e| {
-            Error::Upstream { profile: name.to_owned(), failure: Box::new(e.to_failure(SystemTime::now())) }
-        })?;
-        if answer.status == 401 && attempt == 0 {
-            tracing::info!(profile = %name, "the info endpoint rejected the token; getting a new one");
-            let rejected = served.token().fingerprint;
-            served =
-                with_profile(daemon, name, |h| async move { h.invalidate(Some(rejected), deadline).await }).await?;
-            continue;
-        }
-        return Ok(Response::Info { profile: name.to_owned(), status: answer.status, body: answer.body });
-    }
-    unreachable!("the loop returns on its second pass")
 }
 
 /// `tokenctl watch`: the current state of each watched profile, then every change, until the

@@ -31,7 +31,7 @@ use interprocess::local_socket::tokio::{Listener, Stream};
 use tokend_proto::Endpoint;
 
 /// A socket ready to accept connections.
-pub struct Bound {
+pub(crate) struct Bound {
     /// The listener.
     pub listener: Listener,
     /// Whether systemd passed it in (then systemd owns the socket file).
@@ -40,7 +40,7 @@ pub struct Bound {
 
 /// Why the socket could not be set up.
 #[derive(Debug, thiserror::Error)]
-pub enum BindError {
+pub(crate) enum BindError {
     /// Another daemon answers at the endpoint.
     #[error(
         "another tokend is already running at {0}; stop it first (`tokenctl shutdown`), or give this one other sockets (--socket, --http-socket)"
@@ -68,7 +68,7 @@ struct Passed {
 /// Sets up the protocol socket at `endpoint` and, if `http` is given, the HTTP API's socket
 /// there, each adopted from systemd when it passed it. Sockets systemd passed that neither
 /// claims are closed.
-pub fn bind(endpoint: &Endpoint, http: Option<&Endpoint>) -> Result<(Bound, Option<Bound>), BindError> {
+pub(crate) fn bind(endpoint: &Endpoint, http: Option<&Endpoint>) -> Result<(Bound, Option<Bound>), BindError> {
     let mut passed =
         platform::passed().map_err(|e| other(endpoint, format!("cannot adopt the sockets passed by systemd: {e}")))?;
     let main = claim(&mut passed, "tokend", endpoint);
@@ -117,10 +117,24 @@ fn create(endpoint: &Endpoint) -> Result<Bound, BindError> {
     }
 }
 
-/// Whether the peer of `stream` is the user running the daemon. `Err` carries a message for the
+/// Whether the peer of `stream` is the user running the daemon. `Err` says why not, for the
 /// peer.
-pub fn check_peer(stream: &Stream) -> Result<(), String> {
+pub(crate) fn check_peer(stream: &Stream) -> Result<(), PeerRefused> {
     platform::check_peer(stream)
+}
+
+/// Why a connecting process is not served.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PeerRefused {
+    /// Its credentials cannot be read.
+    #[error("cannot identify the connecting process: {0}")]
+    Unidentified(io::Error),
+    /// It runs as another user.
+    #[error("permission denied: tokend serves only uid {me}, and this client runs as uid {uid}")]
+    OtherUser { me: u32, uid: u32 },
+    /// The system does not say which user it runs as.
+    #[error("permission denied: the connecting user cannot be identified")]
+    NoUser,
 }
 
 fn other(endpoint: &Endpoint, message: String) -> BindError {
@@ -156,9 +170,9 @@ mod platform {
         Ok(passed)
     }
 
-    pub fn prepare(endpoint: &Endpoint) -> Result<(), BindError> {
+    pub(super) fn prepare(endpoint: &Endpoint) -> Result<(), BindError> {
         if let Some(dir) = endpoint.directory() {
-            crate::fsperm::ensure_private_dir(dir, "socket directory").map_err(|m| other(endpoint, m))?;
+            crate::fsperm::ensure_private_dir(dir, "socket directory").map_err(|e| other(endpoint, e.to_string()))?;
         }
         let path = endpoint.path();
         let meta = match std::fs::symlink_metadata(path) {
@@ -182,19 +196,17 @@ mod platform {
         }
     }
 
-    pub fn options(options: ListenerOptions<'_>) -> ListenerOptions<'_> {
+    pub(super) fn options(options: ListenerOptions<'_>) -> ListenerOptions<'_> {
         options.mode(0o600)
     }
 
-    pub fn check_peer(stream: &Stream) -> Result<(), String> {
+    pub(super) fn check_peer(stream: &Stream) -> Result<(), PeerRefused> {
         let me = crate::fsperm::current_euid();
-        let creds = stream.peer_creds().map_err(|e| format!("cannot identify the connecting process: {e}"))?;
+        let creds = stream.peer_creds().map_err(PeerRefused::Unidentified)?;
         match creds.euid() {
             Some(uid) if uid == me => Ok(()),
-            Some(uid) => {
-                Err(format!("permission denied: tokend serves only uid {me}, and this client runs as uid {uid}"))
-            }
-            None => Err("permission denied: the connecting user cannot be identified".into()),
+            Some(uid) => Err(PeerRefused::OtherUser { me, uid }),
+            None => Err(PeerRefused::NoUser),
         }
     }
 }
@@ -215,7 +227,7 @@ mod platform {
         options
     }
 
-    pub fn check_peer(_stream: &Stream) -> Result<(), String> {
+    pub fn check_peer(_stream: &Stream) -> Result<(), PeerRefused> {
         // The pipe's default security descriptor admits only its creator (and administrators).
         Ok(())
     }

@@ -11,8 +11,8 @@
 //! file is removed when the listener is dropped.
 
 pub mod connection;
-pub mod handler;
-pub mod listener;
+pub(crate) mod handler;
+pub(crate) mod listener;
 
 use std::io;
 use std::sync::Arc;
@@ -26,10 +26,10 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::daemon::Daemon;
 
 /// How long shutdown waits for requests being answered.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Accepts connections until shutdown begins, then waits for the open ones to finish.
-pub async fn serve(daemon: Arc<Daemon>, listener: Listener, max_connections: usize) {
+pub(crate) async fn serve(daemon: Arc<Daemon>, listener: Listener, max_connections: usize) {
     let limit = Arc::new(Semaphore::new(max_connections));
     // Each connection task holds a clone; when all are dropped, every connection has ended.
     let (open_tx, mut open_rx) = mpsc::channel::<()>(1);

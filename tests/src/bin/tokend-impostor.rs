@@ -32,7 +32,7 @@ const PLANTED_TOKEN: &str = "planted-by-another-user";
 static STDOUT: Mutex<()> = Mutex::new(());
 
 fn say(line: &str) {
-    let _one_at_a_time = STDOUT.lock().unwrap_or_else(|e| e.into_inner());
+    let _one_at_a_time = STDOUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut out = io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();

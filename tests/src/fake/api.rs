@@ -56,7 +56,7 @@ pub fn pattern() -> &'static Bytes {
                 state ^= state << 13;
                 state ^= state >> 7;
                 state ^= state << 17;
-                (state >> 24) as u8
+                (state >> 24).to_le_bytes()[0]
             })
             .collect();
         Bytes::from(block)
@@ -199,8 +199,8 @@ fn download(bytes: u64) -> Response {
         if left == 0 {
             return None;
         }
-        let n = left.min(PATTERN_BLOCK as u64);
-        Some((Ok::<_, std::io::Error>(pattern().slice(..n as usize)), left - n))
+        let n = usize::try_from(left).map_or(PATTERN_BLOCK, |left| left.min(PATTERN_BLOCK));
+        Some((Ok::<_, std::io::Error>(pattern().slice(..n)), left - n as u64))
     });
     Response::builder()
         .status(StatusCode::OK)

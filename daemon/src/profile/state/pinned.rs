@@ -3,7 +3,7 @@
 //! to log in, the timer a backoff arms, and the phase a profile rests in when the token it holds
 //! cannot be served.
 
-use super::tests::{T0, ac, cc, current, secs, set, upstream};
+use super::tests::{T0, ac, cc, current, exchange, secs, set, upstream};
 use super::*;
 use crate::oauth::Retry;
 
@@ -14,7 +14,7 @@ fn every_new_token_and_every_logout_bumps_the_generation() {
     let mut seen = vec![m.generation()];
     for (i, token) in ["a", "b", "c"].into_iter().enumerate() {
         let now = T0 + secs(10 * i as u64);
-        m.handle(Event::Force, now, 0.0);
+        m.handle(Event::Force(1), now, 0.0);
         m.handle(Event::Obtained(set(token, now, 3600, None)), now, 0.0);
         seen.push(m.generation());
     }
@@ -27,12 +27,12 @@ fn every_new_token_and_every_logout_bumps_the_generation() {
 fn status_counts_every_request_sent_upstream() {
     let mut m = ac(None, None);
     m.handle(Event::Start, T0, 0.0);
-    assert_eq!(m.status(T0, None).upstream_requests, 0, "nothing is sent without a login");
-    m.handle(Event::Exchange, T0, 0.0);
-    assert_eq!(m.status(T0, None).upstream_requests, 1, "the code exchange counts");
+    assert_eq!(m.status(T0).upstream_requests, 0, "nothing is sent without a login");
+    exchange(&mut m, T0);
+    assert_eq!(m.status(T0).upstream_requests, 1, "the code exchange counts");
     m.handle(Event::Obtained(set("a", T0, 3600, Some("rt"))), T0, 0.0);
-    m.handle(Event::Force, T0, 0.0);
-    assert_eq!(m.status(T0, None).upstream_requests, 2, "and so does the refresh");
+    m.handle(Event::Force(1), T0, 0.0);
+    assert_eq!(m.status(T0).upstream_requests, 2, "and so does the refresh");
 }
 
 #[test]
@@ -68,9 +68,9 @@ fn the_user_is_told_once_when_a_login_becomes_necessary() {
     let fx = m.handle(Event::Due, due, 0.0);
     assert_eq!(fx.login_needed.as_deref(), Some("no refresh token is held"));
     assert!(matches!(m.phase(), Phase::NeedsLogin { .. }));
-    let fx = m.handle(Event::Force, due, 0.0);
+    let fx = m.handle(Event::Force(1), due, 0.0);
     assert_eq!(fx.login_needed, None, "not again while it is still needed");
-    assert!(matches!(fx.finished, Some(Err(Error::LoginNeeded { .. }))));
+    assert!(matches!(&fx.replies[..], [(1, Err(Error::LoginNeeded { .. }))]), "{:?}", fx.replies);
     let fx = m.handle(Event::Invalidate(Fingerprint::of("a")), due, 0.0);
     assert_eq!(fx.login_needed, None);
 }
@@ -90,7 +90,7 @@ fn a_backoff_arms_the_timer_for_the_retry() {
     m.handle(Event::Start, T0, 0.0);
     m.handle(Event::Failed(upstream(Retry::Transient, None)), T0, 1.0);
     assert_eq!(m.deadline(), Some(T0 + secs(1)));
-    assert_eq!(m.status(T0, None).next_refresh, Some(T0 + secs(1)), "status shows when");
+    assert_eq!(m.status(T0).next_refresh, Some(T0 + secs(1)), "status shows when");
 }
 
 #[test]
@@ -118,9 +118,9 @@ fn a_token_that_arrives_expired_schedules_no_refresh() {
 fn a_failed_login_without_any_token_still_needs_a_login() {
     let mut m = ac(None, None);
     m.handle(Event::Start, T0, 0.0);
-    m.handle(Event::Exchange, T0, 0.0);
+    exchange(&mut m, T0);
     let fx = m.handle(Event::Failed(upstream(Retry::Transient, None)), T0, 0.0);
-    assert!(matches!(fx.finished, Some(Err(Error::Upstream { .. }))), "the login waiter is told");
+    assert!(matches!(&fx.replies[..], [(_, Err(Error::Upstream { .. })), ..]), "the login waiter is told");
     assert!(matches!(m.phase(), Phase::NeedsLogin { .. }));
     assert!(matches!(m.blocked_error(), Some(Error::LoginNeeded { .. })), "clients do not wait in vain");
 }
@@ -130,12 +130,12 @@ fn a_failed_login_does_not_bring_back_a_rejected_token() {
     let mut m = ac(Some(current("a", T0, 3600)), None);
     m.handle(Event::Start, T0, 0.0);
     m.handle(Event::Invalidate(Fingerprint::of("a")), T0, 0.0);
-    m.handle(Event::Exchange, T0, 0.0);
+    exchange(&mut m, T0);
     m.handle(Event::Failed(upstream(Retry::Permanent, Some("invalid_grant"))), T0, 0.0);
     assert!(matches!(m.phase(), Phase::NeedsLogin { .. }));
     assert_eq!(m.deadline(), None, "no refresh is scheduled for it");
     assert!(m.servable("movemint").is_none());
-    assert!(m.status(T0, None).token.is_none());
+    assert!(m.status(T0).token.is_none());
 }
 
 #[test]
@@ -144,8 +144,8 @@ fn status_in_backoff_says_whether_a_token_is_still_served() {
     m.handle(Event::Start, T0, 0.0);
     m.handle(Event::Due, T0 + secs(300), 0.0);
     m.handle(Event::Failed(upstream(Retry::Transient, None)), T0 + secs(300), 0.0);
-    let action = m.status(T0 + secs(300), None).action.unwrap();
+    let action = m.status(T0 + secs(300)).action.unwrap();
     assert!(action.contains("while the current token lasts"), "{action}");
-    let action = m.status(T0 + secs(600), None).action.unwrap();
+    let action = m.status(T0 + secs(600)).action.unwrap();
     assert!(action.starts_with("no valid token"), "{action}");
 }

@@ -28,7 +28,7 @@ use tokend_e2e::fake::{Client, ClientAuth, RevokeOnRefresh, Style};
 use tokend_e2e::{FakeProvider, Options, Tokend, eventually, free_port};
 
 /// What to measure.
-pub struct Plan {
+pub(crate) struct Plan {
     /// Concurrent programs.
     pub clients: usize,
     /// Refreshes per setup.
@@ -62,7 +62,7 @@ impl Outcome {
 }
 
 /// Runs every setup and prints the report; returns whether the goals were met.
-pub async fn run(plan: Plan) -> bool {
+pub(crate) async fn run(plan: Plan) -> bool {
     println!(
         "revoking server ({}): {} clients, tokens living {}, holds of 0-{}, {} refreshes per setup",
         match plan.revoke {
@@ -242,7 +242,8 @@ client_auth = "post"
             (waits, lateness)
         }));
     }
-    let limit = plan.lifetime * (plan.refreshes as u32 + 2) + Duration::from_secs(60);
+    let limit = plan.lifetime * (u32::try_from(plan.refreshes).expect("a sane number of refreshes") + 2)
+        + Duration::from_secs(60);
     let reached = eventually(limit, || refreshes(&fake) >= plan.refreshes).await;
     stop.store(true, Ordering::Relaxed);
     let elapsed = started.elapsed();

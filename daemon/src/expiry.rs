@@ -31,41 +31,41 @@ use crate::limits;
 use crate::oauth::token::RefreshExpiry;
 
 /// The earliest a warning comes before a login ends.
-pub const MAX_WARNING_LEAD: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const MAX_WARNING_LEAD: Duration = Duration::from_secs(24 * 3600);
 
 /// How long before a login of `lifetime` ends tokend warns: a day, or a tenth of the lifetime
 /// when that is shorter (whichever is closer to the end).
-pub fn warning_lead(lifetime: Duration) -> Duration {
+pub(crate) fn warning_lead(lifetime: Duration) -> Duration {
     (lifetime / 10).min(MAX_WARNING_LEAD)
 }
 
 /// What tokend knows about the current login.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Login {
+pub(crate) struct Login {
     /// When the user logged in (the code exchange was sent), if tokend saw it: logins made by
     /// a tokend that did not record it have none, and `login_lifetime` cannot count from it.
-    pub at: Option<SystemTime>,
+    pub(crate) at: Option<SystemTime>,
     /// What the server last said about the refresh token's end, with the longest lifetime it
     /// stated for this login.
-    pub stated: Option<RefreshExpiry>,
+    pub(crate) stated: Option<RefreshExpiry>,
     /// The expiry the warning was given for.
-    pub warned_for: Option<SystemTime>,
+    pub(crate) warned_for: Option<SystemTime>,
 }
 
 /// When a login ends, and how that is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Expiry {
+pub(crate) struct Expiry {
     /// When the refresh token stops working.
-    pub expires_at: SystemTime,
+    pub(crate) expires_at: SystemTime,
     /// How long the login lives in all, which sets the warning's lead.
-    pub lifetime: Duration,
+    pub(crate) lifetime: Duration,
     /// How tokend knows.
-    pub source: LoginExpirySource,
+    pub(crate) source: LoginExpirySource,
 }
 
 impl Expiry {
     /// When to warn.
-    pub fn warn_at(&self) -> SystemTime {
+    pub(crate) fn warn_at(&self) -> SystemTime {
         let lead = warning_lead(self.lifetime);
         self.expires_at.checked_sub(lead).unwrap_or(self.expires_at)
     }
@@ -73,18 +73,18 @@ impl Expiry {
 
 impl Login {
     /// A login that began at `at`.
-    pub fn began(at: SystemTime) -> Login {
+    pub(crate) fn began(at: SystemTime) -> Login {
         Login { at: Some(at), ..Login::default() }
     }
 
     /// Records what a token answer said about the refresh token's end.
-    pub fn stated(&mut self, said: RefreshExpiry) {
+    pub(crate) fn stated(&mut self, said: RefreshExpiry) {
         let lifetime = self.stated.map_or(said.lifetime, |before| before.lifetime.max(said.lifetime));
         self.stated = Some(RefreshExpiry { lifetime, ..said });
     }
 
     /// When the login ends, by what the server said, else by `login_lifetime`.
-    pub fn expiry(&self, login_lifetime: Option<Duration>) -> Option<Expiry> {
+    pub(crate) fn expiry(&self, login_lifetime: Option<Duration>) -> Option<Expiry> {
         if let Some(s) = self.stated {
             return Some(Expiry { expires_at: s.expires_at, lifetime: s.lifetime, source: s.source });
         }
@@ -93,12 +93,12 @@ impl Login {
     }
 
     /// Whether the warning for `expiry` was given already.
-    pub fn warned(&self, expiry: &Expiry) -> bool {
+    pub(crate) fn warned(&self, expiry: &Expiry) -> bool {
         self.warned_for.is_some_and(|w| expiry.expires_at <= limits::after(w, warning_lead(expiry.lifetime)))
     }
 
     /// What `tokenctl status` shows.
-    pub fn status(&self, login_lifetime: Option<Duration>) -> Option<LoginExpiry> {
+    pub(crate) fn status(&self, login_lifetime: Option<Duration>) -> Option<LoginExpiry> {
         let expiry = self.expiry(login_lifetime)?;
         Some(LoginExpiry {
             expires_at: expiry.expires_at,
