@@ -91,11 +91,12 @@ impl Browser {
             closed: false,
             dir,
         };
-        let deadline = Instant::now() + WAIT;
-        while !browser.http.get(format!("{base}/status")).send().await.is_ok_and(|a| a.status().is_success()) {
-            assert!(Instant::now() < deadline, "chromedriver did not answer within {WAIT:?}\n{}", browser.log());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let status = format!("{base}/status");
+        let up = crate::wait_for(WAIT, async || {
+            browser.http.get(&status).send().await.is_ok_and(|a| a.status().is_success()).then_some(())
+        })
+        .await;
+        assert!(up.is_some(), "chromedriver did not answer within {WAIT:?}\n{}", browser.log());
         let mut args: Vec<String> = CHROMIUM_ARGS.iter().map(ToString::to_string).collect();
         args.push(format!("--user-data-dir={}", browser.dir.path().join("profile").display()));
         let capabilities = json!({"capabilities": {"alwaysMatch": {
@@ -120,14 +121,10 @@ impl Browser {
     /// Waits (bounded) for the launcher to hand over a URL, and opens it.
     pub async fn open_launched(&self) {
         let file = self.dir.path().join("url");
-        let deadline = Instant::now() + WAIT;
-        let url = loop {
-            if let Ok(url) = std::fs::read_to_string(&file) {
-                break url.trim().to_owned();
-            }
-            assert!(Instant::now() < deadline, "no URL from the launcher within {WAIT:?}: did tokenctl run $BROWSER?");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let url = crate::wait_for(WAIT, async || std::fs::read_to_string(&file).ok())
+            .await
+            .unwrap_or_else(|| panic!("no URL from the launcher within {WAIT:?}: did tokenctl run $BROWSER?"));
+        let url = url.trim();
         self.command(reqwest::Method::POST, "/url", Some(json!({ "url": url }))).await;
     }
 
@@ -143,22 +140,20 @@ impl Browser {
 
     /// Waits (bounded) until the current page has an element matching `css`; returns it.
     pub async fn find(&self, css: &str) -> Element {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let answer = self
-                .try_command(reqwest::Method::POST, "/element", Some(json!({"using": "css selector", "value": css})))
-                .await;
-            if let Ok(value) = &answer
-                && let Some(id) = value[ELEMENT].as_str()
-            {
-                return Element { id: id.to_owned() };
-            }
-            if Instant::now() >= deadline {
-                let source = self.try_command(reqwest::Method::GET, "/source", None).await;
-                panic!("no element `{css}` within {WAIT:?} on {} ({answer:?}):\n{source:?}", self.url().await);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let query = json!({"using": "css selector", "value": css});
+        let mut answer = None;
+        let found = crate::wait_for(WAIT, async || {
+            let value = self.try_command(reqwest::Method::POST, "/element", Some(query.clone())).await;
+            let id = value.as_ref().ok().and_then(|v| v[ELEMENT].as_str()).map(str::to_owned);
+            answer = Some(value);
+            id
+        })
+        .await;
+        if let Some(id) = found {
+            return Element { id };
         }
+        let source = self.try_command(reqwest::Method::GET, "/source", None).await;
+        panic!("no element `{css}` within {WAIT:?} on {} ({answer:?}):\n{source:?}", self.url().await);
     }
 
     /// Types `text` into `element`.
