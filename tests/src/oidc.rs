@@ -66,6 +66,25 @@ impl OidcProvider {
         OidcProvider { issuer: json["issuer"].as_str().unwrap().to_owned(), _child: child }
     }
 
+    /// The config table of profile `name` for the provider's `web` client, an
+    /// authorization_code profile configured by nothing but the issuer, logging in through
+    /// `redirect`.
+    pub fn web_profile(&self, name: &str, redirect: &str) -> String {
+        format!(
+            r#"
+[profiles.{name}]
+grant = "authorization_code"
+issuer = "{issuer}"
+redirect_uri = "{redirect}"
+client_id = "web"
+client_secret = "web-secret"
+client_auth = "post"
+scopes = ["api:read"]
+"#,
+            issuer = self.issuer
+        )
+    }
+
     /// A URL on the provider.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.issuer)
@@ -97,33 +116,10 @@ impl OidcProvider {
 /// redirects, fills in the development login form (any login and password) and confirms the
 /// consent form, until the server redirects to `redirect_prefix`. Returns that final URL.
 pub async fn browser_login(authorization_url: &str, redirect_prefix: &str) -> String {
-    let browser = crate::http().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let mut cookies = Cookies::default();
-    let mut next = Some((reqwest::Method::GET, authorization_url.to_owned(), Vec::<(String, String)>::new()));
-    for _ in 0..20 {
-        let (method, url, form) = next.take().expect("a next step");
-        if url.starts_with(redirect_prefix) {
-            return url;
-        }
-        let request = browser.request(method, &url);
-        let request = if form.is_empty() { request } else { request.form(&form) };
-        let request = match cookies.header() {
-            Some(header) => request.header(reqwest::header::COOKIE, header),
-            None => request,
-        };
-        let response = request.send().await.expect("the provider answers");
-        cookies.keep(response.headers());
-        let base = reqwest::Url::parse(&url).unwrap();
-        if response.status().is_redirection() {
-            let location = response.headers()["location"].to_str().unwrap();
-            next = Some((reqwest::Method::GET, base.join(location).unwrap().to_string(), vec![]));
-            continue;
-        }
-        let page = response.text().await.unwrap();
-        let (action, fields) = parse_form(&page).unwrap_or_else(|| panic!("no form on the page:\n{page}"));
-        next = Some((reqwest::Method::POST, base.join(&action).unwrap().to_string(), fields));
+    match walk(authorization_url, Some(redirect_prefix)).await {
+        Reached::Redirect(url) => url,
+        Reached::Page(page) => panic!("no form on the page:\n{page}"),
     }
-    panic!("the login did not reach the redirect URI within 20 steps");
 }
 
 /// Does what a user does with a device login's `verification_uri_complete` on oidc-provider,
@@ -131,11 +127,32 @@ pub async fn browser_login(authorization_url: &str, redirect_prefix: &str) -> St
 /// password) and consents, following redirects, until a page with no form is shown. Returns
 /// that page.
 pub async fn device_approval(verification_uri_complete: &str) -> String {
+    match walk(verification_uri_complete, None).await {
+        Reached::Page(page) => page,
+        Reached::Redirect(url) => unreachable!("no redirect prefix to reach: {url}"),
+    }
+}
+
+/// Where a walk through the provider's pages ended.
+enum Reached {
+    /// A redirect to the prefix the walk was looking for: its URL.
+    Redirect(String),
+    /// A page without a form: its text.
+    Page(String),
+}
+
+/// Walks oidc-provider's pages from `start` as a browser would, keeping cookies: follows each
+/// redirect and submits each page's form (filled in by `parse_form`), until a redirect goes to
+/// `redirect_prefix` or a page has no form. At most 20 steps.
+async fn walk(start: &str, redirect_prefix: Option<&str>) -> Reached {
     let browser = crate::http().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let mut cookies = Cookies::default();
-    let mut next = (reqwest::Method::GET, verification_uri_complete.to_owned(), Vec::<(String, String)>::new());
+    let mut next = (reqwest::Method::GET, start.to_owned(), Vec::<(String, String)>::new());
     for _ in 0..20 {
         let (method, url, form) = next;
+        if redirect_prefix.is_some_and(|prefix| url.starts_with(prefix)) {
+            return Reached::Redirect(url);
+        }
         let request = browser.request(method, &url);
         let request = if form.is_empty() { request } else { request.form(&form) };
         let request = match cookies.header() {
@@ -151,10 +168,10 @@ pub async fn device_approval(verification_uri_complete: &str) -> String {
             continue;
         }
         let page = response.text().await.unwrap();
-        let Some((action, fields)) = parse_form(&page) else { return page };
+        let Some((action, fields)) = parse_form(&page) else { return Reached::Page(page) };
         next = (reqwest::Method::POST, base.join(&action).unwrap().to_string(), fields);
     }
-    panic!("the device approval did not end within 20 steps");
+    panic!("the walk through the provider's pages from {start} did not end within 20 steps");
 }
 
 /// The cookies the browser keeps between the provider's pages. A login stays on one origin, so

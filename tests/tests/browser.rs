@@ -6,35 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokend_e2e::fake::{Client, ClientAuth, Style};
-use tokend_e2e::{FakeProvider, Tokend, bin, eventually, free_port};
-
-async fn movemint() -> (FakeProvider, String) {
-    let fake = FakeProvider::start().await;
-    let redirect = format!("http://127.0.0.1:{}/callback", free_port());
-    let client = Client {
-        secret: Some("mm-secret".into()),
-        auth: ClientAuth::Post,
-        required_params: vec![],
-        redirect_uri: Some(redirect.clone()),
-    };
-    fake.register("mm", client);
-    fake.set_style(Style::Movemint);
-    let config = format!(
-        r#"
-[profiles.mm]
-grant = "authorization_code"
-token_url = "{base}/oauth/token"
-authorize_url = "{base}/oauth/authorize"
-redirect_uri = "{redirect}"
-client_id = "mm"
-client_secret = "mm-secret"
-client_auth = "post"
-"#,
-        base = fake.base
-    );
-    (fake, config)
-}
+use tokend_e2e::{Movemint, Tokend, bin, eventually};
 
 /// A stand-in browser in `dir`: a script that writes its arguments, one per line, to `argv`.
 fn recording_browser(dir: &Path) -> (PathBuf, PathBuf) {
@@ -84,8 +56,8 @@ async fn log_in_with(tokend: &Tokend, browser: &str, argv: &Path) -> Vec<String>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_with_arguments_is_given_them_and_the_url() {
-    let (fake, config) = movemint().await;
-    let tokend = Tokend::start(&config).await;
+    let fake = Movemint::start().await;
+    let tokend = Tokend::start(&fake.config()).await;
     let (script, argv) = recording_browser(tokend.dir.path());
     let browser = format!("{} --new-window  -P work", script.display());
     let args = log_in_with(&tokend, &browser, &argv).await;
@@ -97,8 +69,8 @@ async fn a_browser_with_arguments_is_given_them_and_the_url() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn percent_s_places_the_url_and_a_colon_list_falls_through_to_a_browser_that_runs() {
-    let (fake, config) = movemint().await;
-    let tokend = Tokend::start(&config).await;
+    let fake = Movemint::start().await;
+    let tokend = Tokend::start(&fake.config()).await;
     let (script, argv) = recording_browser(tokend.dir.path());
     let missing = tokend.dir.path().join("no-such-browser");
     let browser = format!("{} --x:{} --app=%s --incognito", missing.display(), script.display());

@@ -8,30 +8,33 @@ use std::time::Duration;
 
 use tokend_e2e::browser::Browser;
 use tokend_e2e::oidc::OidcProvider;
-use tokend_e2e::{Need, Tokend, free_port, require};
+use tokend_e2e::{Need, Running, Tokend, free_port, require};
 
-fn web_config(oidc: &OidcProvider, redirect: &str) -> String {
-    format!(
-        r#"
-[profiles.movemint]
-grant = "authorization_code"
-issuer = "{issuer}"
-redirect_uri = "{redirect}"
-client_id = "web"
-client_secret = "web-secret"
-client_auth = "post"
-scopes = ["api:read"]
-"#,
-        issuer = oidc.issuer
-    )
+/// A `tokenctl login` under way in a real browser, signed in and at the provider's consent page.
+struct Login {
+    oidc: OidcProvider,
+    tokend: Tokend,
+    browser: Browser,
+    login: Running,
+    redirect: String,
 }
 
-/// Signs in on oidc-provider's login page and waits for its consent page.
-async fn sign_in(browser: &Browser) {
-    browser.type_into(&browser.find("input[name=login]").await, "alice").await;
-    browser.type_into(&browser.find("input[name=password]").await, "any").await;
-    browser.click(&browser.find("button[type=submit]").await).await;
-    browser.find("input[name=prompt][value=consent]").await;
+impl Login {
+    /// Starts the provider, tokend and the browser, runs `tokenctl login` with the browser as
+    /// `$BROWSER`, signs in on oidc-provider's login page and waits for its consent page.
+    async fn at_consent() -> Login {
+        let redirect = format!("http://127.0.0.1:{}/callback", free_port());
+        let oidc = OidcProvider::start(&redirect, Duration::from_secs(3600)).await;
+        let tokend = Tokend::start(&oidc.web_profile("movemint", &redirect)).await;
+        let browser = Browser::start().await;
+        let login = tokend.spawn_tokenctl_with_env(&["login", "movemint"], &browser.env());
+        browser.open_launched().await;
+        browser.type_into(&browser.find("input[name=login]").await, "alice").await;
+        browser.type_into(&browser.find("input[name=password]").await, "any").await;
+        browser.click(&browser.find("button[type=submit]").await).await;
+        browser.find("input[name=prompt][value=consent]").await;
+        Login { oidc, tokend, browser, login, redirect }
+    }
 }
 
 /// Waits until the browser shows tokend's page on the redirect URI; returns the page's text.
@@ -45,14 +48,7 @@ async fn tokends_page(browser: &Browser, redirect: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_browser_logs_in_through_the_providers_pages_and_lands_on_tokends_page() {
     require!(Need::Node, Need::Program("chromium"), Need::Program("chromedriver"));
-    let redirect = format!("http://127.0.0.1:{}/callback", free_port());
-    let oidc = OidcProvider::start(&redirect, Duration::from_secs(3600)).await;
-    let tokend = Tokend::start(&web_config(&oidc, &redirect)).await;
-    let browser = Browser::start().await;
-    let login = tokend.spawn_tokenctl_with_env(&["login", "movemint"], &browser.env());
-    browser.open_launched().await;
-
-    sign_in(&browser).await;
+    let Login { oidc, tokend, browser, login, redirect } = Login::at_consent().await;
     browser.click(&browser.find("button[type=submit]").await).await;
     let page = tokends_page(&browser, &redirect).await;
 
@@ -82,14 +78,7 @@ async fn a_real_browser_logs_in_through_the_providers_pages_and_lands_on_tokends
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_who_cancels_at_the_consent_page_is_told_why_and_what_to_run() {
     require!(Need::Node, Need::Program("chromium"), Need::Program("chromedriver"));
-    let redirect = format!("http://127.0.0.1:{}/callback", free_port());
-    let oidc = OidcProvider::start(&redirect, Duration::from_secs(3600)).await;
-    let tokend = Tokend::start(&web_config(&oidc, &redirect)).await;
-    let browser = Browser::start().await;
-    let login = tokend.spawn_tokenctl_with_env(&["login", "movemint"], &browser.env());
-    browser.open_launched().await;
-
-    sign_in(&browser).await;
+    let Login { oidc: _provider, tokend, browser, login, redirect } = Login::at_consent().await;
     // oidc-provider's "[ Cancel ]" link ends the interaction with error=access_denied.
     browser.click(&browser.find("a[href$='/abort']").await).await;
     let page = tokends_page(&browser, &redirect).await;

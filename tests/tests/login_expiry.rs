@@ -6,38 +6,15 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokend_e2e::fake::{Client, ClientAuth, Fault, LoginEnd, Style};
-use tokend_e2e::{FakeProvider, Tokend, eventually, free_port, stderr, stdout};
+use tokend_e2e::fake::{ClientAuth, Fault, LoginEnd, Style};
+use tokend_e2e::{FakeProvider, Movemint, Tokend, eventually, stderr, stdout};
 
 /// A Movemint-style provider for the login profile `mm`, whose logins end `login` after they
 /// began, said as `end` says; access tokens live an hour.
-async fn provider(login: Duration, end: LoginEnd) -> (FakeProvider, String) {
-    let fake = FakeProvider::start().await;
-    let redirect = format!("http://127.0.0.1:{}/callback", free_port());
-    fake.register(
-        "mm",
-        Client {
-            secret: Some("secret".into()),
-            auth: ClientAuth::Post,
-            required_params: vec![],
-            redirect_uri: Some(redirect.clone()),
-        },
-    );
-    fake.set_style(Style::Movemint);
+async fn provider(login: Duration, end: LoginEnd) -> (Movemint, String) {
+    let fake = Movemint::start().await;
     fake.set_login_lifetime(Some(login), end);
-    let config = format!(
-        r#"
-[profiles.mm]
-grant = "authorization_code"
-token_url = "{base}/oauth/token"
-authorize_url = "{base}/oauth/authorize"
-redirect_uri = "{redirect}"
-client_id = "mm"
-client_secret = "secret"
-client_auth = "post"
-"#,
-        base = fake.base
-    );
+    let config = fake.config();
     (fake, config)
 }
 

@@ -160,17 +160,9 @@ issuer = "{issuer}"
 client_id = "cc-basic"
 client_secret = "cc-basic-secret"
 scopes = ["api:read"]
-
-[profiles.web]
-grant = "authorization_code"
-issuer = "{issuer}"
-redirect_uri = "{redirect}"
-client_id = "web"
-client_secret = "web-secret"
-client_auth = "post"
-scopes = ["api:read"]
-"#,
-        issuer = oidc.issuer
+{web}"#,
+        issuer = oidc.issuer,
+        web = oidc.web_profile("web", &redirect)
     );
     let tokend = Tokend::start(&config).await;
 

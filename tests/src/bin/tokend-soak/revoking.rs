@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokend_client::{Attempt, TokenExt};
-use tokend_e2e::fake::{Client, ClientAuth, RevokeOnRefresh, Style};
-use tokend_e2e::{FakeProvider, Options, Tokend, eventually, free_port};
+use tokend_e2e::fake::RevokeOnRefresh;
+use tokend_e2e::{FakeProvider, Movemint, Options, Tokend, eventually};
 
 /// What to measure.
 pub(crate) struct Plan {
@@ -158,34 +158,10 @@ fn refreshes(fake: &FakeProvider) -> usize {
 }
 
 async fn measure(plan: &Plan, name: &'static str, setting: &str, retrying: bool) -> Outcome {
-    let fake = FakeProvider::start().await;
-    let redirect = format!("http://127.0.0.1:{}/callback", free_port());
-    fake.register(
-        "mm",
-        Client {
-            secret: Some("s".into()),
-            auth: ClientAuth::Post,
-            required_params: vec![],
-            redirect_uri: Some(redirect.clone()),
-        },
-    );
-    fake.set_style(Style::Movemint);
+    let fake = Movemint::with_client("mm", "s").await;
     fake.set_lifetime(plan.lifetime);
     fake.set_revoke_on_refresh(plan.revoke);
-    let config = format!(
-        r#"
-[profiles.mm]
-grant = "authorization_code"
-token_url = "{base}/oauth/token"
-authorize_url = "{base}/oauth/authorize"
-redirect_uri = "{redirect}"
-client_id = "mm"
-client_secret = "s"
-client_auth = "post"
-{setting}
-"#,
-        base = fake.base
-    );
+    let config = fake.profile(setting);
     let mut tokend =
         Tokend::start_with(&config, Options { env: vec![("RUST_LOG".into(), "warn".into())], ..Default::default() })
             .await;
