@@ -330,6 +330,14 @@ impl FakeProvider {
         FakeProvider::start_on("127.0.0.1:0").await
     }
 
+    /// The provider with the client most client_credentials tests use: `c`, secret `s`,
+    /// authenticated with HTTP Basic.
+    pub async fn with_basic_client() -> FakeProvider {
+        let fake = FakeProvider::start().await;
+        fake.client("c", "s", ClientAuth::Basic);
+        fake
+    }
+
     /// Starts a provider on `addr`.
     pub async fn start_on(addr: &str) -> FakeProvider {
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind the fake provider");
@@ -397,6 +405,15 @@ impl Fake {
     /// A URL on this provider.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// A client_credentials profile `name` for client `c` (secret `s`) on this provider's token
+    /// endpoint, followed by `extra` (more keys of the profile, one per line).
+    pub fn cc_profile(&self, name: &str, extra: &str) -> String {
+        format!(
+            "[profiles.{name}]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"c\"\nclient_secret = \"s\"\n{extra}\n",
+            self.url("/oauth/token")
+        )
     }
 
     /// Registers a confidential client.

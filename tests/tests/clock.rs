@@ -8,7 +8,6 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokend_e2e::fake::ClientAuth;
 use tokend_e2e::{FakeProvider, Need, Tokend, eventually, require};
 
 /// Moves the wall clock; puts it back (advanced by the real time that passed) when dropped.
@@ -45,14 +44,9 @@ fn set_clock(to: SystemTime) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_clock_jump_no_stale_token_is_served_and_timers_are_rearmed() {
     require!(Need::SetClock);
-    let fake = FakeProvider::start().await;
-    fake.client("c", "s", ClientAuth::Basic);
+    let fake = FakeProvider::with_basic_client().await;
     fake.set_lifetime(Duration::from_secs(60));
-    let config = format!(
-        "[profiles.p]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
-        fake.url("/oauth/token")
-    );
-    let tokend = Tokend::start(&config).await;
+    let tokend = Tokend::start(&fake.cc_profile("p", "")).await;
     let first = tokend.client().await.token("p").await.unwrap();
     assert_eq!(fake.token_requests(), 1);
 

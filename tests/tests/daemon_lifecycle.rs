@@ -3,20 +3,14 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use tokend_e2e::fake::ClientAuth;
 use tokend_e2e::{FakeProvider, Need, Tokend, bin, other_user, require, stderr, stdout, wait_for};
 
 async fn provider() -> FakeProvider {
-    let fake = FakeProvider::start().await;
-    fake.client("c", "s", ClientAuth::Basic);
-    fake
+    FakeProvider::with_basic_client().await
 }
 
 fn config(fake: &FakeProvider) -> String {
-    format!(
-        "[profiles.p]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
-        fake.url("/oauth/token")
-    )
+    fake.cc_profile("p", "")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use tokend::server::connection::FRAME_TIMEOUT;
-use tokend_e2e::fake::ClientAuth;
 use tokend_e2e::wire::{self, frame, read_frame};
 use tokend_e2e::{FakeProvider, Tokend, eventually};
 use tokend_proto::message::Refusal;
@@ -13,13 +12,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 async fn daemon() -> (FakeProvider, Tokend) {
-    let fake = FakeProvider::start().await;
-    fake.client("c", "s", ClientAuth::Basic);
-    let config = format!(
-        "[profiles.p]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
-        fake.url("/oauth/token")
-    );
-    let tokend = Tokend::start(&config).await;
+    let fake = FakeProvider::with_basic_client().await;
+    let tokend = Tokend::start(&fake.cc_profile("p", "")).await;
     (fake, tokend)
 }
 

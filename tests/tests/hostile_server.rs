@@ -6,7 +6,7 @@
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
-use tokend_e2e::fake::{ClientAuth, Fault};
+use tokend_e2e::fake::Fault;
 use tokend_e2e::{FakeProvider, Movemint, Options, Tokend, eventually, stderr, stdout, wait_for};
 
 /// A token this long fits under tokend's 1 MiB cap on response bodies, but not in a frame.
@@ -16,17 +16,12 @@ const FRAME_BUSTER: usize = 70_000;
 const A_YEAR_AND_A_DAY: u64 = 366 * 24 * 3600;
 
 async fn provider() -> FakeProvider {
-    let fake = FakeProvider::start().await;
-    fake.client("c", "s", ClientAuth::Basic);
-    fake
+    FakeProvider::with_basic_client().await
 }
 
 fn config(fake: &FakeProvider) -> String {
-    format!(
-        "[profiles.p]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\ninfo_url = \"{}\"\nclient_id = \"c\"\nclient_secret = \"s\"\nretry_min = \"100ms\"\nretry_max = \"300ms\"\n",
-        fake.url("/oauth/token"),
-        fake.url("/v8/users/me"),
-    )
+    let info = fake.url("/v8/users/me");
+    fake.cc_profile("p", &format!("info_url = \"{info}\"\nretry_min = \"100ms\"\nretry_max = \"300ms\""))
 }
 
 async fn status(tokend: &Tokend, profile: &str) -> Value {

@@ -16,11 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const GIB: u64 = 1 << 30;
 
 fn cc(name: &str, fake: &FakeProvider, api_base: Option<&str>) -> String {
-    format!(
-        "[profiles.{name}]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"c\"\nclient_secret = \"s\"\n{}\n",
-        fake.url("/oauth/token"),
-        api_base.map(|b| format!("api_base = \"{b}\"\n")).unwrap_or_default()
-    )
+    fake.cc_profile(name, &api_base.map(|b| format!("api_base = \"{b}\"\n")).unwrap_or_default())
 }
 
 async fn daemon_with(daemon_table: &str, options: Options) -> (FakeProvider, Tokend) {
@@ -457,12 +453,8 @@ async fn the_proxy_speaks_http2_to_an_api_that_offers_it_and_verifies_its_certif
         .unwrap();
     let mut lines = tokio::io::BufReader::new(api.stdout.take().unwrap()).lines();
     let port = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.unwrap().unwrap().unwrap();
-    let fake = FakeProvider::start().await;
-    fake.client("c", "s", ClientAuth::Basic);
-    let config = format!(
-        "[profiles.p]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"c\"\nclient_secret = \"s\"\napi_base = \"https://127.0.0.1:{port}/v2\"\n",
-        fake.url("/oauth/token")
-    );
+    let fake = FakeProvider::with_basic_client().await;
+    let config = fake.cc_profile("p", &format!("api_base = \"https://127.0.0.1:{port}/v2\""));
 
     // The API's CA among tokend's roots (rustls reads SSL_CERT_FILE as the system's roots).
     let trusting = Options { env: vec![("SSL_CERT_FILE".into(), ca.display().to_string())], ..Default::default() };

@@ -7,7 +7,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tokend_e2e::fake::ClientAuth;
 use tokend_e2e::{FakeProvider, Need, Tokend, bin, require, stderr, stdout};
 use tokio::process::Command as AsyncCommand;
 
@@ -16,13 +15,8 @@ fn root() -> PathBuf {
 }
 
 async fn daemon() -> (FakeProvider, Tokend) {
-    let fake = FakeProvider::start().await;
-    fake.client("c", "s", ClientAuth::Basic);
-    let config = format!(
-        "[profiles.minut]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
-        fake.url("/v8/oauth/token")
-    );
-    let tokend = Tokend::start(&config).await;
+    let fake = FakeProvider::with_basic_client().await;
+    let tokend = Tokend::start(&fake.cc_profile("minut", "")).await;
     (fake, tokend)
 }
 
@@ -95,14 +89,8 @@ async fn the_rust_recipe_retries_once_after_a_401() {
 /// Runs an HTTP API recipe (`PROFILE token URL` and `PROFILE proxy PATH`), each mode twice:
 /// with a good token, then after the server dropped it.
 async fn run_http_recipe(recipe: impl Fn() -> AsyncCommand) {
-    let fake = FakeProvider::start().await;
-    fake.client("c", "s", ClientAuth::Basic);
-    let config = format!(
-        "[profiles.minut]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"c\"\nclient_secret = \"s\"\napi_base = \"{}\"\n",
-        fake.url("/v8/oauth/token"),
-        fake.url("/api")
-    );
-    let tokend = Tokend::start(&config).await;
+    let fake = FakeProvider::with_basic_client().await;
+    let tokend = Tokend::start(&fake.cc_profile("minut", &format!("api_base = \"{}\"", fake.url("/api")))).await;
     let run = |mode: &str, target: &str| {
         let mut command = recipe();
         command.args(["minut", mode, target]).env("TOKEND_HTTP_SOCKET", &tokend.http_socket).kill_on_drop(true);

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokend_client::{Attempt, Fingerprint, TokenExt};
-use tokend_e2e::fake::{ClientAuth, RevokeOnRefresh};
+use tokend_e2e::fake::RevokeOnRefresh;
 use tokend_e2e::{FakeProvider, Movemint, Tokend, eventually};
 
 /// A Movemint-style (Doorkeeper) provider issuing tokens of `lifetime`, revoking replaced access
@@ -152,13 +152,8 @@ fn tokend_state(tokend: &Tokend) -> String {
 
 /// A Minut-style provider and tokend with a client_credentials profile `minut`.
 async fn minut() -> (FakeProvider, Tokend) {
-    let fake = FakeProvider::start().await;
-    fake.client("c", "s", ClientAuth::Basic);
-    let config = format!(
-        "[profiles.minut]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
-        fake.url("/v8/oauth/token")
-    );
-    let tokend = Tokend::start(&config).await;
+    let fake = FakeProvider::with_basic_client().await;
+    let tokend = Tokend::start(&fake.cc_profile("minut", "")).await;
     (fake, tokend)
 }
 

@@ -15,10 +15,7 @@ async fn daemon(lifetime: Duration) -> (FakeProvider, Tokend) {
 
 /// Profile `p`: client_credentials against `fake`.
 fn profile_p(fake: &FakeProvider) -> String {
-    format!(
-        "[profiles.p]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
-        fake.url("/oauth/token")
-    )
+    fake.cc_profile("p", "")
 }
 
 type Lines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>;
