@@ -174,6 +174,17 @@ impl Tokend {
         self.child.as_ref().and_then(Child::id).expect("tokend is running")
     }
 
+    /// `tokenctl ARGS` against this daemon, with no config file of the user's in its way.
+    fn tokenctl_command(&self, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new(bin("tokenctl"));
+        command
+            .args(args)
+            .env("TOKEND_SOCKET", &self.socket)
+            .env_remove("TOKEND_CONFIG")
+            .env("XDG_CONFIG_HOME", self.dir.path().join("xdg-config"));
+        command
+    }
+
     /// Runs `tokenctl` against this daemon.
     pub async fn tokenctl(&self, args: &[&str]) -> Output {
         self.tokenctl_with_stdin(args, None).await
@@ -182,12 +193,8 @@ impl Tokend {
     /// Runs `tokenctl` with `stdin` as its standard input.
     pub async fn tokenctl_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
         use tokio::io::AsyncWriteExt;
-        let mut command = Command::new(bin("tokenctl"));
+        let mut command = Command::from(self.tokenctl_command(args));
         command
-            .args(args)
-            .env("TOKEND_SOCKET", &self.socket)
-            .env_remove("TOKEND_CONFIG")
-            .env("XDG_CONFIG_HOME", self.dir.path().join("xdg-config"))
             .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -218,12 +225,8 @@ impl Tokend {
             assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
             (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave))
         };
-        let mut command = std::process::Command::new(bin("tokenctl"));
+        let mut command = self.tokenctl_command(args);
         command
-            .args(args)
-            .env("TOKEND_SOCKET", &self.socket)
-            .env_remove("TOKEND_CONFIG")
-            .env("XDG_CONFIG_HOME", self.dir.path().join("xdg-config"))
             .stdin(Stdio::null())
             .stdout(Stdio::from(slave.try_clone().expect("dup the terminal")))
             .stderr(Stdio::from(slave));
@@ -266,16 +269,8 @@ impl Tokend {
             drop(OwnedFd::from_raw_fd(fds[0]));
             OwnedFd::from_raw_fd(fds[1])
         };
-        let mut command = Command::new(bin("tokenctl"));
-        command
-            .args(args)
-            .env("TOKEND_SOCKET", &self.socket)
-            .env_remove("TOKEND_CONFIG")
-            .env("XDG_CONFIG_HOME", self.dir.path().join("xdg-config"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(write_end))
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+        let mut command = Command::from(self.tokenctl_command(args));
+        command.stdin(Stdio::null()).stdout(Stdio::from(write_end)).stderr(Stdio::piped()).kill_on_drop(true);
         let child = command.spawn().expect("spawn tokenctl");
         drop(command);
         tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
