@@ -14,7 +14,8 @@
 //!    stand-in with no actor, shown by `tokenctl status` as `refreshing` during an attempt and
 //!    as `backoff` — with the reason and the time of the next attempt — after a failure. It
 //!    retries with the profile's `retry_min`/`retry_max` backoff (`tokenctl refresh` tries at
-//!    once); clients asking for its token are told why they cannot have one. Other profiles are
+//!    once, and so does a login, which then goes ahead on the profile with the endpoints or
+//!    fails with the reason); clients asking for its token are told why they cannot have one. Other profiles are
 //!    not held up. Once discovery succeeds, the real actor replaces the stand-in, as a reload of
 //!    that one profile would.
 //!
@@ -37,7 +38,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokend_proto::{Error, Failure, ProfileState, ProfileStatus, RevocationOutcome, RevocationReport};
+use tokend_proto::{Error, Failure, Grant, ProfileState, ProfileStatus, RevocationOutcome, RevocationReport};
 use tokio::sync::{mpsc, watch};
 use url::Url;
 
@@ -259,6 +260,7 @@ impl Watcher {
         let mut attempts = 0u32;
         loop {
             let mut refresh_waiters = Vec::new();
+            let mut login_waiters = Vec::new();
             let sleep = tokio::time::sleep(wait);
             tokio::pin!(sleep);
             loop {
@@ -278,6 +280,12 @@ impl Watcher {
                         refresh_waiters.push(reply);
                         break;
                     }
+                    // A login needs the endpoints: it waits for an attempt made now, as a
+                    // refresh does.
+                    Some(Command::Login { reply, .. }) if pending.spec.grant != Grant::ClientCredentials => {
+                        login_waiters.push(reply);
+                        break;
+                    }
                     Some(command) => pending.answer(command, &daemon).await,
                     None => return,
                 }
@@ -294,7 +302,10 @@ impl Watcher {
                 Ok(()) => {
                     attempts = 0;
                     wait = refresh_due(SystemTime::now(), SystemTime::now(), rand::random());
+                    // Their stand-in is gone: they look the profile up again and get the one
+                    // with the endpoints.
                     drop(refresh_waiters);
+                    drop(login_waiters);
                 }
                 Err(e) => match &mut self.pending {
                     Some(pending) => {
@@ -306,6 +317,9 @@ impl Watcher {
                         let blocked = pending.blocked();
                         for waiter in refresh_waiters {
                             let _ = waiter.send(Err(blocked.clone()));
+                        }
+                        for waiter in login_waiters {
+                            let _ = waiter.send(Err(pending.cannot_log_in()));
                         }
                     }
                     None => {
@@ -448,18 +462,21 @@ impl Pending {
         }
     }
 
+    /// The error for a login that waited for an attempt that failed.
+    fn cannot_log_in(&self) -> Error {
+        let why = self.last.as_ref().map_or("discovery has not succeeded", |f| f.message.as_str());
+        Error::Login {
+            profile: self.spec.name.clone(),
+            message: format!(
+                "the profile's endpoints are not known yet ({why}); tokend keeps trying, and a login can follow once it finds them"
+            ),
+        }
+    }
+
+    /// Answers what the stand-in can answer at once. (Refreshes and logins wait for an attempt;
+    /// the watcher keeps them.)
     async fn answer<H: Host>(&mut self, command: Command, daemon: &Weak<H>) {
         match command {
-            Command::Login { reply, .. } => {
-                let error = match crate::login::Plan::new(&self.spec) {
-                    Err(e) => e,
-                    Ok(_) => Error::Login {
-                        profile: self.spec.name.clone(),
-                        message: "the profile's endpoints are not known yet; log in once discovery succeeds".into(),
-                    },
-                };
-                let _ = reply.send(Err(error));
-            }
             Command::Paste { reply, .. } => {
                 let name = &self.spec.name;
                 let message = format!("no login is pending; run `tokenctl login {name}` first");
@@ -471,6 +488,9 @@ impl Pending {
                     None => return,
                 };
                 let _ = reply.send(report);
+            }
+            Command::Login { reply, .. } => {
+                let _ = reply.send(Err(crate::login::no_login(self.spec.name.clone())));
             }
             Command::Refresh(_) | Command::Invalidate(_) => {}
         }

@@ -128,6 +128,16 @@ enum Issuer {
     Origin(url::Origin),
 }
 
+/// The error for a login asked of a profile that gets its tokens by itself.
+pub(crate) fn no_login(profile: String) -> Error {
+    Error::NotSupported {
+        profile,
+        message:
+            "logins are for grant = \"authorization_code\" and \"device_code\"; this profile gets its tokens by itself"
+                .into(),
+    }
+}
+
 impl Plan {
     /// Plans a login for `profile`: draws its `state` and PKCE verifier and builds the
     /// authorization URL. Fails for a profile that cannot log in (yet).
@@ -142,10 +152,7 @@ impl Plan {
         let (Grant::AuthorizationCode, Some(authorize_url), Some(redirect)) =
             (profile.grant, profile.authorize_url(), &profile.redirect_uri)
         else {
-            return Err(Error::NotSupported {
-                profile: name,
-                message: "logins are for grant = \"authorization_code\" and \"device_code\"; this profile gets its tokens by itself".into(),
-            });
+            return Err(no_login(name));
         };
         let state = random_token();
         let verifier = random_token();

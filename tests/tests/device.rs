@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokend_e2e::fake::{DeviceFlow, DeviceOutcome, Metadata};
 use tokend_e2e::{FakeProvider, Running, Tokend, eventually, stderr, stdout};
+use tokend_proto::ProfileState;
 
 /// A public client, as device clients are.
 async fn provider(flow: DeviceFlow) -> FakeProvider {
@@ -253,6 +254,31 @@ async fn a_device_profile_configured_by_issuer_discovers_its_device_endpoint() {
     let out = tokend.tokenctl(&["login", "tv"]).await;
     assert!(out.status.success(), "{}\n{}", stderr(&out), tokend.log());
     assert_eq!(fake.device_requests().len(), 1, "the discovered device_authorization_endpoint was used");
+    assert!(fake.accepts(tokend.tokenctl_ok(&["token", "tv"]).await.trim()));
+}
+
+/// A login asked for while the profile still waits for its endpoints does not fail at once: it
+/// makes tokend try discovery now, and goes ahead when that finds them — or says why not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_before_discovery_succeeded_tries_it_at_once_and_goes_ahead() {
+    let fake = provider(DeviceFlow { outcome: DeviceOutcome::Approve, ..DeviceFlow::default() }).await;
+    let config = format!(
+        "[profiles.tv]\ngrant = \"device_code\"\nissuer = \"{}\"\nclient_id = \"tv\"\nretry_min = \"10m\"\nretry_max = \"20m\"\n",
+        fake.issuer()
+    );
+    // Nothing published yet: the first attempt fails, and the next is ten minutes away.
+    let tokend = Tokend::start(&config).await;
+    tokend.status_until("tv", |s| s.state == ProfileState::Backoff).await;
+    let out = tokend.tokenctl(&["login", "tv"]).await;
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("the profile's endpoints are not known yet ("), "says why: {}", stderr(&out));
+    assert!(stderr(&out).contains("404"), "the server's answer: {}", stderr(&out));
+
+    fake.publish(Some(Metadata { rfc8414: true, ..Metadata::default() }));
+    let asked = fake.metadata_requests().len();
+    let out = tokend.tokenctl(&["login", "tv"]).await;
+    assert!(out.status.success(), "{}\n{}", stderr(&out), tokend.log());
+    assert!(fake.metadata_requests().len() > asked, "the login made tokend look again");
     assert!(fake.accepts(tokend.tokenctl_ok(&["token", "tv"]).await.trim()));
 }
 

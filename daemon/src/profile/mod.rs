@@ -313,13 +313,16 @@ impl ProfileHandle {
     }
 
     /// Starts a login, replacing a pending one. A device login's code is asked for first, so
-    /// that the actor need not wait for the server.
+    /// that the actor need not wait for the server — unless its endpoint is still to be
+    /// discovered: then the profile is a stand-in waiting for discovery, which answers.
     pub(crate) async fn login(&self) -> Result<Result<LoginStarted, Error>, Gone> {
         let device = match self.config.grant {
-            Grant::DeviceCode => match device::authorize(&self.http, &self.config).await {
-                Ok(authorized) => Some(Box::new(authorized)),
-                Err(e) => return Ok(Err(e)),
-            },
+            Grant::DeviceCode if self.config.device_authorization_url().is_some() => {
+                match device::authorize(&self.http, &self.config).await {
+                    Ok(authorized) => Some(Box::new(authorized)),
+                    Err(e) => return Ok(Err(e)),
+                }
+            }
             _ => None,
         };
         let (reply, done) = oneshot::channel();
