@@ -227,7 +227,9 @@ async fn serve(config: Config, sockets: Sockets, store: Store, http: Http, max_f
     // connection task an accept loop spawns then starts on the worker that accepted it, where
     // here it would wake this thread for every connection and hand each task over to a worker
     // (BENCHMARKS.md, "What each optimisation changed").
-    let socket_server = tokio::spawn(server::serve(daemon.clone(), bound.listener, max_connections));
+    // The socket file is removed when the listener closes, unless systemd owns it.
+    let socket_file = (!bound.activated).then(|| endpoint.path().to_owned());
+    let socket_server = tokio::spawn(server::serve(daemon.clone(), bound.listener, socket_file, max_connections));
     let http_server = tokio::spawn({
         let daemon = daemon.clone();
         async move {
