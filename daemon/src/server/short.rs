@@ -72,6 +72,14 @@ struct Held {
     until: Instant,
 }
 
+impl Held {
+    /// Where the connection stands, for its task to go on from.
+    fn resume(&mut self) -> Resume {
+        let read = std::mem::take(&mut self.read);
+        if self.answered { Resume::Answered { unwritten: Zeroizing::default(), read } } else { Resume::Fresh(read) }
+    }
+}
+
 /// What to do with a held connection after it was readable.
 enum Next {
     Keep,
@@ -121,15 +129,7 @@ pub(crate) fn run(socket: Socket, stop: UnixStream, shared: Shared) {
             let next = if fds[i + 2].revents != 0 {
                 server.step(&mut held[i], now)
             } else if held[i].until <= now {
-                let h = &mut held[i];
-                if h.answered {
-                    Next::HandOver(Resume::Answered {
-                        unwritten: Zeroizing::default(),
-                        read: std::mem::take(&mut h.read),
-                    })
-                } else {
-                    Next::HandOver(Resume::Fresh(std::mem::take(&mut h.read)))
-                }
+                Next::HandOver(held[i].resume())
             } else {
                 Next::Keep
             };
@@ -167,9 +167,7 @@ pub(crate) fn run(socket: Socket, stop: UnixStream, shared: Shared) {
     // What shutdown does to a connection (idle ones close, a request being answered finishes)
     // is the runtime's to do.
     for mut h in held {
-        let read = std::mem::take(&mut h.read);
-        let resume =
-            if h.answered { Resume::Answered { unwritten: Zeroizing::default(), read } } else { Resume::Fresh(read) };
+        let resume = h.resume();
         server.hand_over(h.stream, Ok(h.permit), resume);
     }
 }
@@ -226,10 +224,8 @@ impl Server {
             // would close it too, without a word). Anything else that ends here is for the
             // runtime to report.
             Ok(0) if h.read.is_empty() => Next::Close,
-            Ok(_) if h.answered => {
-                Next::HandOver(Resume::Answered { unwritten: Zeroizing::default(), read: std::mem::take(&mut h.read) })
-            }
-            Ok(0) => Next::HandOver(Resume::Fresh(std::mem::take(&mut h.read))),
+            Ok(0) => Next::HandOver(h.resume()),
+            Ok(_) if h.answered => Next::HandOver(h.resume()),
             Ok(_) => self.answer(h, now),
         }
     }
