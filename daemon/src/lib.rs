@@ -226,8 +226,11 @@ async fn serve(config: Config, sockets: Sockets, store: Store, http: Http, max_f
     // The accept loops run as tasks on the workers, not in `block_on` on this thread: a
     // connection task an accept loop spawns then starts on the worker that accepted it, where
     // here it would wake this thread for every connection and hand each task over to a worker
-    // (BENCHMARKS.md, "What each optimisation changed").
-    let socket_server = tokio::spawn(server::serve(daemon.clone(), bound.listener, max_connections));
+    // (BENCHMARKS.md, "What each optimisation changed"). On Unix the protocol socket is
+    // accepted on a thread of its own instead (`server::short`), and its task only waits.
+    // The socket file is removed when the listener closes, unless systemd owns it.
+    let socket_file = (!bound.activated).then(|| endpoint.path().to_owned());
+    let socket_server = tokio::spawn(server::serve(daemon.clone(), bound.listener, socket_file, max_connections));
     let http_server = tokio::spawn({
         let daemon = daemon.clone();
         async move {

@@ -107,6 +107,54 @@ async fn garbage_bytes_are_refused() {
     assert!(tokend.log().lines().all(|l| !l.contains("panicked")), "{}", tokend.log());
 }
 
+/// A request that comes with the hello (as tokenctl sends it) is answered with the hello's
+/// answer, and the connection goes on: requests after it, and several requests in one write,
+/// are answered in order, whichever of the daemon's paths takes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_with_the_hello_and_after_it_are_answered_in_order() {
+    let (fake, tokend) = daemon().await;
+    // The token is fetched and held, so that it can be answered at once.
+    still_serves(&tokend, &fake).await;
+    let ask = Request::Token { profile: "p".into(), min_valid: None };
+    let token = |answer: Option<Response>| match answer {
+        Some(Response::Token(token)) => token,
+        other => panic!("{other:?}\n{}", tokend.log()),
+    };
+    let pong = |answer: Option<Response>| assert!(matches!(answer, Some(Response::Pong(_))), "{answer:?}");
+
+    let mut stream = UnixStream::connect(&tokend.socket).await.unwrap();
+    stream.write_all(&[frame(&Hello::new()), frame(&ask)].concat()).await.unwrap();
+    assert_eq!(read_frame::<HelloReply>(&mut stream).await.unwrap().refusal, None);
+    let first = token(read_frame(&mut stream).await);
+    assert!(fake.accepts(first.access_token.expose()));
+    stream.write_all(&frame(&Request::Ping)).await.unwrap();
+    pong(read_frame(&mut stream).await);
+    stream.write_all(&[frame(&ask), frame(&Request::Ping), frame(&ask)].concat()).await.unwrap();
+    assert_eq!(token(read_frame(&mut stream).await).fingerprint, first.fingerprint);
+    pong(read_frame(&mut stream).await);
+    assert_eq!(token(read_frame(&mut stream).await).fingerprint, first.fingerprint);
+
+    // More than the first request with the hello.
+    let mut stream = UnixStream::connect(&tokend.socket).await.unwrap();
+    stream.write_all(&[frame(&Hello::new()), frame(&ask), frame(&Request::Ping)].concat()).await.unwrap();
+    assert_eq!(read_frame::<HelloReply>(&mut stream).await.unwrap().refusal, None);
+    assert_eq!(token(read_frame(&mut stream).await).fingerprint, first.fingerprint);
+    pong(read_frame(&mut stream).await);
+
+    // A first request that is not for a token, and one for a profile that does not exist.
+    let mut stream = UnixStream::connect(&tokend.socket).await.unwrap();
+    let unknown = Request::Token { profile: "nope".into(), min_valid: None };
+    stream.write_all(&[frame(&Hello::new()), frame(&Request::Ping), frame(&unknown)].concat()).await.unwrap();
+    assert_eq!(read_frame::<HelloReply>(&mut stream).await.unwrap().refusal, None);
+    pong(read_frame(&mut stream).await);
+    let answer: Option<Response> = read_frame(&mut stream).await;
+    assert!(
+        matches!(&answer, Some(Response::Error(tokend_proto::Error::UnknownProfile { profile, .. })) if profile == "nope"),
+        "{answer:?}"
+    );
+    still_serves(&tokend, &fake).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_protocol_version_is_told_so() {
     let (_fake, tokend) = daemon().await;

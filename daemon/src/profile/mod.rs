@@ -391,6 +391,24 @@ impl ProfileHandle {
         }
     }
 
+    /// The current token if it can be served at once, without waiting: what the socket's
+    /// short-request path answers with. `None` when [`ProfileHandle::token`] would have to
+    /// wait or answer with an error.
+    pub(crate) fn token_now(&self, min_valid: Option<Duration>) -> Option<Served> {
+        if min_valid.is_some_and(|d| d > limits::MAX_LIFETIME) {
+            return None;
+        }
+        let current = self.snapshot.borrow();
+        let now = SystemTime::now();
+        let need = min_valid.unwrap_or_else(|| schedule::default_min_valid(self.config.min_valid, current.lifetime));
+        if !good_enough(&current, None, now, need) {
+            return None;
+        }
+        // While `current` still holds the channel's read lock; see `HandedOut`.
+        self.handed_out.record(now);
+        Some(Served(current.clone()))
+    }
+
     async fn wait_for_token(
         &self,
         min_valid: Option<Duration>,
@@ -415,13 +433,7 @@ impl ProfileHandle {
                 let now = SystemTime::now();
                 let need =
                     min_valid.unwrap_or_else(|| schedule::default_min_valid(self.config.min_valid, current.lifetime));
-                // `need` may be zero, but a token at or past its expiry is never served.
-                let good_enough = current.token.as_ref().is_some_and(|token| {
-                    Some(token.fingerprint) != exclude
-                        && token.expires_at > now
-                        && token.expires_at.duration_since(now).unwrap_or_default() >= need
-                });
-                if good_enough {
+                if good_enough(&current, exclude, now, need) {
                     // While `current` still holds the channel's read lock; see `HandedOut`.
                     self.handed_out.record(now);
                     return Ok(Ok(Served(current.clone())));
@@ -472,4 +484,15 @@ fn timeout(profile: &str) -> Error {
     Error::Timeout {
         message: format!("no token for profile `{profile}` arrived in time; see `tokenctl status {profile}`"),
     }
+}
+
+/// Whether `snapshot`'s token may be served at `now` to a client that needs it valid for
+/// `need` and did not reject it (`exclude`). `need` may be zero, but a token at or past its
+/// expiry is never served.
+fn good_enough(snapshot: &Snapshot, exclude: Option<Fingerprint>, now: SystemTime, need: Duration) -> bool {
+    snapshot.token.as_ref().is_some_and(|token| {
+        Some(token.fingerprint) != exclude
+            && token.expires_at > now
+            && token.expires_at.duration_since(now).unwrap_or_default() >= need
+    })
 }

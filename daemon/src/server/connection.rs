@@ -67,6 +67,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         Connection { stream, read_buf: Vec::with_capacity(256), write_buf: Vec::new(), frame_deadline: None }
     }
 
+    /// Wraps a stream from which `read` was already read (by the short-request path), to be
+    /// taken as the start of what the client sent.
+    pub(crate) fn with_read(stream: S, read: Vec<u8>) -> Self {
+        let mut conn = Connection::new(stream);
+        if !read.is_empty() {
+            conn.read_buf = read;
+            conn.frame_deadline = Some(Instant::now() + FRAME_TIMEOUT);
+        }
+        conn
+    }
+
     /// Reads the next message. `Ok(None)` means the client closed the connection between
     /// frames. Cancel-safe: bytes already read stay buffered.
     pub async fn read<T: DeserializeOwned>(&mut self) -> Result<Option<T>, ConnError> {

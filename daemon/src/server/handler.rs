@@ -15,6 +15,7 @@ use tokend_proto::{
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
+use zeroize::Zeroizing;
 
 use super::connection::{ConnError, Connection};
 use crate::daemon::Daemon;
@@ -27,10 +28,35 @@ const MAX_LOOKUPS: usize = 5;
 
 type Conn = Connection<Stream>;
 
+/// Where a connection that the short-request path handed over stands.
+#[cfg_attr(not(unix), allow(dead_code))]
+pub(crate) enum Resume {
+    /// Nothing was answered; these bytes were read.
+    Fresh(Vec<u8>),
+    /// The hello and the first request were answered, but `unwritten` of the answer did not fit
+    /// in the socket; then these bytes were read.
+    Answered { unwritten: Zeroizing<Vec<u8>>, read: Vec<u8> },
+}
+
 /// Serves one connection to the end.
 pub(crate) async fn serve(daemon: Arc<Daemon>, stream: Stream, admitted: Result<(), Refusal>) {
+    resume(daemon, stream, admitted, Resume::Fresh(Vec::new())).await;
+}
+
+/// Serves one connection to the end from where the short-request path left it.
+pub(crate) async fn resume(daemon: Arc<Daemon>, stream: Stream, admitted: Result<(), Refusal>, from: Resume) {
+    let read = match from {
+        Resume::Fresh(read) => read,
+        Resume::Answered { unwritten, read } => {
+            let mut conn = Connection::with_read(stream, read);
+            if unwritten.is_empty() || conn.write_frame(&unwritten).await.is_ok() {
+                requests(&daemon, &mut conn).await;
+            }
+            return;
+        }
+    };
     let peer_ok = super::listener::check_peer(&stream);
-    let mut conn = Connection::new(stream);
+    let mut conn = Connection::with_read(stream, read);
     if let Err(message) = peer_ok {
         tracing::warn!("refused a connection: {message}");
         let _ = conn.write(&HelloReply::refuse(Refusal::PermissionDenied, message.to_string())).await;
@@ -58,6 +84,11 @@ pub(crate) async fn serve(daemon: Arc<Daemon>, stream: Stream, admitted: Result<
             return;
         }
     }
+    requests(&daemon, &mut conn).await;
+}
+
+/// Answers requests in order until the client leaves or the daemon shuts down.
+async fn requests(daemon: &Arc<Daemon>, conn: &mut Conn) {
     let mut shutdown = daemon.shutdown_signal();
     loop {
         let request = tokio::select! {
@@ -65,7 +96,7 @@ pub(crate) async fn serve(daemon: Arc<Daemon>, stream: Stream, admitted: Result<
             _ = shutdown.wait_for(|down| *down) => break,
         };
         let outcome = match request {
-            Ok(Some(request)) => handle(&daemon, &mut conn, request).await,
+            Ok(Some(request)) => handle(daemon, conn, request).await,
             Ok(None) => break,
             Err(e) => {
                 tracing::debug!("bad frame from a client: {e}");

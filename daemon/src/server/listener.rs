@@ -123,6 +123,14 @@ pub(crate) fn check_peer(stream: &Stream) -> Result<(), PeerRefused> {
     platform::check_peer(stream)
 }
 
+/// Whether the peer of a connection accepted outside the runtime (by the short-request path)
+/// is certainly the user running the daemon. `false` leaves the verdict, and its reason, to
+/// [`check_peer`].
+#[cfg(unix)]
+pub(crate) fn is_own_user(stream: &std::os::unix::net::UnixStream) -> bool {
+    platform::peer_euid(stream).is_some_and(|uid| uid == crate::fsperm::current_euid())
+}
+
 /// Why a connecting process is not served.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PeerRefused {
@@ -198,6 +206,33 @@ mod platform {
 
     pub(super) fn options(options: ListenerOptions<'_>) -> ListenerOptions<'_> {
         options.mode(0o600)
+    }
+
+    /// The peer's effective uid, read with one `getsockopt` (on Linux; elsewhere `None`).
+    pub(super) fn peer_euid(stream: &std::os::unix::net::UnixStream) -> Option<u32> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            use std::os::fd::AsRawFd;
+            let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+            let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::ucred>()).ok()?;
+            // SAFETY: `cred` and `len` are valid for writes, `len` holds `cred`'s size, and the
+            // descriptor is open for the call.
+            let got = unsafe {
+                libc::getsockopt(
+                    stream.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_PEERCRED,
+                    std::ptr::from_mut(&mut cred).cast(),
+                    &raw mut len,
+                )
+            };
+            (got == 0 && usize::try_from(len).ok() == Some(std::mem::size_of::<libc::ucred>())).then_some(cred.uid)
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            let _ = stream;
+            None
+        }
     }
 
     pub(super) fn check_peer(stream: &Stream) -> Result<(), PeerRefused> {

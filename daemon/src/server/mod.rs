@@ -4,6 +4,9 @@
 //! - [`connection`] turns bytes into frames, with the bounds that protect the daemon;
 //! - [`handler`] runs the handshake and answers requests.
 //!
+//! - [`short`] (Unix) accepts, and answers the common short request (`tokenctl token`) on a
+//!   thread of its own, handing every other connection to a task.
+//!
 //! Connections are independent tasks, so a slow or hostile client holds up only itself. A
 //! semaphore bounds how many are served at once; a client beyond the limit is told so and
 //! closed rather than left in the backlog. On shutdown the accept loop stops first, idle
@@ -13,8 +16,11 @@
 pub mod connection;
 pub(crate) mod handler;
 pub(crate) mod listener;
+#[cfg(unix)]
+mod short;
 
 use std::io;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,10 +35,95 @@ use crate::daemon::Daemon;
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Accepts connections until shutdown begins, then waits for the open ones to finish.
-pub(crate) async fn serve(daemon: Arc<Daemon>, listener: Listener, max_connections: usize) {
+/// `socket_file` is the socket's file, to be removed when it closes, if tokend created it.
+pub(crate) async fn serve(
+    daemon: Arc<Daemon>,
+    listener: Listener,
+    socket_file: Option<PathBuf>,
+    max_connections: usize,
+) {
     let limit = Arc::new(Semaphore::new(max_connections));
     // Each connection task holds a clone; when all are dropped, every connection has ended.
     let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
+    #[cfg(unix)]
+    let listener = short_path(&daemon, listener, socket_file, &limit, &open_tx).await;
+    #[cfg(not(unix))]
+    let listener = {
+        let _ = socket_file;
+        Some(listener)
+    };
+    if let Some(listener) = listener {
+        accept_loop(&daemon, listener, &limit, &open_tx).await;
+    }
+    drop(open_tx);
+    if tokio::time::timeout(SHUTDOWN_GRACE, open_rx.recv()).await.is_err() {
+        tracing::warn!("some requests were still being answered after {}s; closing them", SHUTDOWN_GRACE.as_secs());
+    }
+}
+
+/// Runs the short-request path's thread ([`short`]) until shutdown begins. Gives the
+/// listener back if the thread cannot be started, for the runtime to accept on.
+#[cfg(unix)]
+async fn short_path(
+    daemon: &Arc<Daemon>,
+    listener: Listener,
+    socket_file: Option<PathBuf>,
+    limit: &Arc<Semaphore>,
+    open: &mpsc::Sender<()>,
+) -> Option<Listener> {
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixStream;
+
+    // Closing `wake` tells the thread to stop.
+    let (wake, stop) = match UnixStream::pair() {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::warn!("serving connections on the runtime only: {e}");
+            return Some(listener);
+        }
+    };
+    let (start_tx, start_rx) = std::sync::mpsc::channel::<short::Socket>();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let shared = short::Shared {
+        daemon: daemon.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        limit: limit.clone(),
+        open: open.clone(),
+    };
+    let spawned = std::thread::Builder::new().name("tokend-socket".into()).spawn(move || {
+        if let Ok(socket) = start_rx.recv() {
+            short::run(socket, stop, shared);
+        }
+        drop(done_tx);
+    });
+    if let Err(e) = spawned {
+        tracing::warn!("serving connections on the runtime only: cannot start a thread: {e}");
+        return Some(listener);
+    }
+    // Taken off the runtime's epoll, so that connections wake only the thread. The socket
+    // file is then the thread's to remove.
+    let Listener::UdSocket(listener) = listener;
+    match OwnedFd::try_from(listener) {
+        Ok(listener) => {
+            let _ = start_tx.send(short::Socket { listener, remove: socket_file });
+        }
+        Err(e) => {
+            tracing::error!("cannot serve the socket: {e}");
+            if let Some(path) = socket_file {
+                let _ = std::fs::remove_file(path);
+            }
+            return None;
+        }
+    }
+    drop(start_tx);
+    let _ = daemon.shutdown_signal().wait_for(|down| *down).await;
+    drop(wake);
+    let _ = done_rx.await;
+    None
+}
+
+/// Accepts connections on the runtime until shutdown begins, each served by its own task.
+async fn accept_loop(daemon: &Arc<Daemon>, listener: Listener, limit: &Arc<Semaphore>, open: &mpsc::Sender<()>) {
     let mut shutdown = daemon.shutdown_signal();
     loop {
         let accepted = tokio::select! {
@@ -52,7 +143,7 @@ pub(crate) async fn serve(daemon: Arc<Daemon>, listener: Listener, max_connectio
         };
         let permit = limit.clone().try_acquire_owned();
         let daemon = daemon.clone();
-        let open = open_tx.clone();
+        let open = open.clone();
         tokio::spawn(async move {
             let admitted = match &permit {
                 Ok(_) => Ok(()),
@@ -62,11 +153,6 @@ pub(crate) async fn serve(daemon: Arc<Daemon>, listener: Listener, max_connectio
             drop(permit);
             drop(open);
         });
-    }
-    drop(listener);
-    drop(open_tx);
-    if tokio::time::timeout(SHUTDOWN_GRACE, open_rx.recv()).await.is_err() {
-        tracing::warn!("some requests were still being answered after {}s; closing them", SHUTDOWN_GRACE.as_secs());
     }
 }
 
