@@ -1,9 +1,9 @@
 //! Rules of the machine that a mutation run (`cargo mutants`, see DEVELOPERS.md) found no test
 //! for: the counters that waiting clients and `tokenctl status` rely on, when the user is told
-//! to log in, the timer a backoff arms, and the phase a profile rests in when the token it holds
-//! cannot be served.
+//! to log in, the timer a backoff arms, the phase a profile rests in when the token it holds
+//! cannot be served, and when the end of a login is watched for and shown.
 
-use super::tests::{T0, ac, cc, current, exchange, secs, set, upstream};
+use super::tests::{M, T0, ac, cc, current, exchange, logged_in, refresh_expiry, secs, set, tuning, upstream};
 use super::*;
 use crate::oauth::Retry;
 
@@ -148,4 +148,38 @@ fn status_in_backoff_says_whether_a_token_is_still_served() {
     assert!(action.contains("while the current token lasts"), "{action}");
     let action = m.status(T0 + secs(600)).action.unwrap();
     assert!(action.starts_with("no valid token"), "{action}");
+}
+
+#[test]
+fn the_end_a_server_states_is_watched_for_from_the_answer_that_states_it() {
+    let answer = TokenSet { refresh_expiry: Some(refresh_expiry(1000, 1000)), ..set("a", T0, 3600, Some("rt")) };
+    let m = logged_in(tuning(), answer);
+    assert_eq!(m.wake_at(), Some(T0 + secs(900)), "woken for the warning, before the refresh at 3300 s");
+}
+
+#[test]
+fn without_a_refresh_token_a_due_refresh_says_at_once_that_a_login_is_needed() {
+    let tuning = Tuning { quiet_window: secs(2), ..tuning() };
+    let mut m = M::new("movemint", Grant::AuthorizationCode, tuning, Some(current("a", T0, 3600)), None);
+    m.handle(Event::Start, T0, 0.0);
+    let due = m.deadline().unwrap();
+    let fx = m.handle(Event::Due, due, 0.0);
+    assert_eq!(
+        fx.login_needed.as_deref(),
+        Some("no refresh token is held"),
+        "no window for a refresh that cannot be made"
+    );
+    assert!(matches!(m.phase(), Phase::NeedsLogin { .. }));
+    assert!(m.servable("movemint").is_some(), "the token is served while it lasts");
+}
+
+#[test]
+fn status_tells_to_log_in_again_only_once_the_login_s_end_is_near() {
+    let tuning = Tuning { login_lifetime: Some(secs(1000)), ..tuning() };
+    let mut m = logged_in(tuning, set("a", T0, 3600, Some("rt")));
+    let status = m.status(T0 + secs(899));
+    assert!(status.login_expiry.is_some(), "the end is shown");
+    assert_eq!(status.action, None, "but nothing to do yet");
+    m.handle(Event::Due, T0 + secs(900), 0.0);
+    assert!(m.status(T0 + secs(900)).action.unwrap().contains("tokenctl login movemint"));
 }

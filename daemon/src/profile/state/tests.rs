@@ -8,9 +8,9 @@ pub(super) fn secs(s: u64) -> Duration {
 }
 
 /// The machine under test: its waiters are numbers.
-type M = Machine<u32>;
+pub(super) type M = Machine<u32>;
 
-fn tuning() -> Tuning {
+pub(super) fn tuning() -> Tuning {
     Tuning {
         refresh_margin: secs(300),
         retry_min: secs(1),
@@ -827,7 +827,7 @@ fn stopping_ends_the_login_and_every_exchange() {
 }
 
 /// A machine logged in at `T0` with a code exchange whose answer is `answer`.
-fn logged_in(tuning: Tuning, answer: TokenSet) -> M {
+pub(super) fn logged_in(tuning: Tuning, answer: TokenSet) -> M {
     let mut m = M::new("movemint", Grant::AuthorizationCode, tuning, None, None);
     m.handle(Event::Start, T0, 0.0);
     exchange(&mut m, T0);
@@ -836,7 +836,7 @@ fn logged_in(tuning: Tuning, answer: TokenSet) -> M {
     m
 }
 
-fn refresh_expiry(expires: u64, lifetime: u64) -> crate::oauth::token::RefreshExpiry {
+pub(super) fn refresh_expiry(expires: u64, lifetime: u64) -> crate::oauth::token::RefreshExpiry {
     crate::oauth::token::RefreshExpiry {
         expires_at: T0 + secs(expires),
         lifetime: secs(lifetime),
