@@ -274,12 +274,21 @@ pub(crate) async fn run(plan: &Plan, results: &mut serde_json::Map<String, serde
     println!("                 direct          minimal proxy   tokend          ratios (minimal, tokend)");
     for (name, up) in [("upload", true), ("download", false)] {
         let mut best = [0f64; 3];
+        // The proxies' CPU time per GiB, which the machine's other load moves less than their
+        // throughput.
+        let mut cpu = [Duration::ZERO; 3];
         for _ in 0..3 {
-            for (i, (_, route, _)) in routes.iter().enumerate() {
+            for (i, (_, route, pid)) in routes.iter().enumerate() {
+                let before = pid.map(cpu_time);
                 best[i] = best[i].max(transfer(route, up, size).await);
+                if let (Some(pid), Some(before)) = (pid, before) {
+                    cpu[i] += cpu_time(*pid).saturating_sub(before);
+                }
             }
         }
         let [direct_rate, minimal_rate, proxied_rate] = best;
+        let gib = 3.0 * size as f64 / f64::from(1u32 << 30);
+        let [_, minimal_cpu, proxied_cpu] = cpu.map(|c| c.as_secs_f64() / gib);
         let ratio = proxied_rate / direct_rate;
         let minimal_ratio = minimal_rate / direct_rate;
         let mib = |rate: f64| format!("{:.0} MiB/s", rate / 1048576.0);
@@ -290,9 +299,10 @@ pub(crate) async fn run(plan: &Plan, results: &mut serde_json::Map<String, serde
             mib(proxied_rate),
             verdict(ratio, 0.8, false)
         );
+        println!("  {:<14} CPU time per GiB: minimal proxy {:.2} s, tokend {:.2} s", "", minimal_cpu, proxied_cpu);
         transfers.insert(
             name.into(),
-            json!({ "direct_bytes_per_s": direct_rate, "minimal_proxy_bytes_per_s": minimal_rate, "proxied_bytes_per_s": proxied_rate, "ratio": ratio, "minimal_ratio": minimal_ratio }),
+            json!({ "direct_bytes_per_s": direct_rate, "minimal_proxy_bytes_per_s": minimal_rate, "proxied_bytes_per_s": proxied_rate, "ratio": ratio, "minimal_ratio": minimal_ratio, "minimal_proxy_cpu_s_per_gib": minimal_cpu, "tokend_cpu_s_per_gib": proxied_cpu }),
         );
     }
     drop(minimal_proxy);
