@@ -27,7 +27,6 @@
 //! answered to the client, not followed. Only method, profile, status and timing are logged —
 //! never a path, a header or a body.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +35,7 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use tokend_proto::Token;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use url::Url;
 use zeroize::Zeroizing;
 
@@ -62,14 +61,6 @@ pub(crate) struct Proxy {
     idle: Duration,
     /// Bytes of request bodies that may be held for replay, in all.
     replay_budget: Arc<Semaphore>,
-}
-
-/// The head of the API's answer, and the timer that bounded the wait for it, if there was a wait.
-/// The answer's body takes the timer over: registering a timer takes the runtime's timer lock
-/// and may wake its driver, once per request that a second timer would make twice.
-struct Answer {
-    response: reqwest::Response,
-    timer: Option<Pin<Box<Sleep>>>,
 }
 
 /// A request body, ready to send.
@@ -157,9 +148,9 @@ impl Proxy {
             Payload::Replayable(bytes, permit) => (Outgoing::buffered(bytes.clone()), Some((bytes, permit))),
             Payload::Streaming(read, rest, length) => (Outgoing::streaming(read, rest, length), None),
         };
-        let answer = self.send(&parts.method, &url, &headers, served.token(), first).await?;
-        if answer.response.status() != StatusCode::UNAUTHORIZED {
-            return Ok((self.respond(answer), false));
+        let response = self.send(&parts.method, &url, &headers, served.token(), first).await?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok((self.respond(response), false));
         }
 
         let rejected = served.token().fingerprint;
@@ -173,16 +164,16 @@ impl Proxy {
                 let _ =
                     with_profile(&daemon, &name, |h| async move { h.invalidate(Some(rejected), deadline).await }).await;
             });
-            return Ok((self.respond(answer), false));
+            return Ok((self.respond(response), false));
         };
-        drop(answer);
+        drop(response);
         tracing::info!(profile = %name, "the API rejected the token; retrying once with a new one");
         let deadline = Instant::now() + daemon.request_timeout;
         let served =
             with_profile(daemon, name, |h| async move { h.invalidate(Some(rejected), deadline).await }).await?;
         let again = Outgoing::buffered(bytes);
-        let answer = self.send(&parts.method, &url, &headers, served.token(), again).await?;
-        Ok((self.respond(answer), true))
+        let response = self.send(&parts.method, &url, &headers, served.token(), again).await?;
+        Ok((self.respond(response), true))
     }
 
     /// Reads as much of the body as may be replayed.
@@ -217,26 +208,14 @@ impl Proxy {
         headers: &HeaderMap,
         token: &Token,
         body: Outgoing<Idle<Incoming>>,
-    ) -> Result<Answer, ApiError> {
+    ) -> Result<reqwest::Response, ApiError> {
         let mut headers = headers.clone();
         headers.insert(header::AUTHORIZATION, authorization(token)?);
         let sent = body.sent();
         let request = self.client.request(method.clone(), url.clone()).headers(headers).body(reqwest::Body::wrap(body));
-        let answer = request.send();
-        tokio::pin!(answer);
-        let failed = |e: reqwest::Error| upstream_error(&e, url);
         tokio::select! {
-            answer = &mut answer => return answer.map(|response| Answer { response, timer: None }).map_err(failed),
-            () = sent.notified() => {}
-        }
-        let mut timer = Box::pin(tokio::time::sleep(self.idle));
-        let answered = tokio::select! {
-            answer = &mut answer => Some(answer),
-            () = &mut timer => None,
-        };
-        match answered {
-            Some(answer) => answer.map(|response| Answer { response, timer: Some(timer) }).map_err(failed),
-            None => Err(ApiError::new(
+            answer = request.send() => answer.map_err(|e| upstream_error(&e, url)),
+            () = async { sent.notified().await; tokio::time::sleep(self.idle).await } => Err(ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "upstream",
                 format!("the API at {} did not answer within {}", origin(url), humantime::format_duration(self.idle)),
@@ -245,13 +224,13 @@ impl Proxy {
     }
 
     /// The API's answer, for the client.
-    fn respond(&self, Answer { response, timer }: Answer) -> Response<ResponseBody> {
+    fn respond(&self, response: reqwest::Response) -> Response<ResponseBody> {
         let (mut parts, body) = hyper::Response::from(response).into_parts();
         strip_hop_by_hop(&mut parts.headers);
         // The client speaks HTTP/1.1 whatever the upstream spoke.
         parts.version = hyper::Version::HTTP_11;
         parts.extensions = Default::default();
-        let body = http_body_util::BodyExt::boxed(Idle::with_timer(body, "the API", self.idle, timer));
+        let body = http_body_util::BodyExt::boxed(Idle::new(body, "the API", self.idle));
         Response::from_parts(parts, body)
     }
 }
