@@ -13,7 +13,9 @@
 //! Both sides use the same client (hyper's HTTP/1.1 connection API, driven in the requesting
 //! task), and the upstream runs in a process of its own with as many worker threads as tokend,
 //! as a real API does; so the difference is what tokend adds: a Unix-socket hop, parsing, the
-//! token, and the upstream request.
+//! token, and the upstream request. The proxy's numbers have a third column, the minimal proxy
+//! of [`crate::minimal`]: the same hops with none of tokend's work, which splits that
+//! difference into what the hop costs and what tokend costs.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -37,22 +39,34 @@ use crate::{Plan, context_switches, provider, start, status_field, thread_count,
 /// Where a request goes: straight to the upstream, or through tokend's proxy.
 #[derive(Clone)]
 enum Route {
-    Direct { upstream: std::net::SocketAddr, authorization: String },
-    Proxied { socket: std::path::PathBuf },
+    Direct {
+        upstream: std::net::SocketAddr,
+        authorization: String,
+    },
+    /// Through the minimal proxy, with the client's own `Authorization`.
+    Minimal {
+        socket: std::path::PathBuf,
+        authorization: String,
+    },
+    Proxied {
+        socket: std::path::PathBuf,
+    },
 }
 
 impl Route {
     async fn connect(&self) -> Connection {
         match self {
             Route::Direct { upstream, .. } => Connection::tcp(*upstream).await,
-            Route::Proxied { socket } => Connection::unix(socket).await,
+            Route::Minimal { socket, .. } | Route::Proxied { socket } => Connection::unix(socket).await,
         }
     }
 
     /// The request target and headers for the API path `path` (below `/api`).
     fn target(&self, path: &str) -> (String, Vec<(&str, &str)>) {
         match self {
-            Route::Direct { authorization, .. } => (format!("/api{path}"), vec![("authorization", authorization)]),
+            Route::Direct { authorization, .. } | Route::Minimal { authorization, .. } => {
+                (format!("/api{path}"), vec![("authorization", authorization)])
+            }
             Route::Proxied { .. } => (format!("/v1/proxy/p0{path}"), vec![]),
         }
     }
@@ -110,6 +124,43 @@ impl Drop for Upstream {
     }
 }
 
+/// The minimal proxy in a process of its own (`tokend-bench --minimal-proxy SOCKET ADDR`);
+/// killed on drop.
+struct MinimalProxy {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+}
+
+impl MinimalProxy {
+    fn spawn(upstream: std::net::SocketAddr) -> MinimalProxy {
+        use std::io::BufRead;
+        let socket = std::env::temp_dir().join(format!("tokend-bench-{}-minimal.sock", std::process::id()));
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .arg("--minimal-proxy")
+            .arg(&socket)
+            .arg(upstream.to_string())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the minimal proxy");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "listening", "the minimal proxy started");
+        MinimalProxy { child, socket }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for MinimalProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
 pub(crate) async fn run(plan: &Plan, results: &mut serde_json::Map<String, serde_json::Value>) {
     let upstream = Upstream::spawn();
     let config = format!(
@@ -120,92 +171,141 @@ pub(crate) async fn run(plan: &Plan, results: &mut serde_json::Map<String, serde
     let tokend = start(&config).await;
     let endpoint = Endpoint::new(&tokend.socket);
     let token = Client::connect_to(endpoint.clone()).await.unwrap().token("p0").await.unwrap();
-    let direct =
-        Route::Direct { upstream: upstream.addr(), authorization: format!("Bearer {}", token.access_token.expose()) };
+    let authorization = format!("Bearer {}", token.access_token.expose());
+    let direct = Route::Direct { upstream: upstream.addr(), authorization: authorization.clone() };
+    let minimal_proxy = MinimalProxy::spawn(upstream.addr());
+    let minimal = Route::Minimal { socket: minimal_proxy.socket.clone(), authorization };
     let proxied = Route::Proxied { socket: tokend.http_socket.clone() };
+    // The three routes, in the order they are measured and printed, with the process whose CPU
+    // time is counted for each.
+    let routes = [
+        ("direct", &direct, None),
+        ("minimal proxy", &minimal, Some(minimal_proxy.pid())),
+        ("tokend", &proxied, Some(tokend.pid())),
+    ];
     let mut section = serde_json::Map::new();
 
-    // 1. Latency of a small GET, alternating blocks on two kept-alive connections.
+    // 1. Latency of a small GET, alternating blocks on kept-alive connections.
     const ROUNDS: usize = 20;
     let per_round = plan.latency_samples.div_ceil(ROUNDS);
     println!(
-        "\n== HTTP: a small GET through the proxy and straight to the upstream ({} samples each)",
+        "\n== HTTP: a small GET straight to the upstream, through a minimal proxy and through tokend ({} samples each)",
         per_round * ROUNDS
     );
-    let (mut d, mut p) = (direct.connect().await, proxied.connect().await);
+    let mut conns = Vec::new();
+    for (_, route, _) in &routes {
+        conns.push(route.connect().await);
+    }
     for _ in 0..1000 {
-        direct.get(&mut d, "/resource/small").await;
-        proxied.get(&mut p, "/resource/small").await;
+        for ((_, route, _), conn) in routes.iter().zip(&mut conns) {
+            route.get(conn, "/resource/small").await;
+        }
     }
-    let (mut direct_samples, mut proxied_samples) = (Vec::new(), Vec::new());
-    let mut proxy_cpu = Duration::ZERO;
+    let mut samples = [Vec::new(), Vec::new(), Vec::new()];
+    let mut cpu = [Duration::ZERO; 3];
     for _ in 0..ROUNDS {
-        for _ in 0..per_round {
-            let t = Instant::now();
-            direct.get(&mut d, "/resource/small").await;
-            direct_samples.push(t.elapsed());
+        for (i, ((_, route, pid), conn)) in routes.iter().zip(&mut conns).enumerate() {
+            let before = pid.map(cpu_time);
+            for _ in 0..per_round {
+                let t = Instant::now();
+                route.get(conn, "/resource/small").await;
+                samples[i].push(t.elapsed());
+            }
+            if let (Some(pid), Some(before)) = (pid, before) {
+                cpu[i] += cpu_time(*pid).saturating_sub(before);
+            }
         }
-        let cpu = cpu_time(tokend.pid());
-        for _ in 0..per_round {
-            let t = Instant::now();
-            proxied.get(&mut p, "/resource/small").await;
-            proxied_samples.push(t.elapsed());
-        }
-        proxy_cpu += cpu_time(tokend.pid()).saturating_sub(cpu);
     }
-    let (dl, pl) = (Latency::of(direct_samples), Latency::of(proxied_samples));
-    print_latency("direct", "proxied", &dl, &pl);
+    let [dl, ml, pl] = samples.map(Latency::of);
+    println!("                 median      p99         p99.9       mean");
+    for ((name, _, _), l) in routes.iter().zip([&dl, &ml, &pl]) {
+        println!("  {name:<14} {:<11} {:<11} {:<11} {}", us(l.median), us(l.p99), us(l.p999), us(l.mean));
+    }
     let ratio = pl.median.as_secs_f64() / dl.median.as_secs_f64();
-    println!("  median ratio   {}", verdict(ratio, 1.3, true));
-    let per_request = proxy_cpu / u32::try_from(ROUNDS * per_round).expect("a bench-sized number of requests");
-    println!("  tokend's CPU time per proxied GET: {} (user and system, all threads)", us(per_request));
+    let minimal_ratio = ml.median.as_secs_f64() / dl.median.as_secs_f64();
+    println!("  median ratio to direct: minimal proxy {minimal_ratio:.2}×, tokend {}", verdict(ratio, 1.3, true));
+    let n = u32::try_from(ROUNDS * per_round).expect("a bench-sized number of requests");
+    println!(
+        "  CPU time per proxied GET (user and system, all threads): minimal proxy {}, tokend {}",
+        us(cpu[1] / n),
+        us(cpu[2] / n)
+    );
     let mut latency = latency_json(&dl, &pl, ratio);
-    latency["tokend_cpu_us_per_request"] = (per_request.as_secs_f64() * 1e6).into();
+    let to_us = |d: Duration| d.as_secs_f64() * 1e6;
+    latency["minimal_proxy"] = json!({ "median": to_us(ml.median), "p99": to_us(ml.p99), "p999": to_us(ml.p999), "median_ratio": minimal_ratio, "cpu_us_per_request": to_us(cpu[1] / n) });
+    latency["tokend_cpu_us_per_request"] = to_us(cpu[2] / n).into();
     section.insert("get_latency_us".into(), latency);
+    drop(conns);
 
     // 2. Throughput.
-    println!("  throughput (requests per second, {} per level)", humantime::format_duration(plan.throughput_for));
-    println!("  connections    direct          proxied         ratio");
+    println!(
+        "  throughput (requests per second, {} per level, best of 3)",
+        humantime::format_duration(plan.throughput_for)
+    );
+    println!("  connections    direct          minimal proxy   tokend          ratios (minimal, tokend)");
     let mut levels = Vec::new();
     for connections in [8usize, 64] {
         // Alternating, best of three each: other load on the machine comes and goes.
-        let (mut direct_rps, mut proxied_rps) = (0f64, 0f64);
+        let mut best = [0f64; 3];
         for _ in 0..3 {
-            direct_rps = direct_rps.max(throughput(&direct, connections, plan.throughput_for).await);
-            proxied_rps = proxied_rps.max(throughput(&proxied, connections, plan.throughput_for).await);
+            for (i, (_, route, _)) in routes.iter().enumerate() {
+                best[i] = best[i].max(throughput(route, connections, plan.throughput_for).await);
+            }
         }
+        let [direct_rps, minimal_rps, proxied_rps] = best;
         let ratio = proxied_rps / direct_rps;
-        let note = if connections == 64 { format!("   {}", verdict(ratio, 0.7, false)) } else { String::new() };
-        println!("  {connections:<14} {direct_rps:<15.0} {proxied_rps:<15.0} {ratio:.2}×{note}");
-        levels
-            .push(json!({ "connections": connections, "direct": direct_rps, "proxied": proxied_rps, "ratio": ratio }));
+        let minimal_ratio = minimal_rps / direct_rps;
+        let note = if connections == 64 { verdict(ratio, 0.7, false) } else { format!("{ratio:.2}×") };
+        println!(
+            "  {connections:<14} {direct_rps:<15.0} {minimal_rps:<15.0} {proxied_rps:<15.0} {minimal_ratio:.2}×, {note}"
+        );
+        levels.push(json!({ "connections": connections, "direct": direct_rps, "minimal_proxy": minimal_rps, "proxied": proxied_rps, "ratio": ratio, "minimal_ratio": minimal_ratio }));
     }
     section.insert("get_throughput_rps".into(), serde_json::Value::Array(levels));
 
     // 3. Big transfers, and tokend's memory meanwhile.
     let size = plan.transfer_bytes;
-    println!("\n== HTTP: {} MiB streamed each way, through the proxy and straight to the upstream", size >> 20);
+    println!(
+        "\n== HTTP: {} MiB streamed each way: straight to the upstream, through a minimal proxy and through tokend (best of 3)",
+        size >> 20
+    );
     let peak_before = status_field(&format!("/proc/{}/status", tokend.pid()), "VmHWM:");
     let mut transfers = serde_json::Map::new();
-    println!("                 direct          proxied         ratio");
+    println!("                 direct          minimal proxy   tokend          ratios (minimal, tokend)");
     for (name, up) in [("upload", true), ("download", false)] {
-        let (mut direct_rate, mut proxied_rate) = (0f64, 0f64);
+        let mut best = [0f64; 3];
+        // The proxies' CPU time per GiB, which the machine's other load moves less than their
+        // throughput.
+        let mut cpu = [Duration::ZERO; 3];
         for _ in 0..3 {
-            direct_rate = direct_rate.max(transfer(&direct, up, size).await);
-            proxied_rate = proxied_rate.max(transfer(&proxied, up, size).await);
+            for (i, (_, route, pid)) in routes.iter().enumerate() {
+                let before = pid.map(cpu_time);
+                best[i] = best[i].max(transfer(route, up, size).await);
+                if let (Some(pid), Some(before)) = (pid, before) {
+                    cpu[i] += cpu_time(*pid).saturating_sub(before);
+                }
+            }
         }
+        let [direct_rate, minimal_rate, proxied_rate] = best;
+        let gib = 3.0 * size as f64 / f64::from(1u32 << 30);
+        let [_, minimal_cpu, proxied_cpu] = cpu.map(|c| c.as_secs_f64() / gib);
         let ratio = proxied_rate / direct_rate;
+        let minimal_ratio = minimal_rate / direct_rate;
+        let mib = |rate: f64| format!("{:.0} MiB/s", rate / 1048576.0);
         println!(
-            "  {name:<14} {:<15} {:<15} {}",
-            format!("{:.0} MiB/s", direct_rate / 1048576.0),
-            format!("{:.0} MiB/s", proxied_rate / 1048576.0),
+            "  {name:<14} {:<15} {:<15} {:<15} {minimal_ratio:.2}×, {}",
+            mib(direct_rate),
+            mib(minimal_rate),
+            mib(proxied_rate),
             verdict(ratio, 0.8, false)
         );
+        println!("  {:<14} CPU time per GiB: minimal proxy {:.2} s, tokend {:.2} s", "", minimal_cpu, proxied_cpu);
         transfers.insert(
             name.into(),
-            json!({ "direct_bytes_per_s": direct_rate, "proxied_bytes_per_s": proxied_rate, "ratio": ratio }),
+            json!({ "direct_bytes_per_s": direct_rate, "minimal_proxy_bytes_per_s": minimal_rate, "proxied_bytes_per_s": proxied_rate, "ratio": ratio, "minimal_ratio": minimal_ratio, "minimal_proxy_cpu_s_per_gib": minimal_cpu, "tokend_cpu_s_per_gib": proxied_cpu }),
         );
     }
+    drop(minimal_proxy);
     let peak_after = status_field(&format!("/proc/{}/status", tokend.pid()), "VmHWM:");
     let grown = peak_after.saturating_sub(peak_before);
     println!(
@@ -255,7 +355,7 @@ pub(crate) async fn run(plan: &Plan, results: &mut serde_json::Map<String, serde
     section.insert("token_latency_us".into(), latency);
 
     // 5. Idle with both sockets open, once the proxy's upstream connections have been let go.
-    drop((d, p, client, http));
+    drop((client, http));
     // The pool checks its idle connections every POOL_IDLE from when it first held one, so the
     // last are let go at most twice that after they were last used.
     let settle = if plan.quick { Duration::from_secs(2) } else { tokend::PROXY_POOL_IDLE * 2 + Duration::from_secs(3) };
@@ -338,7 +438,9 @@ async fn transfer(route: &Route, up: bool, size: u64) -> f64 {
             stream.set_nodelay(true).unwrap();
             handshake(stream).await
         }
-        Route::Proxied { socket } => handshake(tokio::net::UnixStream::connect(socket).await.unwrap()).await,
+        Route::Minimal { socket, .. } | Route::Proxied { socket } => {
+            handshake(tokio::net::UnixStream::connect(socket).await.unwrap()).await
+        }
     };
     let path = if up { "/sink".to_owned() } else { download_path(size) };
     let (target, headers) = route.target(&path);

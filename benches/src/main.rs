@@ -12,6 +12,7 @@
 //! mean much from one run to the next. See BENCHMARKS.md.
 
 mod http;
+mod minimal;
 mod raw;
 mod stats;
 
@@ -99,6 +100,10 @@ fn main() -> ExitCode {
     }
     if args.get(1).map(String::as_str) == Some("--upstream") {
         http::serve_upstream();
+        return ExitCode::SUCCESS;
+    }
+    if args.get(1).map(String::as_str) == Some("--minimal-proxy") {
+        minimal::serve(Path::new(&args[2]), args[3].parse().expect("an upstream address"), workers());
         return ExitCode::SUCCESS;
     }
     let quick = args.iter().any(|a| a == "--quick");
