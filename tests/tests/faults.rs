@@ -104,7 +104,7 @@ async fn rate_limiting_and_timeouts_are_transient() {
         Fault::Status(502, "<html>".into()),
     ]);
     let tokend = Tokend::start(&config(&fake.url("/oauth/token"), "")).await;
-    assert!(eventually(Duration::from_secs(8), || fake.token_requests() >= 4).await, "{}", tokend.log());
+    assert!(eventually(Duration::from_secs(30), || fake.token_requests() >= 4).await, "{}", tokend.log());
     tokend.tokenctl_ok(&["token", "p"]).await;
 }
 

@@ -115,7 +115,7 @@ async fn watch_prints_each_new_token_and_state_change_as_it_happens() {
     let (_watch, mut lines) = watch(&tokend, &["p", "--json"]);
     let mut tokens = Vec::new();
     let mut states = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while tokens.len() < 4 {
         let line = tokio::time::timeout_at(deadline, lines.next_line())
             .await
@@ -171,7 +171,7 @@ async fn watch_for_people_reads_like_a_log() {
     let (_watch, mut lines) = watch(&tokend, &[]);
     let mut seen = String::new();
     while !seen.contains("new token") || !seen.contains(": refreshing") {
-        let line = tokio::time::timeout(Duration::from_secs(8), lines.next_line()).await.unwrap().unwrap().unwrap();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
         seen.push_str(&line);
         seen.push('\n');
     }
