@@ -3,7 +3,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
+use tokend_e2e::wire::frame;
 use tokend_e2e::{FakeProvider, Need, Tokend, bin, other_user, require, stderr, stdout, wait_for};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn provider() -> FakeProvider {
     FakeProvider::with_basic_client().await
@@ -54,6 +56,35 @@ async fn shuts_down_gracefully_on(signal: i32) {
     assert!(tokend.log().contains("shutting down"), "{}", tokend.log());
     let out = tokend.tokenctl(&["ping"]).await;
     assert_eq!(out.status.code(), Some(3));
+}
+
+/// Connections that have not finished their hello when shutdown begins (still held by the
+/// socket's thread, or already on the runtime) are closed then, like idle ones: they do not
+/// hold up the exit until the handshake times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_connections_that_have_not_said_hello() {
+    let fake = provider().await;
+    let mut tokend = Tokend::start(&config(&fake)).await;
+    let mut silent = Vec::new();
+    for sent in [&[][..], &[0, 0][..], &frame(&tokend_proto::Hello::new())[..5]] {
+        for _ in 0..3 {
+            let mut stream = tokio::net::UnixStream::connect(&tokend.socket).await.unwrap();
+            stream.write_all(sent).await.unwrap();
+            silent.push(stream);
+        }
+    }
+    tokend.signal(libc::SIGTERM);
+    let status = tokend.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "exit status {status}:\n{}", tokend.log());
+    for stream in &mut silent {
+        let mut sink = [0u8; 64];
+        assert!(matches!(stream.read(&mut sink).await, Ok(0) | Err(_)), "closed without a word");
+    }
+    assert!(
+        !tokend.log().contains("said nothing"),
+        "closed at shutdown, not at the handshake's timeout:\n{}",
+        tokend.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -98,11 +98,28 @@ async fn without_a_quiet_window_tokens_in_use_are_revoked_by_the_refresh() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_is_sent_only_once_the_token_has_not_been_handed_out_for_the_window() {
+    refresh_waits_for_the_window_after(async |tokend| {
+        tokend.client().await.token("mm").await.unwrap().access_token.expose().to_owned()
+    })
+    .await;
+}
+
+/// The same when the token went out on the socket's short-request path: `tokenctl token` sends
+/// its hello and request in one write, which the socket's thread answers itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_answered_on_the_short_request_path_delays_the_refresh_too() {
+    refresh_waits_for_the_window_after(async |tokend| tokend.tokenctl_ok(&["token", "mm"]).await.trim().to_owned())
+        .await;
+}
+
+/// Hands a token out with `fetch`, asks for a refresh at once, and checks that the refresh went
+/// out only once the token had not been handed out for the default window.
+async fn refresh_waits_for_the_window_after(fetch: impl AsyncFnOnce(&Tokend) -> String) {
     let (fake, tokend) = doorkeeper(Duration::from_secs(3600), RevokeOnRefresh::AtRefresh, "").await;
     let before = SystemTime::now();
-    let held = tokend.client().await.token("mm").await.unwrap();
+    let held = fetch(&tokend).await;
     let fresh = tokend.tokenctl_ok(&["refresh", "mm"]).await;
-    assert_ne!(fresh.trim(), held.access_token.expose());
+    assert_ne!(fresh.trim(), held);
     let sent = fake.requests().last().unwrap().at;
     assert!(
         sent >= before + Duration::from_secs(2),

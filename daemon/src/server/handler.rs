@@ -72,7 +72,18 @@ pub(crate) async fn resume(daemon: Arc<Daemon>, stream: Stream, admitted: Result
         let _ = conn.write(&HelloReply::refuse(refusal, message)).await;
         return;
     }
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut conn)).await {
+    // A client that has not said hello when shutdown begins is as idle as one between
+    // requests: it is closed then, rather than holding up the exit until its timeout.
+    let mut shutdown = daemon.shutdown_signal();
+    let handshook = tokio::select! {
+        biased;
+        handshook = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut conn)) => handshook,
+        _ = shutdown.wait_for(|down| *down) => {
+            tracing::debug!("closed a connection that had not said hello: shutting down");
+            return;
+        }
+    };
+    match handshook {
         Ok(Ok(true)) => {}
         Ok(Ok(false)) => return,
         Ok(Err(e)) => {

@@ -1,9 +1,10 @@
 //! The short-request path (Unix): one thread accepts the protocol socket's connections and
 //! answers a connection's first request itself when that request is for a token tokend holds
-//! (what `tokenctl token` and every new `Client` do: connect, send the hello and the request
-//! in one write, read the answer, close). Any other connection, and any connection once it asks
-//! for more, is handed to a task on the runtime, which serves it exactly as it serves a
-//! connection it accepted itself ([`handler::resume`]).
+//! (what `tokenctl token` and every new blocking `Client` do: connect, send the hello and the
+//! request in one write, read the answer, close; the async `Client` sends its hello alone, and
+//! the runtime answers it). Any other connection, and any connection once it asks for more, is
+//! handed to a task on the runtime, which serves it exactly as it serves a connection it
+//! accepted itself ([`handler::resume`]).
 //!
 //! Why a thread of its own: on the runtime, each short connection costs more than the request
 //! itself — registering the socket with epoll and deregistering it, a task, a second `accept`
