@@ -234,18 +234,25 @@ async fn serve(config: Config, sockets: Sockets, store: Store, http: Http, max_f
     let http_server = tokio::spawn({
         let daemon = daemon.clone();
         async move {
-            if let (Some(bound), Some((_, proxy))) = (http_bound, http_api) {
-                http::serve(daemon, bound.listener, proxy, max_http_connections).await;
+            match (http_bound, http_api) {
+                (Some(bound), Some((_, proxy))) => {
+                    http::serve(daemon, bound.listener, proxy, max_http_connections).await;
+                }
+                // No HTTP socket: nothing to serve, until shutdown like a server.
+                _ => {
+                    let _ = daemon.shutdown_signal().wait_for(|down| *down).await;
+                }
             }
         }
     });
-    for (name, server) in [("socket", socket_server), ("HTTP", http_server)] {
-        if let Err(e) = server.await {
-            tracing::error!("the {name} server failed: {e}");
-        }
-    }
+    let servers = [("socket", socket_server), ("HTTP", http_server)];
+    let ok = server::supervise(servers, || daemon.is_shutting_down(), || daemon.begin_shutdown()).await;
     sdnotify::stopping();
     daemon.stop_profiles().await;
+    if !ok {
+        tracing::error!("tokend stopped after a failure");
+        return ExitCode::FAILURE;
+    }
     tracing::info!("tokend stopped");
     ExitCode::SUCCESS
 }

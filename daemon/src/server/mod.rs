@@ -2,8 +2,7 @@
 //!
 //! - [`listener`] binds (or adopts) the socket and checks peers;
 //! - [`connection`] turns bytes into frames, with the bounds that protect the daemon;
-//! - [`handler`] runs the handshake and answers requests.
-//!
+//! - [`handler`] runs the handshake and answers requests;
 //! - [`short`] (Unix) accepts, and answers the common short request (`tokenctl token`) on a
 //!   thread of its own, handing every other connection to a task.
 //!
@@ -11,7 +10,9 @@
 //! semaphore bounds how many are served at once; a client beyond the limit is told so and
 //! closed rather than left in the backlog. On shutdown the accept loop stops first, idle
 //! connections close, requests being answered finish (within a grace period), and the socket
-//! file is removed when the listener is dropped.
+//! file is removed when the listener is dropped. A server that stops before shutdown (its task
+//! or the short-request thread died) stops tokend with a failure status ([`supervise`]), for the
+//! service manager to start it again, rather than leave a socket that nobody answers.
 
 pub mod connection;
 pub(crate) mod handler;
@@ -166,5 +167,97 @@ pub(crate) fn is_resource_exhaustion(e: &io::Error) -> bool {
     {
         let _ = e;
         false
+    }
+}
+
+/// Waits for the servers, each of which runs until shutdown begins. One that ends before — its
+/// task panicked, or the protocol socket's thread died — would leave a socket that nobody
+/// answers while tokend looks alive: then `begin_shutdown` stops everything, and the result is
+/// `false`, for tokend to exit with a failure status and its service manager to start it again.
+pub(crate) async fn supervise(
+    servers: [(&'static str, tokio::task::JoinHandle<()>); 2],
+    shutting_down: impl Fn() -> bool,
+    begin_shutdown: impl Fn(),
+) -> bool {
+    let [(first_name, mut first), (second_name, mut second)] = servers;
+    let (name, ended, (other_name, other)) = tokio::select! {
+        ended = &mut first => (first_name, ended, (second_name, second)),
+        ended = &mut second => (second_name, ended, (first_name, first)),
+    };
+    let mut ok = true;
+    if let Err(e) = &ended {
+        tracing::error!("the {name} server failed: {e}");
+        ok = false;
+    }
+    if !shutting_down() {
+        tracing::error!("the {name} server stopped on its own; tokend stops too, to be started again");
+        begin_shutdown();
+        ok = false;
+    }
+    if let Err(e) = other.await {
+        tracing::error!("the {other_name} server failed: {e}");
+        ok = false;
+    }
+    ok
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use tokio::sync::watch;
+
+    use super::supervise;
+
+    /// A server as the daemon runs one: it ends when shutdown begins, or at once if `dies`.
+    fn server(shutdown: &watch::Sender<bool>, dies: Option<bool>) -> tokio::task::JoinHandle<()> {
+        let mut signal = shutdown.subscribe();
+        tokio::spawn(async move {
+            match dies {
+                Some(true) => panic!("a server's task panics"),
+                Some(false) => {}
+                None => {
+                    let _ = signal.wait_for(|down| *down).await;
+                }
+            }
+        })
+    }
+
+    async fn run(dies: [Option<bool>; 2], shut_down_first: bool) -> (bool, bool) {
+        let (shutdown, _) = watch::channel(false);
+        let servers = [("socket", server(&shutdown, dies[0])), ("HTTP", server(&shutdown, dies[1]))];
+        let begun = Arc::new(AtomicBool::new(false));
+        if shut_down_first {
+            shutdown.send_replace(true);
+        }
+        let supervised = supervise(
+            servers,
+            || *shutdown.borrow(),
+            || {
+                begun.store(true, Ordering::SeqCst);
+                shutdown.send_replace(true);
+            },
+        );
+        let ok = tokio::time::timeout(Duration::from_secs(10), supervised).await.expect("the servers end");
+        (ok, begun.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn servers_that_end_at_shutdown_end_well() {
+        assert_eq!(run([None, None], true).await, (true, false));
+    }
+
+    #[tokio::test]
+    async fn a_server_that_ends_on_its_own_stops_the_other_and_fails() {
+        assert_eq!(run([Some(false), None], false).await, (false, true));
+        assert_eq!(run([None, Some(false)], false).await, (false, true));
+    }
+
+    #[tokio::test]
+    async fn a_server_that_panics_stops_the_other_and_fails() {
+        assert_eq!(run([Some(true), None], false).await, (false, true));
+        assert_eq!(run([None, Some(true)], false).await, (false, true));
     }
 }
