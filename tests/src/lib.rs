@@ -153,20 +153,14 @@ impl Tokend {
     }
 
     async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
+        let ready = wait_for(Duration::from_secs(15), async || {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("poll tokend") {
                 panic!("tokend exited during start-up ({status}):\n{}", self.log());
             }
-            if self.socket.exists() {
-                let out = self.tokenctl(&["ping"]).await;
-                if out.status.success() {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "tokend did not come up within 15s:\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            (self.socket.exists() && self.tokenctl(&["ping"]).await.status.success()).then_some(())
+        })
+        .await;
+        assert!(ready.is_some(), "tokend did not come up within 15s:\n{}", self.log());
     }
 
     /// The daemon's PID.
@@ -531,19 +525,21 @@ impl Tokend {
     /// turned out to be busy is thrown away.
     pub async fn at_rest<T>(&self, profile: &str, mut check: impl AsyncFnMut(Option<String>) -> T) -> T {
         let busy = |s: &ProfileStatus| matches!(s.state, ProfileState::Refreshing | ProfileState::Quiet);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        let mut last = None;
+        let found = wait_for(Duration::from_secs(30), async || {
             let before = self.status(profile).await;
-            if !busy(&before) {
+            let result = if busy(&before) {
+                None
+            } else {
                 let result = check(self.saved_refresh_token(profile)).await;
                 let after = self.status(profile).await;
-                if !busy(&after) && after.upstream_requests == before.upstream_requests {
-                    return result;
-                }
-            }
-            assert!(Instant::now() < deadline, "{profile} was never at rest for 30s: {before:?}\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+                (!busy(&after) && after.upstream_requests == before.upstream_requests).then_some(result)
+            };
+            last = Some(before);
+            result
+        })
+        .await;
+        found.unwrap_or_else(|| panic!("{profile} was never at rest for 30s: {last:?}\n{}", self.log()))
     }
 
     /// The processes tokend started that have not been reaped yet (notify commands, secret
