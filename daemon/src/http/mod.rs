@@ -33,14 +33,13 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use interprocess::local_socket::tokio::{Listener, Stream};
-use interprocess::local_socket::traits::tokio::Listener as _;
 use tokend_proto::Endpoint;
 use tokend_proto::endpoint::{HTTP_SOCKET_ENV, HTTP_SOCKET_FILE};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::config::HttpSocket;
 use crate::daemon::Daemon;
-use crate::server::{SHUTDOWN_GRACE, is_resource_exhaustion, listener};
+use crate::server::{self, SHUTDOWN_GRACE, listener};
 use api::{Api, ApiError};
 use proxy::Proxy;
 
@@ -78,31 +77,12 @@ pub(crate) async fn serve(daemon: Arc<Daemon>, listener: Listener, proxy: Proxy,
     let limit = Arc::new(Semaphore::new(max_connections));
     // Each connection task holds a clone; when all are dropped, every connection has ended.
     let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
-    let mut shutdown = daemon.shutdown_signal();
-    let api = Arc::new(Api { daemon, proxy });
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.wait_for(|down| *down) => break,
-        };
-        let stream = match accepted {
-            Ok(stream) => stream,
-            Err(e) => {
-                tracing::warn!("accepting a connection to the HTTP socket failed: {e}");
-                if is_resource_exhaustion(&e) {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                continue;
-            }
-        };
-        let permit = limit.clone().try_acquire_owned().ok();
-        let (api, open, shutdown) = (api.clone(), open_tx.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            connection(api, stream, permit.is_some(), shutdown).await;
-            drop(permit);
-            drop(open);
-        });
-    }
+    let shutdown = daemon.shutdown_signal();
+    let api = Arc::new(Api { daemon: daemon.clone(), proxy });
+    server::accept_each(&listener, "the HTTP socket", &daemon, &limit, &open_tx, |stream, admitted| {
+        connection(api.clone(), stream, admitted, shutdown.clone())
+    })
+    .await;
     drop(listener);
     drop(open_tx);
     if tokio::time::timeout(SHUTDOWN_GRACE, open_rx.recv()).await.is_err() {

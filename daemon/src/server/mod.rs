@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use interprocess::local_socket::tokio::Listener;
+use interprocess::local_socket::tokio::{Listener, Stream};
 use interprocess::local_socket::traits::tokio::Listener as _;
 use tokend_proto::message::Refusal;
 use tokio::sync::{Semaphore, mpsc};
@@ -125,6 +125,28 @@ async fn short_path(
 
 /// Accepts connections on the runtime until shutdown begins, each served by its own task.
 async fn accept_loop(daemon: &Arc<Daemon>, listener: Listener, limit: &Arc<Semaphore>, open: &mpsc::Sender<()>) {
+    accept_each(&listener, "the protocol socket", daemon, limit, open, |stream, admitted| {
+        let admitted = if admitted { Ok(()) } else { Err(Refusal::TooManyConnections) };
+        handler::serve(daemon.clone(), stream, admitted)
+    })
+    .await;
+}
+
+/// The accept loop of both sockets: accepts on `listener` until shutdown begins and serves each
+/// connection with `serve` in a task of its own, which holds a permit under `limit` (`serve` is
+/// told whether there was one: a connection beyond the limit is to be refused) and a clone of
+/// `open` until it ends. A failed accept is logged; out of file descriptors, the loop backs off
+/// instead of spinning.
+pub(crate) async fn accept_each<Fut>(
+    listener: &Listener,
+    socket: &str,
+    daemon: &Daemon,
+    limit: &Arc<Semaphore>,
+    open: &mpsc::Sender<()>,
+    mut serve: impl FnMut(Stream, bool) -> Fut,
+) where
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let mut shutdown = daemon.shutdown_signal();
     loop {
         let accepted = tokio::select! {
@@ -134,23 +156,18 @@ async fn accept_loop(daemon: &Arc<Daemon>, listener: Listener, limit: &Arc<Semap
         let stream = match accepted {
             Ok(stream) => stream,
             Err(e) => {
-                tracing::warn!("accepting a connection failed: {e}");
+                tracing::warn!("accepting a connection to {socket} failed: {e}");
                 if is_resource_exhaustion(&e) {
-                    // Out of file descriptors: back off instead of spinning.
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 continue;
             }
         };
-        let permit = limit.clone().try_acquire_owned();
-        let daemon = daemon.clone();
+        let permit = limit.clone().try_acquire_owned().ok();
+        let served = serve(stream, permit.is_some());
         let open = open.clone();
         tokio::spawn(async move {
-            let admitted = match &permit {
-                Ok(_) => Ok(()),
-                Err(_) => Err(Refusal::TooManyConnections),
-            };
-            handler::serve(daemon, stream, admitted).await;
+            served.await;
             drop(permit);
             drop(open);
         });
