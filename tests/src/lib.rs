@@ -24,6 +24,9 @@ use std::time::{Duration, Instant, SystemTime};
 use tokend_proto::{ProfileState, ProfileStatus};
 use tokio::process::{Child, Command};
 
+/// A running program's output, line by line.
+pub type Lines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>;
+
 pub use fake::FakeProvider;
 pub use movemint::Movemint;
 pub use needs::Need;
@@ -177,6 +180,19 @@ impl Tokend {
             .env_remove("TOKEND_CONFIG")
             .env("XDG_CONFIG_HOME", self.dir.path().join("xdg-config"));
         command
+    }
+
+    /// Starts `tokenctl ARGS` for a command that keeps printing (`watch`): returns the process,
+    /// killed when dropped, and its standard output, line by line.
+    pub fn tokenctl_lines(&self, args: &[&str]) -> (Child, Lines) {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = Command::from(self.tokenctl_command(args))
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn tokenctl");
+        let lines = tokio::io::BufReader::new(child.stdout.take().expect("tokenctl's output")).lines();
+        (child, lines)
     }
 
     /// Runs `tokenctl` against this daemon.

@@ -7,7 +7,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokend_e2e::fake::{ClientAuth, Fault, LoginEnd, Style};
-use tokend_e2e::{FakeProvider, Movemint, Tokend, eventually, stderr, stdout};
+use tokend_e2e::{FakeProvider, Lines, Movemint, Tokend, eventually, stderr, stdout};
 
 /// A Movemint-style provider for the login profile `mm`, whose logins end `login` after they
 /// began, said as `end` says; access tokens live an hour.
@@ -18,20 +18,9 @@ async fn provider(login: Duration, end: LoginEnd) -> (Movemint, String) {
     (fake, config)
 }
 
-type Lines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>;
-
 /// Starts `tokenctl --json watch mm`; returns the process and its output, line by line.
 fn watch(tokend: &Tokend) -> (tokio::process::Child, Lines) {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(tokend_e2e::bin("tokenctl"))
-        .args(["--json", "watch", "mm"])
-        .env("TOKEND_SOCKET", &tokend.socket)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    (child, lines)
+    tokend.tokenctl_lines(&["--json", "watch", "mm"])
 }
 
 /// The next line of `lines` that contains `needle`, within 30 s.

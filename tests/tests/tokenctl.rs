@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use tokend_e2e::fake::ClientAuth;
-use tokend_e2e::{FakeProvider, Tokend, stderr, stdout};
+use tokend_e2e::{FakeProvider, Lines, Tokend, stderr, stdout};
 
 async fn daemon(lifetime: Duration) -> (FakeProvider, Tokend) {
     let fake = FakeProvider::start().await;
@@ -18,21 +18,9 @@ fn profile_p(fake: &FakeProvider) -> String {
     fake.cc_profile("p", "")
 }
 
-type Lines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>;
-
 /// Starts `tokenctl watch ARGS`; returns the process and its output, line by line.
 fn watch(tokend: &Tokend, args: &[&str]) -> (tokio::process::Child, Lines) {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(tokend_e2e::bin("tokenctl"))
-        .arg("watch")
-        .args(args)
-        .env("TOKEND_SOCKET", &tokend.socket)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    (child, lines)
+    tokend.tokenctl_lines(&[&["watch"], args].concat())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
