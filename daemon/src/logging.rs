@@ -13,16 +13,15 @@ use std::fmt;
 use std::sync::OnceLock;
 
 use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Writer};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::{EnvFilter, Registry, reload};
-
-const DEFAULT_LEVEL: &str = "info";
+use tracing_subscriber::{Registry, reload};
 
 struct Logging {
-    handle: reload::Handle<EnvFilter, Registry>,
+    handle: reload::Handle<Targets, Registry>,
     /// Whether `--log-level` or `RUST_LOG` chose the filter, which then beats the config.
     fixed: bool,
 }
@@ -31,7 +30,7 @@ static LOGGING: OnceLock<Logging> = OnceLock::new();
 
 /// Checks a filter given on the command line.
 pub(crate) fn parse_filter(level: &str) -> Result<(), BadLevel> {
-    EnvFilter::try_new(level).map(|_| ()).map_err(|e| BadLevel { level: level.to_owned(), why: e.to_string() })
+    level.parse::<Targets>().map(|_| ()).map_err(|e| BadLevel { level: level.to_owned(), why: e.to_string() })
 }
 
 /// A log level or filter that does not parse.
@@ -42,13 +41,17 @@ pub(crate) struct BadLevel {
     why: String,
 }
 
+/// `info` for every target: the filter when none is given, or the one given does not parse.
+fn default_filter() -> Targets {
+    Targets::new().with_default(Level::INFO)
+}
+
 /// Installs the global subscriber.
 pub(crate) fn init(cli_level: Option<&str>, config_level: Option<&str>) {
     let env_level = std::env::var("RUST_LOG").ok().filter(|l| !l.trim().is_empty());
     let fixed = cli_level.is_some() || env_level.is_some();
     let level = cli_level.map(str::to_owned).or(env_level).or(config_level.map(str::to_owned));
-    let filter =
-        level.as_deref().and_then(|l| EnvFilter::try_new(l).ok()).unwrap_or_else(|| EnvFilter::new(DEFAULT_LEVEL));
+    let filter = level.as_deref().and_then(|l| l.parse::<Targets>().ok()).unwrap_or_else(default_filter);
     let (filter, handle) = reload::Layer::new(filter);
     let journal = under_journald();
     let fmt = tracing_subscriber::fmt::layer()
@@ -77,7 +80,7 @@ pub(crate) fn set_config_level(level: Option<&str>) {
     if logging.fixed {
         return;
     }
-    let filter = level.and_then(|l| EnvFilter::try_new(l).ok()).unwrap_or_else(|| EnvFilter::new(DEFAULT_LEVEL));
+    let filter = level.and_then(|l| l.parse::<Targets>().ok()).unwrap_or_else(default_filter);
     let _ = logging.handle.reload(filter);
 }
 

@@ -366,6 +366,19 @@ fn the_daemon_table_is_read() {
 }
 
 #[test]
+fn log_level_takes_a_level_or_per_module_levels() {
+    for level in ["trace", "warn", "tokend=debug", "warn,tokend::http=trace", "hyper=off,info"] {
+        let config = parse(&format!("[daemon]\nlog_level = \"{level}\"\n")).unwrap();
+        assert_eq!(config.daemon.log_level.as_deref(), Some(level));
+    }
+    for level in ["tokend=loud", "info,hyper=sometimes"] {
+        let err = parse(&format!("[daemon]\nlog_level = \"{level}\"\n")).unwrap_err();
+        assert!(err.message.contains(&format!("invalid log level {level:?}")), "{err}");
+        assert_eq!(err.line, Some(2), "{err}");
+    }
+}
+
+#[test]
 fn the_security_fingerprint_follows_whose_tokens_these_are() {
     let base = parse(MOVEMINT).unwrap().profiles["movemint"].security_fingerprint();
     let margin = parse(&MOVEMINT.replace("\"10m\"", "\"20m\"")).unwrap().profiles["movemint"].security_fingerprint();

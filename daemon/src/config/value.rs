@@ -131,7 +131,7 @@ pub(super) struct LogLevel(pub String);
 impl<'de> Deserialize<'de> for LogLevel {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        tracing_subscriber::EnvFilter::try_new(&text).map_err(|e| {
+        text.parse::<tracing_subscriber::filter::Targets>().map_err(|e| {
             de::Error::custom(format!("invalid log level {text:?}: {e}; use error, warn, info, debug or trace"))
         })?;
         Ok(LogLevel(text))

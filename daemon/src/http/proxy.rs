@@ -43,6 +43,7 @@ use super::api::ApiError;
 use super::body::{BoxError, Idle, Outgoing, Read, ResponseBody, Stalled};
 use super::target;
 use crate::daemon::Daemon;
+use crate::oauth::Tls;
 use crate::server::handler::with_profile;
 
 /// The largest request body kept in memory to be replayed after a 401.
@@ -73,10 +74,9 @@ enum Payload {
 
 impl Proxy {
     /// A proxy whose upstream requests wait at most `timeout` for an answer or a piece of one.
-    pub(crate) fn new(timeout: Duration) -> Result<Proxy, String> {
-        crate::oauth::install_crypto_provider();
-        #[allow(clippy::disallowed_methods, reason = "the provider is installed just above")]
-        let client = reqwest::Client::builder()
+    pub(crate) fn new(timeout: Duration, tls: &Tls) -> Result<Proxy, String> {
+        let client = tls
+            .client_builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .pool_idle_timeout(POOL_IDLE)

@@ -3,8 +3,8 @@
 //!
 //! One [`Http`] client is shared by every profile. It never follows redirects (a token request
 //! that is redirected would carry the client secret to wherever the redirect points), verifies
-//! certificates always, and bounds every request in time and every response in size. Its TLS is
-//! rustls with ring, installed by [`install_crypto_provider`] before the client is built.
+//! certificates always, and bounds every request in time and every response in size. Its TLS
+//! settings, [`Tls`], are built once and shared with the proxy's client.
 //!
 //! Failures become an [`UpstreamError`] that says whether retrying can help
 //! ([`Retry::Transient`]: connection failures, timeouts, 408, 429, 5xx, a 2xx that is not a
@@ -42,11 +42,10 @@ pub(crate) struct Http {
 }
 
 impl Http {
-    /// A client whose requests give up after `timeout`.
-    pub(crate) fn new(timeout: Duration) -> Result<Http, SetupError> {
-        install_crypto_provider();
-        #[allow(clippy::disallowed_methods, reason = "the provider is installed just above")]
-        let client = reqwest::Client::builder()
+    /// A client whose requests give up after `timeout`, over `tls`.
+    pub(crate) fn new(timeout: Duration, tls: &Tls) -> Result<Http, SetupError> {
+        let client = tls
+            .client_builder()
             .user_agent(concat!("tokend/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(timeout.min(Duration::from_secs(10)))
@@ -90,6 +89,40 @@ pub(crate) enum BadSeconds {
     /// A negative number.
     #[error("{0} is negative")]
     Negative(String),
+}
+
+/// The TLS settings of every connection tokend makes upstream, to OAuth servers and through the
+/// proxy: rustls with ring, TLS 1.2 and 1.3, the platform's certificate verifier over the
+/// system's roots, ALPN for HTTP/2 and HTTP/1.1 — what reqwest would choose itself, but built
+/// once. Each copy shares the one verifier, so the system's roots (about 180 KB in memory for a
+/// usual bundle) are read and held once, however many clients use them.
+#[derive(Clone, Debug)]
+pub(crate) struct Tls(rustls::ClientConfig);
+
+impl Tls {
+    /// Reads the system's roots; fails if they cannot be read.
+    pub(crate) fn new() -> Result<Tls, SetupError> {
+        install_crypto_provider();
+        let provider = rustls::crypto::CryptoProvider::get_default()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+        let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
+            .map_err(|e| SetupError(format!("cannot read the system's TLS roots: {e}")))?;
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| SetupError(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Tls(config))
+    }
+
+    /// A builder for a client that uses these settings.
+    pub(crate) fn client_builder(&self) -> reqwest::ClientBuilder {
+        #[allow(clippy::disallowed_methods, reason = "with the TLS settings given, reqwest looks up no provider")]
+        reqwest::Client::builder().tls_backend_preconfigured(self.0.clone())
+    }
 }
 
 /// The HTTP client cannot be set up (no TLS roots, say); the text is the root cause.
