@@ -724,3 +724,527 @@ fn complete_type_len(signature: &[u8], depth: u32) -> Result<usize, Error> {
         None => Err(Error::Malformed("an empty signature")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    fn hello() -> Call<'static> {
+        Call {
+            destination: "org.freedesktop.DBus",
+            path: "/org/freedesktop/DBus",
+            interface: "org.freedesktop.DBus",
+            member: "Hello",
+            body: Body::new(),
+        }
+    }
+
+    fn notify_body() -> Body {
+        Body::new()
+            .string("tokend")
+            .unwrap()
+            .u32(0)
+            .string("dialog-password")
+            .unwrap()
+            .string("S")
+            .unwrap()
+            .string("B")
+            .unwrap()
+            .empty_array("s")
+            .empty_array("{sv}")
+            .i32(-1)
+    }
+
+    #[test]
+    fn hello_is_the_message_every_d_bus_client_sends() {
+        // The specification's rules by hand: fixed header (l, METHOD_CALL, no flags, version 1,
+        // body length, serial, fields length), then each field 8-aligned as (code, signature,
+        // value), then padding to 8. libdbus and sd-bus send these same 128 bytes.
+        let expected: Vec<u8> = [
+            &b"l\x01\x00\x01"[..],
+            &0u32.to_le_bytes(),
+            &1u32.to_le_bytes(),
+            &109u32.to_le_bytes(),
+            b"\x01\x01o\x00",
+            &21u32.to_le_bytes(),
+            b"/org/freedesktop/DBus\x00",
+            b"\x00\x00",
+            b"\x02\x01s\x00",
+            &20u32.to_le_bytes(),
+            b"org.freedesktop.DBus\x00",
+            b"\x00\x00\x00",
+            b"\x03\x01s\x00",
+            &5u32.to_le_bytes(),
+            b"Hello\x00",
+            b"\x00\x00",
+            b"\x06\x01s\x00",
+            &20u32.to_le_bytes(),
+            b"org.freedesktop.DBus\x00",
+            b"\x00\x00\x00",
+        ]
+        .concat();
+        assert_eq!(expected.len(), 128);
+        assert_eq!(hello().marshal(1).unwrap(), expected);
+    }
+
+    #[test]
+    fn the_notify_arguments_are_aligned_as_the_specification_says() {
+        let body = notify_body();
+        assert_eq!(body.signature, "susssasa{sv}i");
+        let expected: Vec<u8> = [
+            &6u32.to_le_bytes()[..],
+            b"tokend\x00",
+            b"\x00",
+            &0u32.to_le_bytes(),
+            &15u32.to_le_bytes(),
+            b"dialog-password\x00",
+            &1u32.to_le_bytes(),
+            b"S\x00\x00\x00",
+            &1u32.to_le_bytes(),
+            b"B\x00\x00\x00",
+            // as: an empty array is its length, 0.
+            &0u32.to_le_bytes(),
+            // a{sv}: its length, then padding to the dict entries' 8 though there are none.
+            &0u32.to_le_bytes(),
+            b"\x00\x00\x00\x00",
+            &(-1i32).to_le_bytes(),
+        ]
+        .concat();
+        assert_eq!(body.bytes.0, expected);
+    }
+
+    #[test]
+    fn a_call_reads_back_with_its_signature_and_arguments() {
+        let call = Call { destination: "d.e", path: "/p", interface: "i.f", member: "M", body: notify_body() };
+        let message = call.marshal(7).unwrap();
+        assert_eq!(message_size(message[..16].try_into().unwrap()).unwrap(), message.len());
+        let header = Header::parse(&message).unwrap();
+        assert_eq!((header.kind, header.signature.as_str(), header.big_endian), (METHOD_CALL, "susssasa{sv}i", false));
+        let mut body = Reader { data: &message[header.body_start..], at: 0, big_endian: false };
+        assert_eq!(body.string().unwrap(), "tokend");
+        assert_eq!(body.u32().unwrap(), 0);
+        let mut rest = "sssasa{sv}i".as_bytes();
+        while !rest.is_empty() {
+            rest = &rest[body.value(rest, 0).unwrap()..];
+        }
+        assert_eq!(body.at, body.data.len(), "the whole body is the arguments");
+    }
+
+    #[test]
+    fn strings_with_nul_are_refused_not_sent() {
+        assert!(matches!(Body::new().string("a\0b"), Err(Error::Nul)));
+    }
+
+    /// A message from the bus, in either byte order, with the given header fields (code,
+    /// signature, value already marshalled for an 8-aligned start) and body.
+    fn message(big_endian: bool, kind: u8, fields: &[(u8, &str, Vec<u8>)], body: &[u8]) -> Vec<u8> {
+        let u32 = |v: u32| if big_endian { v.to_be_bytes() } else { v.to_le_bytes() };
+        let mut array = Vec::new();
+        for (code, signature, value) in fields {
+            array.resize((16 + array.len()).next_multiple_of(8) - 16, 0);
+            array.extend_from_slice(&[*code, u8::try_from(signature.len()).unwrap()]);
+            array.extend_from_slice(signature.as_bytes());
+            array.push(0);
+            array.resize((16 + array.len()).next_multiple_of(alignment(signature.as_bytes()[0])) - 16, 0);
+            array.extend_from_slice(value);
+        }
+        let mut out = vec![if big_endian { b'B' } else { b'l' }, kind, 0, 1];
+        out.extend_from_slice(&u32(u32::try_from(body.len()).unwrap()));
+        out.extend_from_slice(&u32(99));
+        out.extend_from_slice(&u32(u32::try_from(array.len()).unwrap()));
+        out.extend_from_slice(&array);
+        out.resize(out.len().next_multiple_of(8), 0);
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn u32_value(big_endian: bool, v: u32) -> Vec<u8> {
+        (if big_endian { v.to_be_bytes() } else { v.to_le_bytes() }).to_vec()
+    }
+
+    fn string_value(big_endian: bool, s: &str) -> Vec<u8> {
+        let mut out = u32_value(big_endian, u32::try_from(s.len()).unwrap());
+        out.extend_from_slice(s.as_bytes());
+        out.push(0);
+        out
+    }
+
+    fn signature_value(s: &str) -> Vec<u8> {
+        let mut out = vec![u8::try_from(s.len()).unwrap()];
+        out.extend_from_slice(s.as_bytes());
+        out.push(0);
+        out
+    }
+
+    fn method_return(big_endian: bool, serial: u32, id: u32) -> Vec<u8> {
+        message(
+            big_endian,
+            METHOD_RETURN,
+            &[
+                (field::REPLY_SERIAL, "u", u32_value(big_endian, serial)),
+                (field::SENDER, "s", string_value(big_endian, ":1.7")),
+                (field::SIGNATURE, "g", signature_value("u")),
+            ],
+            &u32_value(big_endian, id),
+        )
+    }
+
+    fn error_reply(serial: u32, name: &str, text: &str) -> Vec<u8> {
+        message(
+            false,
+            ERROR,
+            &[
+                (field::ERROR_NAME, "s", string_value(false, name)),
+                (field::REPLY_SERIAL, "u", u32_value(false, serial)),
+                (field::SIGNATURE, "g", signature_value("s")),
+            ],
+            &string_value(false, text),
+        )
+    }
+
+    fn signal() -> Vec<u8> {
+        message(
+            false,
+            4,
+            &[
+                (field::PATH, "o", string_value(false, "/org/freedesktop/DBus")),
+                (field::MEMBER, "s", string_value(false, "NameAcquired")),
+                (field::SIGNATURE, "g", signature_value("s")),
+            ],
+            &string_value(false, ":1.7"),
+        )
+    }
+
+    #[test]
+    fn a_reply_is_read_in_either_byte_order() {
+        for big_endian in [false, true] {
+            let reply = Reply::answering(2, &method_return(big_endian, 2, 0x0102_0304)).unwrap().unwrap().unwrap();
+            assert_eq!(reply.u32().unwrap(), 0x0102_0304, "big-endian: {big_endian}");
+        }
+    }
+
+    #[test]
+    fn signals_and_replies_to_other_calls_are_not_the_reply() {
+        assert!(Reply::answering(2, &signal()).unwrap().is_none());
+        assert!(Reply::answering(2, &method_return(false, 1, 5)).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_error_reply_carries_its_name_and_message() {
+        let error =
+            Reply::answering(2, &error_reply(2, "org.freedesktop.DBus.Error.ServiceUnknown", "nobody\u{7}home"))
+                .unwrap()
+                .unwrap()
+                .unwrap_err();
+        let Error::Method { name, message } = &error else { panic!("{error:?}") };
+        assert_eq!(name, "org.freedesktop.DBus.Error.ServiceUnknown");
+        assert_eq!(message.as_deref(), Some("nobodyhome"), "control characters never reach the log");
+        assert_eq!(error.to_string(), "org.freedesktop.DBus.Error.ServiceUnknown: nobodyhome");
+    }
+
+    #[test]
+    fn a_reply_of_another_type_is_an_error() {
+        let mut reply = Reply::answering(1, &method_return(false, 1, 5)).unwrap().unwrap().unwrap();
+        reply.signature = "s".to_owned();
+        assert!(matches!(reply.u32(), Err(Error::Signature { .. })));
+    }
+
+    #[test]
+    fn unknown_header_fields_are_skipped_whatever_their_type() {
+        let mut fields = vec![(200, "a(yv)", {
+            // Two elements, (1, <u 5>) and (2, <s "x">).
+            let mut array = u32_value(false, 0);
+            array.extend_from_slice(&[0, 0, 0, 0]);
+            let start = array.len();
+            array.extend_from_slice(&[1, 1, b'u', 0]);
+            array.extend_from_slice(&u32_value(false, 5));
+            array.extend_from_slice(&[2, 1, b's', 0]);
+            array.extend_from_slice(&string_value(false, "x"));
+            let len = u32::try_from(array.len() - start).unwrap();
+            array[..4].copy_from_slice(&len.to_le_bytes());
+            array
+        })];
+        fields.push((field::REPLY_SERIAL, "u", u32_value(false, 3)));
+        fields.push((field::SIGNATURE, "g", signature_value("u")));
+        let reply = Reply::answering(3, &message(false, METHOD_RETURN, &fields, &u32_value(false, 9))).unwrap();
+        assert_eq!(reply.unwrap().unwrap().u32().unwrap(), 9);
+    }
+
+    #[test]
+    fn deeply_nested_types_are_refused() {
+        let deep = "a".repeat(100) + "y";
+        let fields = [(200, deep.as_str(), u32_value(false, 0)), (field::REPLY_SERIAL, "u", u32_value(false, 1))];
+        let error = Header::parse(&message(false, METHOD_RETURN, &fields, &[])).unwrap_err();
+        assert!(matches!(error, Error::Malformed("types nested too deeply")), "{error:?}");
+    }
+
+    #[test]
+    fn headers_too_big_or_of_another_kind_are_refused_before_reading_on() {
+        let fixed = |bytes: &[u8]| -> [u8; 16] { bytes.try_into().unwrap() };
+        let mut header = fixed(&method_return(false, 1, 1)[..16]);
+        header[0] = b'X';
+        assert!(matches!(message_size(&header), Err(Error::Malformed(_))));
+        header[0] = b'l';
+        header[3] = 2;
+        assert!(matches!(message_size(&header), Err(Error::Malformed(_))));
+        header[3] = 1;
+        header[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(message_size(&header), Err(Error::TooLarge(_))));
+        header[4..8].copy_from_slice(&0u32.to_le_bytes());
+        header[12..16].copy_from_slice(&u32::try_from(MAX_MESSAGE).unwrap().to_le_bytes());
+        assert!(matches!(message_size(&header), Err(Error::TooLarge(_))));
+    }
+
+    #[test]
+    fn truncated_or_corrupted_messages_are_errors_not_panics() {
+        let good = error_reply(2, "org.example.Error", "text");
+        for len in 0..good.len() {
+            // Nothing but the whole message is a complete reply (the body is read through the
+            // lengths, never past the end).
+            let parsed = Reply::answering(2, &good[..len]);
+            assert!(!matches!(parsed, Ok(Some(Err(Error::Method { message: Some(_), .. })))), "{len}");
+        }
+        // Every byte set to every value: whatever comes out, it comes out without a panic.
+        for at in 0..good.len() {
+            for value in 0..=255 {
+                let mut bad = good.clone();
+                bad[at] = value;
+                let _ = Reply::answering(2, &bad);
+            }
+        }
+        // And random bytes behind a valid start.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            let mut bad = good[..4].to_vec();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            bad.extend(seed.to_le_bytes().iter().cycle().take(usize::try_from(seed % 97).unwrap()));
+            let _ = Reply::answering(2, &bad);
+        }
+    }
+
+    #[test]
+    fn address_entries_are_parsed_and_unescaped() {
+        assert_eq!(targets("unix:path=/run/user/1000/bus"), [Ok(Target::Path("/run/user/1000/bus".into()))]);
+        assert_eq!(
+            targets("unix:abstract=/tmp/dbus-Xy,guid=0123456789abcdef0123456789abcdef"),
+            [Ok(Target::Abstract(b"/tmp/dbus-Xy".to_vec()))]
+        );
+        assert_eq!(targets("unix:path=/tmp/a%20b%3bc%3Dd%c3%a9"), [Ok(Target::Path("/tmp/a b;c=dé".into()))]);
+        let entries = targets("tcp:host=localhost,port=1234;unix:path=/a;;autolaunch:");
+        assert_eq!(entries.len(), 3, "{entries:?}");
+        assert!(entries[0].as_ref().is_err_and(|e| e.contains("only the unix transport")), "{entries:?}");
+        assert_eq!(entries[1], Ok(Target::Path("/a".into())));
+        assert!(entries[2].is_err());
+        let reason = |address: &str| targets(address).remove(0).unwrap_err();
+        assert!(reason("unix:dir=/tmp").contains("listen"));
+        assert!(reason("unix:runtime=yes").contains("listen"));
+        assert!(reason("unix:path=/a,abstract=b").contains("both"));
+        assert!(reason("unix:guid=00").contains("neither"));
+        assert!(reason("unix:path").contains("key=value"));
+        assert!(reason("/run/user/1000/bus").contains("no transport"));
+        assert!(reason("unix:path=/a%2").contains("two hex digits"));
+        assert!(reason("unix:path=/a%zz").contains("two hex digits"));
+        assert!(reason("unix:path=/a%+f").contains("two hex digits"));
+        assert!(reason("unix:path=/a,colour=blue").contains("unknown key"));
+        assert!(targets("").is_empty());
+    }
+
+    #[test]
+    fn the_fallback_address_unescapes_to_its_socket() {
+        let path = "/run/user/1000/a b;c=d,é%";
+        assert_eq!(targets(&format!("unix:path={}", super::super::escape(path))), [Ok(Target::Path(path.into()))]);
+    }
+
+    /// A fake bus on the other end of a pipe: reads the client's authentication (checking it
+    /// claims `uid`), answers with `answer`, and then runs `serve` on each message it reads,
+    /// writing back what it returns. After an answer that is not whole, it hangs up.
+    fn fake_bus(
+        uid: u32,
+        answer: &'static [u8],
+        mut serve: impl FnMut(u32, &[u8]) -> Vec<u8> + Send + 'static,
+    ) -> DuplexStream {
+        let (client, mut bus) = tokio::io::duplex(MAX_MESSAGE * 2);
+        tokio::spawn(async move {
+            let mut auth = [0u8; 1];
+            bus.read_exact(&mut auth).await.unwrap();
+            assert_eq!(auth, [0]);
+            let mut line = Vec::new();
+            while !line.ends_with(b"\r\n") {
+                line.push(bus.read_u8().await.unwrap());
+            }
+            let hex: String = uid.to_string().bytes().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(String::from_utf8(line).unwrap(), format!("AUTH EXTERNAL {hex}\r\n"));
+            bus.write_all(answer).await.unwrap();
+            if !answer.ends_with(b"\r\n") {
+                return;
+            }
+            let mut begin = [0u8; 7];
+            if bus.read_exact(&mut begin).await.is_err() {
+                return;
+            }
+            assert_eq!(&begin, b"BEGIN\r\n");
+            loop {
+                let mut fixed = [0u8; 16];
+                if bus.read_exact(&mut fixed).await.is_err() {
+                    return;
+                }
+                let mut message = vec![0u8; message_size(&fixed).unwrap()];
+                message[..16].copy_from_slice(&fixed);
+                bus.read_exact(&mut message[16..]).await.unwrap();
+                let serial = Reader::new(&message).unwrap().u32_at(8).unwrap();
+                let reply = serve(serial, &message);
+                if bus.write_all(&reply).await.is_err() || !whole_messages(&reply) {
+                    return;
+                }
+            }
+        });
+        client
+    }
+
+    /// Whether `bytes` are whole messages, which a fake bus that means to hang up does not send.
+    fn whole_messages(mut bytes: &[u8]) -> bool {
+        while let Some(fixed) = bytes.get(..16) {
+            match message_size(fixed.try_into().unwrap()) {
+                Ok(size) if size <= bytes.len() => bytes = &bytes[size..],
+                _ => return false,
+            }
+        }
+        bytes.is_empty()
+    }
+
+    const OK: &[u8] = b"OK 0123456789abcdef0123456789abcdef\r\n";
+
+    #[tokio::test]
+    async fn a_call_gets_its_reply_past_signals_in_either_byte_order() {
+        let stream = fake_bus(1000, OK, |serial, message| {
+            let header = Header::parse(message).unwrap();
+            if serial == 1 {
+                assert_eq!(header.signature, "", "Hello has no arguments");
+                return [method_return(false, 1, 0), signal()].concat();
+            }
+            assert_eq!(header.signature, "susssasa{sv}i");
+            [signal(), method_return(false, 1, 3), method_return(true, serial, 42)].concat()
+        });
+        let mut bus = Connection::open_as(stream, 1000).await.unwrap();
+        let call = Call { destination: "d.e", path: "/p", interface: "d.e", member: "Notify", body: notify_body() };
+        assert_eq!(bus.call(&call).await.unwrap().u32().unwrap(), 42);
+    }
+
+    #[tokio::test]
+    async fn an_error_reply_is_the_calls_error() {
+        let stream = fake_bus(0, OK, |serial, _| {
+            if serial == 1 {
+                method_return(false, 1, 0)
+            } else {
+                error_reply(serial, "org.freedesktop.DBus.Error.ServiceUnknown", "The name is not activatable")
+            }
+        });
+        let mut bus = Connection::open_as(stream, 0).await.unwrap();
+        let error = bus.call(&hello()).await.unwrap_err();
+        assert!(matches!(&error, Error::Method { name, .. } if name.ends_with("ServiceUnknown")), "{error:?}");
+    }
+
+    async fn open_fails(answer: &'static [u8], serve: impl FnMut(u32, &[u8]) -> Vec<u8> + Send + 'static) -> Error {
+        Connection::open_as(fake_bus(1000, answer, serve), 1000).await.unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn a_refused_or_garbled_authentication_is_a_clear_error() {
+        let no_messages = |_: u32, _: &[u8]| -> Vec<u8> { panic!("no message after a failed authentication") };
+        let error = open_fails(b"REJECTED DBUS_COOKIE_SHA1 ANONYMOUS\r\n", no_messages).await;
+        assert!(matches!(&error, Error::Rejected { uid: 1000, accepts } if accepts == "DBUS_COOKIE_SHA1 ANONYMOUS"));
+        assert!(error.to_string().contains("refused authentication"), "{error}");
+        let error = open_fails(b"ERROR \"no\"\r\n", no_messages).await;
+        assert!(matches!(&error, Error::Auth(what) if what.contains("ERROR")), "{error:?}");
+        let error = open_fails(b"HTTP/1.1 200 OK\r\n", no_messages).await;
+        assert!(matches!(&error, Error::Auth(what) if what.contains("HTTP")), "{error:?}");
+        let error = open_fails(b"OK\r\n", no_messages).await;
+        assert!(matches!(error, Error::Auth(_)), "{error:?}");
+        let error = open_fails(b"OK 0123\n", no_messages).await;
+        assert!(matches!(&error, Error::Auth(what) if what.contains("\\r\\n")), "{error:?}");
+        let error = open_fails(b"OK \xff\xfe\r\n", no_messages).await;
+        assert!(matches!(&error, Error::Auth(what) if what.contains("not text")), "{error:?}");
+        let long: &'static [u8] = Box::leak([&[b'x'; 5000][..], b"\r\n"].concat().into_boxed_slice());
+        let error = open_fails(long, no_messages).await;
+        assert!(matches!(&error, Error::Auth(what) if what.contains("longer than")), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn a_bus_that_hangs_up_is_an_error() {
+        let (client, bus) = tokio::io::duplex(64);
+        drop(bus);
+        let error = Connection::open_as(client, 1000).await.unwrap_err();
+        assert!(matches!(error, Error::Closed | Error::Io(_)), "{error:?}");
+        let error = open_fails(b"OK 01", |_, _| Vec::new()).await;
+        assert!(matches!(&error, Error::Auth(what) if what.contains("unfinished")), "{error:?}");
+        // Authenticated, then gone in the middle of the reply.
+        let error = open_fails(OK, |_, _| method_return(false, 1, 0)[..20].to_vec()).await;
+        assert!(matches!(error, Error::Closed), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn an_oversized_message_is_refused() {
+        let error = open_fails(OK, |_, _| {
+            let mut header = method_return(false, 1, 0)[..16].to_vec();
+            header[4..8].copy_from_slice(&u32::try_from(MAX_MESSAGE).unwrap().to_le_bytes());
+            header
+        })
+        .await;
+        assert!(matches!(error, Error::TooLarge(_)), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn a_bus_that_sends_only_signals_is_given_up_on() {
+        let error = open_fails(OK, |_, _| signal().repeat(MAX_SKIPPED + 1)).await;
+        assert!(matches!(error, Error::NoReply), "{error:?}");
+    }
+
+    /// Accepts one connection and refuses its authentication, which tells that it was reached.
+    async fn refuse(listener: &tokio::net::UnixListener) {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut stream = BufReader::new(stream);
+        let mut line = Vec::new();
+        stream.read_until(b'\n', &mut line).await.unwrap();
+        assert!(line.starts_with(b"\0AUTH EXTERNAL "), "{line:?}");
+        stream.get_mut().write_all(b"REJECTED EXTERNAL\r\n").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_first_address_that_accepts_is_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("bus,1");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let missing = dir.path().join("none");
+        let address = format!(
+            "tcp:host=127.0.0.1,port=1;unix:path={};unix:path={}",
+            super::super::escape(&missing.to_string_lossy()),
+            super::super::escape(&socket.to_string_lossy())
+        );
+        let (connected, ()) = tokio::join!(connect(&address), refuse(&listener));
+        assert!(matches!(connected, Err(Error::Rejected { .. })), "the listening socket answered: {connected:?}");
+
+        let error =
+            connect(&format!("unix:path={}", super::super::escape(&missing.to_string_lossy()))).await.unwrap_err();
+        assert!(error.to_string().contains(&*missing.to_string_lossy()), "{error}");
+        let error = connect("tcp:host=127.0.0.1,port=1").await.unwrap_err();
+        assert!(error.to_string().contains("only the unix transport"), "{error}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn an_abstract_socket_is_connected_to() {
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("tokend-test-{}", std::process::id());
+        let address = std::os::unix::net::SocketAddr::from_abstract_name(&name).unwrap();
+        let listener = std::os::unix::net::UnixListener::bind_addr(&address).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let listener = tokio::net::UnixListener::from_std(listener).unwrap();
+        let bus = format!("unix:abstract={name}");
+        let (connected, ()) = tokio::join!(connect(&bus), refuse(&listener));
+        assert!(matches!(connected, Err(Error::Rejected { .. })), "{connected:?}");
+    }
+}
