@@ -10,7 +10,10 @@
 //! Each notification opens its own connection (authenticate, `Hello`, one call) and closes it,
 //! so tokend holds nothing open on the bus and nothing on it can wake an idle tokend. The whole
 //! exchange runs in the background, bounded by [`TIMEOUT`]: a bus that does not answer never
-//! holds up the daemon.
+//! holds up the daemon. The D-Bus client is our own ([`dbus`]): one call did not justify
+//! zbus's size (DEVELOPERS.md, "Decisions").
+
+mod dbus;
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -26,7 +29,8 @@ const PATH: &str = "/org/freedesktop/Notifications";
 /// body that name the profile and the command to run.
 pub(crate) fn login_needed_text(profile: &str, reason: &str) -> (String, String) {
     // Servers may read the body as markup; the reason can carry a server's words.
-    let reason: String = reason.chars().filter(|c| !matches!(c, '<' | '>' | '&')).collect();
+    // D-Bus strings cannot carry NUL.
+    let reason: String = reason.chars().filter(|c| !matches!(c, '<' | '>' | '&' | '\0')).collect();
     (format!("tokend: profile {profile} needs a login"), format!("{reason}. Run: tokenctl login {profile}"))
 }
 
@@ -61,9 +65,9 @@ fn show(profile: &str, summary: String, body: String) {
     tokio::spawn(async move {
         match tokio::time::timeout(TIMEOUT, notify(&address, &summary, &body)).await {
             Ok(Ok(id)) => tracing::debug!(profile = %name, id, "desktop notification sent"),
-            Ok(Err(zbus::Error::MethodError(error, _, _)))
-                if error.as_str() == "org.freedesktop.DBus.Error.ServiceUnknown"
-                    || error.as_str() == "org.freedesktop.DBus.Error.NameHasNoOwner" =>
+            Ok(Err(dbus::Error::Method { name, .. }))
+                if name == "org.freedesktop.DBus.Error.ServiceUnknown"
+                    || name == "org.freedesktop.DBus.Error.NameHasNoOwner" =>
             {
                 tracing::debug!(profile = %name, "no notification server on the session bus; no desktop notification");
             }
@@ -78,22 +82,21 @@ fn show(profile: &str, summary: String, body: String) {
 }
 
 /// Sends one notification over the bus at `address`; returns its id.
-async fn notify(address: &str, summary: &str, body: &str) -> zbus::Result<u32> {
-    let connection = zbus::connection::Builder::address(address)?.build().await?;
-    let actions: &[&str] = &[];
-    let hints = std::collections::HashMap::<&str, zbus::zvariant::Value<'_>>::new();
-    let reply = connection
-        .call_method(
-            Some(NAME),
-            PATH,
-            Some(NAME),
-            "Notify",
-            // app_name, replaces_id, app_icon, summary, body, actions, hints, expire_timeout
-            // (-1: the server's default).
-            &("tokend", 0u32, "dialog-password", summary, body, actions, hints, -1i32),
-        )
-        .await?;
-    reply.body().deserialize::<u32>()
+async fn notify(address: &str, summary: &str, body: &str) -> Result<u32, dbus::Error> {
+    let mut bus = dbus::connect(address).await?;
+    // app_name, replaces_id, app_icon, summary, body, actions, hints, expire_timeout (-1: the
+    // server's default).
+    let arguments = dbus::Body::new()
+        .string("tokend")?
+        .u32(0)
+        .string("dialog-password")?
+        .string(summary)?
+        .string(body)?
+        .empty_array("s")
+        .empty_array("{sv}")
+        .i32(-1);
+    let call = dbus::Call { destination: NAME, path: PATH, interface: NAME, member: "Notify", body: arguments };
+    bus.call(&call).await?.u32()
 }
 
 /// The session bus's address: `$DBUS_SESSION_BUS_ADDRESS`, else `$XDG_RUNTIME_DIR/bus` if it

@@ -1,6 +1,7 @@
 //! Desktop notifications: a profile that needs a login, with no `notify_command`, is announced
 //! through `org.freedesktop.Notifications` on the session bus — a real `dbus-daemon` started
-//! here, with a notification server registered on that name that records what it is sent.
+//! here, with a notification server registered on that name that records what it is sent —
+//! and a fake bus that misbehaves, to show that nothing a bus sends can hurt tokend.
 
 use std::time::Duration;
 
@@ -118,4 +119,55 @@ async fn a_login_that_ends_soon_is_a_desktop_notification() {
     assert!(note.summary.contains("mm") && note.summary.contains("expires in"), "{note:?}");
     assert!(note.body.contains("tokenctl login mm"), "the body names the command to run: {note:?}");
     assert_eq!(fake.login_expired_refreshes(), 0);
+}
+
+/// A "bus" that authenticates anyone and then announces a 1 GiB message: tokend refuses to
+/// read it, warns, and goes on serving.
+async fn hostile_bus(dir: &std::path::Path) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let socket = dir.join("bus");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let mut stream = tokio::io::BufReader::new(stream);
+            let mut line = Vec::new();
+            if stream.read_until(b'\n', &mut line).await.is_err() || !line.starts_with(b"\0AUTH EXTERNAL ") {
+                continue;
+            }
+            let mut huge = b"l\x02\x00\x01".to_vec();
+            huge.extend_from_slice(&(1u32 << 30).to_le_bytes());
+            huge.extend_from_slice(&1u32.to_le_bytes());
+            huge.extend_from_slice(&0u32.to_le_bytes());
+            let answer = [&b"OK 0123456789abcdef0123456789abcdef\r\n"[..], &huge].concat();
+            if stream.get_mut().write_all(&answer).await.is_err() {
+                continue;
+            }
+            // Hold the connection until tokend hangs up, so that only its own limit ends it.
+            let mut rest = Vec::new();
+            let _ = stream.read_to_end(&mut rest).await;
+        }
+    });
+    format!("unix:path={}", socket.display())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_bus_is_a_warning_and_tokend_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let address = hostile_bus(dir.path()).await;
+    let (fake, config) = provider("mm").await;
+    let options = Options { env: vec![("DBUS_SESSION_BUS_ADDRESS".into(), address)], ..Options::default() };
+    let tokend = Tokend::start_with(&config, options).await;
+    tokend.log_in("mm").await;
+    fake.revoke_everything();
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            let log = tokend.log();
+            log.contains("cannot send a desktop notification") && log.contains("larger than the 65536 bytes allowed")
+        })
+        .await,
+        "{}",
+        tokend.log()
+    );
+    tokend.tokenctl_ok(&["ping"]).await;
+    assert!(tokend.tokenctl_ok(&["status"]).await.contains("mm"));
 }
