@@ -3,7 +3,7 @@
 //! The client is hyper's, with nothing between the proxy and it: the proxy already has the
 //! request hyper parsed, its headers filtered and its body wrapped, and hands that over as it
 //! is (a general-purpose client such as reqwest would take it apart, check it again and build
-//! it anew on every request, which cost about as much CPU as all the proxy's own work).
+//! it anew on every request, which cost more CPU than all the proxy's own work).
 //!
 //! The connector gives it what the token endpoints' client has:
 //!
