@@ -174,13 +174,7 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let proxy = match http::proxy::Proxy::new(config.daemon.http_timeout, &tls) {
-        Ok(proxy) => proxy,
-        Err(e) => {
-            tracing::error!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let proxy = http::proxy::Proxy::new(config.daemon.http_timeout, &tls);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(std::thread::available_parallelism().map_or(2, std::num::NonZero::get).clamp(1, 4))

@@ -476,3 +476,80 @@ async fn the_proxy_speaks_http2_to_an_api_that_offers_it_and_verifies_its_certif
     let message = got.json()["message"].as_str().unwrap().to_lowercase();
     assert!(message.contains("certificate"), "{message}");
 }
+
+/// A `CONNECT`-only HTTP proxy on 127.0.0.1 that records the target of each tunnel it opens.
+async fn connect_proxy() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tunnels = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = tunnels.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                    let mut byte = [0u8; 1];
+                    if client.read_exact(&mut byte).await.is_err() {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let Some(target) = head.strip_prefix("CONNECT ").and_then(|r| r.split(' ').next()) else { return };
+                seen.lock().unwrap().push(target.to_owned());
+                let Ok(mut api) = tokio::net::TcpStream::connect(target).await else { return };
+                client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut api).await;
+            });
+        }
+    });
+    (port, tunnels)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_requests_go_through_https_proxy_unless_no_proxy_names_the_host() {
+    use tokio::io::AsyncBufReadExt;
+    require!(Need::Program("curl"), Need::Program("openssl"), Need::Node);
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, key, cert) = certificates(dir.path());
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/h2_api.js");
+    let mut api = tokio::process::Command::new("node")
+        .arg(script)
+        .arg(&key)
+        .arg(&cert)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(api.stdout.take().unwrap()).lines();
+    let port = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.unwrap().unwrap().unwrap();
+    let fake = FakeProvider::with_basic_client().await;
+    let config = fake.cc_profile("p", &format!("api_base = \"https://127.0.0.1:{port}/v2\""));
+    let (proxy_port, tunnels) = connect_proxy().await;
+    let env = |no_proxy: &str| {
+        let mut env: Vec<(String, String)> = vec![
+            ("SSL_CERT_FILE".into(), ca.display().to_string()),
+            ("HTTPS_PROXY".into(), format!("http://127.0.0.1:{proxy_port}")),
+        ];
+        // Both spellings, so that the environment the tests run in cannot decide.
+        env.extend(["NO_PROXY", "no_proxy"].map(|name| (name.to_owned(), no_proxy.to_owned())));
+        env
+    };
+
+    // Through the tunnel, TLS and ALPN still run end to end with the API. The token endpoint
+    // is plain http, which no proxy is asked for.
+    let tokend = Tokend::start_with(&config, Options { env: env("example.invalid"), ..Default::default() }).await;
+    let got = curl(&tokend, &["http://tokend/v1/proxy/p/x"]).await;
+    assert_eq!(got.status, 200, "{}\n{}", got.head, String::from_utf8_lossy(&got.body));
+    let json = got.json();
+    assert_eq!(json["http_version"], "2.0", "{json}");
+    assert_eq!(json["authorization"], format!("Bearer {}", current_token(&tokend).await));
+    assert_eq!(*tunnels.lock().unwrap(), [format!("127.0.0.1:{port}")]);
+    drop(tokend);
+
+    let tokend = Tokend::start_with(&config, Options { env: env("127.0.0.1"), ..Default::default() }).await;
+    let got = curl(&tokend, &["http://tokend/v1/proxy/p/x"]).await;
+    assert_eq!(got.status, 200, "{}\n{}", got.head, String::from_utf8_lossy(&got.body));
+    assert_eq!(tunnels.lock().unwrap().len(), 1, "NO_PROXY names the API's host: no tunnel");
+}

@@ -4,6 +4,7 @@
 //! - [`api`] routes requests and answers the token API (`/v1/token`, `/v1/invalidate`,
 //!   `/v1/status`);
 //! - [`proxy`] sends `/v1/proxy/NAME/…` to the profile's `api_base` with its token added;
+//! - [`upstream`] connects the proxy to APIs;
 //! - [`target`] decides which upstream URL a proxied request may reach, and refuses the rest;
 //! - [`body`] bounds bodies in size and in time.
 //!
@@ -23,6 +24,7 @@ pub(crate) mod api;
 pub(crate) mod body;
 pub(crate) mod proxy;
 pub(crate) mod target;
+pub(crate) mod upstream;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -22,17 +22,19 @@
 //! Hop-by-hop headers (RFC 9110 §7.6.1: `Connection` and the fields it names, `Keep-Alive`,
 //! `Proxy-Connection`, `TE`, `Transfer-Encoding`, `Upgrade`, and the proxy credentials) are
 //! dropped in both directions, as are the client's `Host` and `Expect`. Upstream connections
-//! come from one pool shared by all profiles, reused with keep-alive and HTTP/2 where the
-//! server offers it (ALPN); TLS is verified exactly as for token endpoints; redirects are
-//! answered to the client, not followed. Only method, profile, status and timing are logged —
-//! never a path, a header or a body.
+//! come from one pool shared by all profiles ([`super::upstream`]), reused with keep-alive and
+//! HTTP/2 where the server offers it (ALPN); TLS is verified exactly as for token endpoints;
+//! redirects are answered to the client, not followed. Only method, profile, status and timing
+//! are logged — never a path, a header or a body.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokend_proto::Token;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -42,6 +44,7 @@ use zeroize::Zeroizing;
 use super::api::ApiError;
 use super::body::{BoxError, Idle, Outgoing, Read, ResponseBody, Stalled};
 use super::target;
+use super::upstream::{ConnectTimedOut, Connector};
 use crate::daemon::Daemon;
 use crate::oauth::Tls;
 use crate::server::handler::with_profile;
@@ -54,9 +57,12 @@ pub(crate) const REPLAY_BUDGET: usize = 64 * REPLAY_LIMIT;
 /// holds one, so an idle tokend is not woken.
 pub const POOL_IDLE: Duration = Duration::from_secs(30);
 
+/// A proxied request's body, as it goes upstream.
+type Upload = Outgoing<Idle<Incoming>>;
+
 /// The client side of the proxy.
 pub(crate) struct Proxy {
-    client: reqwest::Client,
+    client: Client<Connector, Upload>,
     /// How long the API may take to start answering once it has the request, and how long
     /// either side of a transfer may send nothing while the other waits.
     idle: Duration,
@@ -74,15 +80,15 @@ enum Payload {
 
 impl Proxy {
     /// A proxy whose upstream requests wait at most `timeout` for an answer or a piece of one.
-    pub(crate) fn new(timeout: Duration, tls: &Tls) -> Result<Proxy, String> {
-        let client = tls
-            .client_builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
+    pub(crate) fn new(timeout: Duration, tls: &Tls) -> Proxy {
+        let connector = Connector::new(&Arc::new(tls.config().clone()), timeout.min(Duration::from_secs(10)));
+        // hyper-util's client follows no redirects: a 3xx goes back to the client as it came.
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE)
-            .build()
-            .map_err(|e| format!("cannot set up the proxy's HTTP client: {}", crate::oauth::root_cause(&e)))?;
-        Ok(Proxy { client, idle: timeout, replay_budget: Arc::new(Semaphore::new(REPLAY_BUDGET)) })
+            .build(connector);
+        Proxy { client, idle: timeout, replay_budget: Arc::new(Semaphore::new(REPLAY_BUDGET)) }
     }
 
     /// Forwards `request` for profile `name`, whose path below `/v1/proxy/NAME` is `below`.
@@ -133,6 +139,9 @@ impl Proxy {
         };
         let url = target::join(&base, below, request.uri().query())
             .map_err(|refused| ApiError::bad_request(format!("refused: {}; tokend is not an open proxy", refused.0)))?;
+        let uri = Uri::try_from(url.as_str()).map_err(|_| {
+            ApiError::bad_request("the path or query has characters an HTTP request cannot carry; percent-encode them")
+        })?;
         let (parts, body) = request.into_parts();
         if parts.headers.contains_key(header::AUTHORIZATION) {
             return Err(ApiError::bad_request(
@@ -148,7 +157,7 @@ impl Proxy {
             Payload::Replayable(bytes, permit) => (Outgoing::buffered(bytes.clone()), Some((bytes, permit))),
             Payload::Streaming(read, rest, length) => (Outgoing::streaming(read, rest, length), None),
         };
-        let response = self.send(&parts.method, &url, &headers, served.token(), first).await?;
+        let response = self.send(&parts.method, &uri, &url, &headers, served.token(), first).await?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok((self.respond(response), false));
         }
@@ -172,7 +181,7 @@ impl Proxy {
         let served =
             with_profile(daemon, name, |h| async move { h.invalidate(Some(rejected), deadline).await }).await?;
         let again = Outgoing::buffered(bytes);
-        let response = self.send(&parts.method, &url, &headers, served.token(), again).await?;
+        let response = self.send(&parts.method, &uri, &url, &headers, served.token(), again).await?;
         Ok((self.respond(response), true))
     }
 
@@ -204,17 +213,21 @@ impl Proxy {
     async fn send(
         &self,
         method: &Method,
+        uri: &Uri,
         url: &Url,
         headers: &HeaderMap,
         token: &Token,
-        body: Outgoing<Idle<Incoming>>,
-    ) -> Result<reqwest::Response, ApiError> {
+        body: Upload,
+    ) -> Result<Response<Incoming>, ApiError> {
+        let sent = body.sent();
+        let mut request = Request::new(body);
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = uri.clone();
         let mut headers = headers.clone();
         headers.insert(header::AUTHORIZATION, authorization(token)?);
-        let sent = body.sent();
-        let request = self.client.request(method.clone(), url.clone()).headers(headers).body(reqwest::Body::wrap(body));
+        *request.headers_mut() = headers;
         tokio::select! {
-            answer = request.send() => answer.map_err(|e| upstream_error(&e, url)),
+            answer = self.client.request(request) => answer.map_err(|e| upstream_error(&e, url)),
             () = async { sent.notified().await; tokio::time::sleep(self.idle).await } => Err(ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "upstream",
@@ -224,8 +237,8 @@ impl Proxy {
     }
 
     /// The API's answer, for the client.
-    fn respond(&self, response: reqwest::Response) -> Response<ResponseBody> {
-        let (mut parts, body) = hyper::Response::from(response).into_parts();
+    fn respond(&self, response: Response<Incoming>) -> Response<ResponseBody> {
+        let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         // The client speaks HTTP/1.1 whatever the upstream spoke.
         parts.version = hyper::Version::HTTP_11;
@@ -294,13 +307,13 @@ fn origin(url: &Url) -> String {
     url.origin().ascii_serialization()
 }
 
-fn upstream_error(error: &reqwest::Error, url: &Url) -> ApiError {
+fn upstream_error(error: &hyper_util::client::legacy::Error, url: &Url) -> ApiError {
     if let Some(stalled) = find::<Stalled>(error) {
         return ApiError::new(StatusCode::REQUEST_TIMEOUT, "usage", format!("the request body stopped: {stalled}"));
     }
     let cause = crate::oauth::root_cause(error);
     let origin = origin(url);
-    if error.is_timeout() {
+    if timed_out(error) {
         ApiError::new(StatusCode::GATEWAY_TIMEOUT, "upstream", format!("the API at {origin} timed out ({cause})"))
     } else if error.is_connect() {
         ApiError::new(StatusCode::BAD_GATEWAY, "upstream", format!("cannot connect to the API at {origin}: {cause}"))
@@ -311,6 +324,21 @@ fn upstream_error(error: &reqwest::Error, url: &Url) -> ApiError {
             format!("the request to the API at {origin} failed: {cause}"),
         )
     }
+}
+
+/// Whether connecting or a read or write gave up for time.
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        let timeout = e.is::<ConnectTimedOut>()
+            || e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            || e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout);
+        if timeout {
+            return true;
+        }
+        current = e.source();
+    }
+    false
 }
 
 fn client_body_error(error: BoxError) -> ApiError {

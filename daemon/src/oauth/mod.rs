@@ -118,6 +118,11 @@ impl Tls {
         Ok(Tls(config))
     }
 
+    /// The settings themselves, for a client built on hyper directly (the proxy's).
+    pub(crate) fn config(&self) -> &rustls::ClientConfig {
+        &self.0
+    }
+
     /// A builder for a client that uses these settings.
     pub(crate) fn client_builder(&self) -> reqwest::ClientBuilder {
         #[allow(clippy::disallowed_methods, reason = "with the TLS settings given, reqwest looks up no provider")]
