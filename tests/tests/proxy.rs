@@ -436,12 +436,11 @@ fn certificates(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBu
     (dir.join("ca.pem"), dir.join("server.key"), dir.join("server.pem"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_proxy_speaks_http2_to_an_api_that_offers_it_and_verifies_its_certificate() {
+/// An HTTPS API on 127.0.0.1 that offers HTTP/2 (`clients/h2_api.js`), with a certificate from
+/// a CA of its own in `dir`: that CA, the running API (stopped when dropped) and its port.
+async fn h2_api(dir: &std::path::Path) -> (std::path::PathBuf, tokio::process::Child, String) {
     use tokio::io::AsyncBufReadExt;
-    require!(Need::Program("curl"), Need::Program("openssl"), Need::Node);
-    let dir = tempfile::tempdir().unwrap();
-    let (ca, key, cert) = certificates(dir.path());
+    let (ca, key, cert) = certificates(dir);
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/h2_api.js");
     let mut api = tokio::process::Command::new("node")
         .arg(script)
@@ -453,6 +452,14 @@ async fn the_proxy_speaks_http2_to_an_api_that_offers_it_and_verifies_its_certif
         .unwrap();
     let mut lines = tokio::io::BufReader::new(api.stdout.take().unwrap()).lines();
     let port = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.unwrap().unwrap().unwrap();
+    (ca, api, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_speaks_http2_to_an_api_that_offers_it_and_verifies_its_certificate() {
+    require!(Need::Program("curl"), Need::Program("openssl"), Need::Node);
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, _api, port) = h2_api(dir.path()).await;
     let fake = FakeProvider::with_basic_client().await;
     let config = fake.cc_profile("p", &format!("api_base = \"https://127.0.0.1:{port}/v2\""));
 
@@ -509,21 +516,9 @@ async fn connect_proxy() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_requests_go_through_https_proxy_unless_no_proxy_names_the_host() {
-    use tokio::io::AsyncBufReadExt;
     require!(Need::Program("curl"), Need::Program("openssl"), Need::Node);
     let dir = tempfile::tempdir().unwrap();
-    let (ca, key, cert) = certificates(dir.path());
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/h2_api.js");
-    let mut api = tokio::process::Command::new("node")
-        .arg(script)
-        .arg(&key)
-        .arg(&cert)
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(api.stdout.take().unwrap()).lines();
-    let port = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.unwrap().unwrap().unwrap();
+    let (ca, _api, port) = h2_api(dir.path()).await;
     let fake = FakeProvider::with_basic_client().await;
     let config = fake.cc_profile("p", &format!("api_base = \"https://127.0.0.1:{port}/v2\""));
     let (proxy_port, tunnels) = connect_proxy().await;
