@@ -68,13 +68,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// Wraps a stream from which `read` was already read (by the short-request path), to be
-    /// taken as the start of what the client sent.
-    pub(crate) fn with_read(stream: S, read: Vec<u8>) -> Self {
+    /// taken as the start of what the client sent. The bytes are copied into a buffer sized as
+    /// [`Connection::new`] sizes it, not kept in `read`, whose capacity is the short path's
+    /// whole read size: a connection that stays open must not keep that for its lifetime.
+    pub(crate) fn with_read(stream: S, mut read: Vec<u8>) -> Self {
         let mut conn = Connection::new(stream);
         if !read.is_empty() {
-            conn.read_buf = read;
+            conn.read_buf.extend_from_slice(&read);
             conn.frame_deadline = Some(Instant::now() + FRAME_TIMEOUT);
         }
+        read.zeroize();
         conn
     }
 
@@ -161,5 +164,26 @@ impl<S> Drop for Connection<S> {
     fn drop(&mut self) {
         self.read_buf.zeroize();
         self.write_buf.zeroize();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokend_proto::{Request, codec};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn bytes_read_before_are_the_start_of_the_next_message_in_a_small_buffer() {
+        let (ours, mut theirs) = tokio::io::duplex(4096);
+        let mut frame = Vec::new();
+        codec::encode(&Request::Ping, &mut frame).unwrap();
+        // As the short-request path hands them over: its whole read buffer, the message split.
+        let mut read = Vec::with_capacity(1024);
+        read.extend_from_slice(&frame[..3]);
+        let mut conn = Connection::with_read(ours, read);
+        assert!(conn.read_buf.capacity() <= 256, "kept a buffer of {} bytes", conn.read_buf.capacity());
+        theirs.write_all(&frame[3..]).await.unwrap();
+        assert!(matches!(conn.read::<Request>().await.unwrap(), Some(Request::Ping)));
     }
 }
