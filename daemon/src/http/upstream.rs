@@ -37,16 +37,9 @@ use super::body::BoxError;
 pub(crate) type Connection = MaybeHttpsStream<MaybeHttpsStream<TokioIo<TcpStream>>>;
 
 /// Connecting took longer than the connect timeout.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("operation timed out")]
 pub(crate) struct ConnectTimedOut;
-
-impl std::fmt::Display for ConnectTimedOut {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("operation timed out")
-    }
-}
-
-impl std::error::Error for ConnectTimedOut {}
 
 /// Opens connections to APIs, each within `timeout`.
 #[derive(Clone)]
