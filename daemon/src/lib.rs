@@ -160,21 +160,16 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let tls = match Tls::new() {
-        Ok(tls) => tls,
+    // Both clients on one set of TLS settings: the system's roots are read once.
+    let timeout = config.daemon.http_timeout;
+    let clients = Tls::new().and_then(|tls| Ok((Http::new(timeout, &tls)?, http::proxy::Proxy::new(timeout, &tls))));
+    let (http, proxy) = match clients {
+        Ok(clients) => clients,
         Err(e) => {
             tracing::error!("{e}");
             return ExitCode::FAILURE;
         }
     };
-    let http = match Http::new(config.daemon.http_timeout, &tls) {
-        Ok(http) => http,
-        Err(e) => {
-            tracing::error!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let proxy = http::proxy::Proxy::new(config.daemon.http_timeout, &tls);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(std::thread::available_parallelism().map_or(2, std::num::NonZero::get).clamp(1, 4))
