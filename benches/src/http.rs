@@ -34,7 +34,7 @@ use tokend_e2e::fake::api::{PATTERN_BLOCK, pattern};
 use tokend_e2e::http::{Connection, Driver, drive};
 
 use crate::stats::{Latency, us, verdict};
-use crate::{Plan, context_switches, provider, start, status_field, thread_count, workers};
+use crate::{Baseline, Plan, context_switches, provider, start, status_field, thread_count, workers};
 
 /// Where a request goes: straight to the upstream, or through tokend's proxy.
 #[derive(Clone)]
@@ -124,41 +124,22 @@ impl Drop for Upstream {
     }
 }
 
-/// The minimal proxy in a process of its own (`tokend-bench --minimal-proxy SOCKET ADDR`);
-/// killed on drop.
-struct MinimalProxy {
-    child: std::process::Child,
-    socket: std::path::PathBuf,
-}
-
-impl MinimalProxy {
-    fn spawn(upstream: std::net::SocketAddr) -> MinimalProxy {
-        use std::io::BufRead;
-        let socket = std::env::temp_dir().join(format!("tokend-bench-{}-minimal.sock", std::process::id()));
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .arg("--minimal-proxy")
-            .arg(&socket)
-            .arg(upstream.to_string())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("start the minimal proxy");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "listening", "the minimal proxy started");
-        MinimalProxy { child, socket }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for MinimalProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.socket);
-    }
+/// The minimal proxy in a process of its own (`tokend-bench --minimal-proxy SOCKET ADDR`),
+/// listening once this returns.
+fn minimal_proxy(upstream: std::net::SocketAddr) -> Baseline {
+    use std::io::BufRead;
+    let socket = std::env::temp_dir().join(format!("tokend-bench-{}-minimal.sock", std::process::id()));
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg("--minimal-proxy")
+        .arg(&socket)
+        .arg(upstream.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the minimal proxy");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "listening", "the minimal proxy started");
+    Baseline { child, socket }
 }
 
 pub(crate) async fn run(plan: &Plan, results: &mut serde_json::Map<String, serde_json::Value>) {
@@ -173,7 +154,7 @@ pub(crate) async fn run(plan: &Plan, results: &mut serde_json::Map<String, serde
     let token = Client::connect_to(endpoint.clone()).await.unwrap().token("p0").await.unwrap();
     let authorization = format!("Bearer {}", token.access_token.expose());
     let direct = Route::Direct { upstream: upstream.addr(), authorization: authorization.clone() };
-    let minimal_proxy = MinimalProxy::spawn(upstream.addr());
+    let minimal_proxy = minimal_proxy(upstream.addr());
     let minimal = Route::Minimal { socket: minimal_proxy.socket.clone(), authorization };
     let proxied = Route::Proxied { socket: tokend.http_socket.clone() };
     // The three routes, in the order they are measured and printed, with the process whose CPU

@@ -367,9 +367,29 @@ async fn suite(plan: Plan) -> serde_json::Value {
 }
 
 /// The raw baseline server, in its own process; killed on drop.
-struct RawServer {
+/// A baseline this program serves itself, started again in one of its server roles, listening
+/// at `socket`; stopped, and its socket removed, when dropped.
+struct Baseline {
     child: std::process::Child,
     socket: PathBuf,
+}
+
+impl Baseline {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Baseline {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+struct RawServer {
+    server: Baseline,
     request_len: usize,
     response_len: usize,
 }
@@ -385,24 +405,16 @@ impl RawServer {
             .arg(workers().to_string())
             .spawn()
             .expect("start the raw baseline server");
-        RawServer { child, socket, request_len, response_len }
+        RawServer { server: Baseline { child, socket }, request_len, response_len }
     }
 
     /// A client exchanging frames of the server's sizes.
     async fn client(&self) -> raw::RawClient {
-        raw::RawClient::connect(&self.socket, self.request_len, self.response_len).await
+        raw::RawClient::connect(&self.server.socket, self.request_len, self.response_len).await
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for RawServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.socket);
+        self.server.pid()
     }
 }
 
@@ -605,7 +617,11 @@ async fn processes(plan: &Plan, tokend: &Tokend, raw: &RawServer, peer: Option<&
             name: "floor",
             // benches/run builds it static, like tokenctl, so that it stays the floor.
             program: std::env::var_os("TOKEND_FLOOR_BIN").map_or_else(|| bin("tokend-floor"), PathBuf::from),
-            args: vec![raw.socket.display().to_string(), raw.request_len.to_string(), raw.response_len.to_string()],
+            args: vec![
+                raw.server.socket.display().to_string(),
+                raw.request_len.to_string(),
+                raw.response_len.to_string(),
+            ],
             env: vec![],
             daemon: vec![raw.pid()],
         },
